@@ -1,0 +1,343 @@
+"""The bit-exact integer golden model.
+
+It reads only the exported model file (:mod:`model.export` documents the format and the
+arithmetic) and computes every node with NumPy integers, exactly as the hardware and the MCU
+firmware must. Every RTL and firmware test is held against :func:`run`.
+
+Convolutions use float64 matrix products for speed; that is exact because :func:`load`
+checks that every partial sum of every layer stays below 2**53 in magnitude.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .export import FORMAT, VERSION
+from .quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS
+
+OPS = ("conv", "maxpool", "avgpool", "fc")
+WHERE = ("mcu", "accel")
+EXACT_LIMIT = 2**53
+
+
+class ModelFormatError(ValueError):
+    """The model file is malformed, corrupt, or inconsistent with itself."""
+
+
+@dataclass
+class IntModel:
+    """A validated integer model: the manifest and its arrays."""
+
+    manifest: dict
+    arrays: dict[str, np.ndarray]
+    path: str = "<memory>"
+
+    @property
+    def nodes(self) -> list[dict]:
+        return self.manifest["nodes"]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["input"]["shape"])
+
+    def node(self, name: str) -> dict:
+        for n in self.nodes:
+            if n["name"] == name:
+                return n
+        raise KeyError(name)
+
+    def array(self, node: str, name: str) -> np.ndarray:
+        return self.arrays[f"{node}/{name}"]
+
+
+def act_range(bits: int, signed: bool) -> tuple[int, int]:
+    if signed:
+        hi = (1 << (bits - 1)) - 1
+        return -hi, hi
+    return 0, (1 << bits) - 1
+
+
+def load(path: str | Path) -> IntModel:
+    """Load and validate a model file; raise :class:`ModelFormatError` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: no such model file (train one with "
+                               "`python -m model.train` or use one under models/)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise ModelFormatError(f"{path}: not a readable model archive ({e})") from e
+    if "manifest" not in arrays:
+        raise ModelFormatError(f"{path}: no manifest in the archive")
+    blob = arrays.pop("manifest")
+    try:
+        manifest = json.loads(blob.astype(np.uint8).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"{path}: manifest is not valid JSON ({e})") from e
+    model = IntModel(manifest, arrays, str(path))
+    validate(model)
+    return model
+
+
+def _fail(model: IntModel, msg: str):
+    raise ModelFormatError(f"{model.path}: {msg}")
+
+
+def _need(model: IntModel, d: dict, key: str, kind, where: str):
+    if key not in d:
+        _fail(model, f"{where}: missing field {key!r}")
+    v = d[key]
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+        _fail(model, f"{where}: field {key!r} must be an integer, not {v!r}")
+    if kind is not int and not isinstance(v, kind):
+        _fail(model, f"{where}: field {key!r} has the wrong type ({type(v).__name__})")
+    return v
+
+
+def _arr(model: IntModel, node: str, name: str, shape: tuple, lo: int, hi: int) -> np.ndarray:
+    key = f"{node}/{name}"
+    if key not in model.arrays:
+        _fail(model, f"node {node!r}: array {name!r} is missing")
+    a = model.arrays[key]
+    if not np.issubdtype(a.dtype, np.integer):
+        _fail(model, f"node {node!r}: array {name!r} must be integer, not {a.dtype}")
+    if a.shape != shape:
+        _fail(model, f"node {node!r}: array {name!r} has shape {a.shape}, expected {shape}")
+    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+        _fail(model, f"node {node!r}: array {name!r} has values in [{int(a.min())}, "
+                     f"{int(a.max())}], outside the allowed [{lo}, {hi}]")
+    return a
+
+
+def validate(model: IntModel) -> None:
+    """Check version, graph, shapes and value ranges of every node."""
+    m = model.manifest
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        _fail(model, f"not a {FORMAT} file (format field {m.get('format') if isinstance(m, dict) else m!r})")
+    ver = m.get("version")
+    if ver != VERSION:
+        _fail(model, f"format version {ver!r} is not supported (this code reads version "
+                     f"{VERSION}); re-export the model with this version of the tools")
+    inp = _need(model, m, "input", dict, "manifest")
+    shape = _need(model, inp, "shape", list, "input")
+    pixel_max = _need(model, inp, "pixel_max", int, "input")
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        _fail(model, f"input shape must be [C, H, W] of positive integers, not {shape}")
+    if not 1 <= pixel_max <= 255:
+        _fail(model, f"input pixel_max must be 1..255, not {pixel_max}")
+    nodes = _need(model, m, "nodes", list, "manifest")
+    if not nodes:
+        _fail(model, "the graph has no nodes")
+    # name -> (shape, lo, hi): the value range each tensor can take.
+    tensors = {"input": (tuple(shape), 0, pixel_max)}
+    used = set()
+    for i, n in enumerate(nodes):
+        if not isinstance(n, dict):
+            _fail(model, f"node #{i} is not an object")
+        name = _need(model, n, "name", str, f"node #{i}")
+        where = f"node {name!r}"
+        if name in tensors:
+            _fail(model, f"{where}: duplicate node name")
+        op = _need(model, n, "op", str, where)
+        if op not in OPS:
+            _fail(model, f"{where}: unsupported op {op!r} (supported: {', '.join(OPS)})")
+        if n.get("where") not in WHERE:
+            _fail(model, f"{where}: 'where' must be one of {WHERE}, not {n.get('where')!r}")
+        inputs = _need(model, n, "inputs", list, where)
+        for src in inputs:
+            if src not in tensors:
+                _fail(model, f"{where}: input {src!r} is not the model input or an earlier node")
+        nin = 2 if op == "conv" else 1
+        if not 1 <= len(inputs) <= nin:
+            _fail(model, f"{where}: {op} takes {'1 or 2 inputs' if nin == 2 else '1 input'}, "
+                         f"got {len(inputs)}")
+        xs, xlo, xhi = tensors[inputs[0]]
+        names = set(_need(model, n, "arrays", list, where))
+        if op == "conv":
+            out = _check_conv(model, n, where, inputs, tensors, xs, xlo, xhi)
+        elif op == "maxpool":
+            if len(xs) != 3 or xlo < 0:
+                _fail(model, f"{where}: maxpool needs an unsigned [C, H, W] input")
+            k, s, p = (_need(model, n, f, int, where) for f in ("kernel", "stride", "padding"))
+            if k < 1 or s < 1 or not 0 <= p < k:
+                _fail(model, f"{where}: bad maxpool geometry kernel={k} stride={s} padding={p}")
+            out = ((xs[0], _osize(model, where, xs[1], k, s, p), _osize(model, where, xs[2], k, s, p)),
+                   xlo, xhi)
+        elif op == "avgpool":
+            if len(xs) != 3:
+                _fail(model, f"{where}: avgpool needs a [C, H, W] input")
+            out = ((xs[0],), xlo * xs[1] * xs[2], xhi * xs[1] * xs[2])
+        else:
+            out = _check_fc(model, n, where, xs, xlo, xhi)
+        expected = tuple(n.get("shape", ()))
+        if expected != out[0]:
+            _fail(model, f"{where}: declared output shape {list(expected)} but the graph gives "
+                         f"{list(out[0])}")
+        if not isinstance(n.get("scale"), (int, float)) or not n["scale"] > 0:
+            _fail(model, f"{where}: 'scale' must be a positive number")
+        if names != {k.split("/", 1)[1] for k in model.arrays if k.split("/", 1)[0] == name}:
+            _fail(model, f"{where}: the arrays listed ({sorted(names)}) differ from those stored")
+        used |= {f"{name}/{a}" for a in names}
+        tensors[name] = out
+    extra = set(model.arrays) - used
+    if extra:
+        _fail(model, f"arrays that belong to no node: {sorted(extra)}")
+    if m.get("output") != nodes[-1]["name"]:
+        _fail(model, f"'output' must name the last node ({nodes[-1]['name']!r}), "
+                     f"not {m.get('output')!r}")
+
+
+def _osize(model, where, size, k, s, p):
+    o = (size + 2 * p - k) // s + 1
+    if o < 1:
+        _fail(model, f"{where}: kernel {k} with padding {p} does not fit input size {size}")
+    return o
+
+
+def _check_conv(model, n, where, inputs, tensors, xs, xlo, xhi):
+    f = {k: _need(model, n, k, int, where) for k in
+         ("in_channels", "out_channels", "kernel", "stride", "padding", "w_bits", "out_bits",
+          "shift")}
+    signed = _need(model, n, "out_signed", bool, where)
+    if len(xs) != 3 or xs[0] != f["in_channels"]:
+        _fail(model, f"{where}: input {inputs[0]!r} has shape {list(xs)}, expected "
+                     f"{f['in_channels']} channels")
+    if xlo < 0:
+        _fail(model, f"{where}: conv input {inputs[0]!r} is signed; the array takes unsigned "
+                     "activations")
+    for b in ("w_bits", "out_bits"):
+        if not 1 <= f[b] <= 8:
+            _fail(model, f"{where}: {b} must be 1..8, not {f[b]}")
+    if signed and f["out_bits"] < 2:
+        _fail(model, f"{where}: a signed output needs at least 2 bits")
+    if not 1 <= f["shift"] <= MAX_SHIFT:
+        _fail(model, f"{where}: shift must be 1..{MAX_SHIFT}, not {f['shift']}")
+    k, cout = f["kernel"], f["out_channels"]
+    if k < 1 or f["stride"] < 1 or not 0 <= f["padding"] < k or cout < 1:
+        _fail(model, f"{where}: bad conv geometry {f}")
+    oshape = (cout, _osize(model, where, xs[1], k, f["stride"], f["padding"]),
+              _osize(model, where, xs[2], k, f["stride"], f["padding"]))
+    qmax = 1 if f["w_bits"] == 1 else (1 << (f["w_bits"] - 1)) - 1
+    w = _arr(model, n["name"], "weight", (cout, xs[0], k, k), -qmax, qmax)
+    if f["w_bits"] == 1 and np.any(w == 0):
+        _fail(model, f"{where}: binary (1-bit) weights must be -1 or +1, found 0")
+    mlim = (1 << (MULT_BITS - 1)) - 1
+    _arr(model, n["name"], "mult", (cout,), -mlim, mlim)
+    _arr(model, n["name"], "bias", (cout,), -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
+    bound = xs[0] * k * k * qmax * max(abs(xlo), abs(xhi))
+    if bound >= EXACT_LIMIT:
+        _fail(model, f"{where}: accumulator bound {bound} is too large for exact evaluation")
+    if len(inputs) == 2:
+        rs, _, _ = tensors[inputs[1]]
+        if rs != oshape:
+            _fail(model, f"{where}: residual {inputs[1]!r} has shape {list(rs)}, the output "
+                         f"is {list(oshape)}")
+        _arr(model, n["name"], "res_mult", (cout,), -mlim, mlim)
+    lo, hi = act_range(f["out_bits"], signed)
+    return oshape, lo, hi
+
+
+def _check_fc(model, n, where, xs, xlo, xhi):
+    fin, fout, wb = (_need(model, n, k, int, where) for k in ("in_features", "out_features",
+                                                                "w_bits"))
+    if xs != (fin,):
+        _fail(model, f"{where}: input has shape {list(xs)}, expected [{fin}]")
+    if not 1 <= wb <= 8:
+        _fail(model, f"{where}: w_bits must be 1..8, not {wb}")
+    qmax = 1 if wb == 1 else (1 << (wb - 1)) - 1
+    _arr(model, n["name"], "weight", (fout, fin), -qmax, qmax)
+    _arr(model, n["name"], "bias", (fout,), -(2**40), 2**40)
+    big = fin * qmax * max(abs(xlo), abs(xhi))
+    return (fout,), -big - 2**40, big + 2**40
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def _windows(x: np.ndarray, k: int, stride: int, pad: int, value=0) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, Ho, Wo, k, k) view of the padded input's k x k windows."""
+    if pad:
+        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=value)
+    v = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+    return v[:, :, ::stride, ::stride]
+
+
+def conv_acc(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Integer convolution accumulators (N, Cout, Ho, Wo) as int64, zero padding."""
+    n, c = x.shape[:2]
+    cout, _, k, _ = w.shape
+    win = _windows(x, k, stride, pad)
+    ho, wo = win.shape[2:4]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)
+    acc = cols.astype(np.float64) @ w.reshape(cout, -1).astype(np.float64).T
+    return acc.astype(np.int64).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
+
+
+def requantize(acc, mult, bias, shift, lo, hi, res=None, res_mult=None) -> np.ndarray:
+    """The requantization rule on int64 arrays laid out (N, C, ...)."""
+    sh = (1, -1) + (1,) * (acc.ndim - 2)
+    y = acc * mult.astype(np.int64).reshape(sh) + bias.astype(np.int64).reshape(sh)
+    if res is not None:
+        y = y + res.astype(np.int64) * res_mult.astype(np.int64).reshape(sh)
+    y = (y + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(y, lo, hi)
+
+
+def run_node(model: IntModel, node: dict, *xs: np.ndarray) -> np.ndarray:
+    """Compute one node from its (int64) inputs."""
+    name, op = node["name"], node["op"]
+    if op == "conv":
+        acc = conv_acc(xs[0], model.array(name, "weight"), node["stride"], node["padding"])
+        lo, hi = act_range(node["out_bits"], node["out_signed"])
+        res = xs[1] if len(xs) > 1 else None
+        return requantize(acc, model.array(name, "mult"), model.array(name, "bias"),
+                          node["shift"], lo, hi, res,
+                          model.array(name, "res_mult") if res is not None else None)
+    if op == "maxpool":
+        win = _windows(xs[0], node["kernel"], node["stride"], node["padding"])
+        return win.max(axis=(4, 5))
+    if op == "avgpool":
+        return xs[0].sum(axis=(2, 3))
+    w = model.array(name, "weight").astype(np.int64)
+    return xs[0] @ w.T + model.array(name, "bias").astype(np.int64)
+
+
+def check_input(model: IntModel, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or tuple(x.shape[1:]) != model.input_shape:
+        raise ValueError(f"input must be (N, {', '.join(map(str, model.input_shape))}), "
+                         f"not {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"input pixels must be integers, not {x.dtype}")
+    pmax = model.manifest["input"]["pixel_max"]
+    if x.size and (x.min() < 0 or x.max() > pmax):
+        raise ValueError(f"input pixels must lie in [0, {pmax}], found [{x.min()}, {x.max()}]")
+    return x.astype(np.int64)
+
+
+def run(model: IntModel, x: np.ndarray, upto: str | None = None) -> dict[str, np.ndarray]:
+    """Run the model on integer pixels ``x`` (N, C, H, W); return every node's output."""
+    env = {"input": check_input(model, x)}
+    for node in model.nodes:
+        env[node["name"]] = run_node(model, node, *(env[i] for i in node["inputs"]))
+        if node["name"] == upto:
+            break
+    del env["input"]
+    return env
+
+
+def predict(model: IntModel, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Class indices for ``x``."""
+    out = model.manifest["output"]
+    return np.concatenate([run(model, x[i:i + batch])[out].argmax(1)
+                           for i in range(0, len(x), batch)])
+
+
+def accuracy(model: IntModel, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
+    return float((predict(model, x, batch) == np.asarray(y)).mean())
