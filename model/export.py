@@ -17,8 +17,9 @@ Node fields (all nodes: ``name``, ``op``, ``inputs``, ``where`` = ``mcu`` | ``ac
 ``conv``
     ``in_channels``, ``out_channels``, ``kernel``, ``stride``, ``padding``, ``w_bits``,
     ``out_bits``, ``out_signed``, ``shift``; arrays ``weight`` int8 ``(Cout, Cin, k, k)``,
-    ``mult`` int32 ``(Cout,)``, ``bias`` int64 ``(Cout,)`` and, when ``inputs`` has a second
-    (residual) entry, ``res_mult`` int32 ``(Cout,)``. Output::
+    ``mult`` int32 ``(Cout,)`` (16-bit range), ``bias`` int64 ``(Cout,)`` (48-bit range) and,
+    when ``inputs`` has a second (residual) entry, ``res_mult`` int32 ``(Cout,)`` (24-bit
+    range). Output::
 
         acc = sum(x * weight)                                       # zero padding
         y   = acc * mult[c] + bias[c] (+ res * res_mult[c])
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 
 from . import nets
+from .quant import MULT_BITS, RES_MULT_BITS
 
 FORMAT = "cim-int-model"
 VERSION = 1
@@ -104,8 +106,10 @@ def to_manifest(net: nets.QuantNet, meta: dict | None = None) -> tuple[dict, dic
         format=FORMAT, version=VERSION,
         input=dict(shape=[spec.in_channels, spec.image_size, spec.image_size],
                    pixel_max=spec.pixel_max),
-        requant=dict(mult_bits=16, bias_bits=48, rounding="half_up",
-                     rule="clamp((acc*mult + bias + res*res_mult + 2**(shift-1)) >> shift, lo, hi)"),
+        requant=dict(mult_bits=MULT_BITS, res_mult_bits=RES_MULT_BITS, bias_bits=48,
+                     rounding="half_up",
+                     rule="clamp((acc*mult + bias + res*res_mult + 2**(shift-1)) >> shift, "
+                          "lo, hi)"),
         nodes=nodes, output=nodes[-1]["name"], classes=list(spec.classes),
         spec=spec.to_dict(), meta=meta or {},
     )

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .export import FORMAT, VERSION
-from .quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS
+from .quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS
 
 OPS = ("conv", "maxpool", "avgpool", "fc")
 WHERE = ("mcu", "accel")
@@ -71,7 +72,7 @@ def load(path: str | Path) -> IntModel:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
         raise ModelFormatError(f"{path}: not a readable model archive ({e})") from e
     if "manifest" not in arrays:
         raise ModelFormatError(f"{path}: no manifest in the archive")
@@ -119,7 +120,8 @@ def validate(model: IntModel) -> None:
     """Check version, graph, shapes and value ranges of every node."""
     m = model.manifest
     if not isinstance(m, dict) or m.get("format") != FORMAT:
-        _fail(model, f"not a {FORMAT} file (format field {m.get('format') if isinstance(m, dict) else m!r})")
+        got = m.get("format") if isinstance(m, dict) else m
+        _fail(model, f"not a {FORMAT} file (format field {got!r})")
     ver = m.get("version")
     if ver != VERSION:
         _fail(model, f"format version {ver!r} is not supported (this code reads version "
@@ -167,8 +169,8 @@ def validate(model: IntModel) -> None:
             k, s, p = (_need(model, n, f, int, where) for f in ("kernel", "stride", "padding"))
             if k < 1 or s < 1 or not 0 <= p < k:
                 _fail(model, f"{where}: bad maxpool geometry kernel={k} stride={s} padding={p}")
-            out = ((xs[0], _osize(model, where, xs[1], k, s, p), _osize(model, where, xs[2], k, s, p)),
-                   xlo, xhi)
+            hw = tuple(_osize(model, where, d, k, s, p) for d in xs[1:])
+            out = ((xs[0], *hw), xlo, xhi)
         elif op == "avgpool":
             if len(xs) != 3:
                 _fail(model, f"{where}: avgpool needs a [C, H, W] input")
@@ -205,12 +207,12 @@ def _check_conv(model, n, where, inputs, tensors, xs, xlo, xhi):
          ("in_channels", "out_channels", "kernel", "stride", "padding", "w_bits", "out_bits",
           "shift")}
     signed = _need(model, n, "out_signed", bool, where)
-    if len(xs) != 3 or xs[0] != f["in_channels"]:
-        _fail(model, f"{where}: input {inputs[0]!r} has shape {list(xs)}, expected "
-                     f"{f['in_channels']} channels")
     if xlo < 0:
         _fail(model, f"{where}: conv input {inputs[0]!r} is signed; the array takes unsigned "
                      "activations")
+    if len(xs) != 3 or xs[0] != f["in_channels"]:
+        _fail(model, f"{where}: input {inputs[0]!r} has shape {list(xs)}, expected "
+                     f"{f['in_channels']} channels")
     for b in ("w_bits", "out_bits"):
         if not 1 <= f[b] <= 8:
             _fail(model, f"{where}: {b} must be 1..8, not {f[b]}")
@@ -238,7 +240,8 @@ def _check_conv(model, n, where, inputs, tensors, xs, xlo, xhi):
         if rs != oshape:
             _fail(model, f"{where}: residual {inputs[1]!r} has shape {list(rs)}, the output "
                          f"is {list(oshape)}")
-        _arr(model, n["name"], "res_mult", (cout,), -mlim, mlim)
+        rlim = (1 << (RES_MULT_BITS - 1)) - 1
+        _arr(model, n["name"], "res_mult", (cout,), -rlim, rlim)
     lo, hi = act_range(f["out_bits"], signed)
     return oshape, lo, hi
 

@@ -4,7 +4,7 @@ Why not Brevitas: Brevitas expresses the fake-quant half of this (per-channel we
 learned activation clipping), but the hardware's integer contract is a *single* rounding step
 that takes the conv accumulator, the folded BatchNorm and the residual branch together::
 
-    y   = acc * M[c] + B[c] + res * R[c]          # signed 64-bit, M and R are 16-bit
+    y   = acc * M[c] + B[c] + res * R[c]          # signed 64-bit; M 16-bit, R 24-bit
     out = clamp((y + 2**(S - 1)) >> S, lo, hi)    # round half up, then saturate
 
 Brevitas has no layer with that semantics (its residual adds requantize each branch first and
@@ -24,7 +24,12 @@ import math
 import torch
 
 MULT_BITS = 16
-"""Width of the signed requantization multipliers ``M`` and ``R``."""
+"""Width of the signed requantization multiplier ``M``."""
+
+RES_MULT_BITS = 24
+"""Width of the signed residual multiplier ``R``. ``M`` and ``R`` share the shift ``S``; the
+residual factor can be hundreds of times the accumulator factor, so ``R`` gets the headroom
+(24 x 8 bits still fits one DSP48E2 multiplier) and ``M`` keeps its full 16-bit precision."""
 
 MAX_SHIFT = 40
 """Largest requantization shift ``S``; keeps ``y`` comfortably inside 64 bits."""
@@ -96,7 +101,8 @@ def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Ten
         scale = w.detach().flatten(1).abs().mean(1).clamp(min=1e-8)
         sign = torch.where(w >= 0, 1.0, -1.0)
         # Straight-through estimator clipped to |w| <= 1 (as in BinaryConnect).
-        q = (sign - w).detach() + w * (w.abs() <= 1).to(w.dtype).detach()
+        ste = w * (w.abs() <= 1).to(w.dtype).detach()
+        q = (sign - ste).detach() + ste
         return q, scale
     qmax = weight_qmax(bits)
     scale = weight_threshold(w, bits) / qmax
@@ -155,10 +161,10 @@ class ActQuant(torch.nn.Module):
             self.alpha.fill_(max(a, 1e-3))
 
 
-def choose_shift(max_abs: float) -> int:
+def choose_shift(max_abs: float, bits: int = MULT_BITS) -> int:
     """Largest shift ``S <= MAX_SHIFT`` with ``round(max_abs * 2**S)`` inside the signed
-    ``MULT_BITS`` range."""
-    limit = (1 << (MULT_BITS - 1)) - 1
+    ``bits``-bit range."""
+    limit = (1 << (bits - 1)) - 1
     if max_abs <= 0:
         return MAX_SHIFT
     s = math.floor(math.log2(limit / max_abs))
@@ -166,7 +172,7 @@ def choose_shift(max_abs: float) -> int:
         s -= 1
     if s < 0:
         raise ValueError(
-            f"requantization factor {max_abs:.4g} does not fit a {MULT_BITS}-bit multiplier "
+            f"requantization factor {max_abs:.4g} does not fit a {bits}-bit multiplier "
             "even with shift 0; the output scale is far too small for this layer"
         )
     return min(s, MAX_SHIFT)
@@ -179,14 +185,13 @@ def requant_multipliers(
 
     ``mult`` (accumulator to output LSBs), ``bias`` (in output LSBs) and ``res_mult`` (residual
     LSBs to output LSBs) are float tensors of shape ``(C,)``. One shift ``S`` serves the whole
-    layer, chosen as large as the 16-bit multipliers allow. Everything is returned as int64.
+    layer, chosen as large as the multipliers' widths allow. Everything is returned as int64.
     """
     mult = mult.detach().double()
-    peak = float(mult.abs().max())
+    s = choose_shift(float(mult.abs().max()))
     if res_mult is not None:
         res_mult = res_mult.detach().double()
-        peak = max(peak, float(res_mult.abs().max()))
-    s = choose_shift(peak)
+        s = min(s, choose_shift(float(res_mult.abs().max()), RES_MULT_BITS))
     m = round_half_up(mult * 2.0**s).long()
     b = round_half_up(bias.detach().double() * 2.0**s).long()
     if int(b.abs().max()) >= BIAS_LIMIT:

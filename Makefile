@@ -1,0 +1,45 @@
+# Two entry points for a fresh machine (see README):
+#   make run    install everything, then evaluate the shipped models (the main job)
+#   make test   install everything, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist
+
+.PHONY: all run test lint deps system-deps python-deps clean
+
+all: test
+
+run: deps
+	$(PY) -m model.evaluate
+
+test: deps
+	$(PY) -m pytest -q
+
+lint: python-deps
+	$(VENV)/bin/ruff check .
+
+deps: system-deps python-deps
+
+# Debian packages: installs only what is missing, so running it twice is harmless.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "system packages present"; exit 0; fi; \
+	echo "installing system packages:$$missing"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \
+	else echo "error: need root (or sudo) to apt-get install$$missing" >&2; exit 1; fi; \
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing
+
+# Python packages in a virtual environment; redone only when pyproject.toml changes.
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build sim_build .pytest_cache

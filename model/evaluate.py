@@ -1,0 +1,116 @@
+"""Evaluate integer models with the bit-exact golden model.
+
+    python -m model.evaluate                      # every shipped model under models/
+    python -m model.evaluate --model m.npz --dataset fashion-mnist --data-dir DIR
+
+Prints each model's layer graph (where each node runs, shapes, bits, MACs) and its top-1
+accuracy on the test split of its dataset, computed with integer arithmetic only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data, golden
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def node_macs(node: dict) -> int:
+    if node["op"] == "conv":
+        c, h, w = node["shape"]
+        return c * h * w * node["in_channels"] * node["kernel"] ** 2
+    if node["op"] == "fc":
+        return node["in_features"] * node["out_features"]
+    return 0
+
+
+def summary(model: golden.IntModel) -> str:
+    """A readable table of the layer graph."""
+    rows = [("node", "op", "where", "inputs", "output", "bits W/A", "MACs")]
+    total = {"mcu": 0, "accel": 0}
+    for n in model.nodes:
+        macs = node_macs(n)
+        total[n["where"]] += macs
+        bits = ""
+        if n["op"] == "conv":
+            bits = f"{n['w_bits']}/{'s' if n['out_signed'] else 'u'}{n['out_bits']}"
+        elif n["op"] == "fc":
+            bits = f"{n['w_bits']}/-"
+        rows.append((n["name"], n["op"], n["where"], ",".join(n["inputs"]),
+                     "x".join(map(str, n["shape"])), bits, f"{macs:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"MACs per frame: accelerator {total['accel']:,}, MCU {total['mcu']:,}")
+    return "\n".join(lines)
+
+
+def fit_images(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """Zero-pad dataset images to the model's input size (e.g. 28x28 -> 32x32)."""
+    if x.shape[1] != shape[0] or x.shape[2] > shape[1] or x.shape[3] > shape[2]:
+        raise data.DatasetError(f"dataset images {x.shape[1:]} do not fit the model input "
+                                f"{shape}")
+    if shape[1] != shape[2]:
+        raise data.DatasetError(f"only square model inputs are supported, not {shape}")
+    return data.pad_images(x, shape[1]) if x.shape[2:] != shape[1:] else x
+
+
+def evaluate(model_path: Path, dataset: str | None, data_dir: str | None,
+             limit: int | None) -> dict:
+    model = golden.load(model_path)
+    meta = model.manifest.get("meta", {})
+    dataset = dataset or meta.get("dataset")
+    if dataset is None:
+        raise data.DatasetError(f"{model_path} does not record its dataset; pass --dataset")
+    x, y, info = data.load_dataset(dataset, "test", data_dir, limit=limit,
+                                   seed=meta.get("seed", 0))
+    x = fit_images(x, model.input_shape)
+    t0 = time.time()
+    acc = golden.accuracy(model, x, y)
+    return dict(model=str(model_path), dataset=dataset, test_images=len(x), golden_acc=acc,
+                seconds=round(time.time() - t0, 2), summary=summary(model),
+                float_acc=meta.get("float_acc"), fakequant_acc=meta.get("fakequant_acc"))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", help="model file (repeatable); default: all "
+                   f"shipped models in {MODELS_DIR}")
+    p.add_argument("--dataset", choices=data.DATASETS, default=None,
+                   help="default: the dataset recorded in the model")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    paths = [Path(m) for m in args.model] if args.model else sorted(MODELS_DIR.glob("*.npz"))
+    if not paths:
+        print(f"error: no models given and none found in {MODELS_DIR}", file=sys.stderr)
+        return 2
+    results = []
+    for path in paths:
+        try:
+            r = evaluate(path, args.dataset, args.data_dir, args.limit)
+        except (golden.ModelFormatError, data.DatasetError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"\n== {path} on {r['dataset']} ({r['test_images']} test images)")
+        print(r.pop("summary"))
+        extra = "".join(f", {k.replace('_acc', '')} {r[k]:.2%}" for k in
+                        ("float_acc", "fakequant_acc") if r[k] is not None)
+        print(f"golden integer top-1: {r['golden_acc']:.2%} ({r['seconds']} s){extra}")
+        results.append(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The golden model against the PyTorch quantized model, and the model file's validation."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from model import export, golden, nets
+
+from .helpers import random_net, small_specs
+
+BITS = [(w, a) for w in (1, 2, 4, 8) for a in (1, 2, 4, 8)]
+
+
+@pytest.mark.parametrize("w_bits,a_bits", BITS)
+def test_golden_equals_pytorch_integer_model_on_every_layer(tmp_path, w_bits, a_bits):
+    for i, spec in enumerate(small_specs(w_bits, a_bits)):
+        seed = 100 * w_bits + 10 * a_bits + i
+        net, x = random_net(spec, seed)
+        net.set_mode("integer")
+        with torch.no_grad():
+            _, ref = net(x, collect=True)
+        path = export.export(net, tmp_path / f"m{i}.npz")
+        got = golden.run(golden.load(path), x.numpy())
+        assert list(got) == list(ref)
+        for name, r in ref.items():
+            r = r.numpy()
+            g = got[name]
+            if not np.array_equal(g, r):
+                idx = tuple(np.argwhere(g != r)[0])
+                pytest.fail(f"seed {seed} {spec.arch} W{w_bits}A{a_bits}: node {name} differs "
+                            f"first at {idx}: golden {g[idx]} vs pytorch {r[idx]}")
+        # Activations really use their grids (the test is not comparing constants).
+        assert ref["conv1"].max() > 0
+
+
+@pytest.mark.parametrize("w_bits,a_bits", [(2, 2), (4, 4), (8, 8), (1, 4)])
+def test_integer_mode_matches_fake_quant_layer_by_layer(w_bits, a_bits):
+    """Each conv in integer mode equals its fake-quant counterpart to within one output LSB
+    (the 16-bit fixed-point multiplier differs from the float scale by < 2**-15), and exactly
+    on almost every element."""
+    spec = small_specs(w_bits, a_bits)[0]
+    net, x = random_net(spec, seed=7)
+    with torch.no_grad():
+        _, ints = net.set_mode("integer")(x, collect=True)
+        scales = {n["name"]: n["scale"] for n in export.to_manifest(net)[0]["nodes"]}
+        scales["input"] = 1 / spec.pixel_max
+        ints["input"] = x
+        net.set_mode("fakequant")
+        for name, mod in net.layers.items():
+            if not isinstance(mod, nets.QConv):
+                continue
+            args = [ints[i].double().float() * scales[i] for i in net.inputs[name]]
+            fq = mod(*args) / scales[name]
+            diff = (fq - ints[name].float()).abs()
+            assert float(diff.max()) <= 1.0 + 1e-3, name
+            assert float((diff > 1e-3).float().mean()) < 0.01, name
+
+
+def test_golden_checks_its_input(tmp_path):
+    spec = small_specs(4, 4)[2]
+    net, x = random_net(spec, seed=3)
+    model = golden.load(export.export(net, tmp_path / "m.npz"))
+    with pytest.raises(ValueError, match="must be"):
+        golden.run(model, x.numpy()[:, :, :4])
+    with pytest.raises(ValueError, match=r"\[0, 16\]"):
+        golden.run(model, x.numpy() + 20)
+    with pytest.raises(ValueError, match="integers"):
+        golden.run(model, x.numpy().astype(np.float32))
+
+
+# ------------------------------------------------------------------ the file's validation
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    spec = small_specs(4, 4)[0]
+    net, _ = random_net(spec, seed=11)
+    manifest, arrays = export.to_manifest(net)
+    path = export.save(tmp_path_factory.mktemp("m") / "good.npz", manifest, arrays)
+    golden.load(path)  # the untouched file is valid
+    return manifest, arrays, path
+
+
+def _rewrite(tmp_path, exported, edit):
+    manifest, arrays, _ = exported
+    manifest = json.loads(json.dumps(manifest))
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    edit(manifest, arrays)
+    return export.save(tmp_path / "bad.npz", manifest, arrays)
+
+
+def _node(manifest, name):
+    return next(n for n in manifest["nodes"] if n["name"] == name)
+
+
+CASES = {
+    "version": (lambda m, a: m.update(version=99), "version 99 is not supported"),
+    "format": (lambda m, a: m.update(format="onnx"), "not a cim-int-model file"),
+    "weight range": (lambda m, a: a["layer1_0_conv1/weight"].__setitem__((0, 0, 0, 0), 8),
+                     "layer1_0_conv1.*weight.*outside the allowed \\[-7, 7\\]"),
+    "weight shape": (lambda m, a: a.update({"layer1_0_conv1/weight":
+                                            a["layer1_0_conv1/weight"][:, :4]}),
+                     "weight.*has shape"),
+    "missing array": (lambda m, a: a.pop("layer2_0_conv2/res_mult"),
+                      "layer2_0_conv2.*differ from those stored|res_mult.*missing"),
+    "stray array": (lambda m, a: a.update({"ghost/weight": np.zeros(3, np.int8)}),
+                    "belong to no node"),
+    "unknown op": (lambda m, a: _node(m, "maxpool").update(op="lrn"), "unsupported op 'lrn'"),
+    "forward reference": (lambda m, a: _node(m, "conv1").update(inputs=["fc"]),
+                          "input 'fc' is not the model input or an earlier node"),
+    "channels": (lambda m, a: _node(m, "layer1_0_conv1").update(in_channels=9),
+                 "expected 9 channels"),
+    "shape": (lambda m, a: _node(m, "maxpool").update(shape=[8, 9, 9]),
+              "declared output shape"),
+    "multiplier": (lambda m, a: a["conv1/mult"].__setitem__(0, 40000), "mult.*outside"),
+    "shift": (lambda m, a: _node(m, "conv1").update(shift=0), "shift must be"),
+    "bits": (lambda m, a: _node(m, "conv1").update(out_bits=9), "out_bits must be 1..8"),
+    "where": (lambda m, a: _node(m, "fc").update(where="gpu"), "'where' must be one of"),
+    "type": (lambda m, a: _node(m, "conv1").update(kernel="7"), "must be an integer"),
+    "output": (lambda m, a: m.update(output="conv1"), "'output' must name the last node"),
+    "signed conv input": (lambda m, a: _node(m, "layer2_0_conv1").update(
+        inputs=["layer2_0_shortcut"]), "is signed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invalid_model_files_are_rejected(tmp_path, exported, case):
+    edit, pattern = CASES[case]
+    path = _rewrite(tmp_path, exported, edit)
+    with pytest.raises(golden.ModelFormatError, match=pattern) as e:
+        golden.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_binary_weights_must_not_be_zero(tmp_path):
+    net, _ = random_net(small_specs(1, 2)[2], seed=5)
+    manifest, arrays = export.to_manifest(net)
+    arrays["conv2/weight"][0, 0, 0, 0] = 0
+    path = export.save(tmp_path / "b.npz", manifest, arrays)
+    with pytest.raises(golden.ModelFormatError, match="-1 or \\+1"):
+        golden.load(path)
+
+
+def test_corrupt_truncated_and_foreign_files(tmp_path, exported):
+    good = exported[2].read_bytes()
+    corrupt = bytearray(good)
+    for i in range(len(good) // 3, len(good) // 3 + 64):
+        corrupt[i] ^= 0xFF
+    cases = {"corrupt.npz": bytes(corrupt), "truncated.npz": good[: len(good) // 2],
+             "text.npz": b"hello, not a model\n"}
+    for name, blob in cases.items():
+        p = tmp_path / name
+        p.write_bytes(blob)
+        with pytest.raises(golden.ModelFormatError, match=name):
+            golden.load(p)
+    with pytest.raises(golden.ModelFormatError, match="no such model file"):
+        golden.load(tmp_path / "absent.npz")
+    p = tmp_path / "nomanifest.npz"
+    np.savez(p, weights=np.zeros(3))
+    with pytest.raises(golden.ModelFormatError, match="no manifest"):
+        golden.load(p)
+    p = tmp_path / "badjson.npz"
+    np.savez(p, manifest=np.frombuffer(b"{not json", np.uint8))
+    with pytest.raises(golden.ModelFormatError, match="not valid JSON"):
+        golden.load(p)
+    assert zipfile.is_zipfile(exported[2])
