@@ -25,6 +25,8 @@ from tqdm import tqdm
 
 from . import data, nets
 
+BITS = range(1, 9)
+
 # Per-architecture defaults: input size the images are padded to, training schedule.
 ARCH_DEFAULTS = {
     "resnet14": dict(image_size=32, float_epochs=12, qat_epochs=6, batch_size=128, lr=0.1),
@@ -41,11 +43,16 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="run folder (checkpoint, model, metrics)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     p.add_argument("--blocks", default="2,2,2", help="BasicBlocks per stage (resnet14)")
-    p.add_argument("--w-bits", type=int, default=4, help="accelerator weight bits (1-8)")
-    p.add_argument("--a-bits", type=int, default=4, help="activation bits (1-8)")
-    p.add_argument("--first-bits", type=int, default=8, help="conv1 weight bits (MCU)")
-    p.add_argument("--last-bits", type=int, default=8, help="classifier weight bits (MCU)")
-    p.add_argument("--res-bits", type=int, default=8, help="downsampling shortcut bits")
+    p.add_argument("--w-bits", type=int, choices=BITS, metavar="1-8",
+                   default=4, help="accelerator weight bits (1-8)")
+    p.add_argument("--a-bits", type=int, choices=BITS, metavar="1-8",
+                   default=4, help="activation bits (1-8)")
+    p.add_argument("--first-bits", type=int, choices=BITS, metavar="1-8",
+                   default=8, help="conv1 weight bits (MCU)")
+    p.add_argument("--last-bits", type=int, choices=BITS, metavar="1-8",
+                   default=8, help="classifier weight bits (MCU)")
+    p.add_argument("--res-bits", type=int, choices=BITS, metavar="1-8",
+                   default=8, help="downsampling shortcut bits")
     p.add_argument("--float-epochs", type=int, default=None)
     p.add_argument("--qat-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -136,13 +143,17 @@ def main(argv=None) -> int:
 
     info = data.dataset_info(args.dataset)
     size = ARCH_DEFAULTS[args.arch]["image_size"]
-    spec = nets.NetSpec(
-        arch=args.arch, in_channels=info.channels, image_size=size,
-        num_classes=info.num_classes, pixel_max=info.pixel_max, width=args.width,
-        blocks=args.blocks, w_bits=args.w_bits, a_bits=args.a_bits,
-        first_bits=args.first_bits, last_bits=args.last_bits, res_bits=args.res_bits,
-        classes=info.classes,
-    )
+    try:
+        spec = nets.NetSpec(
+            arch=args.arch, in_channels=info.channels, image_size=size,
+            num_classes=info.num_classes, pixel_max=info.pixel_max, width=args.width,
+            blocks=args.blocks, w_bits=args.w_bits, a_bits=args.a_bits,
+            first_bits=args.first_bits, last_bits=args.last_bits, res_bits=args.res_bits,
+            classes=info.classes,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         xtr, ytr, _ = data.load_dataset(args.dataset, "train", args.data_dir, limit=args.limit,
                                         seed=args.seed)
