@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist
 
-.PHONY: all run test lint deps system-deps python-deps clean
+.PHONY: all run test lint deps system-deps python-deps clean models
 
 all: test
 
@@ -43,3 +43,14 @@ $(VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) build sim_build .pytest_cache
+
+# Retrain the shipped models from scratch (CPU; about an hour on 2 cores) and copy them to
+# models/. The figures in the README come from `make run` on the result.
+SHIPPED := resnet14_fmnist_w4a4 digits_cnn_w4a4
+models: python-deps
+	$(PY) -m model.train --arch resnet14 --dataset fashion-mnist --out runs/resnet14_fmnist_w4a4 --resume
+	$(PY) -m model.train --arch digits_cnn --dataset digits --out runs/digits_cnn_w4a4 --resume
+	mkdir -p models
+	for m in $(SHIPPED); do \
+	  cp runs/$$m/model.npz models/$$m.npz; cp runs/$$m/weights.pt models/$$m.pt; \
+	  cp runs/$$m/metrics.json models/$$m.json; done

@@ -4,8 +4,9 @@
 
 Writes into ``--out``: ``checkpoint.pt`` (after every epoch; ``--resume`` continues from it,
 and re-running a finished run only redoes the final evaluation and export), ``model.npz`` (the
-exported integer model) and ``metrics.json`` (float, fake-quant, PyTorch-integer and golden
-integer accuracy on the test split).
+exported integer model), ``weights.pt`` (the trained PyTorch parameters and network spec) and
+``metrics.json`` (float, fake-quant, PyTorch-integer and golden integer accuracy on the test
+split).
 """
 
 from __future__ import annotations
@@ -245,6 +246,9 @@ def finish(args, out, spec, net, state, xte, yte) -> int:
     from . import export, golden
 
     model_path = out / "model.npz"
+    # The trained float parameters alone (no optimizer state): enough to rebuild the PyTorch
+    # network and hold it against the exported file.
+    torch.save(dict(spec=spec.to_dict(), model=net.state_dict()), out / "weights.pt")
     fq = accuracy(net, xte, yte, "fakequant")
     integer = accuracy(net, xte, yte, "integer")
     meta = dict(dataset=args.dataset, seed=args.seed, float_acc=state["float_acc"],
