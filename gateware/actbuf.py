@@ -1,0 +1,239 @@
+"""On-chip activation buffer (ping-pong) and the activation word layout.
+
+Layout
+------
+One memory word holds one pixel's channel group: ``R`` unsigned activations of ``a_bits``,
+channel ``c`` at bits ``[(c % R) * a_bits, (c % R + 1) * a_bits)``. A tensor of ``C`` channels
+and ``H x W`` pixels stored at word address ``base`` takes ``H * W * G`` words,
+``G = ceil(C / R)``; pixel ``(y, x)``, group ``cg`` is at ``base + (y * W + x) * G + cg``
+(:func:`word_address`). Channels past ``C`` in the last group are zero. Padding pixels are not
+stored. :func:`pack_tensor` is the reference for this layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import A_BITS, ROWS_RANGE
+
+__all__ = ["ActivationBuffer", "pack_tensor", "pack_word", "unpack_word", "word_address"]
+
+
+def pack_word(values, a_bits: int) -> int:
+    """One buffer word from the activations of one channel group (lane ``i`` = channel
+    ``cg * R + i``); missing lanes are zero."""
+    word = 0
+    for i, v in enumerate(values):
+        v = int(v)
+        if not 0 <= v < 1 << a_bits:
+            raise ValueError(f"Activation {v} does not fit {a_bits} unsigned bits")
+        word |= v << (i * a_bits)
+    return word
+
+
+def unpack_word(word: int, rows: int, a_bits: int) -> list[int]:
+    """The ``rows`` activations of one word."""
+    mask = (1 << a_bits) - 1
+    return [(word >> (i * a_bits)) & mask for i in range(rows)]
+
+
+def word_address(y: int, x: int, cg: int, *, width: int, groups: int, base: int = 0) -> int:
+    """Word address of pixel ``(y, x)``, channel group ``cg`` of a tensor at ``base``."""
+    return base + (y * width + x) * groups + cg
+
+
+def pack_tensor(x, *, rows: int, a_bits: int) -> list[int]:
+    """The words of a ``(C, H, W)`` activation tensor in buffer order, from address 0."""
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"Tensor must have shape (C, H, W), not {x.shape}")
+    c, h, w = x.shape
+    groups = -(-c // rows)
+    words = []
+    for yy in range(h):
+        for xx in range(w):
+            for cg in range(groups):
+                words.append(pack_word(x[cg * rows:(cg + 1) * rows, yy, xx], a_bits))
+    return words
+
+
+class ActivationBuffer(wiring.Component):
+    """Two-bank activation buffer: one layer reads its input from one bank while it writes
+    its output to the other.
+
+    The banks are the two halves of one :class:`~amaranth.lib.memory.Memory` of
+    ``2 * depth`` words (one simple dual-port block RAM array): the bank bit is the top address
+    bit, ``read_bank`` for the read port and ``write_bank`` for the write port. Nothing stops
+    both from naming the same bank; a read in the cycle that writes the same word returns the
+    old word (the read port is not transparent).
+
+    Read path and latency
+    ---------------------
+    ``i_stream`` takes requests (the :class:`~gateware.window.WindowGen` beats, or any
+    layout with ``addr`` and ``pad``); ``o_stream`` returns, per request and in order, the word
+    at ``addr`` (zeros where ``pad = 1``; the RAM is then not read) with every other request
+    field passed through. Two register stages: the RAM's synchronous read (stage 1, with the
+    request fields delayed beside it) and the output register, backed by a one-word skid
+    register. :attr:`latency` (2): a request transferred in cycle ``n`` is valid on
+    ``o_stream`` in cycle ``n + 2`` if nothing stalls; one word per cycle while ``o_stream.ready``
+    is high. When the consumer stalls, the word already read lands in the skid register, so the
+    RAM's read latency loses nothing, and ``i_stream.ready`` comes from registers only (no
+    combinational path from ``o_stream.ready``).
+
+    Write path
+    ----------
+    ``w_stream`` is always ready: a beat writes ``word`` at ``addr`` of ``write_bank`` in the
+    cycle it is valid, the lanes whose ``mask`` bit is set (a column tile narrower than ``R``
+    writes part of a word). Per-lane enables map to block-RAM byte enables when ``a_bits`` is 8;
+    narrower lanes make the synthesizer split the RAM by lanes.
+
+    Parameters
+    ----------
+    depth : int
+        Words per bank, a power of two from 2 to 2**20.
+    rows : int
+        Activations per word (the CIM array's rows ``R``).
+    a_bits : int
+        Bits per activation.
+    request_layout : data.StructLayout or None
+        Layout of the read requests: must have ``addr`` (``unsigned(log2(depth))``) and ``pad``
+        (1 bit), must not have ``word``. ``None``: just those two fields. To connect a
+        :class:`~gateware.window.WindowGen` of ``addr_width = log2(depth)``, pass its
+        ``beat_layout``.
+
+    Members
+    -------
+    i_stream : ``In(stream.Signature(request_layout))``
+        Read requests.
+    o_stream : ``Out(stream.Signature(out_layout))``
+        ``word`` (``data.ArrayLayout(unsigned(a_bits), rows)``) and the request's other fields.
+    w_stream : ``In(stream.Signature(write_layout))``
+        ``addr``, ``word``, ``mask`` (``unsigned(rows)``, one bit per lane). Always ready.
+    read_bank, write_bank : ``In(1)``
+        Bank of the read and of the write port.
+    """
+
+    latency = 2
+
+    def __init__(self, *, depth: int, rows: int, a_bits: int, request_layout=None):
+        if (not isinstance(depth, int) or isinstance(depth, bool) or depth < 2
+                or depth > 1 << 20 or depth & (depth - 1)):
+            raise ValueError(f"Depth must be a power of two between 2 and {1 << 20}, "
+                             f"not {depth!r}")
+        lo, hi = ROWS_RANGE
+        if (not isinstance(rows, int) or isinstance(rows, bool) or not lo <= rows <= hi
+                or rows & (rows - 1)):
+            raise ValueError(f"Rows must be a power of two between {lo} and {hi}, not {rows!r}")
+        if a_bits not in A_BITS:
+            raise ValueError(f"Activation bits must be one of {', '.join(map(str, A_BITS))}, "
+                             f"not {a_bits!r}")
+        self.depth = depth
+        self.rows = rows
+        self.a_bits = a_bits
+        self.addr_width = (depth - 1).bit_length()
+        addr_shape = unsigned(self.addr_width)
+        if request_layout is None:
+            request_layout = data.StructLayout({"addr": addr_shape, "pad": 1})
+        if not isinstance(request_layout, data.StructLayout):
+            raise ValueError(f"Request layout must be a data.StructLayout, not "
+                             f"{request_layout!r}")
+        fields = dict(request_layout)
+        shapes = {name: Shape.cast(fields[name].shape) for name in ("addr", "pad")
+                  if name in fields}
+        if shapes.get("addr") != addr_shape:
+            raise ValueError(f"Request layout must have an addr field of {addr_shape!r} for "
+                             f"depth {depth}, not {shapes.get('addr')!r}")
+        if shapes.get("pad") != unsigned(1):
+            raise ValueError("Request layout must have a 1-bit pad field")
+        if "word" in fields:
+            raise ValueError("Request layout must not have a field named word")
+        self.request_layout = request_layout
+        self.word_layout = data.ArrayLayout(unsigned(a_bits), rows)
+        self.meta_layout = data.StructLayout({
+            name: f.shape for name, f in fields.items() if name not in ("addr", "pad")})
+        self.out_layout = data.StructLayout({"word": self.word_layout,
+                                             **dict(self.meta_layout.members)})
+        self.write_layout = data.StructLayout({
+            "addr": addr_shape, "word": self.word_layout, "mask": unsigned(rows)})
+        super().__init__({
+            "i_stream": In(stream.Signature(self.request_layout)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+            "w_stream": In(stream.Signature(self.write_layout)),
+            "read_bank": In(1),
+            "write_bank": In(1),
+        })
+
+    # ------------------------------------------------------------------ reference model
+
+    def model(self, memory, requests, *, bank: int) -> list[dict]:
+        """Bit-exact read path: the ``o_stream`` beats for ``requests`` (dicts of the request
+        fields) read from ``bank``. ``memory`` is the RAM image: ``2 * depth`` words (ints,
+        :func:`pack_word` layout), bank ``b`` at indices ``b * depth ...``. Words come back as
+        ints."""
+        if len(memory) != 2 * self.depth:
+            raise ValueError(f"Memory image must have {2 * self.depth} words, not {len(memory)}")
+        out = []
+        for req in requests:
+            beat = {name: req[name] for name in self.meta_layout.members}
+            beat["word"] = 0 if req["pad"] else int(memory[bank * self.depth + req["addr"]])
+            out.append(beat)
+        return out
+
+    # ------------------------------------------------------------------ hardware
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o, w = self.i_stream, self.o_stream, self.w_stream
+
+        m.submodules.mem = mem = Memory(shape=self.word_layout, depth=2 * self.depth, init=[])
+        wr = mem.write_port(granularity=1)
+        rd = mem.read_port(transparent_for=())
+
+        m.d.comb += [
+            w.ready.eq(1),
+            wr.addr.eq(Cat(w.payload.addr, self.write_bank)),
+            wr.data.eq(w.payload.word),
+            wr.en.eq(Mux(w.valid, w.payload.mask, 0)),
+        ]
+
+        # Stage 1: the RAM read, with the request fields beside it.
+        s1_valid = Signal()
+        s1_pad = Signal()
+        s1_meta = Signal(self.meta_layout)
+        # Output stage: o_stream's registers and the skid register behind them.
+        sk_valid = Signal()
+        sk = Signal(self.out_layout)
+
+        # Stage 1 moves when it is empty or its word leaves for the output stage, which takes
+        # it whenever the skid register is free (into the output, or into the skid register
+        # if the output stalls).
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~s1_valid | ~sk_valid),
+            i.ready.eq(advance),
+            rd.addr.eq(Cat(i.payload.addr, self.read_bank)),
+            # Padding reads nothing; with en low the RAM holds its output.
+            rd.en.eq(advance & i.valid & ~i.payload.pad),
+        ]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(i.valid), s1_pad.eq(i.payload.pad)]
+            m.d.sync += [getattr(s1_meta, name).eq(getattr(i.payload, name))
+                         for name in self.meta_layout.members]
+
+        up = Signal(self.out_layout)
+        m.d.comb += up.word.eq(Mux(s1_pad, 0, rd.data.as_value()))
+        m.d.comb += [getattr(up, name).eq(getattr(s1_meta, name))
+                     for name in self.meta_layout.members]
+
+        with m.If(~o.valid | o.ready):
+            with m.If(sk_valid):
+                m.d.sync += [o.payload.eq(sk), o.valid.eq(1), sk_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [o.payload.eq(up), o.valid.eq(s1_valid)]
+        with m.Elif(s1_valid & ~sk_valid):
+            m.d.sync += [sk.eq(up), sk_valid.eq(1)]
+        return m

@@ -1,0 +1,408 @@
+"""The compute-in-memory (CIM) array macro: stored weights, bit-serial inputs.
+
+See :class:`CIMMacro` for the interface and timing, and ``gateware/README.md`` for the
+measured cost. :meth:`CIMMacro.model` is the bit-exact reference (the golden model applies
+the same partial-sum ADC rule through it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import check_macro_params
+
+__all__ = ["CIMMacro", "output_shape", "psum_shape", "weight_range"]
+
+LATENCY = 3
+"""Cycles from the clock edge that accepts a vector's last bit-plane to the edge after which
+``output.valid`` is high with its result (when ``output`` is not holding an earlier one)."""
+
+
+def weight_range(w_bits: int) -> tuple[int, int]:
+    """Smallest and largest weight: two's complement, or -1/+1 for ``w_bits == 1``."""
+    if w_bits == 1:
+        return -1, 1
+    return -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
+
+
+def psum_shape(rows: int, w_bits: int) -> Shape:
+    """Shape of one bit-plane's column sum ``sum_r x_r * w_r`` (``x_r`` in {0, 1})."""
+    lo, hi = weight_range(w_bits)
+    return Shape.cast(range(rows * lo, rows * hi + 1))
+
+
+def output_shape(rows: int, w_bits: int, a_bits: int) -> Shape:
+    """Shape of one column's result, a dot product of ``rows`` products."""
+    lo, hi = weight_range(w_bits)
+    amax = (1 << a_bits) - 1
+    return Shape.cast(range(rows * lo * amax, rows * hi * amax + 1))
+
+
+# ----------------------------------------------------------------------------- adders
+
+
+def _chain_sum(m, terms, *, width, offset, name, max_chain=6):
+    """The exact signed sum of ``t_i = u_i - offset`` over ``terms`` ``u_i``.
+
+    Each ``u_i`` is an unsigned ``width``-bit value no larger than ``2**width - 2``: a small
+    function (a 4:1 mux of stored weights gated by two input bits) that the FPGA mapping
+    folds into the adder that consumes it. Structured for UltraScale+ carry chains, and
+    for Yosys, which would otherwise merge chained adders into one ``$macc`` cell and map
+    it as a generic full-adder tree at about twice the LUTs:
+
+    * Terms are summed in chains of at most ``max_chain``. A chain stage keeps only a
+      ``width``-bit running low part: ``low' = low - ~u = low + u + 1`` (a subtraction, so
+      Yosys keeps ``low``, a carry-chain output, on the A side driving the carry chain's DI,
+      and ``u``'s logic folds into the propagate LUT: one LUT per bit). The bound on ``u``
+      makes the stage's carry-out a single bit of weight ``2**width``.
+    * A chain's carry-outs (at most six) are counted by one LUT per output bit, a table
+      that also adds a constant; with the chain's constant start ``K`` this cancels the
+      ``+ 1`` per stage and the offsets. The chain's value is ``Cat(low, count)``: no adder.
+    * Chains are added in a balanced tree. An adder that takes another adder's output
+      works on doubled operands (a constant 0 LSB) and its consumer reads its result
+      shifted back, so no adder's operand is exactly another adder's output and Yosys
+      cannot merge them.
+
+    Returns ``(value, lo, hi)``: a signed Value and the range it can take.
+    """
+    n = len(terms)
+    n_chains = -(-n // max_chain)
+    bounds = [n * i // n_chains for i in range(n_chains + 1)]
+    umax = (1 << width) - 2
+    partial = []
+    for ci in range(n_chains):
+        chain = terms[bounds[ci]:bounds[ci + 1]]
+        length = len(chain)
+        # value = K + sum(u + 1) = sum(t) + K + (offset + 1) * length, so pick K (the low
+        # part's start) and E (the count's constant) to make low + 2**width * count exact.
+        bias = (offset + 1) * length
+        k_low = -bias % (1 << width)
+        e = -(k_low + bias) >> width
+        low = Const(k_low, width)
+        carries = []
+        for j, u in enumerate(chain):
+            s = Signal(width + 1, name=f"{name}_c{ci}_s{j}")
+            m.d.comb += s.eq(low - ~Cat(u, Const(0, width + 1 - len(u))))
+            low = s[:width]
+            carries.append(s[width])
+        lo, hi = -offset * length, (umax - offset) * length
+        # count = floor(value / 2**width); always signed so Cat(low, count) reads signed.
+        span = Shape.cast(range(lo >> width, (hi >> width) + 1))
+        cnt_shape = signed(span.width + (not span.signed))
+        cnt = Signal(cnt_shape, name=f"{name}_c{ci}_n")
+        idx = Cat(*carries)
+        for bit in range(cnt_shape.width):
+            table = sum(1 << i for i in range(1 << length)
+                        if ((bin(i).count("1") + e) >> bit) & 1)
+            m.d.comb += cnt[bit].eq(Const(table, 1 << length).bit_select(idx, 1))
+        partial.append((Cat(low, cnt).as_signed(), lo, hi))
+
+    # Chain values are concatenations, not adder outputs; an adder's value is marked raw
+    # when its next consumer would see the adder's output exactly.
+    partial = [(v, lo, hi, False) for v, lo, hi in partial]
+    level = 0
+    while len(partial) > 1:
+        nxt = []
+        for i in range(0, len(partial) - 1, 2):
+            (va, la, ha, ra), (vb, lb, hb, rb) = partial[i], partial[i + 1]
+            lo, hi = la + lb, ha + hb
+            w = Shape.cast(range(min(lo, -1), hi + 1)).width  # as a signed value
+            double = ra or rb
+            s = Signal(signed(w + double), name=f"{name}_t{level}_{i}")
+            if double:
+                m.d.comb += s.eq(Cat(Const(0, 1), va).as_signed()
+                                 + Cat(Const(0, 1), vb).as_signed())
+            else:
+                m.d.comb += s.eq(va + vb)
+            nxt.append((s[double:].as_signed(), lo, hi, not double))
+        if len(partial) % 2:
+            nxt.append(partial[-1])
+        partial = nxt
+        level += 1
+    return partial[0][:3]
+
+
+def _tree_sum(values):
+    """Balanced sum of Values (keeps expressions shallow for the simulator)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+# ----------------------------------------------------------------------------- the macro
+
+
+class CIMMacro(wiring.Component):
+    """A compute-in-memory macro of ``rows`` x ``cols`` stored weights.
+
+    Every cycle one input bit-plane (bit ``r`` for row ``r``) is broadcast on the rows;
+    each column sums its stored weights on the rows whose bit is set, and a per-column
+    shift-accumulator combines a vector's bit-planes, **most significant first**, into the
+    exact signed dot product ``y_c = sum_r x_r * w[r][c]`` of unsigned ``a_bits``-bit
+    inputs ``x_r`` and the stored weights. One vector takes one cycle per bit-plane and
+    vectors stream back to back: with ``a_bits`` planes per vector the macro does
+    ``rows * cols / a_bits`` MACs per cycle.
+
+    Parameters
+    ----------
+    rows : int
+        Rows (the dot-product length), a power of two from 8 to 1024.
+    cols : int
+        Columns (independent dot products), 1 to 1024.
+    w_bits : int
+        Weight bits: 2, 4 or 8 (two's complement), or 1 (binary weights: a stored 1 is +1,
+        a stored 0 is -1).
+    a_bits : int
+        Largest number of bit-planes per vector (1, 2, 4 or 8): it sizes the result. A
+        vector may have fewer planes (its ``last`` comes earlier): a narrower input then
+        takes fewer cycles and gives the same result as zero-padding its high bits.
+    adc_bits : int or None
+        Partial-sum ADC model. ``None``: exact. Otherwise, for every bit-plane ``j`` and
+        every stored weight bit ``b``, the column count ``p[j][b] = #{r : x_r bit j = 1 and
+        w[r][c] bit b = 1}`` (what an analog macro's column ADC digitizes, 0 to ``rows``) is
+        clipped to ``min(p, 2**adc_bits - 1)`` before the shift-add
+        ``y = sum_j 2**j * (sum_{b < w_bits-1} 2**b p[j][b] - 2**(w_bits-1) p[j][w_bits-1])``
+        (for ``w_bits == 1``: ``sum_j 2**j * (2 * p[j][0] - n_j)`` with ``n_j`` the number of
+        rows whose bit ``j`` is set, counted exactly). Clipping is per macro, i.e. per
+        ``rows``-row tile of a longer dot product; :meth:`model` states the same rule.
+    write_rows : int
+        Weight rows per write beat: a power of two from 2 to ``rows`` (rows are stored in
+        pairs, each pair with its precomputed sum).
+    double_buffer : bool
+        Writes go to a shadow copy of the weights, which an input beat with ``commit`` set
+        copies into the array; the next tile loads while the current one computes.
+
+    Members
+    -------
+    input : ``In(stream.Signature(input_layout))``
+        One bit-plane per beat: ``plane`` (``rows`` bits, bit ``r`` is row ``r``),
+        ``last`` (this is the least significant plane of the vector; a vector's planes go
+        most significant first) and, with ``double_buffer``, ``commit`` (copy the shadow
+        weights into the array for this plane and the ones after it; a write in the same
+        cycle is not included).
+    write : ``In(stream.Signature(write_layout))``
+        ``w[i][c]`` is the weight of row ``addr * write_rows + i``, column ``c``
+        (``signed(w_bits)``, or ``unsigned(1)`` for binary weights). ``ready`` is always 1.
+        Without ``double_buffer`` a write changes the array at once: only write while no
+        plane is in flight (between the macro's last output and the next plane).
+    output : ``Out(stream.Signature(output_layout))``
+        ``y[c]`` (``output_shape(rows, w_bits, a_bits)``), one beat per vector.
+
+    Timing: the result of a vector whose last plane is accepted at clock edge ``t`` is
+    valid after edge ``t + LATENCY`` (3), unless ``output`` still holds an earlier result.
+    While ``output.valid`` is high and ``output.ready`` low the whole pipeline stalls and
+    ``input.ready`` is low (``input.ready`` thus depends combinationally on
+    ``output.ready``); otherwise ``input.ready`` is high.
+    """
+
+    def __init__(self, *, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=2,
+                 double_buffer=True):
+        check_macro_params(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits,
+                           adc_bits=adc_bits, write_rows=write_rows,
+                           double_buffer=double_buffer)
+        self.rows = rows
+        self.cols = cols
+        self.w_bits = w_bits
+        self.a_bits = a_bits
+        self.adc_bits = adc_bits
+        self.write_rows = write_rows
+        self.double_buffer = double_buffer
+        self.latency = LATENCY
+        self.psum_shape = psum_shape(rows, w_bits)
+        self.out_shape = output_shape(rows, w_bits, a_bits)
+
+        w_shape = unsigned(1) if w_bits == 1 else signed(w_bits)
+        in_fields = {"plane": unsigned(rows), "last": 1}
+        if double_buffer:
+            in_fields["commit"] = 1
+        self.input_layout = data.StructLayout(in_fields)
+        self.write_layout = data.StructLayout({
+            "addr": range(rows // write_rows),
+            "w": data.ArrayLayout(data.ArrayLayout(w_shape, cols), write_rows),
+        })
+        self.output_layout = data.StructLayout({"y": data.ArrayLayout(self.out_shape, cols)})
+        super().__init__({
+            "input": In(stream.Signature(self.input_layout)),
+            "write": In(stream.Signature(self.write_layout)),
+            "output": Out(stream.Signature(self.output_layout)),
+        })
+
+    @property
+    def peak_macs_per_cycle(self) -> float:
+        return self.rows * self.cols / self.a_bits
+
+    # ------------------------------------------------------------------ reference model
+
+    @staticmethod
+    def model(x, w, *, w_bits, a_bits, adc_bits=None):
+        """Bit-exact reference of the macro's results.
+
+        ``x``: integers in ``[0, 2**a_bits)``, shape ``(..., rows)``; ``w``: weights in
+        :func:`weight_range` (nonzero for ``w_bits == 1``), shape ``(rows, cols)``.
+        Returns int64 of shape ``(..., cols)``. Computed the way the macro does, per input
+        bit-plane and weight bit, with the ``adc_bits`` clipping rule of :class:`CIMMacro`;
+        with ``adc_bits=None`` it equals ``x @ w``.
+        """
+        x = np.asarray(x, dtype=np.int64)
+        w = np.asarray(w, dtype=np.int64)
+        if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
+            raise ValueError(f"x {x.shape} and w {w.shape} do not match: expected "
+                             "(..., rows) and (rows, cols)")
+        if x.size and (x.min() < 0 or x.max() >= 1 << a_bits):
+            raise ValueError(f"inputs must be in [0, {1 << a_bits}) for a_bits={a_bits}")
+        lo, hi = weight_range(w_bits)
+        if w.size and (w.min() < lo or w.max() > hi or (w_bits == 1 and (w == 0).any())):
+            raise ValueError(f"weights must be in [{lo}, {hi}] for w_bits={w_bits}"
+                             + (" and nonzero" if w_bits == 1 else ""))
+        cmax = None if adc_bits is None else (1 << adc_bits) - 1
+        if w_bits == 1:
+            wbits = [(w > 0).astype(np.int64)]
+        else:
+            wbits = [(w >> b) & 1 for b in range(w_bits)]
+        y = np.zeros(x.shape[:-1] + w.shape[1:], dtype=np.int64)
+        for j in range(a_bits):
+            xj = (x >> j) & 1
+            counts = [xj @ wb for wb in wbits]
+            if cmax is not None:
+                counts = [np.minimum(c, cmax) for c in counts]
+            if w_bits == 1:
+                part = 2 * counts[0] - xj.sum(axis=-1, keepdims=True)
+            else:
+                part = sum(counts[b] << b for b in range(w_bits - 1))
+                part = part - (counts[-1] << (w_bits - 1))
+            y += part << j
+        return y
+
+    # ------------------------------------------------------------------ hardware
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C, Wb = self.rows, self.cols, self.w_bits
+        exact = self.adc_bits is None
+
+        # Weights are stored per row pair and column: the even row's weight, the odd row's
+        # and (exact macros with w_bits > 1) their sum, added once on the write bus. A pair's
+        # column term x_e * w_e + x_o * w_o is then a 4:1 mux of stored values: one LUT input
+        # set per bit, which the column adder absorbs (see _chain_sum).
+        sum_bits = Wb + 1 if exact and Wb > 1 else 0
+        cell = 2 * Wb + sum_bits
+        n_pairs = R // 2
+        active = [Signal(C * cell, name=f"pair{p}") for p in range(n_pairs)]
+        shadow = ([Signal(C * cell, name=f"shadow{p}") for p in range(n_pairs)]
+                  if self.double_buffer else active)
+
+        wr = self.write
+        m.d.comb += wr.ready.eq(1)
+        half = self.write_rows // 2
+        for g in range(R // self.write_rows):
+            with m.If(wr.valid & (wr.payload.addr == g)):
+                for i in range(half):
+                    ev, od = wr.payload.w[2 * i], wr.payload.w[2 * i + 1]
+                    parts = []
+                    for c in range(C):
+                        parts += [ev[c], od[c]]
+                        if sum_bits:
+                            parts.append(ev[c] + od[c])
+                    m.d.sync += shadow[g * half + i].eq(Cat(*parts))
+
+        # One enable for the whole pipeline: it advances unless a result waits on output.
+        en = Signal()
+        m.d.comb += [en.eq(~self.output.valid | self.output.ready), self.input.ready.eq(en)]
+        accept = self.input.valid & en
+
+        # Stage A: register the bit-plane broadcast to every column.
+        x_a = Signal(R)
+        valid_a = Signal()
+        last_a = Signal()
+        with m.If(en):
+            m.d.sync += [valid_a.eq(self.input.valid), last_a.eq(self.input.payload.last)]
+            with m.If(self.input.valid):
+                m.d.sync += x_a.eq(self.input.payload.plane)
+        if self.double_buffer:
+            with m.If(accept & self.input.payload.commit):
+                m.d.sync += [a.eq(s) for a, s in zip(active, shadow)]
+        if not exact and Wb == 1:
+            # Binary weights under the ADC model need the plane's popcount (exact).
+            nx_a = Signal(range(R + 1))
+            plane = self.input.payload.plane
+            with m.If(accept):
+                m.d.sync += nx_a.eq(_tree_sum(plane[r] for r in range(R)))
+
+        # Stage B: every column's sum for the plane.
+        psums = [self._column_exact(m, x_a, active, c) if exact
+                 else self._column_adc(m, x_a, active, c, nx_a if Wb == 1 else None)
+                 for c in range(C)]
+        p_b = [Signal(self.psum_shape, name=f"p{c}") for c in range(C)]
+        valid_b = Signal()
+        last_b = Signal()
+        with m.If(en):
+            m.d.sync += [valid_b.eq(valid_a), last_b.eq(last_a)]
+            m.d.sync += [p.eq(s) for p, s in zip(p_b, psums)]
+
+        # Stage C: MSB-first shift-accumulate acc' = 2 * acc + p, both operands flip-flops
+        # (one LUT per bit). The accumulator restarts from 0 after a vector's last plane by
+        # a synchronous reset, free in the flip-flop, so no "first plane" mux is needed.
+        with m.If(en):
+            m.d.sync += self.output.valid.eq(valid_b & last_b)
+            with m.If(valid_b):
+                for c, p in enumerate(p_b):
+                    acc = Signal(self.out_shape, name=f"acc{c}")
+                    nxt = Signal(self.out_shape, name=f"acc{c}_next")
+                    m.d.comb += nxt.eq((acc << 1) + p)
+                    m.d.sync += acc.eq(Mux(last_b, 0, nxt))
+                    with m.If(last_b):
+                        m.d.sync += self.output.payload.y[c].eq(nxt)
+        return m
+
+    def _pair_fields(self, active, p, c):
+        cell = len(active[p]) // self.cols
+        f = active[p][c * cell:(c + 1) * cell]
+        Wb = self.w_bits
+        return f[:Wb], f[Wb:2 * Wb], f[2 * Wb:]
+
+    def _column_exact(self, m, x_a, active, c):
+        Wb = self.w_bits
+        terms = []
+        for p in range(self.rows // 2):
+            xe, xo = x_a[2 * p], x_a[2 * p + 1]
+            we, wo, ws = self._pair_fields(active, p, c)
+            if Wb == 1:
+                # x_e * w_e + x_o * w_o + 4 for w = +-1: 2 to 6, from the stored bits.
+                one = lambda b: Mux(b, 5, 3)  # noqa: E731  (4 + w)
+                both = Mux(we[0], Mux(wo[0], 6, 4), Mux(wo[0], 4, 2))
+                u = Mux(xo, Mux(xe, both, one(wo[0])), Mux(xe, one(we[0]), 4))
+                width, offset = 3, 4
+            else:
+                # The pair sum in offset binary: t + 2**Wb, 0 to 2**(Wb+1) - 2, inverts t's
+                # sign bit (free in the LUT) and removes all sign extension from the adders.
+                t = Mux(xo, Mux(xe, ws.as_signed(), wo.as_signed()),
+                        Mux(xe, we.as_signed(), 0))
+                width, offset = Wb + 1, 1 << Wb
+                u = t.as_unsigned()[:width] ^ (1 << Wb)
+            terms.append(u)
+        value, _, _ = _chain_sum(m, terms, width=width, offset=offset, name=f"c{c}")
+        return value
+
+    def _column_adc(self, m, x_a, active, c, nx_a):
+        Wb = self.w_bits
+        cmax = (1 << self.adc_bits) - 1
+        clipped = []
+        for b in range(Wb):
+            terms = []
+            for p in range(self.rows // 2):
+                xe, xo = x_a[2 * p], x_a[2 * p + 1]
+                we, wo, _ = self._pair_fields(active, p, c)
+                terms.append((xe & we[b]) + (xo & wo[b]))
+            count, _, _ = _chain_sum(m, terms, width=2, offset=0, name=f"c{c}_b{b}")
+            clip = Signal(range(cmax + 1), name=f"c{c}_adc{b}")
+            m.d.comb += clip.eq(Mux(count > cmax, cmax, count))
+            clipped.append(clip)
+        if Wb == 1:
+            return (clipped[0] << 1) - nx_a
+        pos = _tree_sum(clipped[b] << b for b in range(Wb - 1))
+        return pos - (clipped[-1] << (Wb - 1))

@@ -1,0 +1,175 @@
+"""Named, validated hardware configurations.
+
+One module declares every hardware configuration; ``build.py``, the compiler, the tests and
+the header generator all take their numbers from here (:func:`get_config`). A configuration
+is validated once, when it is built, and :class:`~gateware.cim_macro.CIMMacro` checks its own
+arguments with the same function (:func:`check_macro_params`), so an invalid macro cannot be
+described here and built there, or the other way round.
+
+Pure Python on purpose: the compiler and header generation import it without elaborating any
+hardware.
+
+Named configurations
+--------------------
+``tiny``
+    16 x 8, W4A4, 2 macros (64 MACs/cycle): small enough that a whole network runs in the
+    Amaranth simulator in seconds.
+``default``
+    64 x 64, W4A4, 18 macros, ``write_rows=4``: sized for the XCVU13P and ResNet14's middle
+    section (layer1 to layer3, 3x32x32 input, W4A4: 26.2 M MACs and 2.77 M weights per
+    frame).
+
+    * Throughput. The bar is 16,667 cycles per frame; the goal is below 2,000, which needs
+      13,100 MACs per cycle at full utilization. 18 macros of 64 x 64 at ``a_bits=4`` give
+      18 * 64 * 64 / 4 = 18,432 peak MACs per cycle: 1,422 cycles per frame at 100 %, so
+      the goal holds down to about 71 % utilization (the bar down to 9 %).
+    * Tiling. Every conv of ResNet14 reduces over Cin * 9 = 576, 1152 or 2304 rows = 9, 18
+      or 36 tiles of 64, and has 64, 128 or 256 outputs = 1, 2 or 4 tiles of 64 columns.
+      18 is a multiple of 9: layer1 (9 tiles) runs as two copies on halves of the 8 x 8
+      output pixels, layer2 (18 or 36 tiles) and layer3 (72 or 144 tiles) in whole rounds,
+      so no macro idles except on the small 1 x 1 shortcuts.
+    * Weight loading. The weights do not fit in the arrays (2.77 M against 18 * 4096), so
+      tiles are reloaded from the on-chip weight store while the previous tile computes
+      (``double_buffer``). layer3's 2 x 2 outputs reuse a tile for only 4 vectors = 16
+      cycles, so a 64-row tile must load in 16 cycles: ``write_rows=4`` (1 kbit per macro
+      and cycle, 18 kbit per cycle in all, about 256 BRAM36 ports of 72 bits).
+    * Cost (``python -m hw.estimate --config default``; Yosys ``synth_xilinx`` for xcup):
+      one macro 15,951 LUTs (15.6 per MAC/cycle) and 55,685 flip-flops; the 18 macros
+      287 k of the 1.73 M LUTs and 1.0 M of the 3.46 M flip-flops (mostly the weights and
+      their shadow copies: 13 bits per row and column at W4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["CONFIGS", "HwConfig", "check_macro_params", "get_config"]
+
+ROWS_RANGE = (8, 1024)
+COLS_RANGE = (1, 1024)
+W_BITS = (1, 2, 4, 8)
+A_BITS = (1, 2, 4, 8)
+MAX_MACROS = 256
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _check_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, not {value!r}")
+
+
+def check_macro_params(*, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=2,
+                       double_buffer=True) -> None:
+    """Validate the parameters of one CIM macro; raise :class:`ValueError` naming the first
+    bad one. See :class:`~gateware.cim_macro.CIMMacro` for their meaning."""
+    for name, value in (("rows", rows), ("cols", cols), ("w_bits", w_bits),
+                        ("a_bits", a_bits), ("write_rows", write_rows)):
+        _check_int(name, value)
+    lo, hi = ROWS_RANGE
+    if not (_is_pow2(rows) and lo <= rows <= hi):
+        raise ValueError(f"rows must be a power of two from {lo} to {hi}, not {rows}")
+    lo, hi = COLS_RANGE
+    if not lo <= cols <= hi:
+        raise ValueError(f"cols must be from {lo} to {hi}, not {cols}")
+    if w_bits not in W_BITS:
+        raise ValueError(f"w_bits must be one of {', '.join(map(str, W_BITS))}, not {w_bits}")
+    if a_bits not in A_BITS:
+        raise ValueError(f"a_bits must be one of {', '.join(map(str, A_BITS))}, not {a_bits}")
+    if adc_bits is not None:
+        _check_int("adc_bits", adc_bits)
+        # A clipping ADC with as many bits as the count itself clips nothing: ask for None.
+        full = rows.bit_length()
+        if not 1 <= adc_bits < full:
+            raise ValueError(f"adc_bits must be None (ideal) or from 1 to {full - 1} for "
+                             f"{rows} rows, not {adc_bits}")
+    # Rows are stored in pairs (with their precomputed sum), so a beat writes whole pairs.
+    if not (_is_pow2(write_rows) and 2 <= write_rows <= rows):
+        raise ValueError(f"write_rows must be a power of two from 2 to rows ({rows}), "
+                         f"not {write_rows}")
+    if not isinstance(double_buffer, bool):
+        raise ValueError(f"double_buffer must be a bool, not {double_buffer!r}")
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """One hardware configuration of the accelerator.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used on command lines and in generated files.
+    rows, cols : int
+        Rows (dot-product length) and columns (outputs) of one CIM macro.
+    w_bits : int
+        Weight bits: 1 (binary +-1), 2, 4 or 8 (two's complement).
+    a_bits : int
+        Activation bits (unsigned), streamed one bit-plane per cycle.
+    macros : int
+        Number of CIM macros working in parallel.
+    adc_bits : int or None
+        Partial-sum ADC model of every macro (see :class:`~gateware.cim_macro.CIMMacro`);
+        ``None`` is an ideal (exact) macro.
+    write_rows : int
+        Weight rows one write-port beat loads into a macro.
+    double_buffer : bool
+        Whether each macro holds a shadow copy of its weights, so the next tile loads while
+        the current one computes.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    w_bits: int
+    a_bits: int
+    macros: int
+    adc_bits: int | None = None
+    write_rows: int = 2
+    double_buffer: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"name must be an identifier, not {self.name!r}")
+        check_macro_params(**self.macro_params())
+        _check_int("macros", self.macros)
+        if not 1 <= self.macros <= MAX_MACROS:
+            raise ValueError(f"macros must be from 1 to {MAX_MACROS}, not {self.macros}")
+
+    def macro_params(self) -> dict:
+        """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro`."""
+        d = asdict(self)
+        del d["name"], d["macros"]
+        return d
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        """Multiply-accumulates per cycle of all macros together, bit-serial over a_bits."""
+        return self.macros * self.rows * self.cols // self.a_bits
+
+    @property
+    def weights_per_macro(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def write_cycles(self) -> int:
+        """Cycles to load one macro's weights through its write port."""
+        return self.rows // self.write_rows
+
+
+CONFIGS: dict[str, HwConfig] = {
+    # See the module docstring for why these numbers.
+    "tiny": HwConfig(name="tiny", rows=16, cols=8, w_bits=4, a_bits=4, macros=2),
+    "default": HwConfig(name="default", rows=64, cols=64, w_bits=4, a_bits=4, macros=18,
+                        write_rows=4),
+}
+
+
+def get_config(name: str) -> HwConfig:
+    """The named configuration; :class:`ValueError` lists the valid names otherwise."""
+    try:
+        return CONFIGS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown hardware configuration {name!r}; valid names: "
+                         f"{', '.join(sorted(CONFIGS))}") from None
