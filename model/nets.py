@@ -208,7 +208,8 @@ class QLinear(nn.Module):
             acc = (xi.double() @ q.double().t()).round().long()
             return acc + b, s_acc
         q, s = self.quantized_weight()
-        # The fake-quant input is real-valued; its scale is what integer mode would carry.
+        # The bias stays float here: integer mode rounds it to the accumulator's scale
+        # (input scale / (H*W) x weight scale), a step far below one logit LSB of interest.
         return x @ (q * s).t() + self.fc.bias
 
     def integer_params(self, s_in: float):

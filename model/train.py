@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import data, nets
+from . import data, evaluate, nets
 
 BITS = range(1, 9)
 
@@ -82,12 +82,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def prepare(x: np.ndarray, size: int) -> torch.Tensor:
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = data.pad_images(x, size)
-    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
@@ -163,7 +157,13 @@ def main(argv=None) -> int:
     except data.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    xtr, xte = prepare(xtr, size), prepare(xte, size)
+    try:
+        shape = (info.channels, size, size)
+        xtr = torch.from_numpy(np.ascontiguousarray(evaluate.fit_images(xtr, shape)))
+        xte = torch.from_numpy(np.ascontiguousarray(evaluate.fit_images(xte, shape)))
+    except data.DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ytr, yte = torch.from_numpy(ytr), torch.from_numpy(yte)
     aug_pad = 2 if size >= 16 else 1
     flip = args.dataset in ("fashion-mnist", "cifar10")
