@@ -1,0 +1,350 @@
+# amaranth: UnusedElaboratable=no
+"""Compiler (layer program, images), functional model of the program, analytic cycle model."""
+
+import copy
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from gateware.actbuf import pack_tensor, pack_word
+from gateware.config import CONFIGS, HwConfig
+from gateware.window import WindowGen
+from model import compiler, cycles, data, evaluate, export, golden
+from model.compiler import CompileError, Descriptor
+
+from .helpers import random_net, small_specs
+
+SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
+DIGITS = "models/digits_cnn_w4a4.npz"
+RESNET = "models/resnet14_fmnist_w4a4.npz"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return golden.load(DIGITS)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return golden.load(RESNET)
+
+
+def _check_exact(model, x, config, **kw):
+    env = golden.run(model, x)
+    prog = compiler.compile_model(model, config, **kw)
+    out = compiler.execute(prog, env[prog.input_name])
+    assert set(out) == {n["name"] for n in model.nodes if n["where"] == "accel"}
+    for name, y in out.items():
+        assert np.array_equal(y, env[name]), f"layer {name} differs on {config.name}"
+    return prog
+
+
+# ----------------------------------------------------------------------------- descriptor
+
+
+def test_descriptor_round_trip():
+    rng = np.random.default_rng(SEED)
+    print("seed", SEED)
+    assert compiler.DESC_WORDS == len(Descriptor(**{f.name: 0 for f in compiler.FIELDS}).pack())
+    for _ in range(50):
+        vals = {f.name: int(rng.integers(0, 1 << f.bits, dtype=np.uint64))
+                for f in compiler.FIELDS}
+        d = Descriptor(**vals)
+        words = d.pack()
+        assert len(words) == compiler.DESC_WORDS and all(0 <= w < 1 << 32 for w in words)
+        assert Descriptor.unpack(words) == d
+    # Fields never straddle a word and never overlap.
+    used = set()
+    for f in compiler.FIELDS:
+        w, b = compiler.LAYOUT[f.name]
+        assert b + f.bits <= 32
+        bits = {(w, b + i) for i in range(f.bits)}
+        assert not used & bits
+        used |= bits
+    with pytest.raises(ValueError, match="kernel"):
+        Descriptor(**{**{f.name: 0 for f in compiler.FIELDS}, "kernel": 8}).pack()
+
+
+def test_compiled_descriptors_round_trip(resnet):
+    prog = compiler.compile_model(resnet, CONFIGS["default"])
+    words = prog.program_words()
+    assert len(words) == compiler.DESC_WORDS * len(prog.descriptors)
+    for i, d in enumerate(prog.descriptors):
+        assert Descriptor.unpack(words[i * compiler.DESC_WORDS:(i + 1) * compiler.DESC_WORDS]) \
+            == d
+    d = dict(zip(prog.names, prog.descriptors))
+    sc = d["layer2_0_shortcut"]
+    assert (sc.kernel, sc.stride, sc.padding, sc.out_signed, sc.relu, sc.out_bits) == \
+        (1, 2, 0, 1, 0, 8)
+    c2 = d["layer2_0_conv2"]
+    assert c2.has_residual and c2.res_base == sc.out_base and c2.res_signed and c2.res_bits == 8
+    assert (c2.row_tiles, c2.col_tiles, c2.weight_tiles) == (18, 2, 36)
+    assert d["layer3_1_conv2"].last and not c2.last
+    # Tiles and parameter records follow one another.
+    ds = prog.descriptors
+    for a, b in zip(ds, ds[1:]):
+        assert b.weight_base == a.weight_base + a.weight_tiles
+        assert b.param_base == a.param_base + a.col_tiles * prog.config.cols
+    assert len(prog.weight_image) == (ds[-1].weight_base + ds[-1].weight_tiles) \
+        * compiler.tile_words(prog.config)
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def test_tile_packing_by_hand():
+    cfg = HwConfig(name="hand", rows=8, cols=2, w_bits=4, a_bits=4, macros=1, write_rows=2)
+    tile = np.zeros((1, 8, 2), np.int64)
+    tile[0, 0] = [1, -1]
+    tile[0, 1] = [2, -8]
+    tile[0, 7] = [7, 3]
+    words = compiler.pack_tiles(tile, cfg)
+    # 4 beats of 2 rows x 2 cols x 4 bits = 16 bits, one word each; nibble (i * 2 + c).
+    assert words.tolist() == [0x82F1, 0, 0, 0x3700]
+    assert np.array_equal(compiler.unpack_tiles(words, cfg), tile)
+
+
+def test_tile_order_and_zero_fill():
+    cfg = HwConfig(name="order", rows=8, cols=2, w_bits=4, a_bits=4, macros=1)
+    rng = np.random.default_rng(SEED)
+    w = rng.integers(-7, 8, (3, 10, 3, 3))                  # Cout 3, Cin 10: G = 2, J = 2
+    tiles = compiler.layer_tiles(w, cfg)
+    assert tiles.shape == (2 * 18, 8, 2)
+    for j in range(2):
+        for kh in range(3):
+            for kw in range(3):
+                for cg in range(2):
+                    t = tiles[j * 18 + (kh * 3 + kw) * 2 + cg]
+                    for r in range(8):
+                        for c in range(2):
+                            ci, co = cg * 8 + r, j * 2 + c
+                            want = w[co, ci, kh, kw] if ci < 10 and co < 3 else 0
+                            assert t[r, c] == want
+    assert np.array_equal(compiler.unpack_tiles(compiler.pack_tiles(tiles, cfg), cfg), tiles)
+
+
+@pytest.mark.parametrize("w_bits", [1, 2, 8])
+def test_tile_pack_round_trip(w_bits):
+    cfg = HwConfig(name="rt", rows=16, cols=5, w_bits=w_bits, a_bits=4, macros=1, write_rows=4)
+    rng = np.random.default_rng(SEED + w_bits)
+    if w_bits == 1:
+        tiles = rng.choice([-1, 1], (3, 16, 5))
+    else:
+        tiles = rng.integers(-(1 << (w_bits - 1)), 1 << (w_bits - 1), (3, 16, 5))
+    words = compiler.pack_tiles(tiles, cfg)
+    assert len(words) == 3 * compiler.tile_words(cfg)
+    assert np.array_equal(compiler.unpack_tiles(words, cfg), tiles)
+    if w_bits == 1:  # stored 1 = +1, 0 = -1; zero-filled binary weights read back as -1
+        z = compiler.unpack_tiles(compiler.pack_tiles(np.zeros((1, 16, 5)), cfg), cfg)
+        assert (z == -1).all()
+
+
+def test_param_records():
+    m = np.array([-(1 << 15) + 1, 5, 0, (1 << 15) - 1])
+    b = np.array([-(1 << 47) + 1, -3, 12345678901, (1 << 47) - 1])
+    r = np.array([0, -(1 << 23) + 1, 77, (1 << 23) - 1])
+    recs = compiler.pack_params(m, b, r)
+    assert recs.shape == (4, compiler.PARAM_WORDS) and recs.dtype == np.uint32
+    # m = 5, b = -3, r = -(2**23 - 1), by hand.
+    assert recs[1].tolist() == [0xFFFD0005, 0xFFFFFFFF, 0x800001]
+    for x, y in zip(compiler.unpack_params(recs), (m, b, r)):
+        assert np.array_equal(x, y)
+
+
+def test_tensor_layout_matches_actbuf():
+    rng = np.random.default_rng(SEED)
+    x = rng.integers(0, 16, (1, 20, 3, 2))
+    mem = np.zeros((1, 64, 8), np.int64)
+    compiler.write_tensor(mem, 5, x, 4, 4)
+    words = [pack_word(v, 4) for v in mem[0, 5:5 + 3 * 2 * 3]]
+    assert words == pack_tensor(x[0], rows=8, a_bits=4)
+    assert np.array_equal(compiler.read_tensor(mem, 5, (20, 3, 2), 4, False, 4), x)
+    s = rng.integers(-127, 128, (1, 5, 2, 2))                 # signed 8 bits: 2 slices
+    compiler.write_tensor(mem, 0, s, 8, 4)
+    assert np.array_equal(compiler.read_tensor(mem, 0, (5, 2, 2), 8, True, 4), s)
+
+
+@pytest.mark.parametrize("k,s,p,h,w,g", [(3, 1, 1, 5, 4, 2), (1, 2, 0, 5, 5, 1),
+                                         (7, 2, 3, 9, 8, 1), (5, 1, 2, 4, 6, 3)])
+def test_window_addresses_match_window_gen(k, s, p, h, w, g):
+    d = Descriptor(**{**{f.name: 0 for f in compiler.FIELDS}, "kernel": k, "stride": s,
+                      "padding": p, "in_height": h, "in_width": w, "in_groups": g,
+                      "out_height": (h + 2 * p - k) // s + 1,
+                      "out_width": (w + 2 * p - k) // s + 1, "in_base": 17})
+    addr, pad = compiler.window_addresses(d)
+    beats = WindowGen(addr_width=12, max_size=16, max_groups=4).model(
+        height=h, width=w, groups=g, kernel=k, stride=s, padding=p, base=17)
+    assert addr.reshape(-1).tolist() == [b["addr"] for b in beats]
+    assert pad.reshape(-1).tolist() == [bool(b["pad"]) for b in beats]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _edited(model, name, **changes):
+    m = copy.deepcopy(model.manifest)
+    for n in m["nodes"]:
+        if n["name"] == name:
+            n.update(changes)
+    return golden.IntModel(m, model.arrays, "edited")
+
+
+@pytest.mark.parametrize("case,match", [
+    ("kernel", "layer 'conv3': kernel 2 is not supported"),
+    ("stride", "layer 'conv3': stride 3 is not supported"),
+    ("padding", "layer 'conv3': padding 4 exceeds 3"),
+    ("w_bits", "layer 'conv2': w_bits=4 differs from the configuration's 2"),
+    ("a_bits", "must be unsigned 8-bit activations"),
+    ("signed", "layer 'conv3': its input 'conv2' is signed"),
+    ("in_bits", "layer 'conv3': its input 'conv2' has 3-bit activations"),
+    ("acc", "layer 'conv2': accumulator needs"),
+    ("buffer", "layer 'conv2': its output .* does not fit"),
+    ("adc", "adc_bits=None, the configuration 'adc' has adc_bits=3"),
+    ("op", "layer 'avgpool': op 'avgpool' does not run on the accelerator"),
+    ("none", "no accelerator"),
+    ("two_inputs", "exactly one input tensor"),
+])
+def test_compile_errors(digits, case, match):
+    cfg = CONFIGS["tiny"]
+    model, kw = digits, {}
+    if case in ("kernel", "stride", "padding"):
+        model = _edited(digits, "conv3", **{case: {"kernel": 2, "stride": 3, "padding": 4}[case]})
+    elif case == "w_bits":
+        cfg = HwConfig(name="w2", rows=16, cols=8, w_bits=2, a_bits=4, macros=2)
+    elif case == "a_bits":
+        cfg = HwConfig(name="a8", rows=16, cols=8, w_bits=4, a_bits=8, macros=2)
+    elif case == "signed":
+        model = _edited(digits, "conv2", out_signed=True)
+    elif case == "in_bits":
+        model = _edited(digits, "conv2", out_bits=3)
+    elif case == "acc":
+        kw = dict(acc_width=12)
+    elif case == "buffer":
+        kw = dict(bank_words=100)
+    elif case == "adc":
+        cfg = HwConfig(name="adc", rows=16, cols=8, w_bits=4, a_bits=4, macros=2, adc_bits=3)
+    elif case == "op":
+        model = _edited(digits, "avgpool", where="accel")
+    elif case == "none":
+        m = copy.deepcopy(digits.manifest)
+        for n in m["nodes"]:
+            n["where"] = "mcu"
+        model = golden.IntModel(m, digits.arrays)
+    elif case == "two_inputs":
+        model = _edited(digits, "conv3", where="mcu")
+    with pytest.raises(CompileError, match=match):
+        compiler.compile_model(model, cfg, **kw)
+
+
+def test_buffer_allocation(resnet):
+    prog = compiler.compile_model(resnet, CONFIGS["tiny"])
+    bw = prog.bank_words
+    for name, d in zip(prog.names, prog.descriptors):
+        assert d.in_base // bw != d.out_base // bw, f"{name}: input and output share a bank"
+    # No live tensors overlap: every reader's sources are intact when it runs.
+    live = {prog.input_name: prog.buffers[prog.input_name]}
+    last = {}
+    for i, name in enumerate(prog.names):
+        for src in prog.inputs[name]:
+            last[src] = i
+    last[prog.names[-1]] = len(prog.names)
+    for i, name in enumerate(prog.names):
+        a = prog.buffers[name]
+        for other, b in live.items():
+            if last.get(other, -1) >= i:
+                assert a.base + a.words <= b.base or b.base + b.words <= a.base, (name, other)
+        live[name] = a
+
+
+# ----------------------------------------------------------------------------- functional
+
+
+def _images(dataset, n, shape):
+    try:
+        x, _, _ = data.load_dataset(dataset, "test", limit=n)
+    except data.DatasetError as e:
+        pytest.skip(f"dataset not installed: {e}")
+    return evaluate.fit_images(x, shape)
+
+
+@pytest.mark.parametrize("config", ["tiny", "default"])
+def test_shipped_digits_exact(digits, config):
+    _check_exact(digits, _images("digits", 8, digits.input_shape), CONFIGS[config])
+
+
+@pytest.mark.parametrize("config,n", [("tiny", 1), ("default", 2)])
+def test_shipped_resnet14_exact(resnet, config, n):
+    _check_exact(resnet, _images("fashion-mnist", n, resnet.input_shape), CONFIGS[config])
+
+
+EXTRA = {
+    "w2a2": HwConfig(name="w2a2", rows=8, cols=16, w_bits=2, a_bits=2, macros=3, write_rows=8),
+    "w8a8": HwConfig(name="w8a8", rows=32, cols=4, w_bits=8, a_bits=8, macros=1,
+                     double_buffer=False),
+    "w1a4": HwConfig(name="w1a4", rows=16, cols=8, w_bits=1, a_bits=4, macros=2),
+}
+
+
+@pytest.mark.parametrize("config,bits", [("tiny", (4, 4)), ("default", (4, 4)),
+                                         ("w2a2", (2, 2)), ("w8a8", (8, 8)), ("w1a4", (1, 4))])
+def test_random_nets_exact(tmp_path, config, bits):
+    cfg = CONFIGS.get(config) or EXTRA[config]
+    for i, spec in enumerate(small_specs(*bits)):
+        seed = SEED + i
+        print("seed", seed, spec)
+        net, x = random_net(spec, seed, batch=2)
+        path = export.save(tmp_path / f"net{i}.npz", *export.to_manifest(net))
+        # W8A8 sums need more than the default 24-bit accumulator.
+        _check_exact(golden.load(path), x.numpy(), cfg, acc_width=32 if bits == (8, 8) else 24)
+
+
+# ----------------------------------------------------------------------------- cycles
+
+
+def test_cycle_model_by_hand(resnet):
+    cfg = CONFIGS["default"]
+    prog = compiler.compile_model(resnet, cfg)
+    layers = {c.name: c for c in cycles.network_cycles(prog, cfg)}
+    fill = 2 + 2 + 3 + 5 + 6 + 1
+    assert cycles.fill_cycles(cfg) == fill
+    c = layers["layer1_0_conv1"]      # 9 tiles on 18 macros: 2 copies of 32 pixels
+    assert (c.rounds, c.copies, c.compute, c.load) == (1, 2, 128, 16)
+    assert c.cycles == 16 + 128 + fill
+    c = layers["layer2_0_shortcut"]   # 2 tiles, 9 copies of 2 pixels: the load dominates
+    assert (c.rounds, c.copies, c.compute) == (1, 9, 8)
+    assert c.cycles == 16 + 8 + fill
+    c = layers["layer3_1_conv2"]      # 144 tiles: 8 rounds of 4 pixels x 4 planes
+    assert (c.rounds, c.copies, c.compute) == (8, 1, 16)
+    assert c.cycles == 16 + 7 * max(16, 16) + 16 + fill
+    total = sum(c.cycles for c in layers.values())
+    assert total <= 16_667
+    assert sum(c.macs for c in layers.values()) == 26_214_400
+
+
+@pytest.mark.parametrize("config", ["tiny", "default"])
+def test_cycle_model_sanity(resnet, digits, config):
+    cfg = CONFIGS[config]
+    for model in (resnet, digits):
+        prog = compiler.compile_model(model, cfg)
+        for name, d in zip(prog.names, prog.descriptors):
+            c = cycles.layer_cycles(d, cfg, name)
+            node = model.node(name)
+            assert c.macs == (np.prod(node["shape"]) * node["in_channels"]
+                              * node["kernel"] ** 2)
+            assert c.cycles >= c.macs / cfg.peak_macs_per_cycle
+            assert 0 < c.utilization <= 1
+            prev = c.cycles
+            for h in range(d.out_height + 1, d.out_height + 6):
+                more = cycles.layer_cycles(dataclasses.replace(d, out_height=h), cfg)
+                assert more.cycles >= prev
+                prev = more.cycles
+            single = dataclasses.replace(cfg, name="single", double_buffer=False)
+            assert cycles.layer_cycles(d, single).cycles >= c.cycles
+
+
+def test_cycles_cli(capsys):
+    assert cycles.main(["--model", RESNET, "--config", "default", "--clock-mhz", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "layer3_1_conv2" in out and "cycles per frame" in out and "FPS at 10 MHz" in out
