@@ -12,6 +12,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from model.golden import adc_dot
+
 from .config import check_macro_params
 
 __all__ = ["CIMMacro", "output_shape", "psum_shape", "weight_range"]
@@ -259,24 +261,8 @@ class CIMMacro(wiring.Component):
         if w.size and (w.min() < lo or w.max() > hi or (w_bits == 1 and (w == 0).any())):
             raise ValueError(f"weights must be in [{lo}, {hi}] for w_bits={w_bits}"
                              + (" and nonzero" if w_bits == 1 else ""))
-        cmax = None if adc_bits is None else (1 << adc_bits) - 1
-        if w_bits == 1:
-            wbits = [(w > 0).astype(np.int64)]
-        else:
-            wbits = [(w >> b) & 1 for b in range(w_bits)]
-        y = np.zeros(x.shape[:-1] + w.shape[1:], dtype=np.int64)
-        for j in range(a_bits):
-            xj = (x >> j) & 1
-            counts = [xj @ wb for wb in wbits]
-            if cmax is not None:
-                counts = [np.minimum(c, cmax) for c in counts]
-            if w_bits == 1:
-                part = 2 * counts[0] - xj.sum(axis=-1, keepdims=True)
-            else:
-                part = sum(counts[b] << b for b in range(w_bits - 1))
-                part = part - (counts[-1] << (w_bits - 1))
-            y += part << j
-        return y
+        # The arithmetic is the golden model's ADC rule, defined once there.
+        return adc_dot(x, w, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits)
 
     # ------------------------------------------------------------------ hardware
 

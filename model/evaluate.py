@@ -63,7 +63,7 @@ def fit_images(x: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def evaluate(model_path: Path, dataset: str | None, data_dir: str | None,
-             limit: int | None) -> dict:
+             limit: int | None, adc: golden.AdcModel | None = None) -> dict:
     model = golden.load(model_path)
     meta = model.manifest.get("meta", {})
     dataset = dataset or meta.get("dataset")
@@ -73,8 +73,9 @@ def evaluate(model_path: Path, dataset: str | None, data_dir: str | None,
                                    seed=meta.get("seed", 0))
     x = fit_images(x, model.input_shape)
     t0 = time.time()
-    acc = golden.accuracy(model, x, y)
+    acc = golden.accuracy(model, x, y, adc=adc)
     return dict(model=str(model_path), dataset=dataset, test_images=len(x), golden_acc=acc,
+                adc=None if adc is None else dict(rows=adc.rows, bits=adc.bits),
                 seconds=round(time.time() - t0, 2), summary=summary(model),
                 float_acc=meta.get("float_acc"), fakequant_acc=meta.get("fakequant_acc"))
 
@@ -89,7 +90,17 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--adc-bits", type=int, default=None,
+                   help="model a partial-sum ADC of this many bits on the accelerator's convs")
+    p.add_argument("--adc-rows", type=int, default=64,
+                   help="CIM array rows per ADC partial sum (with --adc-bits; default 64)")
     args = p.parse_args(argv)
+    adc = None
+    if args.adc_bits is not None:
+        try:
+            adc = golden.AdcModel(rows=args.adc_rows, bits=args.adc_bits)
+        except ValueError as e:
+            p.error(str(e))
     paths = [Path(m) for m in args.model] if args.model else sorted(MODELS_DIR.glob("*.npz"))
     if not paths:
         print(f"error: no models given and none found in {MODELS_DIR}", file=sys.stderr)
@@ -97,11 +108,12 @@ def main(argv=None) -> int:
     results = []
     for path in paths:
         try:
-            r = evaluate(path, args.dataset, args.data_dir, args.limit)
+            r = evaluate(path, args.dataset, args.data_dir, args.limit, adc)
         except (golden.ModelFormatError, data.DatasetError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"\n== {path} on {r['dataset']} ({r['test_images']} test images)")
+        adc_text = "" if adc is None else f", {adc.bits}-bit ADC per {adc.rows} rows"
+        print(f"\n== {path} on {r['dataset']} ({r['test_images']} test images{adc_text})")
         print(r.pop("summary"))
         extra = "".join(f", {k.replace('_acc', '')} {r[k]:.2%}" for k in
                         ("float_acc", "fakequant_acc") if r[k] is not None)

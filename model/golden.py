@@ -282,6 +282,84 @@ def conv_acc(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
     return acc.astype(np.int64).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
 
 
+@dataclass(frozen=True)
+class AdcModel:
+    """A partial-sum ADC on the CIM array, for studying what an analog macro would cost.
+
+    The array computes a conv as row tiles of ``rows`` im2col rows, in the order (kh, kw,
+    group of ``rows`` input channels; the last group zero-filled), one input bit-plane at a
+    time. For each tile, input bit-plane and weight bit, the count of rows where both bits are
+    1 (the column current an ADC would digitise) saturates at ``2**bits - 1`` before the
+    shift-and-add; for binary weights the count of rows with input 1 and stored +1 does.
+    Only accelerator (``where == "accel"``) convs are affected: the MCU computes exactly.
+    ``gateware.cim_macro.CIMMacro`` implements the same rule in RTL.
+    """
+
+    rows: int
+    bits: int
+
+    def __post_init__(self):
+        if self.rows < 1 or self.rows & (self.rows - 1):
+            raise ValueError(f"ADC rows must be a power of two, not {self.rows}")
+        if not 1 <= self.bits <= 16:
+            raise ValueError(f"ADC bits must be 1..16, not {self.bits}")
+
+
+def adc_dot(x: np.ndarray, w: np.ndarray, *, w_bits: int, a_bits: int,
+            adc_bits: int | None) -> np.ndarray:
+    """``x @ w`` for one row tile, computed per input bit-plane and weight bit with each
+    partial count clipped to ``2**adc_bits - 1`` (exact when ``adc_bits`` is None).
+
+    ``x``: unsigned ``a_bits``-bit integers ``(..., rows)``; ``w``: signed ``w_bits``-bit
+    weights ``(rows, cols)`` (two's complement; +-1 for one bit). Returns int64 ``(..., cols)``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    cmax = None if adc_bits is None else (1 << adc_bits) - 1
+    wbits = [(w > 0).astype(np.int64)] if w_bits == 1 else [(w >> b) & 1 for b in range(w_bits)]
+    y = np.zeros(x.shape[:-1] + w.shape[1:], dtype=np.int64)
+    for j in range(a_bits):
+        xj = (x >> j) & 1
+        counts = [xj @ wb for wb in wbits]
+        if cmax is not None:
+            counts = [np.minimum(c, cmax) for c in counts]
+        if w_bits == 1:
+            part = 2 * counts[0] - xj.sum(axis=-1, keepdims=True)
+        else:
+            part = sum(counts[b] << b for b in range(w_bits - 1))
+            part = part - (counts[-1] << (w_bits - 1))
+        y += part << j
+    return y
+
+
+def conv_acc_adc(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcModel, *,
+                 w_bits: int, a_bits: int) -> np.ndarray:
+    """:func:`conv_acc` as the CIM array computes it with a partial-sum ADC (see
+    :class:`AdcModel`): one :func:`adc_dot` per row tile, tiles summed exactly."""
+    n, c = x.shape[:2]
+    cout, _, k, _ = w.shape
+    win = _windows(x, k, stride, pad)  # (N, C, Ho, Wo, k, k)
+    ho, wo = win.shape[2:4]
+    acc = np.zeros((n, ho, wo, cout), dtype=np.int64)
+    for kh in range(k):
+        for kw in range(k):
+            xt = win[:, :, :, :, kh, kw].transpose(0, 2, 3, 1)  # (N, Ho, Wo, C)
+            for c0 in range(0, c, adc.rows):
+                acc += adc_dot(xt[..., c0:c0 + adc.rows], w[:, c0:c0 + adc.rows, kh, kw].T,
+                               w_bits=w_bits, a_bits=a_bits, adc_bits=adc.bits)
+    return acc.transpose(0, 3, 1, 2)
+
+
+def tensor_bits(model: IntModel, name: str) -> int:
+    """Bit width of an unsigned tensor (the model input is 8-bit)."""
+    while name != "input":
+        node = model.node(name)
+        if node["op"] == "conv":
+            return node["out_bits"]
+        name = node["inputs"][0]
+    return 8
+
+
 def requantize(acc, mult, bias, shift, lo, hi, res=None, res_mult=None) -> np.ndarray:
     """The requantization rule on int64 arrays laid out (N, C, ...)."""
     sh = (1, -1) + (1,) * (acc.ndim - 2)
@@ -292,11 +370,18 @@ def requantize(acc, mult, bias, shift, lo, hi, res=None, res_mult=None) -> np.nd
     return np.clip(y, lo, hi)
 
 
-def run_node(model: IntModel, node: dict, *xs: np.ndarray) -> np.ndarray:
-    """Compute one node from its (int64) inputs."""
+def run_node(model: IntModel, node: dict, *xs: np.ndarray,
+             adc: AdcModel | None = None) -> np.ndarray:
+    """Compute one node from its (int64) inputs, optionally with a partial-sum ADC."""
     name, op = node["name"], node["op"]
     if op == "conv":
-        acc = conv_acc(xs[0], model.array(name, "weight"), node["stride"], node["padding"])
+        w = model.array(name, "weight")
+        if adc is not None and node["where"] == "accel":
+            acc = conv_acc_adc(xs[0], w, node["stride"], node["padding"], adc,
+                               w_bits=node["w_bits"],
+                               a_bits=tensor_bits(model, node["inputs"][0]))
+        else:
+            acc = conv_acc(xs[0], w, node["stride"], node["padding"])
         lo, hi = act_range(node["out_bits"], node["out_signed"])
         res = xs[1] if len(xs) > 1 else None
         return requantize(acc, model.array(name, "mult"), model.array(name, "bias"),
@@ -324,23 +409,27 @@ def check_input(model: IntModel, x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def run(model: IntModel, x: np.ndarray, upto: str | None = None) -> dict[str, np.ndarray]:
-    """Run the model on integer pixels ``x`` (N, C, H, W); return every node's output."""
+def run(model: IntModel, x: np.ndarray, upto: str | None = None,
+        adc: AdcModel | None = None) -> dict[str, np.ndarray]:
+    """Run the model on integer pixels ``x`` (N, C, H, W); return every node's output.
+    ``adc`` models a partial-sum ADC on the accelerator's convs (exact when None)."""
     env = {"input": check_input(model, x)}
     for node in model.nodes:
-        env[node["name"]] = run_node(model, node, *(env[i] for i in node["inputs"]))
+        env[node["name"]] = run_node(model, node, *(env[i] for i in node["inputs"]), adc=adc)
         if node["name"] == upto:
             break
     del env["input"]
     return env
 
 
-def predict(model: IntModel, x: np.ndarray, batch: int = 500) -> np.ndarray:
+def predict(model: IntModel, x: np.ndarray, batch: int = 500,
+            adc: AdcModel | None = None) -> np.ndarray:
     """Class indices for ``x``."""
     out = model.manifest["output"]
-    return np.concatenate([run(model, x[i:i + batch])[out].argmax(1)
+    return np.concatenate([run(model, x[i:i + batch], adc=adc)[out].argmax(1)
                            for i in range(0, len(x), batch)])
 
 
-def accuracy(model: IntModel, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    return float((predict(model, x, batch) == np.asarray(y)).mean())
+def accuracy(model: IntModel, x: np.ndarray, y: np.ndarray, batch: int = 500,
+             adc: AdcModel | None = None) -> float:
+    return float((predict(model, x, batch, adc) == np.asarray(y)).mean())

@@ -167,3 +167,69 @@ def test_corrupt_truncated_and_foreign_files(tmp_path, exported):
     with pytest.raises(golden.ModelFormatError, match="not valid JSON"):
         golden.load(p)
     assert zipfile.is_zipfile(exported[2])
+
+
+# ------------------------------------------------------------------ partial-sum ADC option
+
+
+def _adc_reference(x, w, stride, pad, rows, bits, w_bits, a_bits):
+    """Loop-by-loop statement of the ADC rule, for one image: per output pixel, row tile,
+    input bit-plane and weight bit, a clipped count."""
+    c, h, wd = x.shape
+    cout, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    ho, wo = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    out = np.zeros((cout, ho, wo), dtype=np.int64)
+    cmax = 2**bits - 1
+    for oy in range(ho):
+        for ox in range(wo):
+            for kh in range(k):
+                for kw in range(k):
+                    for c0 in range(0, c, rows):
+                        xs = xp[c0:c0 + rows, oy * stride + kh, ox * stride + kw]
+                        for o in range(cout):
+                            ws = w[o, c0:c0 + rows, kh, kw]
+                            for j in range(a_bits):
+                                xj = (xs >> j) & 1
+                                if w_bits == 1:
+                                    n = min(int(np.sum(xj & (ws > 0))), cmax)
+                                    out[o, oy, ox] += (2 * n - int(xj.sum())) << j
+                                    continue
+                                for b in range(w_bits):
+                                    n = min(int(np.sum(xj & ((ws >> b) & 1))), cmax)
+                                    sign = -1 if b == w_bits - 1 else 1
+                                    out[o, oy, ox] += sign * (n << (b + j))
+    return out
+
+
+@pytest.mark.parametrize("w_bits,a_bits,bits", [(4, 4, 2), (2, 2, 1), (1, 4, 2), (8, 2, 2)])
+def test_adc_conv_matches_the_rule_stated_loop_by_loop(w_bits, a_bits, bits):
+    rng = np.random.default_rng(w_bits * 10 + a_bits)
+    qmax = 1 if w_bits == 1 else 2 ** (w_bits - 1) - 1
+    x = rng.integers(0, 2**a_bits, (1, 10, 5, 5))
+    w = rng.integers(-qmax, qmax + 1, (3, 10, 3, 3))
+    if w_bits == 1:
+        w[w == 0] = 1
+    adc = golden.AdcModel(rows=8, bits=bits)
+    got = golden.conv_acc_adc(x, w, 2, 1, adc, w_bits=w_bits, a_bits=a_bits)
+    ref = _adc_reference(x[0], w, 2, 1, 8, bits, w_bits, a_bits)
+    assert np.array_equal(got[0], ref)
+    exact = golden.conv_acc(x, w, 2, 1)
+    assert not np.array_equal(got, exact), "the clipping never engaged"
+    wide = golden.AdcModel(rows=8, bits=4)  # counts of 8 rows never exceed 15
+    assert np.array_equal(golden.conv_acc_adc(x, w, 2, 1, wide, w_bits=w_bits, a_bits=a_bits),
+                          exact)
+
+
+def test_adc_option_affects_only_accelerator_layers(tmp_path):
+    net, x = random_net(small_specs(4, 4)[0], seed=21)
+    model = golden.load(export.export(net, tmp_path / "m.npz"))
+    exact = golden.run(model, x.numpy())
+    clipped = golden.run(model, x.numpy(), adc=golden.AdcModel(rows=16, bits=2))
+    assert np.array_equal(exact["conv1"], clipped["conv1"])  # MCU layer: exact
+    assert not np.array_equal(exact["layer1_0_conv1"], clipped["layer1_0_conv1"])
+    generous = golden.run(model, x.numpy(), adc=golden.AdcModel(rows=16, bits=5))
+    for k in exact:
+        assert np.array_equal(exact[k], generous[k]), k
+    with pytest.raises(ValueError, match="power of two"):
+        golden.AdcModel(rows=12, bits=3)

@@ -93,3 +93,13 @@ def test_evaluate_cli_rejects_bad_model(tmp_path, capsys):
     bad.write_bytes(np.arange(100, dtype=np.uint8).tobytes())
     assert evaluate.main(["--model", str(bad)]) == 2
     assert "bad.npz" in capsys.readouterr().err
+
+
+def test_evaluate_cli_adc_option(digits_run, capsys):
+    model = str(digits_run / "model.npz")
+    assert evaluate.main(["--model", model, "--adc-bits", "1", "--adc-rows", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "1-bit ADC per 16 rows" in out
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", model, "--adc-bits", "3", "--adc-rows", "24"])
+    assert "power of two" in capsys.readouterr().err
