@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Compiler: integer model file + hardware configuration -> layer program and memory images.
 
 :func:`compile_model` maps the accelerator part of a model (its ``where == "accel"`` nodes,
