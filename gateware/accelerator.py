@@ -61,7 +61,7 @@ from model.compiler import DESC_WORDS, FIELDS, LAYOUT, PARAM_WORDS, beat_words
 from model.quant import MAX_SHIFT
 
 from .actbuf import ActivationBuffer
-from .cim_macro import CIMMacro
+from .cim_macro import CIMMacro, tree_sum
 from .config import HwConfig
 from .datapath import VALUE_BITS, Datapath
 
@@ -643,7 +643,7 @@ class Accelerator(wiring.Component):
         with m.If(take):
             for c in range(C):
                 terms = [Mux(c_nact > i, y.y[c], 0) for i, (_, y) in enumerate(out_y)]
-                m.d.sync += rsum[c].eq(_tree(terms))
+                m.d.sync += rsum[c].eq(tree_sum(terms))
             m.d.sync += c_phase.eq(1)
         di = dp.i_stream
         total = [Signal(signed(self.acc_width), name=f"total{c}") for c in range(C)]
@@ -711,12 +711,3 @@ class Accelerator(wiring.Component):
                          self.cycles_stall.eq(self.cycles_stall
                                               + (is_busy & ~computing & waiting))]
         return m
-
-
-def _tree(values):
-    """Balanced sum (the registered adder tree across macros)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]

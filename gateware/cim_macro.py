@@ -127,7 +127,7 @@ def _chain_sum(m, terms, *, width, offset, name, max_chain=6):
     return partial[0][:3]
 
 
-def _tree_sum(values):
+def tree_sum(values):
     """Balanced sum of Values (keeps expressions shallow for the simulator)."""
     values = list(values)
     while len(values) > 1:
@@ -317,7 +317,7 @@ class CIMMacro(wiring.Component):
             nx_a = Signal(range(R + 1))
             plane = self.input.payload.plane
             with m.If(accept):
-                m.d.sync += nx_a.eq(_tree_sum(plane[r] for r in range(R)))
+                m.d.sync += nx_a.eq(tree_sum(plane[r] for r in range(R)))
 
         # Stage B: every column's sum for the plane.
         psums = [self._column_exact(m, x_a, active, c) if exact
@@ -390,5 +390,5 @@ class CIMMacro(wiring.Component):
             clipped.append(clip)
         if Wb == 1:
             return (clipped[0] << 1) - nx_a
-        pos = _tree_sum(clipped[b] << b for b in range(Wb - 1))
+        pos = tree_sum(clipped[b] << b for b in range(Wb - 1))
         return pos - (clipped[-1] << (Wb - 1))
