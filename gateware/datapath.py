@@ -23,7 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.golden import act_range
-from model.quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS
+from model.quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, weight_qmax
 
 __all__ = ["BIAS_BITS", "VALUE_BITS", "Datapath", "accumulator_width", "signed_width"]
 
@@ -52,7 +52,7 @@ def accumulator_width(terms: int, w_bits: int, a_bits: int) -> int:
     terms obeys the same bound, so a running sum never leaves this width either."""
     if terms < 1:
         raise ValueError(f"Term count must be positive, not {terms}")
-    qmax = 1 if w_bits == 1 else (1 << (w_bits - 1)) - 1
+    qmax = weight_qmax(w_bits)
     bound = terms * qmax * ((1 << a_bits) - 1)
     return signed_width(-bound, bound)
 

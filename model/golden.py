@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import FORMAT, VERSION
-from .quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS
+from .quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, act_levels, weight_qmax
 
 OPS = ("conv", "maxpool", "avgpool", "fc")
 WHERE = ("mcu", "accel")
@@ -57,10 +57,8 @@ class IntModel:
 
 
 def act_range(bits: int, signed: bool) -> tuple[int, int]:
-    if signed:
-        hi = (1 << (bits - 1)) - 1
-        return -hi, hi
-    return 0, (1 << bits) - 1
+    """Integer range of an activation (see :func:`model.quant.act_levels`)."""
+    return act_levels(bits, signed)
 
 
 def load(path: str | Path) -> IntModel:
@@ -225,7 +223,7 @@ def _check_conv(model, n, where, inputs, tensors, xs, xlo, xhi):
         _fail(model, f"{where}: bad conv geometry {f}")
     oshape = (cout, _osize(model, where, xs[1], k, f["stride"], f["padding"]),
               _osize(model, where, xs[2], k, f["stride"], f["padding"]))
-    qmax = 1 if f["w_bits"] == 1 else (1 << (f["w_bits"] - 1)) - 1
+    qmax = weight_qmax(f["w_bits"])
     w = _arr(model, n["name"], "weight", (cout, xs[0], k, k), -qmax, qmax)
     if f["w_bits"] == 1 and np.any(w == 0):
         _fail(model, f"{where}: binary (1-bit) weights must be -1 or +1, found 0")
@@ -253,7 +251,7 @@ def _check_fc(model, n, where, xs, xlo, xhi):
         _fail(model, f"{where}: input has shape {list(xs)}, expected [{fin}]")
     if not 1 <= wb <= 8:
         _fail(model, f"{where}: w_bits must be 1..8, not {wb}")
-    qmax = 1 if wb == 1 else (1 << (wb - 1)) - 1
+    qmax = weight_qmax(wb)
     _arr(model, n["name"], "weight", (fout, fin), -qmax, qmax)
     _arr(model, n["name"], "bias", (fout,), -(2**40), 2**40)
     big = fin * qmax * max(abs(xlo), abs(xhi))

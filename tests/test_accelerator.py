@@ -27,6 +27,16 @@ def _dut(program):
                        weight_words=1 << 13, param_words=512)
 
 
+async def _write(ctx, dut, port, items):
+    """Write (address, word) pairs through the ``<port>_w_*`` port, one per cycle."""
+    ctx.set(getattr(dut, f"{port}_w_en"), 1)
+    for a, w in items:
+        ctx.set(getattr(dut, f"{port}_w_addr"), a)
+        ctx.set(getattr(dut, f"{port}_w_data"), int(w))
+        await ctx.tick()
+    ctx.set(getattr(dut, f"{port}_w_en"), 0)
+
+
 def _run(program, x, *, max_cycles=200_000):
     """Load ``program`` and input ``x`` (C, H, W) through the write ports, run, read back every
     output word. Returns (buffer image (1, 2 * bank_words, R), per-layer cycles, status)."""
@@ -45,18 +55,8 @@ def _run(program, x, *, max_cycles=200_000):
     async def tb(ctx):
         for port, words in (("prog", program.program_words()),
                             ("weight", program.weight_image), ("param", program.param_image)):
-            ctx.set(getattr(dut, f"{port}_w_en"), 1)
-            for a, w in enumerate(words):
-                ctx.set(getattr(dut, f"{port}_w_addr"), a)
-                ctx.set(getattr(dut, f"{port}_w_data"), int(w))
-                await ctx.tick()
-            ctx.set(getattr(dut, f"{port}_w_en"), 0)
-        ctx.set(dut.act_w_en, 1)
-        for a, w in in_words.items():
-            ctx.set(dut.act_w_addr, a)
-            ctx.set(dut.act_w_data, w)
-            await ctx.tick()
-        ctx.set(dut.act_w_en, 0)
+            await _write(ctx, dut, port, enumerate(words))
+        await _write(ctx, dut, "act", in_words.items())
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -177,12 +177,7 @@ def test_invalid_descriptor(tmp_path, field, value, code):
     out = {}
 
     async def tb(ctx):
-        ctx.set(dut.prog_w_en, 1)
-        for a, w in enumerate(bad.pack()):
-            ctx.set(dut.prog_w_addr, a)
-            ctx.set(dut.prog_w_data, w)
-            await ctx.tick()
-        ctx.set(dut.prog_w_en, 0)
+        await _write(ctx, dut, "prog", enumerate(bad.pack()))
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
