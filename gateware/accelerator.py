@@ -43,8 +43,9 @@ backpressure).
 Memory ports (for the bus slave; use them while not ``busy``)
 --------------------------------------------------------------
 ``prog_w_*``, ``weight_w_*``, ``param_w_*``: 32-bit word writes at a word address of the
-program, weight image and parameter image. ``act_w_*``: a whole activation word at a global
-buffer address (``bank * bank_words + offset``). ``act_r_addr`` -> ``act_r_data`` /
+program, weight image and parameter image. ``act_w_*``: the lanes of ``act_w_mask`` (one bit
+per ``a_bits`` activation) of the word at a global buffer address (``bank * bank_words +
+offset``), so a 32-bit bus write touches only its own lanes. ``act_r_addr`` -> ``act_r_data`` /
 ``act_r_valid``: while not busy, the word at ``act_r_addr`` appears ``ActivationBuffer.latency``
 (2) cycles later.
 """
@@ -109,7 +110,7 @@ class Accelerator(wiring.Component):
     layer : ``Out(8)``: index of the descriptor being run.
     cycles_total, cycles_busy, cycles_compute, cycles_stall : ``Out(32)``
     prog_w_addr / prog_w_data / prog_w_en, weight_w_*, param_w_*: 32-bit write ports.
-    act_w_addr / act_w_data / act_w_en, act_r_addr / act_r_data / act_r_valid.
+    act_w_addr / act_w_data / act_w_mask / act_w_en, act_r_addr / act_r_data / act_r_valid.
     """
 
     def __init__(self, *, config: HwConfig, acc_width: int = 24, bank_words: int = 4096,
@@ -149,7 +150,8 @@ class Accelerator(wiring.Component):
             "weight_w_addr": In(range(self.weight_words)), "weight_w_data": In(32),
             "weight_w_en": In(1),
             "param_w_addr": In(range(param_words)), "param_w_data": In(32), "param_w_en": In(1),
-            "act_w_addr": In(self.act_addr_width), "act_w_data": In(R * ab), "act_w_en": In(1),
+            "act_w_addr": In(self.act_addr_width), "act_w_data": In(R * ab),
+            "act_w_mask": In(R), "act_w_en": In(1),
             "act_r_addr": In(self.act_addr_width), "act_r_data": Out(R * ab),
             "act_r_valid": Out(1),
         })
@@ -694,7 +696,7 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.comb += [aw.valid.eq(self.act_w_en), aw.payload.addr.eq(self.act_w_addr[:baw]),
                          aw.payload.word.eq(self.act_w_data),
-                         aw.payload.mask.eq((1 << R) - 1),
+                         aw.payload.mask.eq(self.act_w_mask),
                          act.write_bank.eq(self.act_w_addr[baw:])]
         with m.If(start_col):
             m.d.sync += [w_s.eq(0), w_pix.eq(0),

@@ -30,6 +30,8 @@ def _dut(program):
 async def _write(ctx, dut, port, items):
     """Write (address, word) pairs through the ``<port>_w_*`` port, one per cycle."""
     ctx.set(getattr(dut, f"{port}_w_en"), 1)
+    if port == "act":
+        ctx.set(dut.act_w_mask, (1 << dut.config.rows) - 1)
     for a, w in items:
         ctx.set(getattr(dut, f"{port}_w_addr"), a)
         ctx.set(getattr(dut, f"{port}_w_data"), int(w))
