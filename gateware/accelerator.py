@@ -93,16 +93,12 @@ class Accelerator(wiring.Component):
     config : HwConfig
         The hardware configuration (rows, cols, bits, macros). ``cols`` must divide ``rows``
         and the macros must be double buffered.
-    acc_width : int
-        Datapath accumulator width (as given to the compiler).
-    bank_words : int
-        Words per activation-buffer bank (as given to the compiler), a power of two.
-    prog_words, weight_words, param_words : int
-        Depths, in 32-bit words, of the program, weight and parameter memories.
-    max_size, max_groups : int
-        Largest input height/width and channel-group count (larger: ``AccelError.SIZE``).
-    max_pixels : int
-        Output pixels per layer (depth of the partial-sum memory; larger: ``SIZE``).
+        Memory depths and layer limits come from it too (``prog_words``, ``weight_words``,
+        ``param_words``; ``max_size``, ``max_groups``, ``max_pixels``: larger is
+        ``AccelError.SIZE``).
+    acc_width, bank_words : int or None
+        Datapath accumulator width and words per activation-buffer bank when they differ from
+        the configuration's (as given to the compiler).
 
     Members
     -------
@@ -113,19 +109,22 @@ class Accelerator(wiring.Component):
     act_w_addr / act_w_data / act_w_mask / act_w_en, act_r_addr / act_r_data / act_r_valid.
     """
 
-    def __init__(self, *, config: HwConfig, acc_width: int = 24, bank_words: int = 4096,
-                 prog_words: int = 256, weight_words: int = 1 << 14, param_words: int = 1024,
-                 max_size: int = 64, max_groups: int = 16, max_pixels: int = 1024):
+    def __init__(self, *, config: HwConfig, acc_width: int | None = None,
+                 bank_words: int | None = None):
         if not isinstance(config, HwConfig):
             raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
         if not config.double_buffer:
             raise ValueError("The sequencer needs double-buffered macros (double_buffer=True)")
         if config.rows % config.cols:
             raise ValueError(f"Columns ({config.cols}) must divide rows ({config.rows})")
-        for name, v in (("Bank words", bank_words), ("Program words", prog_words),
-                        ("Weight words", weight_words), ("Parameter words", param_words)):
-            if not isinstance(v, int) or v < 2 or v & (v - 1):
-                raise ValueError(f"{name} must be a power of two of at least 2, not {v!r}")
+        acc_width = config.acc_width if acc_width is None else acc_width
+        bank_words = config.bank_words if bank_words is None else bank_words
+        if not isinstance(bank_words, int) or bank_words < 2 or bank_words & (bank_words - 1):
+            raise ValueError(f"Bank words must be a power of two of at least 2, not "
+                             f"{bank_words!r}")
+        prog_words, weight_words, param_words = (config.prog_words, config.weight_words,
+                                                 config.param_words)
+        max_size, max_groups, max_pixels = config.max_size, config.max_groups, config.max_pixels
         self.config = config
         self.acc_width = acc_width
         self.bank_words = bank_words

@@ -13,7 +13,8 @@ Named configurations
 --------------------
 ``tiny``
     16 x 8, W4A4, 2 macros (64 MACs/cycle): small enough that a whole network runs in the
-    Amaranth simulator in seconds.
+    Amaranth simulator in seconds. Its weight store still holds the shipped ResNet14, so the
+    same model runs on every configuration.
 ``default``
     64 x 64, W4A4, 18 macros, ``write_rows=4``: sized for the XCVU13P and ResNet14's middle
     section (layer1 to layer3, 3x32x32 input, W4A4: 26.2 M MACs and 2.77 M weights per
@@ -50,6 +51,7 @@ COLS_RANGE = (1, 1024)
 W_BITS = (1, 2, 4, 8)
 A_BITS = (1, 2, 4, 8)
 MAX_MACROS = 256
+MEMORY_FIELDS = ("bank_words", "prog_words", "weight_words", "param_words")
 
 
 def _is_pow2(n: int) -> bool:
@@ -117,6 +119,15 @@ class HwConfig:
     double_buffer : bool
         Whether each macro holds a shadow copy of its weights, so the next tile loads while
         the current one computes.
+    acc_width : int
+        Accumulator width of the datapath (bits per output-channel partial sum).
+    bank_words : int
+        Words per activation-buffer bank (two banks; one word = one pixel's channel group).
+    prog_words, weight_words, param_words : int
+        Depths, in 32-bit words, of the layer-program, weight and parameter memories.
+    max_size, max_groups, max_pixels : int
+        Largest input height/width, input channel-group count and output pixel count of a
+        layer the sequencer accepts.
     """
 
     name: str
@@ -128,6 +139,14 @@ class HwConfig:
     adc_bits: int | None = None
     write_rows: int = 2
     double_buffer: bool = True
+    acc_width: int = 24
+    bank_words: int = 4096
+    prog_words: int = 256
+    weight_words: int = 1 << 14
+    param_words: int = 1024
+    max_size: int = 64
+    max_groups: int = 16
+    max_pixels: int = 1024
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -136,12 +155,24 @@ class HwConfig:
         _check_int("macros", self.macros)
         if not 1 <= self.macros <= MAX_MACROS:
             raise ValueError(f"macros must be from 1 to {MAX_MACROS}, not {self.macros}")
+        _check_int("acc_width", self.acc_width)
+        if not 8 <= self.acc_width <= 48:
+            raise ValueError(f"acc_width must be from 8 to 48, not {self.acc_width}")
+        for name in MEMORY_FIELDS:
+            value = getattr(self, name)
+            _check_int(name, value)
+            if not (_is_pow2(value) and value >= 2):
+                raise ValueError(f"{name} must be a power of two of at least 2, not {value}")
+        for name in ("max_size", "max_groups", "max_pixels"):
+            _check_int(name, getattr(self, name))
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
 
     def macro_params(self) -> dict:
         """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro`."""
         d = asdict(self)
-        del d["name"], d["macros"]
-        return d
+        return {k: d[k] for k in ("rows", "cols", "w_bits", "a_bits", "adc_bits", "write_rows",
+                                  "double_buffer")}
 
     @property
     def peak_macs_per_cycle(self) -> int:
@@ -160,9 +191,11 @@ class HwConfig:
 
 CONFIGS: dict[str, HwConfig] = {
     # See the module docstring for why these numbers.
-    "tiny": HwConfig(name="tiny", rows=16, cols=8, w_bits=4, a_bits=4, macros=2),
+    "tiny": HwConfig(name="tiny", rows=16, cols=8, w_bits=4, a_bits=4, macros=2,
+                     weight_words=1 << 19, param_words=1 << 14),
     "default": HwConfig(name="default", rows=64, cols=64, w_bits=4, a_bits=4, macros=18,
-                        write_rows=4),
+                        write_rows=4, prog_words=1024, weight_words=1 << 19,
+                        param_words=1 << 14),
 }
 
 

@@ -69,14 +69,8 @@ from gateware.window import KERNELS, MAX_PADDING, STRIDES
 from model import golden
 from model.quant import MAX_SHIFT, MULT_BITS, RES_MULT_BITS
 
-__all__ = ["ACC_WIDTH", "BANK_WORDS", "DESC_WORDS", "FIELDS", "PARAM_FIELDS", "CompileError",
+__all__ = ["DESC_WORDS", "FIELDS", "PARAM_FIELDS", "CompileError",
            "Descriptor", "Program", "compile_model", "execute"]
-
-ACC_WIDTH = 24
-"""Accumulator width of the sequencer's :class:`~gateware.datapath.Datapath` (its default)."""
-BANK_WORDS = 4096
-"""Default words per activation-buffer bank."""
-
 
 class CompileError(ValueError):
     """The hardware cannot run this model (the message names the layer and the reason)."""
@@ -301,7 +295,7 @@ class Program:
     buffers: dict[str, Alloc]
     input_name: str
     bank_words: int
-    acc_width: int = ACC_WIDTH
+    acc_width: int
     inputs: dict[str, list[str]] = field(default_factory=dict)
 
     def program_words(self) -> np.ndarray:
@@ -326,10 +320,13 @@ def _slices(bits: int, a_bits: int) -> int:
     return -(-bits // a_bits)
 
 
-def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int = BANK_WORDS,
-                  acc_width: int = ACC_WIDTH) -> Program:
+def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int | None = None,
+                  acc_width: int | None = None) -> Program:
     """Compile the accelerator nodes of ``model`` for ``config``; :class:`CompileError`
-    names the first layer the hardware cannot run and why."""
+    names the first layer the hardware cannot run and why. ``bank_words`` and ``acc_width``
+    default to the configuration's."""
+    bank_words = config.bank_words if bank_words is None else bank_words
+    acc_width = config.acc_width if acc_width is None else acc_width
     R, C, ab = config.rows, config.cols, config.a_bits
     nodes = [n for n in model.nodes if n["where"] == "accel"]
     if not nodes:
@@ -464,6 +461,14 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int =
         param_count += j * C
     weight_image = pack_tiles(np.concatenate(tiles), config)
     param_image = np.concatenate(params).reshape(-1)
+    program_len = len(descriptors) * DESC_WORDS
+    for what, words, cap in (("layer program", program_len, "prog_words"),
+                             ("weight image", len(weight_image), "weight_words"),
+                             ("parameter image", len(param_image), "param_words")):
+        if words > getattr(config, cap):
+            raise CompileError(f"{model.path}: the {what} takes {words} words, configuration "
+                               f"{config.name!r} has {cap}={getattr(config, cap)}; choose a "
+                               f"larger configuration")
     return Program(config=config, names=names, descriptors=descriptors,
                    weight_image=weight_image, param_image=param_image, buffers=buffers,
                    input_name=input_name, bank_words=bank_words, acc_width=acc_width,

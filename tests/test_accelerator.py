@@ -23,8 +23,7 @@ TINY = get_config("tiny")
 
 def _dut(program):
     return Accelerator(config=program.config, acc_width=program.acc_width,
-                       bank_words=program.bank_words, prog_words=256,
-                       weight_words=1 << 13, param_words=512)
+                       bank_words=program.bank_words)
 
 
 async def _write(ctx, dut, port, items):

@@ -238,6 +238,12 @@ def test_compile_errors(digits, case, match):
         compiler.compile_model(model, cfg, **kw)
 
 
+def test_memory_capacity(digits):
+    small = dataclasses.replace(CONFIGS["tiny"], name="small", weight_words=1024)
+    with pytest.raises(CompileError, match="weight image takes 4032 words.*weight_words=1024"):
+        compiler.compile_model(digits, small)
+
+
 def test_buffer_allocation(resnet):
     prog = compiler.compile_model(resnet, CONFIGS["tiny"])
     bw = prog.bank_words
