@@ -288,7 +288,7 @@ def test_shipped_resnet14_exact(resnet, config, n):
 EXTRA = {
     "w2a2": HwConfig(name="w2a2", rows=8, cols=16, w_bits=2, a_bits=2, macros=3, write_rows=8),
     "w8a8": HwConfig(name="w8a8", rows=32, cols=4, w_bits=8, a_bits=8, macros=1,
-                     double_buffer=False),
+                     double_buffer=False, weight_words=1 << 16),
     "w1a4": HwConfig(name="w1a4", rows=16, cols=8, w_bits=1, a_bits=4, macros=2),
 }
 
