@@ -53,7 +53,7 @@ offset``), so a 32-bit bus write touches only its own lanes. ``act_r_addr`` -> `
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, enum, wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -69,7 +69,7 @@ from .datapath import VALUE_BITS, Datapath
 __all__ = ["AccelError", "Accelerator"]
 
 
-class AccelError(enum.Enum, shape=3):
+class AccelError(enum.Enum, shape=4):
     """Why the sequencer stopped (``NONE``: it did not)."""
 
     NONE = 0
@@ -79,6 +79,12 @@ class AccelError(enum.Enum, shape=3):
     TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes
     FORMAT = 5      #: shift, output or residual bits illegal
     PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
+    OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
+    OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
+
+
+RES_FIFO_DEPTH = 8
+"""Residuals read ahead of the issuer."""
 
 
 def _log2(n):
@@ -134,6 +140,9 @@ class Accelerator(wiring.Component):
             raise ValueError(f"A weight beat must be a power-of-two number of words, not "
                              f"{self.beat_words}")
         self.weight_words = max(weight_words, self.beat_words)
+        if param_words < PARAM_WORDS * config.cols:
+            raise ValueError(f"Parameter words ({param_words}) must hold one column tile's "
+                             f"records ({PARAM_WORDS * config.cols} words)")
         self.param_words = param_words
         self.max_size = max_size
         self.max_groups = max_groups
@@ -162,7 +171,7 @@ class Accelerator(wiring.Component):
         wc = cfg.write_cycles
         bw = self.beat_words
         baw = _log2(self.bank_words)
-
+        aw = self.acc_width
 
         # ------------------------------------------------------------ memories
         m.submodules.prog = prog = Memory(shape=32, depth=self.prog_words, init=[])
@@ -180,34 +189,35 @@ class Accelerator(wiring.Component):
                      ww.en.eq(Mux(self.weight_w_en,
                                   Const(1, bw) << self.weight_w_addr[:wsh] if wsh else 1, 0))]
 
-        n_recs = -(-self.param_words // PARAM_WORDS)
-        m.submodules.params = pmem = Memory(shape=PARAM_WORDS * 32, depth=n_recs, init=[])
+        # One row per column tile: the C records the datapath needs at once.
+        row_words = PARAM_WORDS * C
+        rsh = _log2(row_words)
+        m.submodules.params = pmem = Memory(shape=row_words * 32,
+                                            depth=self.param_words // row_words, init=[])
         ppw = pmem.write_port(granularity=32)
         ppr = pmem.read_port(transparent_for=())
-        m.d.comb += [ppw.addr.eq(self.param_w_addr // PARAM_WORDS),
-                     ppw.data.eq(Cat(*[self.param_w_data] * PARAM_WORDS)),
+        m.d.comb += [ppw.addr.eq(self.param_w_addr >> rsh),
+                     ppw.data.eq(Cat(*[self.param_w_data] * row_words)),
                      ppw.en.eq(Mux(self.param_w_en,
-                                   Const(1, PARAM_WORDS) << (self.param_w_addr % PARAM_WORDS),
-                                   0))]
+                                   Const(1, row_words) << self.param_w_addr[:rsh], 0))]
 
-        # Running sums of the row tiles done so far, one entry per output pixel.
-        m.submodules.psums = smem = Memory(shape=C * self.acc_width, depth=self.max_pixels,
-                                           init=[])
+        # Running sums of the row tiles done so far, one entry per output pixel. A pixel's
+        # next round may read it in the cycle its sum is written (1-pixel layers, a_bits 1).
+        m.submodules.psums = smem = Memory(shape=C * aw, depth=self.max_pixels, init=[])
         sw = smem.write_port()
-        sr = smem.read_port(transparent_for=())
+        sr = smem.read_port(transparent_for=(sw,))
 
-        req_layout = data.StructLayout({"addr": baw, "pad": 1, "last": 1, "kind": 1,
-                                        "rs": range(8), "mi": range(M), "nt": 1})
+        # Ports 0 .. M-1 feed the macros in lockstep, port M reads residuals; the stream port
+        # serves the bus while idle.
         m.submodules.act = act = ActivationBuffer(depth=self.bank_words, rows=R, a_bits=ab,
-                                                  request_layout=req_layout)
-        m.submodules.dp = dp = Datapath(lanes=C, acc_width=self.acc_width,
-                                        psum_width=self.acc_width)
+                                                  read_ports=M + 1)
+        m.submodules.dp = dp = Datapath(lanes=C, acc_width=aw, psum_width=aw)
         macros = []
         for i in range(M):
             mac = CIMMacro(**cfg.macro_params())
             m.submodules[f"macro{i}"] = mac
             macros.append(mac)
-        m.submodules.resfifo = rfifo = SyncFIFO(width=C * VALUE_BITS, depth=4)
+        m.submodules.resfifo = rfifo = SyncFIFO(width=C * VALUE_BITS, depth=RES_FIFO_DEPTH)
 
         # ------------------------------------------------------------ descriptor fields
         desc = Signal(DESC_WORDS * 32)
@@ -215,43 +225,47 @@ class Accelerator(wiring.Component):
         for fl in FIELDS:
             w, b = LAYOUT[fl.name]
             f[fl.name] = desc[w * 32 + b: w * 32 + b + fl.bits]
-        T = f["row_tiles"]
+        T, J = f["row_tiles"], f["col_tiles"]
+        k, s, p = f["kernel"], f["stride"], f["padding"]
+        H, W, G = f["in_height"], f["in_width"], f["in_groups"]
+        has_res = f["has_residual"]
 
-        n_pix = Signal(24)          # Ho * Wo
         out_sl = Signal(4)          # slice words per output word
         res_sl = Signal(4)          # slice words per residual word
+        sp = Signal(4)              # cycles between the pixels of one slot (the slower port)
+        n_pix_c = Signal(24)
+        m.d.comb += [
+            out_sl.eq((f["out_bits"] + ab - 1) >> _log2(ab)),
+            res_sl.eq(Mux(has_res, (f["res_bits"] + ab - 1) >> _log2(ab), 0)),
+            sp.eq(Mux(res_sl > out_sl, res_sl, out_sl)),
+            n_pix_c.eq(f["out_height"] * f["out_width"]),
+        ]
+        # Registered per layer (CHECK, SETUP).
+        n_pix = Signal(24)          # Ho * Wo
         out_pitch = Signal(16)      # Gout * out_sl: words per output pixel
         res_pitch = Signal(16)
         wg_words = Signal(baw)      # W * G: one input row
-        m.d.comb += [
-            out_sl.eq((f["out_bits"] + ab - 1) >> _log2(ab)),
-            res_sl.eq((f["res_bits"] + ab - 1) >> _log2(ab)),
-        ]
+        cp = Signal(range(ab + 1))  # copies of the row tiles (pixels per slot)
+        l_fin = Signal(4)           # slot length of a final round
+        first_addr = Signal(baw)    # word of input pixel (-p, -p)
+        prow = Signal(range(self.param_words // row_words))   # parameter row of column 0
 
-        j = Signal(8)
-        jlane = Signal(range(R))            # first lane of this column tile in an output word
-        jgroup = Signal(8)                  # output channel group of this column tile
-        prm = [Signal(PARAM_WORDS * 32, name=f"prm{c}") for c in range(C)]
+        # Copies: as many as fit the macros, the pixels, and the output (and residual) ports,
+        # which take out_sl (res_sl) cycles per pixel against a_bits cycles per slot.
+        cp_c = Signal(range(ab + 1))
+        m.d.comb += cp_c.eq(1)
+        for c in range(2, min(ab, M) + 1):
+            with m.If((T * c <= M) & (sp * c <= ab) & (n_pix_c >= c)):
+                m.d.comb += cp_c.eq(c)
 
-        # ------------------------------------------------------------ sequencer FSM
-        idx = Signal(range(self.prog_words + 1))   # program word address of the descriptor
-        fcnt = Signal(range(DESC_WORDS + 2))
-        pcnt = Signal(range(C + 2))
+        # ------------------------------------------------------------ descriptor check
         code = Signal(AccelError)
-        is_busy = Signal()
-        flowing = Signal()                  # buffer words go to the macros (not to act_r_data)
-        running = Signal()                  # the column tile's requests may flow
-        tile_done = Signal()
-        start_col = Signal()
-        start_layer = Signal()
-
-        m.d.comb += pr.addr.eq(idx + fcnt)
-        k, s, p = f["kernel"], f["stride"], f["padding"]
-        H, W, G = f["in_height"], f["in_width"], f["in_groups"]
         ho_exp = Signal(16)
         wo_exp = Signal(16)
         m.d.comb += [ho_exp.eq(((H + 2 * p - k) >> (s == 2)) + 1),
                      wo_exp.eq(((W + 2 * p - k) >> (s == 2)) + 1)]
+        tile_cap = self.weight_words // (wc * bw)
+        rec_cap = self.param_words // PARAM_WORDS
         # The same checks, in the same order, as WindowGen.check, then the descriptor's own.
         with m.If(~k[0] | (k > 7)):
             m.d.comb += code.eq(AccelError.KERNEL)
@@ -261,81 +275,102 @@ class Accelerator(wiring.Component):
                     | (W > self.max_size) | (G > self.max_groups)
                     | (H + 2 * p < k) | (W + 2 * p < k)
                     | (f["out_height"] != ho_exp) | (f["out_width"] != wo_exp)
-                    | (f["out_height"] * f["out_width"] > self.max_pixels)
-                    | (f["out_groups"] == 0)):
+                    | (n_pix_c > self.max_pixels) | (f["out_groups"] == 0)):
             m.d.comb += code.eq(AccelError.SIZE)
-        with m.Elif((f["col_tiles"] == 0) | (T == 0) | (T != k * k * G)
-                    | (f["weight_tiles"] != f["col_tiles"] * T)
-                    | (f["out_channels"] == 0) | (f["out_channels"] > f["col_tiles"] * C)
-                    | (f["out_groups"] * R < f["col_tiles"] * C)):
+        with m.Elif((J == 0) | (T == 0) | (T != k * k * G)
+                    | (f["weight_tiles"] != J * T)
+                    | (f["out_channels"] == 0) | (f["out_channels"] > J * C)
+                    | (f["out_groups"] * R < J * C)
+                    | (f["weight_base"] + f["weight_tiles"] > tile_cap)
+                    | (f["param_base"][:_log2(C)] != 0)
+                    | (f["param_base"] + J * C > rec_cap)):
             m.d.comb += code.eq(AccelError.TILES)
         with m.Elif((f["shift"] == 0) | (f["shift"] > MAX_SHIFT) | (f["out_bits"] == 0)
                     | (f["out_bits"] > 8) | (f["out_signed"] & (f["out_bits"] < 2))
-                    | (f["has_residual"] & ((f["res_bits"] == 0) | (f["res_bits"] > 8)))):
+                    | (has_res & ((f["res_bits"] == 0) | (f["res_bits"] > 8)))):
             m.d.comb += code.eq(AccelError.FORMAT)
 
         m.d.comb += [dp.shift.eq(f["shift"]), dp.out_bits.eq(f["out_bits"]),
-                     dp.out_signed.eq(f["out_signed"]), dp.has_residual.eq(f["has_residual"])]
+                     dp.out_signed.eq(f["out_signed"]), dp.has_residual.eq(has_res)]
 
-        # Request generator state (rounds of up to M row tiles of column tile j).
-        r_tbase = Signal(16)                # first row tile of the round
-        r_final = Signal()                  # the round holds row tile T - 1
-        r_nact = Signal(range(M + 1))       # macros used by the round
-        m.d.comb += [r_final.eq(r_tbase + M >= T),
-                     r_nact.eq(Mux(r_final, T - r_tbase, M))]
-        # Tap walker: (kh, kw, cg) of row tile t = (kh * k + kw) * G + cg, and its word offset.
-        w_kh = Signal(3)
-        w_kw = Signal(3)
-        w_cg = Signal(8)
-        w_off = Signal(baw)
-        w_rowoff = Signal(baw)
-        # The taps of the round being issued (u_*) and of the next one (n_*), which a background
-        # walker fills one macro per cycle while the current round is issued.
-        su = Signal(range(M + 1))
-        bg_busy = Signal()
-        bg_start = Signal()
-        bg_reset = Signal()
-        u_kh = [Signal(3, name=f"r{i}_kh") for i in range(M)]
-        u_kw = [Signal(3, name=f"r{i}_kw") for i in range(M)]
-        u_off = [Signal(baw, name=f"r{i}_off") for i in range(M)]
-        n_kh = [Signal(3, name=f"n{i}_kh") for i in range(M)]
-        n_kw = [Signal(3, name=f"n{i}_kw") for i in range(M)]
-        n_off = [Signal(baw, name=f"n{i}_off") for i in range(M)]
-        # Pixel walk.
+        # ------------------------------------------------------------ tap walk
+        # Row tile t = (kh * k + kw) * G + cg reads word (kh * W + kw) * G + cg of the window.
+        # ``step`` moves to tile t + 1, or back to tile 0 after T - 1 (copies repeat the tiles).
+        def step(st):
+            t, kh, kw, cg, off, rowoff = st
+            n = [Signal.like(x, name=f"{x.name}_n") for x in st]
+            m.d.comb += n[0].eq(t + 1)
+            with m.If(t + 1 == T):
+                m.d.comb += [x.eq(0) for x in n]
+            with m.Elif(cg + 1 != G):
+                m.d.comb += [n[1].eq(kh), n[2].eq(kw), n[3].eq(cg + 1), n[4].eq(off + 1),
+                             n[5].eq(rowoff)]
+            with m.Elif(kw + 1 != k):
+                m.d.comb += [n[1].eq(kh), n[2].eq(kw + 1), n[3].eq(0), n[4].eq(off + 1),
+                             n[5].eq(rowoff)]
+            with m.Else():
+                m.d.comb += [n[1].eq(kh + 1), n[2].eq(0), n[3].eq(0),
+                             n[4].eq(rowoff + wg_words), n[5].eq(rowoff + wg_words)]
+            return n
+
+        # ------------------------------------------------------------ layer FSM
+        idx = Signal(range(self.prog_words + 1))   # program word address of the descriptor
+        fcnt = Signal(range(DESC_WORDS + 2))
+        is_busy = Signal()
+        start_layer = Signal()      # SETUP: the loader, reader, collector and writer start
+        layer_done = Signal()       # the writer wrote the layer's last output word
+        fault = Signal(AccelError)  # a run-time error of this layer (sticky until STOP)
+        m.d.comb += pr.addr.eq(idx + fcnt)
+
+        # Issuer: rounds of up to M macros; a round streams all output pixels in slots of L
+        # cycles, cp pixels per slot (group g at cycle g * sp of the slot).
+        j = Signal(8)
+        tb = Signal(16)             # first row tile of the round
+        gs = Signal(range(M + 1))   # macros per group: the round's row tiles
+        final = Signal()            # the round holds row tile T - 1
+        nact = Signal(range(M + 1))
+        slot_len = Signal(4)
+        m.d.comb += [final.eq(tb + M >= T), gs.eq(Mux(final, T - tb, M)),
+                     nact.eq(cp * gs), slot_len.eq(Mux(final, l_fin, ab))]
+        ph = Signal(4)
+        grp = Signal(4)
+        gphase = Signal(8)
+        gstart = Signal(range(M + 1))
+        pix = Signal(24)
         oy = Signal(16)
         ox = Signal(16)
-        y0 = Signal(signed(16))
-        x0 = Signal(signed(16))
+        y0 = Signal(signed(17))
+        x0 = Signal(signed(17))
         pix_addr = Signal(baw)
         line_addr = Signal(baw)
-        first_addr = Signal(baw)
-        mi = Signal(range(M))
-        rq_res = Signal()                   # issuing the residual slices of this pixel
-        rq_rs = Signal(4)
-        res_ptr = Signal(baw)
-        px_first = Signal()                 # first pixel of the round (commit the tiles)
-        step = Mux(s == 2, 2, 1)
-
-        ai = act.i_stream
+        ravail = Signal(range(RES_FIFO_DEPTH + 1))  # residuals read, not yet issued
+        step_px = Mux(s == 2, 2, 1)
         in_bank = f["in_base"][baw:baw + 1]
-        res_bank = f["res_base"][baw:baw + 1]
 
-        def switch_round():
-            # Start issuing the next round: its taps, pixel (0, 0), and refill n_*.
-            m.d.sync += [u_kh[i].eq(n_kh[i]) for i in range(M)]
-            m.d.sync += [u_kw[i].eq(n_kw[i]) for i in range(M)]
-            m.d.sync += [u_off[i].eq(n_off[i]) for i in range(M)]
-            m.d.sync += [oy.eq(0), ox.eq(0), y0.eq(-p), x0.eq(-p),
-                         pix_addr.eq(first_addr), line_addr.eq(first_addr), mi.eq(0),
-                         rq_res.eq(0), rq_rs.eq(0), px_first.eq(1),
-                         res_ptr.eq(f["res_base"][:baw] + jgroup * res_sl)]
-            m.d.comb += bg_start.eq(1)
+        res_need = Signal()
+        due = Signal()
+        issue = Signal()
+        stall = Signal()
+        switch = Signal()
+        slot_end = Signal()
+        m.d.comb += res_need.eq(final & has_res)
+
+        # Per macro: its tile's taps (the loader's, pending -> loading -> loaded -> active).
+        loaded = [Signal(name=f"u{i}_loaded") for i in range(M)]
+        ld_tap = [[Signal(3, name=f"u{i}_ld_kh"), Signal(3, name=f"u{i}_ld_kw"),
+                   Signal(baw, name=f"u{i}_ld_off")] for i in range(M)]
+        a_tap = [[Signal(3, name=f"u{i}_kh"), Signal(3, name=f"u{i}_kw"),
+                  Signal(baw, name=f"u{i}_off")] for i in range(M)]
+        first = [Signal(name=f"u{i}_first") for i in range(M)]
+        ready_round = Signal()
+        m.d.comb += ready_round.eq(Cat(*[loaded[i] | (nact <= i) for i in range(M)]).all())
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [idx.eq(0), fcnt.eq(0), self.done.eq(0), self.error.eq(0),
-                                 self.error_code.eq(AccelError.NONE), self.layer.eq(0)]
+                                 self.error_code.eq(AccelError.NONE), self.layer.eq(0),
+                                 fault.eq(AccelError.NONE)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 # Synchronous read: word fcnt - 1 arrives while word fcnt is addressed.
@@ -346,104 +381,58 @@ class Accelerator(wiring.Component):
                 with m.If(fcnt == DESC_WORDS):
                     m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += [
-                    n_pix.eq(f["out_height"] * f["out_width"]),
-                    out_pitch.eq(f["out_groups"] * out_sl),
-                    res_pitch.eq(f["out_groups"] * res_sl),
-                    wg_words.eq(W * G),
-                    j.eq(0), jlane.eq(0), jgroup.eq(0),
-                ]
+                m.d.sync += [n_pix.eq(n_pix_c), out_pitch.eq(f["out_groups"] * out_sl),
+                             res_pitch.eq(f["out_groups"] * res_sl), wg_words.eq(W * G),
+                             cp.eq(cp_c), prow.eq(f["param_base"] >> _log2(C))]
                 with m.If(code != AccelError.NONE):
                     m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
                     m.next = "STOP"
                 with m.Else():
-                    m.d.comb += start_layer.eq(1)
-                    m.d.sync += pcnt.eq(0)
-                    m.next = "PARAMS"
-            with m.State("PARAMS"):
-                # Records param_base + j * C + c, one per cycle (synchronous read).
-                m.d.comb += ppr.addr.eq(f["param_base"] + j * C + pcnt)
-                m.d.sync += pcnt.eq(pcnt + 1)
-                for c in range(C):
-                    with m.If(pcnt == c + 1):
-                        m.d.sync += prm[c].eq(ppr.data)
-                with m.If(pcnt == 1):
-                    # Pixel (-p, -p) is p rows and p pixels before the base.
-                    m.d.sync += first_addr.eq(f["in_base"][:baw] - p * (wg_words + G))
-                with m.If(pcnt == C):
-                    m.d.comb += start_col.eq(1)
-                    m.d.sync += r_tbase.eq(0)
-                    m.d.comb += bg_reset.eq(1)
                     m.next = "SETUP"
             with m.State("SETUP"):
-                # The first round of a column tile (or a round whose taps are not ready yet).
-                with m.If(~bg_busy):
-                    switch_round()
-                    m.next = "REQ"
-            with m.State("REQ"):
-                m.d.comb += running.eq(1)
-                next_px = Signal()
-                with m.If(rq_res):
-                    m.d.comb += [ai.valid.eq(1), ai.payload.addr.eq(res_ptr + rq_rs),
-                                 ai.payload.kind.eq(1), ai.payload.rs.eq(rq_rs),
-                                 ai.payload.last.eq(rq_rs == res_sl - 1),
-                                 act.read_bank.eq(res_bank)]
-                    with m.If(ai.ready):
-                        m.d.sync += rq_rs.eq(rq_rs + 1)
-                        with m.If(rq_rs == res_sl - 1):
-                            m.d.sync += [rq_res.eq(0), rq_rs.eq(0),
-                                         res_ptr.eq(res_ptr + res_pitch)]
-                            m.d.comb += next_px.eq(1)
-                with m.Else():
-                    kh_sel = Signal(3)
-                    kw_sel = Signal(3)
-                    off_sel = Signal(baw)
-                    for i in range(M):
-                        with m.If(mi == i):
-                            m.d.comb += [kh_sel.eq(u_kh[i]), kw_sel.eq(u_kw[i]),
-                                         off_sel.eq(u_off[i])]
-                    yy = Signal(signed(17))
-                    xx = Signal(signed(17))
-                    m.d.comb += [yy.eq(y0 + kh_sel), xx.eq(x0 + kw_sel)]
-                    m.d.comb += [ai.valid.eq(1),
-                                 ai.payload.pad.eq((yy < 0) | (yy >= H) | (xx < 0) | (xx >= W)),
-                                 ai.payload.addr.eq(pix_addr + off_sel),
-                                 ai.payload.mi.eq(mi), ai.payload.nt.eq(px_first),
-                                 act.read_bank.eq(in_bank)]
-                    with m.If(ai.ready):
-                        m.d.sync += mi.eq(mi + 1)
-                        with m.If(mi + 1 == r_nact):
-                            m.d.sync += mi.eq(0)
-                            with m.If(r_final & f["has_residual"]):
-                                m.d.sync += rq_res.eq(1)
-                            with m.Else():
-                                m.d.comb += next_px.eq(1)
-                with m.If(next_px):
-                    m.d.sync += px_first.eq(0)
+                m.d.comb += start_layer.eq(1)
+                m.d.sync += [first_addr.eq(f["in_base"][:baw] - p * (wg_words + G)),
+                             l_fin.eq(Mux(cp * sp > ab, cp * sp, ab)),
+                             j.eq(0), tb.eq(0)]
+                m.next = "RWAIT"
+            with m.State("RWAIT"):
+                # A round starts when its macros hold their tiles (loaded, not committed).
+                with m.If(ready_round):
+                    m.d.comb += switch.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [due.eq((ph == gphase) & (grp < cp) & (pix != n_pix)),
+                             issue.eq(due & (~res_need | (ravail != 0))),
+                             stall.eq(due & ~issue),
+                             slot_end.eq(~stall & (ph + 1 == slot_len))]
+                with m.If(~stall):
+                    m.d.sync += ph.eq(ph + 1)
+                with m.If(issue):
+                    m.d.sync += [pix.eq(pix + 1), grp.eq(grp + 1), gphase.eq(gphase + sp),
+                                 gstart.eq(gstart + gs)]
                     with m.If(ox + 1 != f["out_width"]):
-                        m.d.sync += [ox.eq(ox + 1), x0.eq(x0 + step),
+                        m.d.sync += [ox.eq(ox + 1), x0.eq(x0 + step_px),
                                      pix_addr.eq(pix_addr + Mux(s == 2, G << 1, G))]
-                    with m.Elif(oy + 1 != f["out_height"]):
-                        nl = line_addr + Mux(s == 2, wg_words << 1, wg_words)
-                        m.d.sync += [ox.eq(0), x0.eq(-p), oy.eq(oy + 1), y0.eq(y0 + step),
-                                     line_addr.eq(nl), pix_addr.eq(nl)]
-                    with m.Elif(~r_final):
-                        m.d.sync += r_tbase.eq(r_tbase + M)
-                        with m.If(~bg_busy):
-                            switch_round()
-                        with m.Else():
-                            m.next = "SETUP"
                     with m.Else():
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(tile_done):
-                    with m.If(j + 1 != f["col_tiles"]):
-                        m.d.sync += [j.eq(j + 1), pcnt.eq(0)]
-                        with m.If(jlane + C >= R):
-                            m.d.sync += [jlane.eq(0), jgroup.eq(jgroup + 1)]
+                        nl = line_addr + Mux(s == 2, wg_words << 1, wg_words)
+                        m.d.sync += [ox.eq(0), x0.eq(-p), oy.eq(oy + 1), y0.eq(y0 + step_px),
+                                     line_addr.eq(nl), pix_addr.eq(nl)]
+                with m.If(slot_end):
+                    m.d.sync += [ph.eq(0), grp.eq(0), gphase.eq(0), gstart.eq(0)]
+                    with m.If(pix + issue == n_pix):
+                        with m.If(~final):
+                            m.d.sync += tb.eq(tb + M)
+                            m.next = "RWAIT"
+                        with m.Elif(j + 1 != J):
+                            m.d.sync += [tb.eq(0), j.eq(j + 1)]
+                            m.next = "RWAIT"
                         with m.Else():
-                            m.d.sync += jlane.eq(jlane + C)
-                        m.next = "PARAMS"
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(layer_done):
+                    with m.If(fault != AccelError.NONE):
+                        m.d.sync += [self.error.eq(1), self.error_code.eq(fault)]
+                        m.next = "STOP"
                     with m.Elif(f["last"]):
                         m.next = "STOP"
                     with m.Elif(idx + 2 * DESC_WORDS > self.prog_words):
@@ -457,119 +446,91 @@ class Accelerator(wiring.Component):
             with m.State("STOP"):
                 m.d.sync += self.done.eq(1)
                 m.next = "IDLE"
-        with m.If(bg_busy):
+        with m.If(switch):
+            m.d.sync += [oy.eq(0), ox.eq(0), y0.eq(-p), x0.eq(-p), pix_addr.eq(first_addr),
+                         line_addr.eq(first_addr), pix.eq(0), ph.eq(0), grp.eq(0),
+                         gphase.eq(0), gstart.eq(0)]
             for i in range(M):
-                with m.If(su == i):
-                    m.d.sync += [n_kh[i].eq(w_kh), n_kw[i].eq(w_kw), n_off[i].eq(w_off)]
-            with m.If(w_cg + 1 != G):
-                m.d.sync += [w_cg.eq(w_cg + 1), w_off.eq(w_off + 1)]
-            with m.Elif(w_kw + 1 != k):
-                m.d.sync += [w_cg.eq(0), w_kw.eq(w_kw + 1), w_off.eq(w_off + 1)]
-            with m.Else():
-                m.d.sync += [w_cg.eq(0), w_kw.eq(0), w_kh.eq(w_kh + 1),
-                             w_rowoff.eq(w_rowoff + wg_words),
-                             w_off.eq(w_rowoff + wg_words)]
-            m.d.sync += su.eq(su + 1)
-            with m.If(su + 1 == M):
-                m.d.sync += bg_busy.eq(0)
-        with m.If(bg_reset):
-            m.d.sync += [w_kh.eq(0), w_kw.eq(0), w_cg.eq(0), w_off.eq(0), w_rowoff.eq(0)]
-        with m.If(bg_start | bg_reset):
-            m.d.sync += [su.eq(0), bg_busy.eq(1)]
-        m.d.comb += [is_busy.eq(~fsm.ongoing("IDLE")), self.busy.eq(is_busy),
-                     flowing.eq(fsm.ongoing("SETUP") | fsm.ongoing("REQ")
-                                | fsm.ongoing("DRAIN"))]
-        with m.If(~is_busy):
-            m.d.comb += [ai.valid.eq(1), ai.payload.addr.eq(self.act_r_addr[:baw]),
-                         act.read_bank.eq(self.act_r_addr[baw:])]
+                with m.If(nact > i):
+                    m.d.sync += [a.eq(b) for a, b in zip(a_tap[i], ld_tap[i])]
+                    m.d.sync += first[i].eq(1)
+        m.d.comb += [is_busy.eq(~fsm.ongoing("IDLE")), self.busy.eq(is_busy)]
 
-        # ------------------------------------------------------------ residual assembly
-        ao = act.o_stream
-        raw = [Signal(8, name=f"res_raw{c}") for c in range(C)]
-        res_w = Signal(4)
-        res_top = Signal(3)                 # sign bit of a residual: res_sl * a_bits - 1
-        m.d.comb += [res_w.eq(res_sl << _log2(ab)), res_top.eq(res_w - 1)]
-        nxt = []
-        for c in range(C):
-            lane = Signal(ab, name=f"res_lane{c}")
-            m.d.comb += lane.eq(ao.payload.word.as_value().word_select(jlane + c, ab))
-            v = Signal(8, name=f"res_next{c}")
-            m.d.comb += v.eq(Mux(ao.payload.rs == 0, 0, raw[c])
-                             | (lane << (ao.payload.rs * ab))[:8])
-            nxt.append(v)
-        ext = []
-        for c in range(C):
-            neg = f["res_signed"] & nxt[c].bit_select(res_top, 1)
-            e = Signal(signed(VALUE_BITS), name=f"res_ext{c}")
-            m.d.comb += e.eq(nxt[c] | Mux(neg, (Const(0x1FF, 9) << res_w)[:9], 0))
-            ext.append(e)
-        m.d.comb += rfifo.w_data.eq(Cat(*ext))
-
-        # ------------------------------------------------------------ dispatcher
-        unit_rdy = [Signal(name=f"unit{i}_rdy") for i in range(M)]
-        unit_take = [Signal(name=f"unit{i}_take") for i in range(M)]
-        with m.If(flowing):
-            with m.If(ao.payload.kind):
-                m.d.comb += ao.ready.eq(rfifo.w_rdy)
-                with m.If(ao.valid & rfifo.w_rdy):
-                    m.d.sync += [raw[c].eq(nxt[c]) for c in range(C)]
-                    m.d.comb += rfifo.w_en.eq(ao.payload.last)
-            with m.Else():
-                for i in range(M):
-                    with m.If(ao.payload.mi == i):
-                        m.d.comb += [ao.ready.eq(unit_rdy[i]),
-                                     unit_take[i].eq(ao.valid & unit_rdy[i])]
-        with m.Else():
-            m.d.comb += ao.ready.eq(1)
-        m.d.comb += [self.act_r_data.eq(ao.payload.word),
-                     self.act_r_valid.eq(ao.valid & ~is_busy)]
-
-        # ------------------------------------------------------------ weight loads
-        # A walker over the layer's tiles in image order (j, t) hands tile t to macro t % M;
-        # a macro loads its next tile into the shadow copy once the previous one is committed.
-        l_active = Signal()
-        l_ptr = Signal(32)
-        l_t = Signal(16)
+        # ------------------------------------------------------------ weight loader
+        # Walks the layer's rounds ahead of the issuer and hands each macro its next tile and
+        # taps, two macros per cycle (a round of M macros may last only rows / write_rows).
+        l_on = Signal()
         l_j = Signal(8)
-        l_m = Signal(range(M))
-        pend_rdy = [Signal(name=f"u{i}_pend_rdy") for i in range(M)]
-        l_push = Signal()
+        l_tb = Signal(16)
+        l_i = Signal(range(M + 2))
+        l_colptr = Signal(32)       # beat address of tile 0 of column tile l_j
+        l_st = [Signal(16, name="l_t"), Signal(3, name="l_kh"), Signal(3, name="l_kw"),
+                Signal(8, name="l_cg"), Signal(baw, name="l_off"), Signal(baw, name="l_rowoff")]
+        l_final = Signal()
+        l_nact = Signal(range(M + 1))
+        m.d.comb += [l_final.eq(l_tb + M >= T),
+                     l_nact.eq(cp * Mux(l_final, T - l_tb, M))]
+        st1 = step(l_st)
+        st2 = step(st1)
+        pend = [Signal(name=f"u{i}_pend") for i in range(M)]
+        pend0 = Signal()
+        pend1 = Signal()
         for i in range(M):
-            with m.If(l_m == i):
-                m.d.comb += l_push.eq(l_active & pend_rdy[i])
+            with m.If(l_i == i):
+                m.d.comb += pend0.eq(pend[i])
+            with m.If(l_i + 1 == i):
+                m.d.comb += pend1.eq(pend[i])
+        push0 = Signal()
+        push1 = Signal()
+        m.d.comb += [push0.eq(l_on & (l_i < l_nact) & ~pend0),
+                     push1.eq(push0 & (l_i + 1 < l_nact) & ~pend1)]
+        wsh_t = _log2(wc)
+        ptr0 = Signal(32)
+        ptr1 = Signal(32)
+        m.d.comb += [ptr0.eq(l_colptr + (l_st[0] << wsh_t)),
+                     ptr1.eq(l_colptr + (st1[0] << wsh_t))]
         with m.If(start_layer):
-            m.d.sync += [l_active.eq(1), l_ptr.eq(f["weight_base"] * wc), l_t.eq(0),
-                         l_j.eq(0), l_m.eq(0)]
-        with m.Elif(l_push):
-            m.d.sync += [l_ptr.eq(l_ptr + wc), l_t.eq(l_t + 1),
-                         l_m.eq(Mux(l_m == M - 1, 0, l_m + 1))]
-            with m.If(l_t + 1 == T):
-                m.d.sync += [l_t.eq(0), l_m.eq(0), l_j.eq(l_j + 1)]
-                with m.If(l_j + 1 == f["col_tiles"]):
-                    m.d.sync += l_active.eq(0)
+            m.d.sync += [l_on.eq(1), l_j.eq(0), l_tb.eq(0), l_i.eq(0),
+                         l_colptr.eq(f["weight_base"] << wsh_t)]
+            m.d.sync += [x.eq(0) for x in l_st]
+        with m.Elif(push0):
+            n_i = l_i + 1 + push1
+            m.d.sync += l_i.eq(n_i)
+            with m.If(push1):
+                m.d.sync += [a.eq(b) for a, b in zip(l_st, st2)]
+            with m.Else():
+                m.d.sync += [a.eq(b) for a, b in zip(l_st, st1)]
+            with m.If(n_i == l_nact):
+                m.d.sync += l_i.eq(0)
+                with m.If(~l_final):
+                    m.d.sync += l_tb.eq(l_tb + M)
+                with m.Else():
+                    m.d.sync += [l_tb.eq(0), l_j.eq(l_j + 1),
+                                 l_colptr.eq(l_colptr + (T << wsh_t))]
+                    m.d.sync += [x.eq(0) for x in l_st]
+                    with m.If(l_j + 1 == J):
+                        m.d.sync += l_on.eq(0)
 
         # ------------------------------------------------------------ macro units
-        comp_terms, wait_terms = [], []
-        out_y = []
+        comp_terms = []
+        ports = act.reads
         for i, mac in enumerate(macros):
             rd = wmem.read_port(transparent_for=())
-            pend = Signal(name=f"u{i}_pend")
             pend_ptr = Signal(32, name=f"u{i}_pend_ptr")
+            pend_tap = [Signal.like(x, name=f"u{i}_pend_{n}")
+                        for x, n in zip(ld_tap[i], ("kh", "kw", "off"))]
+            with m.If(push0 & (l_i == i)):
+                m.d.sync += [pend[i].eq(1), pend_ptr.eq(ptr0)]
+                m.d.sync += [a.eq(b) for a, b in zip(pend_tap, l_st[1:3] + [l_st[4]])]
+            with m.If(push1 & (l_i + 1 == i)):
+                m.d.sync += [pend[i].eq(1), pend_ptr.eq(ptr1)]
+                m.d.sync += [a.eq(b) for a, b in zip(pend_tap, st1[1:3] + [st1[4]])]
             loading = Signal(name=f"u{i}_loading")
-            loaded = Signal(name=f"u{i}_loaded")        # shadow holds an uncommitted tile
             ld_cnt = Signal(range(wc + 1), name=f"u{i}_ld_cnt")
             ld_ptr = Signal(32, name=f"u{i}_ld_ptr")
-            st_active = Signal(name=f"u{i}_st_active")
-            st_commit = Signal(name=f"u{i}_st_commit")
-            st_word = Signal(R * ab, name=f"u{i}_st_word")
-            bidx = Signal(range(ab), name=f"u{i}_bidx")
-
-            m.d.comb += pend_rdy[i].eq(~pend)
-            with m.If(l_push & (l_m == i)):
-                m.d.sync += [pend.eq(1), pend_ptr.eq(l_ptr)]
-            commit_now = Signal(name=f"u{i}_commit_now")
-            with m.If(pend & ~loading & ~loaded):
-                m.d.sync += [pend.eq(0), loading.eq(1), ld_cnt.eq(0), ld_ptr.eq(pend_ptr)]
+            with m.If(pend[i] & ~loading & ~loaded[i]):
+                m.d.sync += [pend[i].eq(0), loading.eq(1), ld_cnt.eq(0), ld_ptr.eq(pend_ptr)]
+                m.d.sync += [a.eq(b) for a, b in zip(ld_tap[i], pend_tap)]
             m.d.comb += [rd.addr.eq(ld_ptr + ld_cnt), rd.en.eq(loading)]
             wr_valid = Signal(name=f"u{i}_wr_valid")
             wr_addr = Signal(range(wc), name=f"u{i}_wr_addr")
@@ -578,130 +539,231 @@ class Accelerator(wiring.Component):
                          mac.write.payload.w.eq(rd.data[:len(mac.write.payload.w.as_value())])]
             with m.If(loading):
                 with m.If(ld_cnt == wc):
-                    m.d.sync += [loading.eq(0), loaded.eq(1)]
+                    m.d.sync += [loading.eq(0), loaded[i].eq(1)]
                 with m.Else():
                     m.d.sync += ld_cnt.eq(ld_cnt + 1)
 
-            # A beat that starts a round needs its tile loaded; it commits on its first plane.
-            mi_ = mac.input
-            free = ~st_active | (mi_.ready & (bidx == 0))
-            m.d.comb += unit_rdy[i].eq(free & (~ao.payload.nt | (loaded & ~commit_now)))
-            planes = [Cat(*[st_word[r * ab + b] for r in range(R)]) for b in range(ab)]
+            # Lockstep read: the word of this macro's tap for the issued pixel.
+            port = ports[i]
+            kh, kw, off = a_tap[i]
+            yy = Signal(signed(18), name=f"u{i}_y")
+            xx = Signal(signed(18), name=f"u{i}_x")
+            sel = Signal(name=f"u{i}_sel")
+            m.d.comb += [yy.eq(y0 + kh), xx.eq(x0 + kw),
+                         sel.eq(issue & (gstart <= i) & (gstart + gs > i)),
+                         port.addr.eq(Cat((pix_addr + off)[:baw], in_bank)),
+                         port.pad.eq((yy < 0) | (yy >= H) | (xx < 0) | (xx >= W)),
+                         port.en.eq(sel)]
+            # The word arrives next cycle and stays on port.data for the a_bits planes (the
+            # port's next read is a slot, at least a_bits cycles, later).
+            st_active = Signal(name=f"u{i}_active")
+            st_commit = Signal(name=f"u{i}_commit")
+            bidx = Signal(range(ab), name=f"u{i}_bidx")
+            word = port.data.as_value()
+            planes = [Cat(*[word[r * ab + b] for r in range(R)]) for b in range(ab)]
             plane = Signal(R, name=f"u{i}_plane")
             with m.Switch(bidx):
                 for b in range(ab):
                     with m.Case(b):
                         m.d.comb += plane.eq(planes[b])
+            mi_ = mac.input
             m.d.comb += [mi_.valid.eq(st_active), mi_.payload.plane.eq(plane),
                          mi_.payload.last.eq(bidx == 0), mi_.payload.commit.eq(st_commit),
-                         commit_now.eq(st_active & st_commit & mi_.ready)]
-            with m.If(st_active & mi_.ready):
+                         mac.output.ready.eq(1)]
+            with m.If(st_active):
                 m.d.sync += [st_commit.eq(0), bidx.eq(bidx - 1)]
                 with m.If(bidx == 0):
                     m.d.sync += st_active.eq(0)
-            with m.If(commit_now):
-                m.d.sync += loaded.eq(0)
-            # After the plane logic: a beat taken while the last plane leaves wins.
-            with m.If(unit_take[i]):
-                m.d.sync += [st_active.eq(1), st_word.eq(ao.payload.word), bidx.eq(ab - 1),
-                             st_commit.eq(ao.payload.nt)]
-            comp_terms.append(st_active & mi_.ready)
-            wait_terms.append(loading | (st_active & ~mi_.ready)
-                              | (ao.valid & ~ao.payload.kind & (ao.payload.mi == i)
-                                 & ~unit_rdy[i]))
-            # A two-result buffer per macro: the collector needs two cycles per pixel and
-            # takes all macros at once, so without it a macro would stall on its output.
-            ob = SyncFIFO(width=len(mac.output.payload.as_value()), depth=2)
-            m.submodules[f"outbuf{i}"] = ob
-            m.d.comb += [ob.w_data.eq(mac.output.payload.as_value()),
-                         ob.w_en.eq(mac.output.valid), mac.output.ready.eq(ob.w_rdy)]
-            out_y.append((ob, data.View(mac.output_layout, ob.r_data)))
+                with m.If(st_commit):
+                    m.d.sync += loaded[i].eq(0)
+            with m.If(sel):
+                m.d.sync += [st_active.eq(1), bidx.eq(ab - 1), st_commit.eq(first[i]),
+                             first[i].eq(0)]
+            comp_terms.append(st_active)
         computing = Signal()
-        waiting = Signal()
-        m.d.comb += [computing.eq(Cat(*comp_terms).any()), waiting.eq(Cat(*wait_terms).any())]
+        m.d.comb += computing.eq(Cat(*comp_terms).any())
+
+        # ------------------------------------------------------------ residual reader
+        # Reads the residual of every output pixel, column tile by column tile, ahead of the
+        # issuer (which issues a final-round pixel only once its residual is in the FIFO).
+        r_on = Signal()
+        r_pix = Signal(24)
+        r_j = Signal(8)
+        r_s = Signal(4)
+        r_ptr = Signal(baw)
+        r_col = Signal(baw)
+        r_lane = Signal(range(R))
+        res_bank = f["res_base"][baw:baw + 1]
+        rport = ports[M]
+        r_go = Signal()
+        # Room for the pixel being read: FIFO entries plus the one in flight.
+        m.d.comb += r_go.eq(r_on & (rfifo.level + 1 < RES_FIFO_DEPTH))
+        q_valid = Signal()
+        q_s = Signal(4)
+        q_last = Signal()
+        q_lane = Signal(range(R))
+        m.d.comb += [rport.addr.eq(Cat((r_ptr + r_s)[:baw], res_bank)), rport.pad.eq(0),
+                     rport.en.eq(r_go)]
+        m.d.sync += [q_valid.eq(r_go), q_s.eq(r_s), q_last.eq(r_s + 1 == res_sl),
+                     q_lane.eq(r_lane)]
+        with m.If(start_layer):
+            m.d.sync += [r_on.eq(has_res), r_pix.eq(0), r_j.eq(0), r_s.eq(0), r_lane.eq(0),
+                         r_ptr.eq(f["res_base"][:baw]), r_col.eq(f["res_base"][:baw])]
+        with m.Elif(r_go):
+            m.d.sync += r_s.eq(r_s + 1)
+            with m.If(r_s + 1 == res_sl):
+                m.d.sync += [r_s.eq(0), r_pix.eq(r_pix + 1), r_ptr.eq(r_ptr + res_pitch)]
+                with m.If(r_pix + 1 == n_pix):
+                    m.d.sync += [r_pix.eq(0), r_j.eq(r_j + 1)]
+                    # The next column tile's channels: the next lanes, or the next group.
+                    nxt_col = Mux(r_lane + C >= R, r_col + res_sl, r_col)
+                    m.d.sync += [r_col.eq(nxt_col), r_ptr.eq(nxt_col),
+                                 r_lane.eq(Mux(r_lane + C >= R, 0, r_lane + C))]
+                    with m.If(r_j + 1 == J):
+                        m.d.sync += r_on.eq(0)
+        raw = [Signal(8, name=f"res_raw{c}") for c in range(C)]
+        res_w = Signal(4)
+        res_top = Signal(3)                 # sign bit of a residual: res_sl * a_bits - 1
+        m.d.comb += [res_w.eq(res_sl << _log2(ab)), res_top.eq(res_w - 1)]
+        ext = []
+        rword = rport.data.as_value()
+        for c in range(C):
+            lane = rword.word_select(q_lane + c, ab)
+            v = Signal(8, name=f"res_next{c}")
+            m.d.comb += v.eq(Mux(q_s == 0, 0, raw[c]) | (lane << (q_s * ab))[:8])
+            neg = f["res_signed"] & v.bit_select(res_top, 1)
+            e = Signal(signed(VALUE_BITS), name=f"res_ext{c}")
+            m.d.comb += e.eq(v | Mux(neg, (Const(0x1FF, 9) << res_w)[:9], 0))
+            ext.append(e)
+            with m.If(q_valid):
+                m.d.sync += raw[c].eq(v)
+        push_res = Signal()
+        m.d.comb += [rfifo.w_data.eq(Cat(*ext)), push_res.eq(q_valid & q_last),
+                     rfifo.w_en.eq(push_res)]
+        took = issue & res_need
+        with m.If(start_layer):
+            m.d.sync += ravail.eq(0)
+        with m.Elif(push_res & ~took):
+            m.d.sync += ravail.eq(ravail + 1)
+        with m.Elif(~push_res & took):
+            m.d.sync += ravail.eq(ravail - 1)
 
         # ------------------------------------------------------------ collector
-        # Per pixel: the round's macros' results, summed, added to the pixel's running sum;
-        # on the final round the total goes to the Datapath as a single-beat sum.
-        c_tbase = Signal(16)
-        c_final = Signal()
-        c_nact = Signal(range(M + 1))
-        m.d.comb += [c_final.eq(c_tbase + M >= T), c_nact.eq(Mux(c_final, T - c_tbase, M))]
+        # Only one group's macros finish in a cycle, so the valid results are one pixel's:
+        # their sum (stage 1) is added to the pixel's running sum (stage 2), which goes to the
+        # Datapath on the final round. The collector counts pixels, rounds and column tiles
+        # itself, in issue order.
         c_pix = Signal(24)
-        c_phase = Signal()
-        rsum = [Signal(signed(self.acc_width), name=f"rsum{c}") for c in range(C)]
-        all_valid = Signal()
-        m.d.comb += all_valid.eq(Cat(*[o.r_rdy | (c_nact <= i) for i, (o, _) in enumerate(out_y)])
-                                 .all())
-        res_ok = Signal()
-        m.d.comb += res_ok.eq(~(c_final & f["has_residual"]) | rfifo.r_rdy)
-        take = Signal()
-        # Past the final round (c_tbase >= T) nothing is expected until the next column tile.
-        m.d.comb += take.eq(flowing & (c_tbase < T) & ~c_phase & all_valid & res_ok)
-        for i, (o, _) in enumerate(out_y):
-            m.d.comb += o.r_en.eq(take & (c_nact > i))
-        m.d.comb += [sr.addr.eq(c_pix), sr.en.eq(take)]
-        with m.If(take):
-            for c in range(C):
-                terms = [Mux(c_nact > i, y.y[c], 0) for i, (_, y) in enumerate(out_y)]
+        c_tb = Signal(16)
+        c_j = Signal(8)
+        c_final = Signal()
+        m.d.comb += c_final.eq(c_tb + M >= T)
+        v_any = Signal()
+        m.d.comb += v_any.eq(Cat(*[mac.output.valid for mac in macros]).any())
+        rsum = [Signal(signed(aw), name=f"rsum{c}") for c in range(C)]
+        c1_valid = Signal()
+        c1_pix = Signal(24)
+        c1_first = Signal()
+        c1_final = Signal()
+        m.d.comb += [sr.addr.eq(c_pix), sr.en.eq(v_any),
+                     ppr.addr.eq(prow + c_j), ppr.en.eq(v_any)]
+        for c in range(C):
+            terms = [Mux(mac.output.valid, mac.output.payload.y[c], 0) for mac in macros]
+            with m.If(v_any):
                 m.d.sync += rsum[c].eq(tree_sum(terms))
-            m.d.sync += c_phase.eq(1)
-        di = dp.i_stream
-        total = [Signal(signed(self.acc_width), name=f"total{c}") for c in range(C)]
-        for c in range(C):
-            prev = sr.data.word_select(c, self.acc_width).as_signed()
-            m.d.comb += total[c].eq(Mux(c_tbase == 0, 0, prev) + rsum[c])
-        m.d.comb += [sw.addr.eq(c_pix), sw.data.eq(Cat(*total)),
-                     di.payload.first.eq(1), di.payload.last.eq(1)]
-        for c in range(C):
-            ln = di.payload.lanes[c]
-            m.d.comb += [ln.psum.eq(total[c]),
-                         ln.m.eq(prm[c][0:16]), ln.b.eq(prm[c][16:64]),
-                         ln.r.eq(prm[c][64:88]),
-                         ln.res.eq(rfifo.r_data.word_select(c, VALUE_BITS))]
-        done_px = Signal()
-        with m.If(c_phase):
-            with m.If(c_final):
-                m.d.comb += [di.valid.eq(1), done_px.eq(di.ready),
-                             rfifo.r_en.eq(di.ready & f["has_residual"])]
-            with m.Else():
-                m.d.comb += [sw.en.eq(1), done_px.eq(1)]
-        with m.If(done_px):
-            m.d.sync += [c_phase.eq(0), c_pix.eq(c_pix + 1)]
+        m.d.sync += [c1_valid.eq(v_any), c1_pix.eq(c_pix), c1_first.eq(c_tb == 0),
+                     c1_final.eq(c_final)]
+        with m.If(v_any):
+            m.d.sync += c_pix.eq(c_pix + 1)
             with m.If(c_pix + 1 == n_pix):
-                m.d.sync += [c_pix.eq(0), c_tbase.eq(c_tbase + M)]
-        with m.If(start_col):
-            m.d.sync += [c_pix.eq(0), c_tbase.eq(0), c_phase.eq(0)]
+                m.d.sync += c_pix.eq(0)
+                with m.If(c_final):
+                    m.d.sync += [c_tb.eq(0), c_j.eq(c_j + 1)]
+                with m.Else():
+                    m.d.sync += c_tb.eq(c_tb + M)
+        with m.If(start_layer):
+            m.d.sync += [c_pix.eq(0), c_tb.eq(0), c_j.eq(0)]
+        di = dp.i_stream
+        total = [Signal(signed(aw), name=f"total{c}") for c in range(C)]
+        for c in range(C):
+            prev = sr.data.word_select(c, aw).as_signed()
+            m.d.comb += total[c].eq(Mux(c1_first, 0, prev) + rsum[c])
+        m.d.comb += [sw.addr.eq(c1_pix), sw.data.eq(Cat(*total)),
+                     sw.en.eq(c1_valid & ~c1_final),
+                     di.payload.first.eq(1), di.payload.last.eq(1),
+                     di.valid.eq(c1_valid & c1_final),
+                     rfifo.r_en.eq(c1_valid & c1_final & has_res)]
+        for c in range(C):
+            rec = ppr.data.word_select(c, PARAM_WORDS * 32)
+            ln = di.payload.lanes[c]
+            m.d.comb += [ln.psum.eq(total[c]), ln.m.eq(rec[0:16]), ln.b.eq(rec[16:64]),
+                         ln.r.eq(rec[64:88]),
+                         ln.res.eq(rfifo.r_data.word_select(c, VALUE_BITS))]
+        # The schedule leaves the Datapath and the residual FIFO ready by construction; if
+        # not, the result would be lost: stop with OVERRUN rather than write a wrong value.
+        overrun = Signal()
+        m.d.comb += overrun.eq(c1_valid & c1_final
+                               & (~di.ready | (has_res & ~rfifo.r_rdy)))
 
         # ------------------------------------------------------------ write back
         do = dp.o_stream
         w_s = Signal(4)
         w_pix = Signal(24)
+        w_j = Signal(8)
         w_ptr = Signal(baw)
-        aw = act.w_stream
+        w_col = Signal(baw)
+        w_lane = Signal(range(R))
+        aws = act.w_stream
         out_bank = f["out_base"][baw:baw + 1]
-        vals = Cat(*[(do.payload.value[c] >> (w_s * ab))[:ab] for c in range(C)])
+        # Slice 0 is written in the cycle the result leaves the Datapath, the others from a
+        # holding register: the Datapath is never held up (results are out_sl cycles apart).
+        hold = Signal()
+        held = Signal.like(do.payload.value)
+        value = Mux(hold, held.as_value(), do.payload.value.as_value())
+        vals = Cat(*[(value.word_select(c, VALUE_BITS) >> (w_s * ab))[:ab] for c in range(C)])
+        wen = Signal()
         with m.If(is_busy):
-            m.d.comb += [aw.valid.eq(do.valid), aw.payload.addr.eq(w_ptr + w_s),
-                         aw.payload.word.eq(vals << (jlane * ab)),
-                         aw.payload.mask.eq(Const((1 << C) - 1, R) << jlane),
-                         act.write_bank.eq(out_bank),
-                         do.ready.eq(w_s == out_sl - 1)]
-            with m.If(do.valid):
+            m.d.comb += [wen.eq(hold | do.valid), do.ready.eq(~hold),
+                         aws.valid.eq(wen), aws.payload.addr.eq(w_ptr + w_s),
+                         aws.payload.word.eq(vals << (w_lane * ab)),
+                         aws.payload.mask.eq(Const((1 << C) - 1, R) << w_lane),
+                         act.write_bank.eq(out_bank)]
+            with m.If(do.valid & ~hold):
+                m.d.sync += [held.eq(do.payload.value), hold.eq(out_sl != 1)]
+            with m.If(wen):
                 m.d.sync += w_s.eq(w_s + 1)
                 with m.If(w_s == out_sl - 1):
-                    m.d.sync += [w_s.eq(0), w_ptr.eq(w_ptr + out_pitch), w_pix.eq(w_pix + 1)]
-                    m.d.comb += tile_done.eq(w_pix + 1 == n_pix)
+                    m.d.sync += [hold.eq(0), w_s.eq(0), w_ptr.eq(w_ptr + out_pitch),
+                                 w_pix.eq(w_pix + 1)]
+                    with m.If(w_pix + 1 == n_pix):
+                        nxt_col = Mux(w_lane + C >= R, w_col + out_sl, w_col)
+                        m.d.sync += [w_pix.eq(0), w_j.eq(w_j + 1), w_col.eq(nxt_col),
+                                     w_ptr.eq(nxt_col),
+                                     w_lane.eq(Mux(w_lane + C >= R, 0, w_lane + C))]
+                        m.d.comb += layer_done.eq(w_j + 1 == J)
         with m.Else():
-            m.d.comb += [aw.valid.eq(self.act_w_en), aw.payload.addr.eq(self.act_w_addr[:baw]),
-                         aw.payload.word.eq(self.act_w_data),
-                         aw.payload.mask.eq(self.act_w_mask),
+            m.d.comb += [aws.valid.eq(self.act_w_en), aws.payload.addr.eq(self.act_w_addr[:baw]),
+                         aws.payload.word.eq(self.act_w_data),
+                         aws.payload.mask.eq(self.act_w_mask),
                          act.write_bank.eq(self.act_w_addr[baw:])]
-        with m.If(start_col):
-            m.d.sync += [w_s.eq(0), w_pix.eq(0),
-                         w_ptr.eq(f["out_base"][:baw] + jgroup * out_sl)]
+        with m.If(start_layer):
+            m.d.sync += [w_s.eq(0), w_pix.eq(0), w_j.eq(0), w_lane.eq(0), hold.eq(0),
+                         w_ptr.eq(f["out_base"][:baw]), w_col.eq(f["out_base"][:baw])]
+        with m.If(overrun & (fault == AccelError.NONE)):
+            m.d.sync += fault.eq(AccelError.OVERRUN)
+        with m.Elif(do.valid & do.ready & do.payload.overflow & (fault == AccelError.NONE)):
+            m.d.sync += fault.eq(AccelError.OVERFLOW)
+
+        # ------------------------------------------------------------ bus read port
+        ai, ao = act.i_stream, act.o_stream
+        m.d.comb += [ai.valid.eq(~is_busy), ai.payload.addr.eq(self.act_r_addr[:baw]),
+                     act.read_bank.eq(self.act_r_addr[baw:]), ao.ready.eq(1),
+                     self.act_r_data.eq(ao.payload.word),
+                     self.act_r_valid.eq(ao.valid & ~is_busy)]
 
         # ------------------------------------------------------------ status and counters
+        waiting = Signal()
+        m.d.comb += waiting.eq(fsm.ongoing("RWAIT") | stall)
         with m.If(self.start & ~is_busy):
             m.d.sync += [self.cycles_total.eq(0), self.cycles_busy.eq(0),
                          self.cycles_compute.eq(0), self.cycles_stall.eq(0)]

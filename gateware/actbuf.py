@@ -84,6 +84,15 @@ class ActivationBuffer(wiring.Component):
     RAM's read latency loses nothing, and ``i_stream.ready`` comes from registers only (no
     combinational path from ``o_stream.ready``).
 
+    Lockstep read ports
+    -------------------
+    ``reads[n]`` (``read_ports`` of them) are plain synchronous read ports for a consumer that
+    never stalls (the sequencer feeding its macros in lockstep): ``addr`` is a global address
+    (the bank is its top bit, ``read_bank`` does not apply), and in a cycle with ``en`` high
+    the word at ``addr`` (zeros if ``pad``) appears on ``data`` in the next cycle
+    (:attr:`port_latency`, 1) and stays there until the next ``en``. Every port is one more
+    read port of the same memory (the synthesizer replicates the block RAM per port).
+
     Write path
     ----------
     ``w_stream`` is always ready: a beat writes ``word`` at ``addr`` of ``write_bank`` in the
@@ -104,6 +113,8 @@ class ActivationBuffer(wiring.Component):
         (1 bit), must not have ``word``. ``None``: just those two fields. To connect a
         :class:`~gateware.window.WindowGen` of ``addr_width = log2(depth)``, pass its
         ``beat_layout``.
+    read_ports : int
+        Number of lockstep read ports, 0 to 1024.
 
     Members
     -------
@@ -114,12 +125,17 @@ class ActivationBuffer(wiring.Component):
     w_stream : ``In(stream.Signature(write_layout))``
         ``addr``, ``word``, ``mask`` (``unsigned(rows)``, one bit per lane). Always ready.
     read_bank, write_bank : ``In(1)``
-        Bank of the read and of the write port.
+        Bank of the stream read port and of the write port.
+    reads : ``In(read_signature).array(read_ports)``
+        Lockstep read ports: ``addr`` (``log2(depth) + 1`` bits), ``pad``, ``en`` in; ``data``
+        (the word layout) out.
     """
 
     latency = 2
+    port_latency = 1
 
-    def __init__(self, *, depth: int, rows: int, a_bits: int, request_layout=None):
+    def __init__(self, *, depth: int, rows: int, a_bits: int, request_layout=None,
+                 read_ports: int = 0):
         if (not isinstance(depth, int) or isinstance(depth, bool) or depth < 2
                 or depth > 1 << 20 or depth & (depth - 1)):
             raise ValueError(f"Depth must be a power of two between 2 and {1 << 20}, "
@@ -131,7 +147,11 @@ class ActivationBuffer(wiring.Component):
         if a_bits not in A_BITS:
             raise ValueError(f"Activation bits must be one of {', '.join(map(str, A_BITS))}, "
                              f"not {a_bits!r}")
+        if (not isinstance(read_ports, int) or isinstance(read_ports, bool)
+                or not 0 <= read_ports <= 1024):
+            raise ValueError(f"Read ports must be an integer from 0 to 1024, not {read_ports!r}")
         self.depth = depth
+        self.read_ports = read_ports
         self.rows = rows
         self.a_bits = a_bits
         self.addr_width = (depth - 1).bit_length()
@@ -159,13 +179,19 @@ class ActivationBuffer(wiring.Component):
                                              **dict(self.meta_layout.members)})
         self.write_layout = data.StructLayout({
             "addr": addr_shape, "word": self.word_layout, "mask": unsigned(rows)})
-        super().__init__({
+        self.read_signature = wiring.Signature({
+            "addr": Out(self.addr_width + 1), "pad": Out(1), "en": Out(1),
+            "data": In(self.word_layout)})
+        members = {
             "i_stream": In(stream.Signature(self.request_layout)),
             "o_stream": Out(stream.Signature(self.out_layout)),
             "w_stream": In(stream.Signature(self.write_layout)),
             "read_bank": In(1),
             "write_bank": In(1),
-        })
+        }
+        if read_ports:
+            members["reads"] = In(self.read_signature).array(read_ports)
+        super().__init__(members)
 
     # ------------------------------------------------------------------ reference model
 
@@ -199,6 +225,15 @@ class ActivationBuffer(wiring.Component):
             wr.data.eq(w.payload.word),
             wr.en.eq(Mux(w.valid, w.payload.mask, 0)),
         ]
+
+        for n in range(self.read_ports):
+            port = self.reads[n]
+            lrd = mem.read_port(transparent_for=())
+            pad_q = Signal(name=f"read{n}_pad")
+            m.d.comb += [lrd.addr.eq(port.addr), lrd.en.eq(port.en & ~port.pad),
+                         port.data.eq(Mux(pad_q, 0, lrd.data.as_value()))]
+            with m.If(port.en):
+                m.d.sync += pad_q.eq(port.pad)
 
         # Stage 1: the RAM read, with the request fields beside it.
         s1_valid = Signal()

@@ -37,10 +37,12 @@ word ``i``: ``(n * rows // write_rows + a) * BEAT_WORDS + i``.
 
 Parameter image
 ---------------
-One ``PARAM_WORDS`` (3) word record per output channel, declared in ``PARAM_FIELDS``: ``m``
+One ``PARAM_WORDS`` (4) word record per output channel, declared in ``PARAM_FIELDS``: ``m``
 (signed 16, bits 0..15), ``b`` (signed 48, bits 16..63), ``r`` (signed 24, bits 64..87;
-0 without a residual), two's complement, little-endian words. Channel ``c`` of a layer is
-record ``param_base + c``; a layer has ``J * C`` records (past ``Cout``: zeros).
+0 without a residual), two's complement, little-endian words, bits 88..127 zero. Channel ``c``
+of a layer is record ``param_base + c``; a layer has ``J * C`` records (past ``Cout``:
+zeros), and ``param_base`` is a multiple of ``C``, so column tile ``j``'s records are row
+``param_base / C + j`` of a memory ``C`` records wide.
 
 Activation buffer
 -----------------
@@ -190,7 +192,10 @@ PARAM_FIELDS: tuple[Field, ...] = (
     Field("b", 48, "bias B (signed)"),
     Field("r", RES_MULT_BITS, "residual multiplier R (signed; 0 without a residual)"),
 )
-PARAM_WORDS = -(-sum(f.bits for f in PARAM_FIELDS) // 32)
+PARAM_WORDS = 1 << (-(-sum(f.bits for f in PARAM_FIELDS) // 32) - 1).bit_length()
+"""Words per parameter record: the fields' 88 bits rounded up to a power of two of words (4),
+so that the ``cols`` records of a column tile form one row of the sequencer's parameter
+memory, read in one cycle."""
 
 
 def pack_params(m, b, r) -> np.ndarray:
