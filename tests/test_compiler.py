@@ -148,7 +148,7 @@ def test_param_records():
     recs = compiler.pack_params(m, b, r)
     assert recs.shape == (4, compiler.PARAM_WORDS) and recs.dtype == np.uint32
     # m = 5, b = -3, r = -(2**23 - 1), by hand.
-    assert recs[1].tolist() == [0xFFFD0005, 0xFFFFFFFF, 0x800001]
+    assert recs[1].tolist() == [0xFFFD0005, 0xFFFFFFFF, 0x800001, 0]
     for x, y in zip(compiler.unpack_params(recs), (m, b, r)):
         assert np.array_equal(x, y)
 
