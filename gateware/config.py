@@ -143,7 +143,7 @@ class HwConfig:
     bank_words: int = 4096
     prog_words: int = 256
     weight_words: int = 1 << 14
-    param_words: int = 1024
+    param_words: int = 1 << 12
     max_size: int = 64
     max_groups: int = 16
     max_pixels: int = 1024
