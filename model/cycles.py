@@ -1,36 +1,34 @@
-"""Analytic cycle model of the accelerator: the schedule the RTL sequencer is built to match.
+"""Analytic cycle model of the accelerator: the schedule the RTL sequencer runs, in formulas.
 
-Schedule of one layer (descriptor fields in ``monospace``; ``M`` = ``config.macros``)
------------------------------------------------------------------------------------
-* **Work units.** The layer has ``U = T * J`` weight tiles (``T = row_tiles``,
-  ``J = col_tiles``), numbered in weight-image order ``u = j * T + t``, and
-  ``P = out_height * out_width`` output pixels. Every tile must see all ``P`` input vectors.
-* **Mapping onto the macros.**
+Schedule of one layer (descriptor fields in ``monospace``; ``M`` = ``config.macros``,
+``ab`` = ``a_bits``, ``wc`` = ``rows / write_rows``, the cycles to load one weight tile)
+-------------------------------------------------------------------------------------------
+* **Work.** The layer has ``J = col_tiles`` column tiles of ``T = row_tiles`` weight tiles and
+  ``P = out_height * out_width`` output pixels; every tile sees all ``P`` input vectors.
+* **Copies** (:func:`copies`). When ``T < M`` the ``T`` tiles of a column tile are loaded
+  into ``cp`` groups of macros, which take turns over the pixels: the largest ``cp <= ab``
+  with ``cp * T <= M``, ``cp <= P`` and ``cp * sp <= ab``, where ``sp = max(out_sl, res_sl)``
+  is the number of buffer words one output (and one residual) pixel takes
+  (``ceil(bits / ab)``): the write port (and the residual read port) must keep up.
+* **Rounds.** Per column tile, the row tiles go in rounds of up to ``M`` macros (with copies:
+  one round of ``cp * T``); a round streams all ``P`` pixels in ``ceil(P / cp)`` *slots* of
+  ``L`` cycles: ``L = ab`` (one bit-plane per cycle), on the final round of a column tile
+  ``L = max(ab, cp * sp)``. Group ``g`` of a slot is issued at cycle ``g * sp`` of it: every
+  macro of the group reads its word through its own buffer port, in lockstep.
+* **Weights.** Each macro loads its next tile into its shadow copy once it has committed the
+  current one (``wc + 3`` cycles after its first issue of the round, :data:`LOAD_LATENCY`);
+  a round starts when all its macros hold their tiles, so it lasts
+  ``max(slots * L, (cp - 1) * sp + wc + LOAD_LATENCY)`` cycles, plus one cycle (the
+  round switch, :data:`ROUND_GAP`). The first round of a layer waits for its first load.
+* **Per layer.** :data:`SETUP` cycles (descriptor fetch, check, set-up) before the first
+  round's load, and :data:`DRAIN` cycles from the last issue to the write of the last output
+  word (``ab`` planes, macro, adder tree, :class:`~gateware.datapath.Datapath`, write), plus
+  ``out_sl - 1`` for its further slices. Layers run one after the other (a layer's input is
+  the previous layer's output); the last one also pays :data:`DONE`.
 
-  - ``U >= M``: ``rounds = ceil(U / M)``; round ``q`` loads tiles ``q*M .. q*M + M - 1``
-    (one per macro; the last round may leave macros idle) and streams all ``P`` pixels
-    through them: ``pixels_per_round = P``.
-  - ``U < M``: the tiles are replicated ``copies = M // U`` times and the pixels split
-    between the copies: one round, ``pixels_per_round = ceil(P / copies)``.
-
-  The partial sums of the macros of a round that share a column tile are added by a
-  registered adder tree (``ceil(log2(M))`` levels) and accumulated per pixel across rounds;
-  the requantizing :class:`~gateware.datapath.Datapath` runs on the last row tile.
-* **Compute** per round: ``pixels_per_round * a_bits`` cycles (one input bit-plane per
-  cycle, vectors back to back).
-* **Weight load** per round: ``rows / write_rows`` cycles (every macro has its own write
-  port, so a round's tiles load in parallel). With ``double_buffer`` the next round's tiles
-  load into the shadow copy while the current round computes, so a round that has a next
-  one costs ``max(load, compute)``, the last round ``compute``, plus one exposed first load
-  per layer. Without it every round costs ``load + compute``.
-* **Pipeline fill** per layer (layers run one after another: a layer's input is the previous
-  layer's output): :data:`FILL` = window generator (2) + activation buffer read (2) + macro (3)
-  + adder tree (``ceil(log2(M))``) + datapath (6) + buffer write (1).
-
-So ``cycles = load + (rounds - 1) * max(load, compute) + compute + FILL`` (double
-buffered; ``rounds * (load + compute) + FILL`` without) and
 ``MAC utilization = MACs / (cycles * peak)`` with ``MACs = P * Cout * Cin * k * k`` (useful
-ones, no padding) and ``peak = macros * rows * cols / a_bits``.
+ones, no padding) and ``peak = macros * rows * cols / a_bits``. ``tests/test_accelerator.py``
+holds the RTL to this model per layer.
 
 CLI::
 
@@ -41,29 +39,49 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 from dataclasses import dataclass
 
-from gateware.actbuf import ActivationBuffer
 from gateware.cim_macro import LATENCY as MACRO_LATENCY
 from gateware.config import HwConfig, get_config
 from gateware.datapath import Datapath
-from gateware.window import WindowGen
 
 from . import golden
-from .compiler import Descriptor, Program, compile_model
+from .compiler import DESC_WORDS, Descriptor, Program, compile_model
 
-__all__ = ["LayerCycles", "fill_cycles", "layer_cycles", "network_cycles"]
+__all__ = ["LayerCycles", "copies", "layer_cycles", "network_cycles"]
 
-WRITE_LATENCY = 1
-"""Cycle of the activation-buffer write of a layer's last output."""
+SETUP = DESC_WORDS + 3
+"""Descriptor fetch (``DESC_WORDS + 1``), check and set-up cycles of a layer."""
+FIRST_LOAD = 3
+"""Cycles from set-up to the first weight beat of a layer, plus one per pair of macros (the
+loader hands out two tiles per cycle)."""
+LOAD_LATENCY = 4
+"""Cycles from a macro's first issue of a round to its next tile being loaded, beyond ``wc``."""
+ROUND_GAP = 1
+"""The cycle between rounds in which the sequencer checks the next round's tiles."""
+DRAIN = MACRO_LATENCY + 1 + Datapath.latency + 1
+"""Cycles from the last bit-plane of a layer (``a_bits`` after its last issue: the buffer read
+overlaps the first plane) to the next layer's fetch: macro (3), adder tree and running sum
+(1), Datapath (6), the write that ends the layer (1)."""
+DONE = 1
+"""The cycle that raises ``done`` after the last layer (counted in the last layer)."""
 
 
-def fill_cycles(config: HwConfig) -> int:
-    """Per-layer pipeline fill (module docstring)."""
-    tree = math.ceil(math.log2(config.macros)) if config.macros > 1 else 0
-    return (WindowGen.latency + ActivationBuffer.latency + MACRO_LATENCY + tree
-            + Datapath.latency + WRITE_LATENCY)
+def _slices(bits: int, a_bits: int) -> int:
+    return -(-bits // a_bits)
+
+
+def copies(d: Descriptor, config: HwConfig) -> int:
+    """Copies of a column tile's row tiles over the macros (module docstring)."""
+    ab = config.a_bits
+    sp = max(_slices(d.out_bits, ab), _slices(d.res_bits, ab) if d.has_residual else 0)
+    pixels = d.out_height * d.out_width
+    best = 1
+    for c in range(2, min(ab, config.macros) + 1):
+        if c * d.row_tiles <= config.macros and c * sp <= ab and c <= pixels:
+            best = c
+    return best
 
 
 @dataclass(frozen=True)
@@ -74,37 +92,52 @@ class LayerCycles:
     utilization: float
     rounds: int
     copies: int
-    pixels_per_round: int
+    slots: int
     compute: int
     load: int
-    fill: int
 
 
 def layer_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
     """Cycles of one layer under the schedule of the module docstring."""
+    M, ab, wc = config.macros, config.a_bits, config.write_cycles
     pixels = d.out_height * d.out_width
-    units = d.row_tiles * d.col_tiles
-    if units >= config.macros:
-        rounds, copies, ppr = -(-units // config.macros), 1, pixels
+    T, J = d.row_tiles, d.col_tiles
+    out_sl = _slices(d.out_bits, ab)
+    sp = max(out_sl, _slices(d.res_bits, ab) if d.has_residual else 0)
+    cp = copies(d, config)
+    slots = -(-pixels // cp)
+    last_groups = pixels - (slots - 1) * cp
+    # Round sizes of one column tile: (macros, final).
+    if cp > 1:
+        col = [(cp * T, True)]
     else:
-        copies = config.macros // units
-        rounds, ppr = 1, -(-pixels // copies)
-    compute = ppr * config.a_bits
-    load = config.write_cycles
-    fill = fill_cycles(config)
-    if config.double_buffer:
-        cycles = load + (rounds - 1) * max(load, compute) + compute + fill
-    else:
-        cycles = rounds * (load + compute) + fill
+        col = [(M, False)] * ((T - 1) // M) + [(T - (T - 1) // M * M, True)]
+    rounds = col * J
+    load = (cp - 1) * sp + wc + LOAD_LATENCY
+    # The first round starts once its macros are loaded (two tiles handed out per cycle).
+    t = SETUP + FIRST_LOAD + (rounds[0][0] - 1) // 2 + wc + 1
+    compute = 0
+    for r, (_, final) in enumerate(rounds):
+        length = max(ab, cp * sp) if final else ab
+        compute += slots * length
+        if r + 1 < len(rounds):
+            t += max(slots * length, load) + ROUND_GAP
+        else:
+            t += (slots - 1) * length + (last_groups - 1) * sp + ab + DRAIN + out_sl - 1
     macs = pixels * d.out_channels * d.in_channels * d.kernel * d.kernel
-    util = macs / (cycles * config.peak_macs_per_cycle)
-    return LayerCycles(name, cycles, macs, util, rounds, copies, ppr, compute, load, fill)
+    util = macs / (t * config.peak_macs_per_cycle)
+    return LayerCycles(name, t, macs, util, len(rounds), cp, slots, compute, load)
 
 
 def network_cycles(program: Program, config: HwConfig | None = None) -> list[LayerCycles]:
     """Per-layer cycles of a compiled program (layers run back to back)."""
     config = config or program.config
-    return [layer_cycles(d, config, n) for n, d in zip(program.names, program.descriptors)]
+    layers = [layer_cycles(d, config, n) for n, d in zip(program.names, program.descriptors)]
+    last = layers[-1]
+    cycles = last.cycles + DONE
+    layers[-1] = dataclasses.replace(
+        last, cycles=cycles, utilization=last.macs / (cycles * config.peak_macs_per_cycle))
+    return layers
 
 
 def main(argv=None) -> int:

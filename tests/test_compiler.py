@@ -313,17 +313,20 @@ def test_cycle_model_by_hand(resnet):
     cfg = CONFIGS["default"]
     prog = compiler.compile_model(resnet, cfg)
     layers = {c.name: c for c in cycles.network_cycles(prog, cfg)}
-    fill = 2 + 2 + 3 + 5 + 6 + 1
-    assert cycles.fill_cycles(cfg) == fill
-    c = layers["layer1_0_conv1"]      # 9 tiles on 18 macros: 2 copies of 32 pixels
-    assert (c.rounds, c.copies, c.compute, c.load) == (1, 2, 128, 16)
-    assert c.cycles == 16 + 128 + fill
-    c = layers["layer2_0_shortcut"]   # 2 tiles, 9 copies of 2 pixels: the load dominates
-    assert (c.rounds, c.copies, c.compute) == (1, 9, 8)
-    assert c.cycles == 16 + 8 + fill
-    c = layers["layer3_1_conv2"]      # 144 tiles: 8 rounds of 4 pixels x 4 planes
-    assert (c.rounds, c.copies, c.compute) == (8, 1, 16)
-    assert c.cycles == 16 + 7 * max(16, 16) + 16 + fill
+    setup = 10 + 3                      # fetch 10 words (+1), check, set-up
+    drain = 3 + 1 + 6 + 1               # macro, running sum, datapath, write
+    assert (cycles.SETUP, cycles.DRAIN) == (setup, drain)
+    wc = 64 // 4
+    c = layers["layer1_0_conv1"]        # 9 tiles on 18 macros: 2 copies take turns, 32 slots
+    assert (c.rounds, c.copies, c.slots, c.compute) == (1, 2, 32, 128)
+    first = setup + 3 + (18 - 1) // 2 + wc + 1        # 18 tiles handed out, 2 per cycle
+    assert c.cycles == first + 31 * 4 + 1 * 1 + 4 + drain + 0
+    c = layers["layer3_1_conv2"]        # 144 tiles: 8 rounds of 4 pixels x 4 planes
+    assert (c.rounds, c.copies, c.slots, c.compute) == (8, 1, 4, 128)
+    load = wc + cycles.LOAD_LATENCY     # 20 > 16: the weight loads set the pace
+    assert c.cycles == first + 7 * (max(16, load) + 1) + 3 * 4 + 4 + drain + cycles.DONE
+    c = layers["layer2_0_shortcut"]     # 8-bit signed output: 2 words per pixel, 2 copies
+    assert (c.copies, c.slots) == (2, 8)
     total = sum(c.cycles for c in layers.values())
     assert total <= 16_667
     assert sum(c.macs for c in layers.values()) == 26_214_400
