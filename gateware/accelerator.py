@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The accelerator: CIM macros, weight store, activation buffer and the layer sequencer.
 
 :class:`Accelerator` runs a program compiled by :func:`model.compiler.compile_model` (layer
@@ -52,7 +53,7 @@ offset``), so a 32-bit bus write touches only its own lanes. ``act_r_addr`` -> `
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -87,6 +88,13 @@ RES_FIFO_DEPTH = 8
 """Residuals read ahead of the issuer."""
 
 
+def _ports(component):
+    """``(path, flow, signal)`` of every port of an elaborated-elsewhere component, as the
+    Verilog back end names them (``input__payload``: the path joined by ``__``)."""
+    for path, member, value in component.signature.flatten(component):
+        yield path, member.flow, value.as_value() if hasattr(value, "as_value") else value
+
+
 def _log2(n):
     return (n - 1).bit_length()
 
@@ -105,6 +113,11 @@ class Accelerator(wiring.Component):
     acc_width, bank_words : int or None
         Datapath accumulator width and words per activation-buffer bank when they differ from
         the configuration's (as given to the compiler).
+    macro_module : str or None
+        ``None``: the macros are :class:`~gateware.cim_macro.CIMMacro` submodules. A name:
+        they are instances of a Verilog module of that name, emitted once beside the design
+        (:func:`gateware.emit.verilog`), so the Verilog holds one macro, not ``macros`` copies
+        (18 copies of the ``default`` macro are 52 MB of Verilog and 10 minutes to emit).
 
     Members
     -------
@@ -116,9 +129,13 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
-                 bank_words: int | None = None):
+                 bank_words: int | None = None, macro_module: str | None = None):
         if not isinstance(config, HwConfig):
             raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
+        if macro_module is not None and not (isinstance(macro_module, str)
+                                             and macro_module.isidentifier()):
+            raise ValueError(f"Macro module must be a Verilog identifier, not {macro_module!r}")
+        self.macro_module = macro_module
         if not config.double_buffer:
             raise ValueError("The sequencer needs double-buffered macros (double_buffer=True)")
         if config.rows % config.cols:
@@ -215,7 +232,14 @@ class Accelerator(wiring.Component):
         macros = []
         for i in range(M):
             mac = CIMMacro(**cfg.macro_params())
-            m.submodules[f"macro{i}"] = mac
+            if self.macro_module is None:
+                m.submodules[f"macro{i}"] = mac
+            else:
+                # The same macro, emitted once as its own Verilog module (gateware.emit).
+                m.submodules[f"macro{i}"] = Instance(
+                    self.macro_module, i_clk=ClockSignal(), i_rst=ResetSignal(),
+                    **{f"{'o' if flow == Out else 'i'}_{'__'.join(map(str, path))}": value
+                       for path, flow, value in _ports(mac)})
             macros.append(mac)
         m.submodules.resfifo = rfifo = SyncFIFO(width=C * VALUE_BITS, depth=RES_FIFO_DEPTH)
 

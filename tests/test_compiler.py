@@ -244,8 +244,13 @@ def test_memory_capacity(digits):
         compiler.compile_model(digits, small)
 
 
+# tiny with room for the shipped ResNet14's weights and parameters.
+ROOMY = dataclasses.replace(CONFIGS["tiny"], name="roomy", weight_words=1 << 19,
+                            param_words=1 << 14)
+
+
 def test_buffer_allocation(resnet):
-    prog = compiler.compile_model(resnet, CONFIGS["tiny"])
+    prog = compiler.compile_model(resnet, ROOMY)
     bw = prog.bank_words
     for name, d in zip(prog.names, prog.descriptors):
         assert d.in_base // bw != d.out_base // bw, f"{name}: input and output share a bank"
@@ -280,9 +285,10 @@ def test_shipped_digits_exact(digits, config):
     _check_exact(digits, _images("digits", 8, digits.input_shape), CONFIGS[config])
 
 
-@pytest.mark.parametrize("config,n", [("tiny", 1), ("default", 2)])
+@pytest.mark.parametrize("config,n", [("roomy", 1), ("default", 2)])
 def test_shipped_resnet14_exact(resnet, config, n):
-    _check_exact(resnet, _images("fashion-mnist", n, resnet.input_shape), CONFIGS[config])
+    cfg = ROOMY if config == "roomy" else CONFIGS[config]
+    _check_exact(resnet, _images("fashion-mnist", n, resnet.input_shape), cfg)
 
 
 EXTRA = {
@@ -332,9 +338,9 @@ def test_cycle_model_by_hand(resnet):
     assert sum(c.macs for c in layers.values()) == 26_214_400
 
 
-@pytest.mark.parametrize("config", ["tiny", "default"])
+@pytest.mark.parametrize("config", ["roomy", "default"])
 def test_cycle_model_sanity(resnet, digits, config):
-    cfg = CONFIGS[config]
+    cfg = ROOMY if config == "roomy" else CONFIGS[config]
     for model in (resnet, digits):
         prog = compiler.compile_model(model, cfg)
         for name, d in zip(prog.names, prog.descriptors):

@@ -1,0 +1,39 @@
+"""Verilog of a design that holds CIM macros, with the macro emitted once.
+
+Amaranth elaborates every instance of a component separately, so a design with 18 ``default``
+macros would carry 18 identical copies of the macro's logic (52 MB of Verilog, about ten
+minutes to emit). :func:`verilog` builds the design with ``macro_module`` set (the macros
+become instances of one Verilog module, see :class:`~gateware.accelerator.Accelerator`) and
+appends that module, emitted once from :class:`~gateware.cim_macro.CIMMacro`. The result
+simulates and synthesizes as the plain design does; the Amaranth simulator runs the plain
+design (it has no Verilog instances).
+"""
+
+from __future__ import annotations
+
+from amaranth.back import verilog as amaranth_verilog
+
+from .cim_macro import CIMMacro
+from .config import HwConfig
+
+__all__ = ["macro_module_name", "verilog"]
+
+
+def macro_module_name(name: str) -> str:
+    """Name of the macro module in the Verilog of a design named ``name``."""
+    return f"{name}_cim_macro"
+
+
+def verilog(factory, *, config: HwConfig, name: str, **kwargs) -> str:
+    """Verilog text of ``factory(config=config, macro_module=..., **kwargs)`` (a component
+    class such as :class:`~gateware.accelerator.Accelerator`, or a function taking those
+    keywords) under the module name ``name``, followed by the macro's module."""
+    if not isinstance(config, HwConfig):
+        raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"Module name must be a Verilog identifier, not {name!r}")
+    macro = macro_module_name(name)
+    design = factory(config=config, macro_module=macro, **kwargs)
+    top = amaranth_verilog.convert(design, name=name)
+    body = amaranth_verilog.convert(CIMMacro(**config.macro_params()), name=macro)
+    return top + "\n" + body
