@@ -53,7 +53,18 @@ offset``), so a 32-bit bus write touches only its own lanes. ``act_r_addr`` -> `
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import (
+    Cat,
+    ClockSignal,
+    Const,
+    Instance,
+    Module,
+    Mux,
+    ResetInserter,
+    ResetSignal,
+    Signal,
+    signed,
+)
 from amaranth.lib import enum, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -151,6 +162,9 @@ class Accelerator(wiring.Component):
         self.config = config
         self.acc_width = acc_width
         self.bank_words = bank_words
+        if prog_words < DESC_WORDS:
+            raise ValueError(f"Program words ({prog_words}) must hold a descriptor "
+                             f"({DESC_WORDS} words)")
         self.prog_words = prog_words
         self.beat_words = beat_words(config)
         if self.beat_words & (self.beat_words - 1):
@@ -244,26 +258,41 @@ class Accelerator(wiring.Component):
         m.submodules.resfifo = rfifo = SyncFIFO(width=C * VALUE_BITS, depth=RES_FIFO_DEPTH)
 
         # ------------------------------------------------------------ descriptor fields
-        desc = Signal(DESC_WORDS * 32)
-        f = {}
-        for fl in FIELDS:
-            w, b = LAYOUT[fl.name]
-            f[fl.name] = desc[w * 32 + b: w * 32 + b + fl.bits]
+        def fields(d):
+            out = {}
+            for fl in FIELDS:
+                w, b = LAYOUT[fl.name]
+                out[fl.name] = d[w * 32 + b: w * 32 + b + fl.bits]
+            return out
+
+        def slices(f, name):
+            """out_sl, res_sl, sp: buffer words per output and residual pixel, and the
+            cycles between the pixels of one slot (the slower port)."""
+            o, r, q = (Signal(4, name=f"{name}_out_sl"), Signal(4, name=f"{name}_res_sl"),
+                       Signal(4, name=f"{name}_sp"))
+            m.d.comb += [o.eq((f["out_bits"] + ab - 1) >> _log2(ab)),
+                         r.eq(Mux(f["has_residual"], (f["res_bits"] + ab - 1) >> _log2(ab), 0)),
+                         q.eq(Mux(r > o, r, o))]
+            return o, r, q
+
+        def copies(f, sp_, name):
+            """Copies of the row tiles: as many as fit the macros, the pixels, and the output
+            (and residual) ports, which take sp cycles per pixel against a_bits per slot."""
+            c_ = Signal(range(ab + 1), name=f"{name}_copies")
+            m.d.comb += c_.eq(1)
+            for c in range(2, min(ab, M) + 1):
+                with m.If((f["row_tiles"] * c <= M) & (sp_ * c <= ab)
+                          & (f["out_height"] * f["out_width"] >= c)):
+                    m.d.comb += c_.eq(c)
+            return c_
+
+        desc = Signal(DESC_WORDS * 32)      # the issuer's layer (and collector's, writer's)
+        f = fields(desc)
         T, J = f["row_tiles"], f["col_tiles"]
-        k, s, p = f["kernel"], f["stride"], f["padding"]
+        s, p = f["stride"], f["padding"]
         H, W, G = f["in_height"], f["in_width"], f["in_groups"]
         has_res = f["has_residual"]
-
-        out_sl = Signal(4)          # slice words per output word
-        res_sl = Signal(4)          # slice words per residual word
-        sp = Signal(4)              # cycles between the pixels of one slot (the slower port)
-        n_pix_c = Signal(24)
-        m.d.comb += [
-            out_sl.eq((f["out_bits"] + ab - 1) >> _log2(ab)),
-            res_sl.eq(Mux(has_res, (f["res_bits"] + ab - 1) >> _log2(ab), 0)),
-            sp.eq(Mux(res_sl > out_sl, res_sl, out_sl)),
-            n_pix_c.eq(f["out_height"] * f["out_width"]),
-        ]
+        out_sl, res_sl, sp = slices(f, "cur")
         # Registered per layer (CHECK, SETUP).
         n_pix = Signal(24)          # Ho * Wo
         out_pitch = Signal(16)      # Gout * out_sl: words per output pixel
@@ -273,45 +302,45 @@ class Accelerator(wiring.Component):
         l_fin = Signal(4)           # slot length of a final round
         first_addr = Signal(baw)    # word of input pixel (-p, -p)
         prow = Signal(range(self.param_words // row_words))   # parameter row of column 0
-
-        # Copies: as many as fit the macros, the pixels, and the output (and residual) ports,
-        # which take out_sl (res_sl) cycles per pixel against a_bits cycles per slot.
-        cp_c = Signal(range(ab + 1))
-        m.d.comb += cp_c.eq(1)
-        for c in range(2, min(ab, M) + 1):
-            with m.If((T * c <= M) & (sp * c <= ab) & (n_pix_c >= c)):
-                m.d.comb += cp_c.eq(c)
+        cp_c = copies(f, sp, "cur")
 
         # ------------------------------------------------------------ descriptor check
+        # The fetcher checks every descriptor as it arrives (fdesc); the code travels with it.
+        fdesc = Signal(DESC_WORDS * 32)
+        ff = fields(fdesc)
         code = Signal(AccelError)
         ho_exp = Signal(16)
         wo_exp = Signal(16)
-        m.d.comb += [ho_exp.eq(((H + 2 * p - k) >> (s == 2)) + 1),
-                     wo_exp.eq(((W + 2 * p - k) >> (s == 2)) + 1)]
+        fk, fs, fp = ff["kernel"], ff["stride"], ff["padding"]
+        fH, fW, fG = ff["in_height"], ff["in_width"], ff["in_groups"]
+        fT, fJ = ff["row_tiles"], ff["col_tiles"]
+        m.d.comb += [ho_exp.eq(((fH + 2 * fp - fk) >> (fs == 2)) + 1),
+                     wo_exp.eq(((fW + 2 * fp - fk) >> (fs == 2)) + 1)]
         tile_cap = self.weight_words // (wc * bw)
         rec_cap = self.param_words // PARAM_WORDS
         # The same checks, in the same order, as WindowGen.check, then the descriptor's own.
-        with m.If(~k[0] | (k > 7)):
+        with m.If(~fk[0] | (fk > 7)):
             m.d.comb += code.eq(AccelError.KERNEL)
-        with m.Elif((s != 1) & (s != 2)):
+        with m.Elif((fs != 1) & (fs != 2)):
             m.d.comb += code.eq(AccelError.STRIDE)
-        with m.Elif((H == 0) | (W == 0) | (G == 0) | (H > self.max_size)
-                    | (W > self.max_size) | (G > self.max_groups)
-                    | (H + 2 * p < k) | (W + 2 * p < k)
-                    | (f["out_height"] != ho_exp) | (f["out_width"] != wo_exp)
-                    | (n_pix_c > self.max_pixels) | (f["out_groups"] == 0)):
+        with m.Elif((fH == 0) | (fW == 0) | (fG == 0) | (fH > self.max_size)
+                    | (fW > self.max_size) | (fG > self.max_groups)
+                    | (fH + 2 * fp < fk) | (fW + 2 * fp < fk)
+                    | (ff["out_height"] != ho_exp) | (ff["out_width"] != wo_exp)
+                    | (ff["out_height"] * ff["out_width"] > self.max_pixels)
+                    | (ff["out_groups"] == 0)):
             m.d.comb += code.eq(AccelError.SIZE)
-        with m.Elif((J == 0) | (T == 0) | (T != k * k * G)
-                    | (f["weight_tiles"] != J * T)
-                    | (f["out_channels"] == 0) | (f["out_channels"] > J * C)
-                    | (f["out_groups"] * R < J * C)
-                    | (f["weight_base"] + f["weight_tiles"] > tile_cap)
-                    | (f["param_base"][:_log2(C)] != 0)
-                    | (f["param_base"] + J * C > rec_cap)):
+        with m.Elif((fJ == 0) | (fT == 0) | (fT != fk * fk * fG)
+                    | (ff["weight_tiles"] != fJ * fT)
+                    | (ff["out_channels"] == 0) | (ff["out_channels"] > fJ * C)
+                    | (ff["out_groups"] * R < fJ * C)
+                    | (ff["weight_base"] + ff["weight_tiles"] > tile_cap)
+                    | (ff["param_base"][:_log2(C)] != 0)
+                    | (ff["param_base"] + fJ * C > rec_cap)):
             m.d.comb += code.eq(AccelError.TILES)
-        with m.Elif((f["shift"] == 0) | (f["shift"] > MAX_SHIFT) | (f["out_bits"] == 0)
-                    | (f["out_bits"] > 8) | (f["out_signed"] & (f["out_bits"] < 2))
-                    | (has_res & ((f["res_bits"] == 0) | (f["res_bits"] > 8)))):
+        with m.Elif((ff["shift"] == 0) | (ff["shift"] > MAX_SHIFT) | (ff["out_bits"] == 0)
+                    | (ff["out_bits"] > 8) | (ff["out_signed"] & (ff["out_bits"] < 2))
+                    | (ff["has_residual"] & ((ff["res_bits"] == 0) | (ff["res_bits"] > 8)))):
             m.d.comb += code.eq(AccelError.FORMAT)
 
         m.d.comb += [dp.shift.eq(f["shift"]), dp.out_bits.eq(f["out_bits"]),
@@ -320,31 +349,67 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ tap walk
         # Row tile t = (kh * k + kw) * G + cg reads word (kh * W + kw) * G + cg of the window.
         # ``step`` moves to tile t + 1, or back to tile 0 after T - 1 (copies repeat the tiles).
-        def step(st):
+        def step(st, T_, G_, k_, wg_):
             t, kh, kw, cg, off, rowoff = st
             n = [Signal.like(x, name=f"{x.name}_n") for x in st]
             m.d.comb += n[0].eq(t + 1)
-            with m.If(t + 1 == T):
+            with m.If(t + 1 == T_):
                 m.d.comb += [x.eq(0) for x in n]
-            with m.Elif(cg + 1 != G):
+            with m.Elif(cg + 1 != G_):
                 m.d.comb += [n[1].eq(kh), n[2].eq(kw), n[3].eq(cg + 1), n[4].eq(off + 1),
                              n[5].eq(rowoff)]
-            with m.Elif(kw + 1 != k):
+            with m.Elif(kw + 1 != k_):
                 m.d.comb += [n[1].eq(kh), n[2].eq(kw + 1), n[3].eq(0), n[4].eq(off + 1),
                              n[5].eq(rowoff)]
             with m.Else():
                 m.d.comb += [n[1].eq(kh + 1), n[2].eq(0), n[3].eq(0),
-                             n[4].eq(rowoff + wg_words), n[5].eq(rowoff + wg_words)]
+                             n[4].eq(rowoff + wg_), n[5].eq(rowoff + wg_)]
             return n
 
-        # ------------------------------------------------------------ layer FSM
-        idx = Signal(range(self.prog_words + 1))   # program word address of the descriptor
-        fcnt = Signal(range(DESC_WORDS + 2))
+        # ------------------------------------------------------------ descriptor fetcher
+        # Fetches and checks descriptors ahead of the layers: the weight loader takes each one
+        # (and starts loading its tiles while the previous layer computes) and passes it on to
+        # the issuer through a two-entry queue, with its check code.
         is_busy = Signal()
-        start_layer = Signal()      # SETUP: the loader, reader, collector and writer start
+        go = Signal()               # start accepted: every unit starts from scratch
+        m.d.comb += go.eq(self.start & ~is_busy)
+        f_idx = Signal(range(self.prog_words + 1))   # program word address of fdesc
+        f_cnt = Signal(range(DESC_WORDS + 2))
+        f_busy = Signal()           # reading fdesc
+        f_full = Signal()           # fdesc holds a descriptor for the loader
+        f_err = Signal()            # ... that is past the end of program memory
+        f_done = Signal()           # the last descriptor (or an invalid one) was handed on
+        e_code = Signal(AccelError)
+        m.d.comb += [pr.addr.eq(f_idx + f_cnt),
+                     e_code.eq(Mux(f_err, AccelError.PROGRAM, code))]
+        with m.If(f_busy):
+            # Synchronous read: word f_cnt - 1 arrives while word f_cnt is addressed.
+            m.d.sync += f_cnt.eq(f_cnt + 1)
+            for w in range(DESC_WORDS):
+                with m.If(f_cnt == w + 1):
+                    m.d.sync += fdesc[w * 32:(w + 1) * 32].eq(pr.data)
+            with m.If(f_cnt == DESC_WORDS):
+                m.d.sync += [f_busy.eq(0), f_full.eq(1)]
+        m.submodules.queue = queue = ResetInserter(go)(
+            SyncFIFO(width=DESC_WORDS * 32 + len(e_code.as_value()), depth=2))
+        f_take = Signal()           # the loader takes fdesc
+        with m.If(f_take):
+            m.d.sync += f_full.eq(0)
+            with m.If(ff["last"] | (e_code != AccelError.NONE)):
+                m.d.sync += f_done.eq(1)
+            with m.Elif(f_idx + 2 * DESC_WORDS > self.prog_words):
+                m.d.sync += [f_full.eq(1), f_err.eq(1)]
+            with m.Else():
+                m.d.sync += [f_idx.eq(f_idx + DESC_WORDS), f_cnt.eq(0), f_busy.eq(1)]
+        with m.If(go):
+            m.d.sync += [f_idx.eq(0), f_cnt.eq(0), f_busy.eq(1), f_full.eq(0), f_err.eq(0),
+                         f_done.eq(0)]
+
+        # ------------------------------------------------------------ layer FSM
+        start_layer = Signal()      # SETUP: the reader, collector and writer start
         layer_done = Signal()       # the writer wrote the layer's last output word
         fault = Signal(AccelError)  # a run-time error of this layer (sticky until STOP)
-        m.d.comb += pr.addr.eq(idx + fcnt)
+        d_code = Signal(AccelError)  # the check code of the issuer's descriptor
 
         # Issuer: rounds of up to M macros; a round streams all output pixels in slots of L
         # cycles, cp pixels per slot (group g at cycle g * sp of the slot).
@@ -392,24 +457,23 @@ class Accelerator(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [idx.eq(0), fcnt.eq(0), self.done.eq(0), self.error.eq(0),
+                    m.d.sync += [self.done.eq(0), self.error.eq(0),
                                  self.error_code.eq(AccelError.NONE), self.layer.eq(0),
                                  fault.eq(AccelError.NONE)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                # Synchronous read: word fcnt - 1 arrives while word fcnt is addressed.
-                m.d.sync += fcnt.eq(fcnt + 1)
-                for w in range(DESC_WORDS):
-                    with m.If(fcnt == w + 1):
-                        m.d.sync += desc[w * 32:(w + 1) * 32].eq(pr.data)
-                with m.If(fcnt == DESC_WORDS):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                m.d.comb += queue.r_en.eq(1)
+                with m.If(queue.r_rdy):
+                    m.d.sync += [desc.eq(queue.r_data[:DESC_WORDS * 32]),
+                                 d_code.eq(queue.r_data[DESC_WORDS * 32:])]
                     m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += [n_pix.eq(n_pix_c), out_pitch.eq(f["out_groups"] * out_sl),
+                m.d.sync += [n_pix.eq(f["out_height"] * f["out_width"]),
+                             out_pitch.eq(f["out_groups"] * out_sl),
                              res_pitch.eq(f["out_groups"] * res_sl), wg_words.eq(W * G),
                              cp.eq(cp_c), prow.eq(f["param_base"] >> _log2(C))]
-                with m.If(code != AccelError.NONE):
-                    m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
+                with m.If(d_code != AccelError.NONE):
+                    m.d.sync += [self.error.eq(1), self.error_code.eq(d_code)]
                     m.next = "STOP"
                 with m.Else():
                     m.next = "SETUP"
@@ -459,14 +523,9 @@ class Accelerator(wiring.Component):
                         m.next = "STOP"
                     with m.Elif(f["last"]):
                         m.next = "STOP"
-                    with m.Elif(idx + 2 * DESC_WORDS > self.prog_words):
-                        m.d.sync += [self.error.eq(1),
-                                     self.error_code.eq(AccelError.PROGRAM)]
-                        m.next = "STOP"
                     with m.Else():
-                        m.d.sync += [idx.eq(idx + DESC_WORDS), fcnt.eq(0),
-                                     self.layer.eq(self.layer + 1)]
-                        m.next = "FETCH"
+                        m.d.sync += self.layer.eq(self.layer + 1)
+                        m.next = "NEXT"
             with m.State("STOP"):
                 m.d.sync += self.done.eq(1)
                 m.next = "IDLE"
@@ -483,19 +542,24 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ weight loader
         # Walks the layer's rounds ahead of the issuer and hands each macro its next tile and
         # taps, two macros per cycle (a round of M macros may last only rows / write_rows).
+        ldesc = Signal(DESC_WORDS * 32)     # the loader's layer
+        lf = fields(ldesc)
         l_on = Signal()
         l_j = Signal(8)
         l_tb = Signal(16)
         l_i = Signal(range(M + 2))
+        l_cp = Signal(range(ab + 1))
+        l_wg = Signal(baw)
         l_colptr = Signal(32)       # beat address of tile 0 of column tile l_j
         l_st = [Signal(16, name="l_t"), Signal(3, name="l_kh"), Signal(3, name="l_kw"),
                 Signal(8, name="l_cg"), Signal(baw, name="l_off"), Signal(baw, name="l_rowoff")]
         l_final = Signal()
         l_nact = Signal(range(M + 1))
-        m.d.comb += [l_final.eq(l_tb + M >= T),
-                     l_nact.eq(cp * Mux(l_final, T - l_tb, M))]
-        st1 = step(l_st)
-        st2 = step(st1)
+        lT = lf["row_tiles"]
+        m.d.comb += [l_final.eq(l_tb + M >= lT),
+                     l_nact.eq(l_cp * Mux(l_final, lT - l_tb, M))]
+        st1 = step(l_st, lT, lf["in_groups"], lf["kernel"], l_wg)
+        st2 = step(st1, lT, lf["in_groups"], lf["kernel"], l_wg)
         pend = [Signal(name=f"u{i}_pend") for i in range(M)]
         pend0 = Signal()
         pend1 = Signal()
@@ -513,9 +577,14 @@ class Accelerator(wiring.Component):
         ptr1 = Signal(32)
         m.d.comb += [ptr0.eq(l_colptr + (l_st[0] << wsh_t)),
                      ptr1.eq(l_colptr + (st1[0] << wsh_t))]
-        with m.If(start_layer):
-            m.d.sync += [l_on.eq(1), l_j.eq(0), l_tb.eq(0), l_i.eq(0),
-                         l_colptr.eq(f["weight_base"] << wsh_t)]
+        _, _, f_sp = slices(ff, "fetch")
+        f_cp = copies(ff, f_sp, "fetch")
+        m.d.comb += [f_take.eq(f_full & ~l_on & queue.w_rdy),
+                     queue.w_data.eq(Cat(fdesc, e_code)), queue.w_en.eq(f_take)]
+        with m.If(f_take & (e_code == AccelError.NONE)):
+            m.d.sync += [ldesc.eq(fdesc), l_on.eq(1), l_j.eq(0), l_tb.eq(0), l_i.eq(0),
+                         l_cp.eq(f_cp), l_wg.eq(ff["in_width"] * ff["in_groups"]),
+                         l_colptr.eq(ff["weight_base"] << wsh_t)]
             m.d.sync += [x.eq(0) for x in l_st]
         with m.Elif(push0):
             n_i = l_i + 1 + push1
@@ -530,10 +599,12 @@ class Accelerator(wiring.Component):
                     m.d.sync += l_tb.eq(l_tb + M)
                 with m.Else():
                     m.d.sync += [l_tb.eq(0), l_j.eq(l_j + 1),
-                                 l_colptr.eq(l_colptr + (T << wsh_t))]
+                                 l_colptr.eq(l_colptr + (lT << wsh_t))]
                     m.d.sync += [x.eq(0) for x in l_st]
-                    with m.If(l_j + 1 == J):
+                    with m.If(l_j + 1 == lf["col_tiles"]):
                         m.d.sync += l_on.eq(0)
+        with m.If(go):
+            m.d.sync += l_on.eq(0)
 
         # ------------------------------------------------------------ macro units
         comp_terms = []
@@ -552,7 +623,8 @@ class Accelerator(wiring.Component):
             loading = Signal(name=f"u{i}_loading")
             ld_cnt = Signal(range(wc + 1), name=f"u{i}_ld_cnt")
             ld_ptr = Signal(32, name=f"u{i}_ld_ptr")
-            with m.If(pend[i] & ~loading & ~loaded[i]):
+            commit_now = Signal(name=f"u{i}_commit_now")
+            with m.If(pend[i] & ~loading & (~loaded[i] | commit_now)):
                 m.d.sync += [pend[i].eq(0), loading.eq(1), ld_cnt.eq(0), ld_ptr.eq(pend_ptr)]
                 m.d.sync += [a.eq(b) for a, b in zip(ld_tap[i], pend_tap)]
             m.d.comb += [rd.addr.eq(ld_ptr + ld_cnt), rd.en.eq(loading)]
@@ -594,15 +666,19 @@ class Accelerator(wiring.Component):
             m.d.comb += [mi_.valid.eq(st_active), mi_.payload.plane.eq(plane),
                          mi_.payload.last.eq(bidx == 0), mi_.payload.commit.eq(st_commit),
                          mac.output.ready.eq(1)]
+            m.d.comb += commit_now.eq(st_active & st_commit)
             with m.If(st_active):
                 m.d.sync += [st_commit.eq(0), bidx.eq(bidx - 1)]
                 with m.If(bidx == 0):
                     m.d.sync += st_active.eq(0)
-                with m.If(st_commit):
-                    m.d.sync += loaded[i].eq(0)
+            with m.If(commit_now):
+                m.d.sync += loaded[i].eq(0)
             with m.If(sel):
                 m.d.sync += [st_active.eq(1), bidx.eq(ab - 1), st_commit.eq(first[i]),
                              first[i].eq(0)]
+            with m.If(go):
+                m.d.sync += [pend[i].eq(0), loading.eq(0), loaded[i].eq(0), first[i].eq(0),
+                             st_active.eq(0)]
             comp_terms.append(st_active)
         computing = Signal()
         m.d.comb += computing.eq(Cat(*comp_terms).any())

@@ -51,18 +51,21 @@ from .compiler import DESC_WORDS, Descriptor, Program, compile_model
 
 __all__ = ["LayerCycles", "copies", "layer_cycles", "network_cycles"]
 
-SETUP = DESC_WORDS + 3
-"""Descriptor fetch (``DESC_WORDS + 1``), check and set-up cycles of a layer."""
-FIRST_LOAD = 3
-"""Cycles from set-up to the first weight beat of a layer, plus one per pair of macros (the
-loader hands out two tiles per cycle)."""
-LOAD_LATENCY = 4
-"""Cycles from a macro's first issue of a round to its next tile being loaded, beyond ``wc``."""
+FIRST_READY = DESC_WORDS + 5
+"""Cycles from ``start`` to the first layer's first weight tile being loaded, beyond ``wc``:
+descriptor fetch (``DESC_WORDS + 2``), hand-over to the loader (1), load start (2); plus one
+per pair of macros (the loader hands out two tiles per cycle)."""
+LAYER_START = 3
+"""Cycles from a layer's start (taking its descriptor from the queue) to the first cycle its
+first round may start: check (1), set-up (1), round switch (1)."""
+LOAD_LATENCY = 3
+"""Cycles from a macro's first issue of a round to its next tile being loaded, beyond ``wc``:
+commit (1), weight read (1), write (1)."""
 ROUND_GAP = 1
 """The cycle between rounds in which the sequencer checks the next round's tiles."""
 DRAIN = MACRO_LATENCY + 1 + Datapath.latency + 1
 """Cycles from the last bit-plane of a layer (``a_bits`` after its last issue: the buffer read
-overlaps the first plane) to the next layer's fetch: macro (3), adder tree and running sum
+overlaps the first plane) to the next layer's start: macro (3), adder tree and running sum
 (1), Datapath (6), the write that ends the layer (1)."""
 DONE = 1
 """The cycle that raises ``done`` after the last layer (counted in the last layer)."""
@@ -95,27 +98,38 @@ class LayerCycles:
     slots: int
     compute: int
     load: int
+    next_ready: int
+    """Cycle (from the next layer's start, may be negative) at which the next layer's first
+    tiles are loaded: the macros of this layer's last round load them once committed."""
 
 
-def layer_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
-    """Cycles of one layer under the schedule of the module docstring."""
-    M, ab, wc = config.macros, config.a_bits, config.write_cycles
+def _rounds(d: Descriptor, config: HwConfig, cp: int) -> list[tuple[int, bool]]:
+    """(macros, final) of every round of a layer, in order."""
+    M, T = config.macros, d.row_tiles
+    if cp > 1:
+        col = [(cp * T, True)]
+    else:
+        col = [(M, False)] * ((T - 1) // M) + [(T - (T - 1) // M * M, True)]
+    return col * d.col_tiles
+
+
+def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
+                 ready: int | None = None) -> LayerCycles:
+    """Cycles of one layer under the schedule of the module docstring. ``ready``: the cycle
+    (from the layer's start) at which its first round's tiles are loaded, from the previous
+    layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program."""
+    ab, wc = config.a_bits, config.write_cycles
     pixels = d.out_height * d.out_width
-    T, J = d.row_tiles, d.col_tiles
     out_sl = _slices(d.out_bits, ab)
     sp = max(out_sl, _slices(d.res_bits, ab) if d.has_residual else 0)
     cp = copies(d, config)
     slots = -(-pixels // cp)
     last_groups = pixels - (slots - 1) * cp
-    # Round sizes of one column tile: (macros, final).
-    if cp > 1:
-        col = [(cp * T, True)]
-    else:
-        col = [(M, False)] * ((T - 1) // M) + [(T - (T - 1) // M * M, True)]
-    rounds = col * J
+    rounds = _rounds(d, config, cp)
     load = (cp - 1) * sp + wc + LOAD_LATENCY
-    # The first round starts once its macros are loaded (two tiles handed out per cycle).
-    t = SETUP + FIRST_LOAD + (rounds[0][0] - 1) // 2 + wc + 1
+    if ready is None:
+        ready = FIRST_READY + (rounds[0][0] - 1) // 2 + wc
+    t = max(LAYER_START, ready) + 1             # first issue
     compute = 0
     for r, (_, final) in enumerate(rounds):
         length = max(ab, cp * sp) if final else ab
@@ -123,16 +137,23 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles
         if r + 1 < len(rounds):
             t += max(slots * length, load) + ROUND_GAP
         else:
+            last_start = t
             t += (slots - 1) * length + (last_groups - 1) * sp + ab + DRAIN + out_sl - 1
     macs = pixels * d.out_channels * d.in_channels * d.kernel * d.kernel
     util = macs / (t * config.peak_macs_per_cycle)
-    return LayerCycles(name, t, macs, util, len(rounds), cp, slots, compute, load)
+    return LayerCycles(name, t, macs, util, len(rounds), cp, slots, compute, load,
+                       last_start + load - t)
 
 
 def network_cycles(program: Program, config: HwConfig | None = None) -> list[LayerCycles]:
-    """Per-layer cycles of a compiled program (layers run back to back)."""
+    """Per-layer cycles of a compiled program (layers run back to back; each layer's first
+    tiles load while the previous layer computes)."""
     config = config or program.config
-    layers = [layer_cycles(d, config, n) for n, d in zip(program.names, program.descriptors)]
+    layers, ready = [], None
+    for n, d in zip(program.names, program.descriptors):
+        c = layer_cycles(d, config, n, ready)
+        layers.append(c)
+        ready = c.next_ready
     last = layers[-1]
     cycles = last.cycles + DONE
     layers[-1] = dataclasses.replace(
