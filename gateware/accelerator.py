@@ -5,31 +5,44 @@
 descriptors, weight image, parameter image, activation-buffer layout: all as documented in
 :mod:`model.compiler`) and computes exactly what :func:`model.compiler.execute` computes.
 
-Schedule (weight stationary, the rounds of :mod:`model.cycles`)
----------------------------------------------------------------
-Per layer, per column tile ``j``, the ``T`` row tiles are taken in rounds of up to ``M``
-(``macros``): round ``q`` puts row tile ``q * M + i`` in macro ``i`` and streams all ``P``
-output pixels through the round, one activation word per macro and pixel (the sequencer's
-own address walk: output pixel, then the macros' taps, with zero padding), ``a_bits``
-bit-planes per word, MSB first. A weight walker loads the layer's tiles in image order into
-the macros' shadow copies (``rows / write_rows`` beats from the weight store, one read port per
-macro) as soon as a macro has committed its previous tile, so loads hide behind compute; the
-first word of a round commits its tile. Per pixel the round's macro results (each through a
-two-entry buffer) are added by an adder tree and accumulated in a partial-sum memory (one entry
-per output pixel, ``cols`` x ``acc_width`` bits); on the final round of ``j`` the total goes to
-the :class:`~gateware.datapath.Datapath` as a one-beat sum with the column tile's ``M``, ``B``,
-``R`` (read from the parameter memory before the column tile) and, with a residual, the
-residual element (its slice words read after the pixel's words on the same buffer port). The
-result is written back as ``out_sl`` slice words at the compiler's address
-(``base + ((y * W + x) * G + cg) * S + s``), lanes ``j * C mod R ...``.
+Schedule (weight stationary; :mod:`model.cycles` states it in formulas)
+-----------------------------------------------------------------------
+Four units run side by side, each counting its own way through a layer:
 
-Against :mod:`model.cycles`: rounds do not cross column tiles (``J * ceil(T / M)`` rounds
-instead of ``ceil(J * T / M)``), layers with fewer tiles than macros are not replicated over
-the idle macros (``copies``), and every column tile adds its parameter load and pipeline drain,
-every layer its descriptor fetch. Within those, compute runs back to back. The three
-:class:`~gateware.window.WindowGen` checks (kernel, stride, size) are repeated in the
-descriptor check, in the same order; WindowGen's walk (all row tiles of one pixel in turn) does
-not fit a weight-stationary schedule, so the walk is the sequencer's own.
+* **Fetcher and weight loader.** The fetcher reads and checks descriptors ahead of the
+  layers. The loader takes each descriptor in turn and walks its rounds: for every macro of a
+  round it computes the tile's weight-store address and taps ``(kh, kw, cg)``, two macros per
+  cycle, and hands them to the macro's one-entry pending slot. A macro loads its pending tile
+  (``rows / write_rows`` beats through its own weight-store read port) into its shadow copy as
+  soon as it commits the previous one, so the next round's tiles, and the next layer's first
+  ones, load while the array computes. Descriptors reach the issuer through a two-entry queue
+  with their check code.
+* **Issuer.** Per column tile ``j``, the ``T`` row tiles run in rounds of up to ``M``
+  macros; with ``T < M`` the tiles are loaded ``cp`` times (``copies``) and the copies take
+  turns over the pixels. A round starts when all its macros hold their tiles; it streams the
+  ``P`` output pixels in slots of ``L`` cycles, ``cp`` pixels per slot, group ``g`` at cycle
+  ``g * sp`` of the slot (``sp``: the words one output or residual pixel takes on its buffer
+  port). At its issue cycle every macro of the group reads its tap's word for the pixel
+  through its own activation-buffer port (lockstep: the macros never wait on each other),
+  zero for padding, and streams its ``a_bits`` bit-planes, MSB first; the first one of a
+  round commits the tile.
+* **Residual reader.** Reads the residual elements (``res_sl`` slice words per pixel, sign
+  extended) through one more buffer port into a FIFO, ahead of the final rounds that need
+  them (a final-round pixel is issued only once its residual is in the FIFO).
+* **Collector and writer.** Only one group finishes per cycle, so the valid macro results
+  are one pixel's: an adder tree sums them and adds the pixel's running sum (a memory of one
+  ``cols x acc_width`` entry per output pixel). On the final round the total goes, with the
+  column tile's parameter row (``cols`` records read in one cycle) and the residual, to the
+  :class:`~gateware.datapath.Datapath`; its result is written back as ``out_sl`` slice words at
+  the compiler's address (``base + ((y * W + x) * G + cg) * S + s``), lanes ``j * C mod R``
+  on. Nothing on this path can stall: the slot timing leaves the Datapath and the write port
+  free (``OVERRUN`` reports it if that were ever wrong), and results are never dropped.
+
+Column tiles follow each other without a drain; layers do not overlap (a layer reads the
+previous one's output). The three :class:`~gateware.window.WindowGen` checks (kernel,
+stride, size) are repeated in the descriptor check, in the same order; WindowGen's walk (all
+row tiles of one pixel in turn) does not fit a weight-stationary schedule, so the walk is the
+sequencer's own.
 
 Control and status
 ------------------
@@ -38,8 +51,9 @@ descriptor with ``last``. ``done`` is set when the program ends (or stops on an 
 stays set until the next ``start``; ``error`` / ``error_code`` (:class:`AccelError`) tell why
 it stopped early. Counters (cleared by ``start``): ``cycles_total`` (every cycle since start),
 ``cycles_busy``, ``cycles_compute`` (some macro accepted a bit-plane), ``cycles_stall`` (busy,
-no macro computing, while some macro unit holds a vector: waiting on its weights or on
-backpressure).
+no macro computing, while the issuer waits for a round's weights or for a residual).
+Run-time errors (``OVERFLOW``: the Datapath's accumulator overflowed; ``OVERRUN``) stop the
+program at the end of the layer.
 
 Memory ports (for the bus slave; use them while not ``busy``)
 --------------------------------------------------------------
