@@ -18,6 +18,12 @@ from .config import check_macro_params
 
 __all__ = ["CIMMacro", "output_shape", "psum_shape", "weight_range"]
 
+STYLES = ("structural", "behavioral")
+"""How the column sums are written: ``structural`` maps them onto carry chains (synthesis);
+``behavioral`` is a plain adder tree of the same values, which Verilator compiles in seconds
+instead of hours (the structural macro's LUT tables become hundreds of MB of C++). Storage,
+pipeline, ports and results are the same; ``tests/test_cim_macro.py`` runs both."""
+
 LATENCY = 3
 """Cycles from the clock edge that accepts a vector's last bit-plane to the edge after which
 ``output.valid`` is high with its result (when ``output`` is not holding an earlier one)."""
@@ -178,6 +184,9 @@ class CIMMacro(wiring.Component):
     double_buffer : bool
         Writes go to a shadow copy of the weights, which an input beat with ``commit`` set
         copies into the array; the next tile loads while the current one computes.
+    style : str
+        ``"structural"`` (synthesis) or ``"behavioral"`` (fast Verilator simulation): see
+        :data:`STYLES`.
 
     Members
     -------
@@ -203,10 +212,13 @@ class CIMMacro(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=2,
-                 double_buffer=True):
+                 double_buffer=True, style="structural"):
         check_macro_params(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits,
                            adc_bits=adc_bits, write_rows=write_rows,
                            double_buffer=double_buffer)
+        if style not in STYLES:
+            raise ValueError(f"Style must be one of {', '.join(STYLES)}, not {style!r}")
+        self.style = style
         self.rows = rows
         self.cols = cols
         self.w_bits = w_bits
@@ -371,6 +383,8 @@ class CIMMacro(wiring.Component):
                 width, offset = Wb + 1, 1 << Wb
                 u = t.as_unsigned()[:width] ^ (1 << Wb)
             terms.append(u)
+        if self.style == "behavioral":
+            return tree_sum(terms) - offset * len(terms)
         value, _, _ = _chain_sum(m, terms, width=width, offset=offset, name=f"c{c}")
         return value
 
@@ -384,7 +398,10 @@ class CIMMacro(wiring.Component):
                 xe, xo = x_a[2 * p], x_a[2 * p + 1]
                 we, wo, _ = self._pair_fields(active, p, c)
                 terms.append((xe & we[b]) + (xo & wo[b]))
-            count, _, _ = _chain_sum(m, terms, width=2, offset=0, name=f"c{c}_b{b}")
+            if self.style == "behavioral":
+                count = tree_sum(terms)
+            else:
+                count, _, _ = _chain_sum(m, terms, width=2, offset=0, name=f"c{c}_b{b}")
             clip = Signal(range(cmax + 1), name=f"c{c}_adc{b}")
             m.d.comb += clip.eq(Mux(count > cmax, cmax, count))
             clipped.append(clip)

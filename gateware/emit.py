@@ -24,10 +24,13 @@ def macro_module_name(name: str) -> str:
     return f"{name}_cim_macro"
 
 
-def verilog(factory, *, config: HwConfig, name: str, **kwargs) -> str:
+def verilog(factory, *, config: HwConfig, name: str, macro_style: str = "structural",
+            **kwargs) -> str:
     """Verilog text of ``factory(config=config, macro_module=..., **kwargs)`` (a component
     class such as :class:`~gateware.accelerator.Accelerator`, or a function taking those
-    keywords) under the module name ``name``, followed by the macro's module."""
+    keywords) under the module name ``name``, followed by the macro's module in
+    ``macro_style`` (:data:`~gateware.cim_macro.STYLES`: ``"behavioral"`` for Verilator
+    simulation of large configurations, ``"structural"`` for synthesis)."""
     if not isinstance(config, HwConfig):
         raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
     if not (isinstance(name, str) and name.isidentifier()):
@@ -35,5 +38,6 @@ def verilog(factory, *, config: HwConfig, name: str, **kwargs) -> str:
     macro = macro_module_name(name)
     design = factory(config=config, macro_module=macro, **kwargs)
     top = amaranth_verilog.convert(design, name=name)
-    body = amaranth_verilog.convert(CIMMacro(**config.macro_params()), name=macro)
+    body = amaranth_verilog.convert(CIMMacro(**config.macro_params(), style=macro_style),
+                                    name=macro)
     return top + "\n" + body

@@ -97,8 +97,10 @@ class CIMTop(wiring.Component):
         return m
 
 
-def verilog(config: HwConfig, name: str = "cim_top", *, addr_width: int | None = None) -> str:
+def verilog(config: HwConfig, name: str = "cim_top", *, addr_width: int | None = None,
+            macro_style: str = "structural") -> str:
     """Verilog of :class:`CIMTop` for ``config``: module ``name`` (ports ``clk``, ``rst`` and
-    those of :class:`CIMTop`), followed by the CIM macro's module, emitted once
-    (:func:`gateware.emit.verilog`)."""
-    return _emit_verilog(CIMTop, config=config, name=name, addr_width=addr_width)
+    those of :class:`CIMTop`), followed by the CIM macro's module, emitted once in
+    ``macro_style`` (:func:`gateware.emit.verilog`)."""
+    return _emit_verilog(CIMTop, config=config, name=name, addr_width=addr_width,
+                         macro_style=macro_style)

@@ -14,7 +14,7 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from gateware.cim_macro import LATENCY, CIMMacro, output_shape, weight_range
+from gateware.cim_macro import LATENCY, STYLES, CIMMacro, output_shape, weight_range
 from gateware.config import CONFIGS, HwConfig, check_macro_params, get_config
 
 BASE_SEED = int(os.environ.get("CIM_TEST_SEED", "3"))
@@ -178,26 +178,28 @@ MATRIX = [(w, a, *SHAPES[(i + j) % 4], 2 << ((i + 2 * j) % 3), (i + j) % 2 == 0 
           for i, w in enumerate((1, 2, 4, 8)) for j, a in enumerate((1, 2, 4, 8))]
 
 
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize(
     "w_bits,a_bits,rows,cols,write_rows,double_buffer", MATRIX,
     ids=[f"W{w}A{a}-{r}x{c}-wr{wr}-{'db' if db else 'sb'}" for w, a, r, c, wr, db in MATRIX])
-def test_macro_matches_model(w_bits, a_bits, rows, cols, write_rows, double_buffer):
+def test_macro_matches_model(w_bits, a_bits, rows, cols, write_rows, double_buffer, style):
     write_rows = min(write_rows, rows)
     seed = seed_for("macro", w_bits, a_bits, rows, cols, write_rows, double_buffer)
     rng = np.random.default_rng(seed)
     dut = CIMMacro(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits,
-                   write_rows=write_rows, double_buffer=double_buffer)
+                   write_rows=write_rows, double_buffer=double_buffer, style=style)
     tiles = [(random_weights(rng, rows, cols, w_bits), random_inputs(rng, 4, rows, a_bits))
              for _ in range(2)]
     tiles += corner_tiles(rows, cols, w_bits, a_bits)
     check_macro(dut, tiles, seed)
 
 
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("w_bits,adc_bits,rows", [(1, 2, 16), (2, 3, 16), (4, 2, 8), (8, 4, 32)])
-def test_macro_adc_matches_model(w_bits, adc_bits, rows):
+def test_macro_adc_matches_model(w_bits, adc_bits, rows, style):
     seed = seed_for("adc", w_bits, adc_bits, rows)
     rng = np.random.default_rng(seed)
-    dut = CIMMacro(rows=rows, cols=3, w_bits=w_bits, a_bits=2, adc_bits=adc_bits)
+    dut = CIMMacro(rows=rows, cols=3, w_bits=w_bits, a_bits=2, adc_bits=adc_bits, style=style)
     tiles = [(random_weights(rng, rows, 3, w_bits), random_inputs(rng, 5, rows, 2))]
     tiles += corner_tiles(rows, 3, w_bits, 2)
     check_macro(dut, tiles, seed)
@@ -369,6 +371,11 @@ def test_macro_rejects_bad_arguments(kw, match, unelaborated):
         CIMMacro(**args)
     with pytest.raises(ValueError, match=match):
         check_macro_params(**args)
+
+
+def test_macro_rejects_unknown_style(unelaborated):
+    with pytest.raises(ValueError, match="Style must be one of structural, behavioral, not 'x'"):
+        CIMMacro(rows=16, cols=4, w_bits=4, a_bits=4, style="x")
 
 
 def test_macro_arguments_are_keyword_only(unelaborated):
