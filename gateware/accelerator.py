@@ -91,8 +91,9 @@ from .actbuf import ActivationBuffer
 from .cim_macro import CIMMacro, tree_sum
 from .config import HwConfig
 from .datapath import VALUE_BITS, Datapath
+from .ram import RAM
 
-__all__ = ["AccelError", "Accelerator"]
+__all__ = ["AccelError", "Accelerator", "weight_ram"]
 
 
 class AccelError(enum.Enum, shape=4):
@@ -111,6 +112,14 @@ class AccelError(enum.Enum, shape=4):
 
 RES_FIFO_DEPTH = 8
 """Residuals read ahead of the issuer."""
+
+
+def weight_ram(config: HwConfig, *, module: str | None = None) -> RAM:
+    """The weight store of ``config``: one word per write beat of a macro, one read port per
+    macro, 32-bit writes."""
+    bw = beat_words(config)
+    return RAM(width=bw * 32, depth=max(config.weight_words, bw) // bw, granularity=32,
+               read_ports=config.macros, module=module)
 
 
 def _ports(component):
@@ -143,6 +152,9 @@ class Accelerator(wiring.Component):
         they are instances of a Verilog module of that name, emitted once beside the design
         (:func:`gateware.emit.verilog`), so the Verilog holds one macro, not ``macros`` copies
         (18 copies of the ``default`` macro are 52 MB of Verilog and 10 minutes to emit).
+    ram_module : str or None
+        ``None``: the weight store is an Amaranth memory. A name: an instance of a Verilog RAM
+        of that name (:func:`weight_ram`, :mod:`gateware.ram`), emitted beside the design.
 
     Members
     -------
@@ -154,13 +166,15 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
-                 bank_words: int | None = None, macro_module: str | None = None):
+                 bank_words: int | None = None, macro_module: str | None = None,
+                 ram_module: str | None = None):
         if not isinstance(config, HwConfig):
             raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
         if macro_module is not None and not (isinstance(macro_module, str)
                                              and macro_module.isidentifier()):
             raise ValueError(f"Macro module must be a Verilog identifier, not {macro_module!r}")
         self.macro_module = macro_module
+        self.ram_module = ram_module      # validated by the RAM
         if not config.double_buffer:
             raise ValueError("The sequencer needs double-buffered macros (double_buffer=True)")
         if config.rows % config.cols:
@@ -225,14 +239,13 @@ class Accelerator(wiring.Component):
         m.d.comb += [pw.addr.eq(self.prog_w_addr), pw.data.eq(self.prog_w_data),
                      pw.en.eq(self.prog_w_en)]
 
-        m.submodules.weights = wmem = Memory(shape=bw * 32, depth=self.weight_words // bw,
-                                             init=[])
-        ww = wmem.write_port(granularity=32)
+        m.submodules.weights = wmem = weight_ram(cfg, module=self.ram_module)
         wsh = _log2(bw)
-        m.d.comb += [ww.addr.eq(self.weight_w_addr >> wsh),
-                     ww.data.eq(Cat(*[self.weight_w_data] * bw)),
-                     ww.en.eq(Mux(self.weight_w_en,
-                                  Const(1, bw) << self.weight_w_addr[:wsh] if wsh else 1, 0))]
+        m.d.comb += [wmem.w_addr.eq(self.weight_w_addr >> wsh),
+                     wmem.w_data.eq(Cat(*[self.weight_w_data] * bw)),
+                     wmem.w_en.eq(Mux(self.weight_w_en,
+                                      Const(1, bw) << self.weight_w_addr[:wsh] if wsh else 1,
+                                      0))]
 
         # One row per column tile: the C records the datapath needs at once.
         row_words = PARAM_WORDS * C
@@ -624,7 +637,7 @@ class Accelerator(wiring.Component):
         comp_terms = []
         ports = act.reads
         for i, mac in enumerate(macros):
-            rd = wmem.read_port(transparent_for=())
+            rd = wmem.reads[i]
             pend_ptr = Signal(32, name=f"u{i}_pend_ptr")
             pend_tap = [Signal.like(x, name=f"u{i}_pend_{n}")
                         for x, n in zip(ld_tap[i], ("kh", "kw", "off"))]

@@ -6,22 +6,31 @@ minutes to emit). :func:`verilog` builds the design with ``macro_module`` set (t
 become instances of one Verilog module, see :class:`~gateware.accelerator.Accelerator`) and
 appends that module, emitted once from :class:`~gateware.cim_macro.CIMMacro`. The result
 simulates and synthesizes as the plain design does; the Amaranth simulator runs the plain
-design (it has no Verilog instances).
+design (it has no Verilog instances). The weight store goes the same way (``ram_module``,
+:mod:`gateware.ram`): Amaranth spells out a memory's initial contents bit by bit, minutes
+for the ``default`` configuration's 16 Mbit.
 """
 
 from __future__ import annotations
 
 from amaranth.back import verilog as amaranth_verilog
 
+from .accelerator import weight_ram
 from .cim_macro import CIMMacro
 from .config import HwConfig
+from .ram import ram_verilog
 
-__all__ = ["macro_module_name", "verilog"]
+__all__ = ["macro_module_name", "ram_module_name", "verilog"]
 
 
 def macro_module_name(name: str) -> str:
     """Name of the macro module in the Verilog of a design named ``name``."""
     return f"{name}_cim_macro"
+
+
+def ram_module_name(name: str) -> str:
+    """Name of the weight-store RAM module in the Verilog of a design named ``name``."""
+    return f"{name}_weight_ram"
 
 
 def verilog(factory, *, config: HwConfig, name: str, macro_style: str = "structural",
@@ -35,9 +44,9 @@ def verilog(factory, *, config: HwConfig, name: str, macro_style: str = "structu
         raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
     if not (isinstance(name, str) and name.isidentifier()):
         raise ValueError(f"Module name must be a Verilog identifier, not {name!r}")
-    macro = macro_module_name(name)
-    design = factory(config=config, macro_module=macro, **kwargs)
+    macro, ram = macro_module_name(name), ram_module_name(name)
+    design = factory(config=config, macro_module=macro, ram_module=ram, **kwargs)
     top = amaranth_verilog.convert(design, name=name)
     body = amaranth_verilog.convert(CIMMacro(**config.macro_params(), style=macro_style),
                                     name=macro)
-    return top + "\n" + body
+    return top + "\n" + body + "\n" + ram_verilog(weight_ram(config, module=ram))

@@ -70,11 +70,12 @@ class CIMTop(wiring.Component):
     IRQ: Out(1)
 
     def __init__(self, *, config: HwConfig, addr_width: int | None = None,
-                 macro_module: str | None = None):
+                 macro_module: str | None = None, ram_module: str | None = None):
         if not isinstance(config, HwConfig):
             raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
         self.config = config
         self.macro_module = macro_module   # validated by the Accelerator
+        self.ram_module = ram_module
         # register_map validates addr_width against the map.
         self.regmap = register_map(config, addr_width=addr_width)
         super().__init__()
@@ -82,7 +83,8 @@ class CIMTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.accel = accel = Accelerator(config=self.config,
-                                                 macro_module=self.macro_module)
+                                                 macro_module=self.macro_module,
+                                                 ram_module=self.ram_module)
         m.submodules.slave = slave = CIMSlave(regmap=self.regmap, accel=accel.signature)
         wiring.connect(m, slave.accel, accel)
         # The flat AMBA-named ports onto the slave's bus interface (same names; the slave's
