@@ -114,12 +114,16 @@ RES_FIFO_DEPTH = 8
 """Residuals read ahead of the issuer."""
 
 
-def weight_ram(config: HwConfig, *, module: str | None = None) -> RAM:
+def weight_ram(config: HwConfig, *, module: str | None = None, init=None) -> RAM:
     """The weight store of ``config``: one word per write beat of a macro, one read port per
-    macro, 32-bit writes."""
+    macro, 32-bit writes; ``init``: 32-bit words from address 0."""
     bw = beat_words(config)
+    words = [int(w) for w in (init if init is not None else ())]
+    words += [0] * (-len(words) % bw)
+    beats = [sum(w << (32 * i) for i, w in enumerate(words[k:k + bw]))
+             for k in range(0, len(words), bw)]
     return RAM(width=bw * 32, depth=max(config.weight_words, bw) // bw, granularity=32,
-               read_ports=config.macros, module=module)
+               read_ports=config.macros, module=module, init=beats)
 
 
 def _ports(component):
@@ -155,6 +159,11 @@ class Accelerator(wiring.Component):
     ram_module : str or None
         ``None``: the weight store is an Amaranth memory. A name: an instance of a Verilog RAM
         of that name (:func:`weight_ram`, :mod:`gateware.ram`), emitted beside the design.
+    macro_style : str
+        :data:`gateware.cim_macro.STYLES` of the macro submodules.
+    weight_init : sequence of int or None
+        Simulation only: the weight image (32-bit words) preloaded into the weight store, so a
+        simulation of a large network need not spend a cycle per word loading it.
 
     Members
     -------
@@ -167,7 +176,8 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
                  bank_words: int | None = None, macro_module: str | None = None,
-                 ram_module: str | None = None):
+                 ram_module: str | None = None, macro_style: str = "structural",
+                 weight_init=None):
         if not isinstance(config, HwConfig):
             raise ValueError(f"Configuration must be a HwConfig, not {config!r}")
         if macro_module is not None and not (isinstance(macro_module, str)
@@ -175,6 +185,8 @@ class Accelerator(wiring.Component):
             raise ValueError(f"Macro module must be a Verilog identifier, not {macro_module!r}")
         self.macro_module = macro_module
         self.ram_module = ram_module      # validated by the RAM
+        self.macro_style = macro_style    # validated by the macro
+        self.weight_init = weight_init
         if not config.double_buffer:
             raise ValueError("The sequencer needs double-buffered macros (double_buffer=True)")
         if config.rows % config.cols:
@@ -239,7 +251,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [pw.addr.eq(self.prog_w_addr), pw.data.eq(self.prog_w_data),
                      pw.en.eq(self.prog_w_en)]
 
-        m.submodules.weights = wmem = weight_ram(cfg, module=self.ram_module)
+        m.submodules.weights = wmem = weight_ram(cfg, module=self.ram_module,
+                                                 init=self.weight_init)
         wsh = _log2(bw)
         m.d.comb += [wmem.w_addr.eq(self.weight_w_addr >> wsh),
                      wmem.w_data.eq(Cat(*[self.weight_w_data] * bw)),
@@ -272,7 +285,7 @@ class Accelerator(wiring.Component):
         m.submodules.dp = dp = Datapath(lanes=C, acc_width=aw, psum_width=aw)
         macros = []
         for i in range(M):
-            mac = CIMMacro(**cfg.macro_params())
+            mac = CIMMacro(**cfg.macro_params(), style=self.macro_style)
             if self.macro_module is None:
                 m.submodules[f"macro{i}"] = mac
             else:

@@ -37,6 +37,9 @@ class RAM(wiring.Component):
     module : str or None
         ``None``: an Amaranth memory. A Verilog module name: an instance of it
         (:func:`ram_verilog` with the same parameters gives its text).
+    init : sequence of int
+        Initial contents of the Amaranth memory (simulation; the rest is zero). Only without
+        ``module``: the Verilog RAM starts at zero, as on the FPGA.
 
     Members
     -------
@@ -45,7 +48,7 @@ class RAM(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int, read_ports: int,
-                 module: str | None = None):
+                 module: str | None = None, init=()):
         for name, v in (("Width", width), ("Depth", depth), ("Granularity", granularity),
                         ("Read ports", read_ports)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -54,6 +57,12 @@ class RAM(wiring.Component):
             raise ValueError(f"Granularity {granularity} must divide the width {width}")
         if module is not None and not (isinstance(module, str) and module.isidentifier()):
             raise ValueError(f"Module must be a Verilog identifier, not {module!r}")
+        init = list(init)
+        if init and module is not None:
+            raise ValueError("Initial contents need the Amaranth memory (module=None)")
+        if len(init) > depth:
+            raise ValueError(f"{len(init)} initial words do not fit {depth}")
+        self.init = init
         self.width, self.depth = width, depth
         self.granularity, self.n_reads = granularity, read_ports
         self.module = module
@@ -69,7 +78,7 @@ class RAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self.module is None:
-            m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
+            m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=self.init)
             wp = mem.write_port(granularity=self.granularity)
             m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
                          wp.en.eq(self.w_en)]
