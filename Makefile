@@ -1,12 +1,16 @@
 # Two entry points for a fresh machine (see README):
 #   make run    install everything, then evaluate the shipped models (the main job)
 #   make test   install everything, then run the test suite
+# and the RTL regression (cocotb on Icarus and Verilator; CI runs it after `make test`):
+#   make sim [SIM=icarus|verilator] [WAVES=1] [CIM_TEST_SEED=n]
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist
+# g++ and liblz4-dev: Verilator compiles C++ and writes FST waveforms (make sim).
+APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist \
+                g++ liblz4-dev
 
-.PHONY: all run test lint deps system-deps python-deps clean models
+.PHONY: all run test sim bench lint deps system-deps python-deps clean models firmware
 
 all: test
 
@@ -15,6 +19,16 @@ run: deps
 
 test: deps
 	$(PY) -m pytest -q
+
+# Both simulators unless SIM names one; builds are cached in sim_build/ (see sim/runner.py).
+SIM   ?= icarus verilator
+WAVES ?= 0
+sim: deps
+	SIM="$(SIM)" WAVES=$(WAVES) $(PY) -m pytest -q sim
+
+# Simulation speed and the ResNet14 frame time on Verilator (a table; not a test).
+bench: deps
+	$(PY) -m sim.bench
 
 lint: python-deps
 	$(VENV)/bin/ruff check .
@@ -40,6 +54,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# Cortex-M4 firmware (ELF, bin, hex) for the shipped ResNet14 on `default`; see firmware/README.md.
+firmware: deps
+	$(MAKE) -C firmware PYTHON=$(abspath $(PY))
 
 clean:
 	rm -rf $(VENV) build sim_build .pytest_cache

@@ -1,0 +1,87 @@
+/* Driver of the CIM accelerator (the AHB-Lite slave of gateware/, registers in cim_regs.h).
+ *
+ * C99, no dynamic allocation, every call returns a cim_status_t, every register access
+ * goes through the HAL (cim_hal.h). A frame:
+ *
+ *     cim_init(&dev, &hal);                  identify the hardware
+ *     cim_load_model(&dev, &model);          refuse a foreign configuration, write the
+ *                                            program, weights and parameters
+ *     cim_write_input(&dev, op, tensor);     the OFFLOAD op's input into the buffer
+ *     cim_start(&dev);
+ *     cim_wait(&dev, CIM_WAIT_POLL, n);      or CIM_WAIT_IRQ with cim_irq_handler()
+ *     cim_read_output(&dev, op, tensor);
+ *
+ * cim_net_run() (cim_net.h) does the whole network, MCU layers included. */
+#ifndef CIM_DRIVER_H
+#define CIM_DRIVER_H
+
+#include <stdint.h>
+
+#include "cim_format.h"
+#include "cim_hal.h"
+#include "cim_model.h"
+#include "cim_status.h"
+
+/* The hardware as its identification registers describe it (filled by cim_init()). */
+typedef struct {
+    uint32_t version;          /* VERSION register: major << 16 | minor */
+    uint32_t rows, cols, w_bits, a_bits, adc_bits, acc_width;
+    uint32_t macros, write_rows, double_buffer;
+    uint32_t prog_words, weight_words, param_words, bank_words;
+    uint32_t max_size, max_groups, max_pixels;
+    uint32_t desc_words, param_record_words, act_slices;
+    /* Window byte offsets from the base address. */
+    uint32_t prog_window, param_window, act_window, weight_window;
+} cim_hw_info_t;
+
+typedef struct {
+    cim_hal_t hal;
+    cim_hw_info_t hw;
+    const cim_model_t *model;      /* the model in the hardware's memories, or NULL */
+    uint32_t hw_error;             /* STATUS.ERROR_CODE of the last frame that failed */
+    uint32_t cycles;               /* CYCLES_TOTAL of the last frame */
+    volatile uint32_t irq_events;  /* IRQ_STATUS bits cim_irq_handler() has taken */
+} cim_dev_t;
+
+typedef enum {
+    CIM_WAIT_POLL = 0,   /* poll STATUS */
+    CIM_WAIT_IRQ = 1     /* wait for cim_irq_handler() to see DONE or ERROR */
+} cim_wait_t;
+
+/* Read the identification registers into dev->hw. CIM_ERR_NO_DEVICE if MAGIC is wrong,
+ * CIM_ERR_HW_VERSION if the register map's major version is not the driver's,
+ * CIM_ERR_HW_CONFIG if the hardware is not the configuration the driver is built for
+ * (CIM_CONFIG_<NAME>, cim_regs.h: the window offsets are that configuration's). */
+cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal);
+
+/* CIM_OK if `model` was compiled for this hardware, CIM_ERR_HW_CONFIG if any configuration
+ * word of its header differs from the hardware's. Touches no register. */
+cim_status_t cim_check_model(const cim_dev_t *dev, const cim_model_t *model);
+
+/* cim_check_model(), then write the layer program, weight image and parameter image.
+ * CIM_ERR_BUSY while a frame runs. */
+cim_status_t cim_load_model(cim_dev_t *dev, const cim_model_t *model);
+
+/* Write the OFFLOAD op's input, an HWC byte tensor laid out as op->in_*, into the
+ * activation buffer. */
+cim_status_t cim_write_input(cim_dev_t *dev, const cim_blob_op_t *op, const uint8_t *tensor);
+
+/* Start the loaded program (clears the interrupt events first). */
+cim_status_t cim_start(cim_dev_t *dev);
+
+/* Wait until the frame ends: CIM_OK, CIM_ERR_HW (dev->hw_error holds the code) or
+ * CIM_ERR_TIMEOUT after `timeout_polls` reads of STATUS (CIM_WAIT_POLL) or checks of the
+ * event flags (CIM_WAIT_IRQ) found it still running. */
+cim_status_t cim_wait(cim_dev_t *dev, cim_wait_t how, uint32_t timeout_polls);
+
+/* Read the OFFLOAD op's output from the activation buffer into an HWC byte tensor laid out
+ * as op->out_* (signed values as two's complement bytes). */
+cim_status_t cim_read_output(cim_dev_t *dev, const cim_blob_op_t *op, uint8_t *tensor);
+
+/* Enable (1) or disable (0) the DONE and ERROR interrupts. */
+cim_status_t cim_irq_enable(cim_dev_t *dev, int enable);
+
+/* Call from the accelerator's interrupt handler: takes and clears IRQ_STATUS. */
+void cim_irq_handler(cim_dev_t *dev);
+
+#endif /* CIM_DRIVER_H */

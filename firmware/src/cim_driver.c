@@ -1,0 +1,281 @@
+/* Driver of the CIM accelerator (see cim_driver.h; registers: cim_regs.h, generated from
+ * gateware/regmap.py). */
+#include "cim_driver.h"
+
+#include <stddef.h>
+
+#include "cim_regs.h"
+
+#define REG(name) ((uint32_t)offsetof(CIM_TypeDef, name))
+#define FIELD(value, reg, field) \
+    (((value) & CIM_##reg##_##field##_Msk) >> CIM_##reg##_##field##_Pos)
+
+static uint32_t rd(const cim_dev_t *dev, uint32_t offset)
+{
+    return cim_hal_read32(&dev->hal, offset);
+}
+
+static void wr(const cim_dev_t *dev, uint32_t offset, uint32_t value)
+{
+    cim_hal_write32(&dev->hal, offset, value);
+}
+
+/* The identification registers of the configuration this firmware is built for
+ * (CIM_CONFIG_<NAME>, cim_regs.h): cim_init() refuses hardware that reads otherwise. */
+static const struct {
+    uint32_t offset, value;
+} identity[] = {
+    {REG(CFG_ARRAY), CIM_CFG_ARRAY_RESET},
+    {REG(CFG_BITS), CIM_CFG_BITS_RESET},
+    {REG(CFG_MACROS), CIM_CFG_MACROS_RESET},
+    {REG(CFG_PROG_WORDS), CIM_CFG_PROG_WORDS_RESET},
+    {REG(CFG_WEIGHT_WORDS), CIM_CFG_WEIGHT_WORDS_RESET},
+    {REG(CFG_PARAM_WORDS), CIM_CFG_PARAM_WORDS_RESET},
+    {REG(CFG_BANK_WORDS), CIM_CFG_BANK_WORDS_RESET},
+    {REG(CFG_LIMITS), CIM_CFG_LIMITS_RESET},
+    {REG(CFG_MAX_PIXELS), CIM_CFG_MAX_PIXELS_RESET},
+    {REG(CFG_LAYOUT), CIM_CFG_LAYOUT_RESET},
+    {REG(CAPS), CIM_CAPS_RESET},
+};
+
+cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal)
+{
+    if (!dev || !hal)
+        return CIM_ERR_ARG;
+    dev->hal = *hal;
+    dev->model = NULL;
+    dev->hw_error = 0;
+    dev->cycles = 0;
+    dev->irq_events = 0;
+    if (rd(dev, REG(MAGIC)) != CIM_MAGIC)
+        return CIM_ERR_NO_DEVICE;
+    cim_hw_info_t *hw = &dev->hw;
+    hw->version = rd(dev, REG(VERSION));
+    if (FIELD(hw->version, VERSION, MAJOR) != CIM_REGMAP_VERSION_MAJOR)
+        return CIM_ERR_HW_VERSION;
+    for (uint32_t i = 0; i < sizeof identity / sizeof identity[0]; i++)
+        if (rd(dev, identity[i].offset) != identity[i].value)
+            return CIM_ERR_HW_CONFIG;
+    uint32_t v = rd(dev, REG(CFG_ARRAY));
+    hw->rows = FIELD(v, CFG_ARRAY, ROWS);
+    hw->cols = FIELD(v, CFG_ARRAY, COLS);
+    v = rd(dev, REG(CFG_BITS));
+    hw->w_bits = FIELD(v, CFG_BITS, W_BITS);
+    hw->a_bits = FIELD(v, CFG_BITS, A_BITS);
+    hw->adc_bits = FIELD(v, CFG_BITS, ADC_BITS);
+    hw->acc_width = FIELD(v, CFG_BITS, ACC_WIDTH);
+    v = rd(dev, REG(CFG_MACROS));
+    hw->macros = FIELD(v, CFG_MACROS, MACROS);
+    hw->write_rows = FIELD(v, CFG_MACROS, WRITE_ROWS);
+    hw->prog_words = rd(dev, REG(CFG_PROG_WORDS));
+    hw->weight_words = rd(dev, REG(CFG_WEIGHT_WORDS));
+    hw->param_words = rd(dev, REG(CFG_PARAM_WORDS));
+    hw->bank_words = rd(dev, REG(CFG_BANK_WORDS));
+    v = rd(dev, REG(CFG_LIMITS));
+    hw->max_size = FIELD(v, CFG_LIMITS, MAX_SIZE);
+    hw->max_groups = FIELD(v, CFG_LIMITS, MAX_GROUPS);
+    hw->max_pixels = rd(dev, REG(CFG_MAX_PIXELS));
+    v = rd(dev, REG(CFG_LAYOUT));
+    hw->desc_words = FIELD(v, CFG_LAYOUT, DESC_WORDS);
+    hw->param_record_words = FIELD(v, CFG_LAYOUT, PARAM_WORDS);
+    hw->act_slices = FIELD(v, CFG_LAYOUT, ACT_SLICES);
+    hw->double_buffer = FIELD(rd(dev, REG(CAPS)), CAPS, DOUBLE_BUFFER);
+    hw->prog_window = CIM_WIN_PROG_OFFSET;
+    hw->param_window = CIM_WIN_PARAM_OFFSET;
+    hw->act_window = CIM_WIN_ACT_OFFSET;
+    hw->weight_window = CIM_WIN_WEIGHT_OFFSET;
+    return CIM_OK;
+}
+
+cim_status_t cim_check_model(const cim_dev_t *dev, const cim_model_t *model)
+{
+    if (!dev || !model || !model->base)
+        return CIM_ERR_ARG;
+    const cim_blob_header_t *h = model->hdr;
+    const cim_hw_info_t *hw = &dev->hw;
+    if (h->hw_rows != hw->rows || h->hw_cols != hw->cols || h->hw_w_bits != hw->w_bits
+        || h->hw_a_bits != hw->a_bits || h->hw_adc_bits != hw->adc_bits
+        || h->hw_acc_width != hw->acc_width || h->hw_macros != hw->macros
+        || h->hw_write_rows != hw->write_rows || h->hw_double_buffer != hw->double_buffer
+        || h->hw_prog_words != hw->prog_words || h->hw_weight_words != hw->weight_words
+        || h->hw_param_words != hw->param_words || h->hw_bank_words != hw->bank_words
+        || h->hw_max_size != hw->max_size || h->hw_max_groups != hw->max_groups
+        || h->hw_max_pixels != hw->max_pixels || h->hw_desc_words != hw->desc_words
+        || h->hw_param_record_words != hw->param_record_words)
+        return CIM_ERR_HW_CONFIG;
+    return CIM_OK;
+}
+
+static int busy(const cim_dev_t *dev)
+{
+    return (rd(dev, REG(STATUS)) & CIM_STATUS_BUSY_Msk) != 0;
+}
+
+cim_status_t cim_load_model(cim_dev_t *dev, const cim_model_t *model)
+{
+    cim_status_t st = cim_check_model(dev, model);
+    if (st != CIM_OK)
+        return st;
+    if (busy(dev))
+        return CIM_ERR_BUSY;
+    const cim_blob_header_t *h = model->hdr;
+    dev->model = NULL;
+    cim_hal_write_block(&dev->hal, dev->hw.prog_window,
+                        (const uint32_t *)cim_model_at(model, h->program_offset),
+                        h->program_words);
+    cim_hal_write_block(&dev->hal, dev->hw.weight_window,
+                        (const uint32_t *)cim_model_at(model, h->weights_offset),
+                        h->weight_words);
+    cim_hal_write_block(&dev->hal, dev->hw.param_window,
+                        (const uint32_t *)cim_model_at(model, h->params_offset),
+                        h->param_words);
+    dev->model = model;
+    return CIM_OK;
+}
+
+/* ------------------------------------------------------------------------------ tensors
+ *
+ * Activation word w of the buffer (one pixel's channel group: `rows` lanes of a_bits,
+ * channel g * rows + l in lane l) is act_slices 32-bit bus words from byte
+ * act_window + 4 * w * act_slices, lane l in bus word l / (32 / a_bits). A value of more
+ * than a_bits bits takes `slices` consecutive activation words, slice s holding bits
+ * [s * a_bits, (s + 1) * a_bits) of its two's complement (model/compiler.py). */
+
+typedef struct {
+    uint32_t groups, slices, lanes32, mask;
+} act_layout_t;
+
+static act_layout_t act_layout(const cim_hw_info_t *hw, uint32_t channels, uint32_t bits)
+{
+    act_layout_t a;
+    a.groups = (channels + hw->rows - 1u) / hw->rows;
+    a.slices = (bits + hw->a_bits - 1u) / hw->a_bits;
+    a.lanes32 = 32u / hw->a_bits;
+    a.mask = hw->a_bits == 32u ? 0xFFFFFFFFu : (1u << hw->a_bits) - 1u;
+    return a;
+}
+
+static cim_status_t tensor_ready(const cim_dev_t *dev, const cim_blob_op_t *op,
+                                 const uint8_t *tensor)
+{
+    if (!dev || !op || !tensor || op->kind != CIM_OP_OFFLOAD)
+        return CIM_ERR_ARG;
+    if (!dev->model)
+        return CIM_ERR_STATE;
+    return busy(dev) ? CIM_ERR_BUSY : CIM_OK;
+}
+
+cim_status_t cim_write_input(cim_dev_t *dev, const cim_blob_op_t *op, const uint8_t *tensor)
+{
+    cim_status_t st = tensor_ready(dev, op, tensor);
+    if (st != CIM_OK)
+        return st;
+    const cim_hw_info_t *hw = &dev->hw;
+    const act_layout_t a = act_layout(hw, op->in_c, op->act_in_bits);
+    uint32_t word = op->act_in_base;
+    for (uint32_t p = 0; p < op->in_h * op->in_w; p++) {
+        const uint8_t *px = tensor + p * op->in_cstride;
+        for (uint32_t g = 0; g < a.groups; g++)
+            for (uint32_t s = 0; s < a.slices; s++, word++)
+                for (uint32_t j = 0; j < hw->act_slices; j++) {
+                    uint32_t bus = 0;
+                    for (uint32_t l = 0; l < a.lanes32; l++) {
+                        uint32_t lane = j * a.lanes32 + l, c = g * hw->rows + lane;
+                        if (lane < hw->rows && c < op->in_c)
+                            bus |= ((uint32_t)(px[c] >> (s * hw->a_bits)) & a.mask)
+                                   << (l * hw->a_bits);
+                    }
+                    wr(dev, hw->act_window + 4u * (word * hw->act_slices + j), bus);
+                }
+    }
+    return CIM_OK;
+}
+
+cim_status_t cim_read_output(cim_dev_t *dev, const cim_blob_op_t *op, uint8_t *tensor)
+{
+    cim_status_t st = tensor_ready(dev, op, tensor);
+    if (st != CIM_OK)
+        return st;
+    const cim_hw_info_t *hw = &dev->hw;
+    const act_layout_t a = act_layout(hw, op->out_c, op->act_out_bits);
+    const uint32_t width = a.slices * hw->a_bits;      /* of the stored two's complement */
+    uint32_t word = op->act_out_base;
+    for (uint32_t p = 0; p < op->out_h * op->out_w; p++) {
+        uint8_t *px = tensor + p * op->out_cstride;
+        for (uint32_t g = 0; g < a.groups; g++, word += a.slices)
+            for (uint32_t j = 0; j < hw->act_slices; j++) {
+                uint32_t bus[8];       /* one bus word per value slice (slices <= 8) */
+                for (uint32_t s = 0; s < a.slices; s++)
+                    bus[s] = rd(dev, hw->act_window
+                                         + 4u * ((word + s) * hw->act_slices + j));
+                for (uint32_t l = 0; l < a.lanes32; l++) {
+                    uint32_t lane = j * a.lanes32 + l, c = g * hw->rows + lane;
+                    if (lane >= hw->rows || c >= op->out_c)
+                        continue;
+                    uint32_t v = 0;
+                    for (uint32_t s = 0; s < a.slices; s++)
+                        v |= ((bus[s] >> (l * hw->a_bits)) & a.mask) << (s * hw->a_bits);
+                    if (op->out_signed && width < 32u && (v >> (width - 1u)) & 1u)
+                        v |= ~0u << width;      /* sign-extend */
+                    px[c] = (uint8_t)v;
+                }
+            }
+    }
+    return CIM_OK;
+}
+
+/* ------------------------------------------------------------------------------ frames */
+
+#define IRQ_EVENTS (CIM_IRQ_STATUS_DONE_Msk | CIM_IRQ_STATUS_ERROR_Msk)
+
+cim_status_t cim_start(cim_dev_t *dev)
+{
+    if (!dev)
+        return CIM_ERR_ARG;
+    if (!dev->model)
+        return CIM_ERR_STATE;
+    if (busy(dev))
+        return CIM_ERR_BUSY;
+    dev->irq_events = 0;
+    dev->hw_error = 0;
+    wr(dev, REG(IRQ_STATUS), IRQ_EVENTS);
+    wr(dev, REG(CTRL), CIM_CTRL_START_Msk);
+    return CIM_OK;
+}
+
+cim_status_t cim_wait(cim_dev_t *dev, cim_wait_t how, uint32_t timeout_polls)
+{
+    if (!dev || (how != CIM_WAIT_POLL && how != CIM_WAIT_IRQ))
+        return CIM_ERR_ARG;
+    uint32_t n = 0;
+    for (;; n++) {
+        if (n == timeout_polls)
+            return CIM_ERR_TIMEOUT;
+        if (how == CIM_WAIT_IRQ ? (dev->irq_events & IRQ_EVENTS) != 0
+                                : (rd(dev, REG(STATUS)) & CIM_STATUS_DONE_Msk) != 0)
+            break;
+    }
+    uint32_t status = rd(dev, REG(STATUS));
+    dev->cycles = rd(dev, REG(CYCLES_TOTAL));
+    if (status & CIM_STATUS_ERROR_Msk) {
+        dev->hw_error = FIELD(status, STATUS, ERROR_CODE);
+        return CIM_ERR_HW;
+    }
+    return CIM_OK;
+}
+
+cim_status_t cim_irq_enable(cim_dev_t *dev, int enable)
+{
+    if (!dev)
+        return CIM_ERR_ARG;
+    wr(dev, REG(IRQ_ENABLE),
+       enable ? CIM_IRQ_ENABLE_DONE_Msk | CIM_IRQ_ENABLE_ERROR_Msk : 0u);
+    return CIM_OK;
+}
+
+void cim_irq_handler(cim_dev_t *dev)
+{
+    uint32_t events = rd(dev, REG(IRQ_STATUS)) & IRQ_EVENTS;
+    wr(dev, REG(IRQ_STATUS), events);
+    dev->irq_events |= events;
+}

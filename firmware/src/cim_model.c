@@ -1,0 +1,279 @@
+/* Model blob validation (see cim_model.h and model/firmware_blob.py). */
+#include "cim_model.h"
+
+#include <stddef.h>
+
+/* ------------------------------------------------------------------------------ CRC-32 */
+
+static uint32_t crc_table[256];
+static int crc_ready;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256u; i++) {
+        uint32_t c = i;
+        for (int b = 0; b < 8; b++)
+            c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+    crc_ready = 1;
+}
+
+uint32_t cim_crc32(uint32_t crc, const void *data, uint32_t n)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    if (!crc_ready)
+        crc_init();
+    crc = ~crc;
+    while (n--)
+        crc = crc_table[(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ------------------------------------------------------------------------------ checks */
+
+typedef struct {
+    const cim_blob_header_t *h;
+    uint64_t ws;                /* workspace bytes */
+} ctx_t;
+
+/* A blob section: aligned, after the header, inside the blob. */
+static int section_ok(const cim_blob_header_t *h, uint32_t offset, uint64_t bytes)
+{
+    return offset % CIM_BLOB_SECTION_ALIGN == 0 && offset >= h->header_bytes
+           && (uint64_t)offset + bytes <= h->total_bytes;
+}
+
+/* A workspace area: 8-byte aligned and inside the workspace. */
+static int area_ok(const ctx_t *c, uint32_t offset, uint64_t bytes)
+{
+    return offset % 8u == 0 && (uint64_t)offset + bytes <= c->ws;
+}
+
+static int disjoint(uint32_t a, uint64_t alen, uint32_t b, uint64_t blen)
+{
+    return (uint64_t)a + alen <= b || (uint64_t)b + blen <= a;
+}
+
+static uint64_t hwc_bytes(uint32_t h, uint32_t w, uint32_t cstride)
+{
+    return (((uint64_t)h * w + 1u) & ~(uint64_t)1u) * cstride;
+}
+
+static int geometry_ok(uint32_t in, uint32_t out, uint32_t k, uint32_t s, uint32_t p)
+{
+    if (k < 1u || k > 15u || s < 1u || s > 15u || p >= k || in + 2u * p < k)
+        return 0;
+    return out == (in + 2u * p - k) / s + 1u;
+}
+
+static int is_pow2(uint32_t v)
+{
+    return v && !(v & (v - 1u));
+}
+
+/* The output of `prev` is the input of `op` (shape, layout, place). */
+static int chained(const cim_blob_op_t *prev, const cim_blob_op_t *op)
+{
+    return op->in_c == prev->out_c && op->in_h == prev->out_h && op->in_w == prev->out_w
+           && op->in_cstride == prev->out_cstride && op->in_signed == prev->out_signed
+           && op->in_offset == prev->out_offset;
+}
+
+static int hwc_ok(uint32_t c, uint32_t cstride)
+{
+    return c >= 1u && cstride >= c && cstride % 4u == 0;
+}
+
+static int conv_ok(const ctx_t *c, const cim_blob_op_t *op)
+{
+    const cim_blob_header_t *h = c->h;
+    if (op->in_c != h->in_channels || op->in_h != h->in_height || op->in_w != h->in_width
+        || !geometry_ok(op->in_h, op->out_h, op->kernel, op->stride, op->pad)
+        || !geometry_ok(op->in_w, op->out_w, op->kernel, op->stride, op->pad)
+        || !hwc_ok(op->out_c, op->out_cstride) || op->out_cstride < ((op->out_c + 1u) & ~1u)
+        || op->out_bits < 1u || op->out_bits > 8u || op->out_signed > 1u
+        || (int32_t)op->out_lo > (int32_t)op->out_hi)
+        return 0;
+    uint64_t taps = (uint64_t)op->in_c * op->kernel * op->kernel;
+    if (op->steps < 1u || op->steps > CIM_CONV_MAX_STEPS || 4u * (uint64_t)op->steps < taps)
+        return 0;
+    if (op->rq_mode == CIM_RQ_FAST) {
+        if (op->out_signed || op->shift != 8u - op->out_bits || op->out_lo != 0
+            || op->out_hi != (1u << op->out_bits) - 1u)
+            return 0;
+    } else if (op->rq_mode != CIM_RQ_GENERIC || op->shift < 1u || op->shift > 63u) {
+        return 0;
+    }
+    uint64_t cpairs = (op->out_c + 1u) / 2u;
+    uint64_t xbytes = 16u * (uint64_t)op->steps;
+    uint64_t padded = 2u * ((uint64_t)op->in_c * (op->in_h + 2u * op->pad)
+                            * (op->in_w + 2u * op->pad) + 1u);
+    uint64_t out = hwc_bytes(op->out_h, op->out_w, op->out_cstride);
+    if (!section_ok(h, op->weights_offset, cpairs * 16u * op->steps)
+        || !section_ok(h, op->params_offset, 2u * cpairs * CIM_RQ_RECORD_BYTES))
+        return 0;
+    if (!area_ok(c, op->im2col_offset, xbytes)
+        || (op->im2col_offset + xbytes) % CIM_WORKSPACE_ALIGN != 0
+        || !area_ok(c, op->gather_offset, xbytes) || !area_ok(c, op->padded_offset, padded)
+        || !area_ok(c, op->out_offset, out))
+        return 0;
+    return disjoint(op->im2col_offset, xbytes, op->gather_offset, xbytes)
+           && disjoint(op->im2col_offset, xbytes, op->padded_offset, padded)
+           && disjoint(op->gather_offset, xbytes, op->padded_offset, padded)
+           && disjoint(op->out_offset, out, op->im2col_offset, xbytes)
+           && disjoint(op->out_offset, out, op->gather_offset, xbytes)
+           && disjoint(op->out_offset, out, op->padded_offset, padded);
+}
+
+static int maxpool_ok(const ctx_t *c, const cim_blob_op_t *op)
+{
+    uint64_t in = hwc_bytes(op->in_h, op->in_w, op->in_cstride);
+    uint64_t out = hwc_bytes(op->out_h, op->out_w, op->out_cstride);
+    return op->in_signed == 0 && op->out_signed == 0 && op->out_c == op->in_c
+           && op->out_cstride == op->in_cstride && hwc_ok(op->in_c, op->in_cstride)
+           && geometry_ok(op->in_h, op->out_h, op->kernel, op->stride, op->pad)
+           && geometry_ok(op->in_w, op->out_w, op->kernel, op->stride, op->pad)
+           && area_ok(c, op->in_offset, in) && area_ok(c, op->out_offset, out)
+           && disjoint(op->in_offset, in, op->out_offset, out);
+}
+
+/* Words of a tensor in the activation buffer (model/compiler.py). */
+static uint64_t act_words(const cim_blob_header_t *h, uint32_t c, uint32_t hh, uint32_t w,
+                          uint32_t bits)
+{
+    uint64_t groups = (c + h->hw_rows - 1u) / h->hw_rows;
+    uint64_t slices = (bits + h->hw_a_bits - 1u) / h->hw_a_bits;
+    return (uint64_t)hh * w * groups * slices;
+}
+
+static int offload_ok(const ctx_t *c, const cim_blob_op_t *op)
+{
+    const cim_blob_header_t *h = c->h;
+    uint64_t in = hwc_bytes(op->in_h, op->in_w, op->in_cstride);
+    uint64_t out = hwc_bytes(op->out_h, op->out_w, op->out_cstride);
+    uint64_t act = 2u * (uint64_t)h->hw_bank_words;
+    return op->in_signed == 0 && op->act_in_bits == h->hw_a_bits
+           && hwc_ok(op->in_c, op->in_cstride) && hwc_ok(op->out_c, op->out_cstride)
+           && op->out_h >= 1u && op->out_w >= 1u
+           && op->act_out_bits >= 1u && op->act_out_bits <= 8u
+           && op->out_bits == op->act_out_bits && op->out_signed <= 1u
+           && op->act_in_base + act_words(h, op->in_c, op->in_h, op->in_w, op->act_in_bits)
+                  <= act
+           && op->act_out_base
+                      + act_words(h, op->out_c, op->out_h, op->out_w, op->act_out_bits)
+                  <= act
+           && area_ok(c, op->in_offset, in) && area_ok(c, op->out_offset, out)
+           && disjoint(op->in_offset, in, op->out_offset, out);
+}
+
+static int avgpool_ok(const ctx_t *c, const cim_blob_op_t *op)
+{
+    uint64_t in = hwc_bytes(op->in_h, op->in_w, op->in_cstride);
+    return hwc_ok(op->in_c, op->in_cstride) && op->in_signed <= 1u && op->out_c == op->in_c
+           && area_ok(c, op->in_offset, in) && area_ok(c, op->out_offset, 4u * op->out_c)
+           && disjoint(op->in_offset, in, op->out_offset, 4u * op->out_c);
+}
+
+static int fc_ok(const ctx_t *c, const cim_blob_op_t *op, const cim_blob_op_t *prev)
+{
+    const cim_blob_header_t *h = c->h;
+    return op->in_c == prev->out_c && op->in_offset == prev->out_offset
+           && op->out_c == h->classes && op->out_c >= 1u
+           && section_ok(h, op->weights_offset, (uint64_t)op->out_c * op->in_c)
+           && section_ok(h, op->params_offset, 8u * (uint64_t)op->out_c)
+           && area_ok(c, op->in_offset, 4u * op->in_c) && area_ok(c, op->out_offset,
+                                                                  8u * op->out_c)
+           && disjoint(op->in_offset, 4u * op->in_c, op->out_offset, 8u * op->out_c);
+}
+
+/* The op chain: CONV, MAXPOOL..., OFFLOAD, AVGPOOL, FC. */
+static int ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n)
+{
+    uint32_t i = 0;
+    if (n < 4u || ops[0].kind != CIM_OP_CONV || !conv_ok(c, &ops[0]))
+        return 0;
+    for (i = 1; i < n && ops[i].kind == CIM_OP_MAXPOOL; i++)
+        if (!chained(&ops[i - 1], &ops[i]) || !maxpool_ok(c, &ops[i]))
+            return 0;
+    if (n - i != 3u || ops[i].kind != CIM_OP_OFFLOAD || ops[i + 1].kind != CIM_OP_AVGPOOL
+        || ops[i + 2].kind != CIM_OP_FC)
+        return 0;
+    return chained(&ops[i - 1], &ops[i]) && offload_ok(c, &ops[i])
+           && chained(&ops[i], &ops[i + 1]) && avgpool_ok(c, &ops[i + 1])
+           && fc_ok(c, &ops[i + 2], &ops[i + 1]);
+}
+
+static int header_ok(const cim_blob_header_t *h)
+{
+    uint64_t image = (uint64_t)h->in_channels * h->in_height * h->in_width;
+    uint64_t n = h->images_count;
+    return is_pow2(h->hw_rows) && h->hw_rows <= 1024u && h->hw_cols >= 1u
+           && is_pow2(h->hw_a_bits) && h->hw_a_bits <= 8u && is_pow2(h->hw_w_bits)
+           && h->hw_w_bits <= 8u && h->hw_bank_words >= 1u && h->classes >= 1u
+           && image >= 1u && h->pixel_max >= 1u && h->pixel_max <= 255u
+           && h->ops_count >= 1u && h->ops_count <= CIM_MAX_OPS
+           && section_ok(h, h->ops_offset, 4u * CIM_OP_WORDS * (uint64_t)h->ops_count)
+           && h->program_words >= 1u && h->program_words <= h->hw_prog_words
+           && section_ok(h, h->program_offset, 4u * (uint64_t)h->program_words)
+           && h->weight_words <= h->hw_weight_words
+           && section_ok(h, h->weights_offset, 4u * (uint64_t)h->weight_words)
+           && h->param_words <= h->hw_param_words
+           && section_ok(h, h->params_offset, 4u * (uint64_t)h->param_words)
+           && section_ok(h, h->images_offset, n * image)
+           && section_ok(h, h->labels_offset, 4u * n)
+           && section_ok(h, h->expected_offset, 8u * n * h->classes)
+           && h->workspace_bytes >= CIM_WORKSPACE_ALIGN;
+}
+
+cim_status_t cim_model_open(cim_model_t *model, const void *blob, uint32_t size)
+{
+    if (!model || !blob || (uintptr_t)blob % 8u)
+        return CIM_ERR_ARG;
+    model->base = NULL;
+    const cim_blob_header_t *h = (const cim_blob_header_t *)blob;
+    if (size < 4u)
+        return CIM_ERR_BLOB_SIZE;
+    if (h->magic != CIM_BLOB_MAGIC)
+        return CIM_ERR_BLOB_MAGIC;
+    if (size < 8u)
+        return CIM_ERR_BLOB_SIZE;
+    if (h->version != CIM_BLOB_VERSION)
+        return CIM_ERR_BLOB_VERSION;
+    if (size < CIM_BLOB_HEADER_BYTES || h->total_bytes > size)
+        return CIM_ERR_BLOB_SIZE;
+    if (h->header_bytes != CIM_BLOB_HEADER_BYTES || h->total_bytes < h->header_bytes)
+        return CIM_ERR_BLOB_FORMAT;
+    const uint8_t *base = (const uint8_t *)blob;
+    if (cim_crc32(0, base + CIM_BLOB_CRC_START, h->total_bytes - CIM_BLOB_CRC_START)
+        != h->crc32)
+        return CIM_ERR_BLOB_CRC;
+    if (!header_ok(h))
+        return CIM_ERR_BLOB_FORMAT;
+    ctx_t c = {h, h->workspace_bytes};
+    const cim_blob_op_t *ops = (const cim_blob_op_t *)(base + h->ops_offset);
+    if (!ops_ok(&c, ops, h->ops_count))
+        return CIM_ERR_BLOB_FORMAT;
+    model->base = base;
+    model->hdr = h;
+    model->ops = ops;
+    return CIM_OK;
+}
+
+const uint8_t *cim_model_image(const cim_model_t *model, uint32_t i)
+{
+    const cim_blob_header_t *h = model->hdr;
+    uint32_t bytes = h->in_channels * h->in_height * h->in_width;
+    return model->base + h->images_offset + i * bytes;
+}
+
+uint32_t cim_model_label(const cim_model_t *model, uint32_t i)
+{
+    return ((const uint32_t *)cim_model_at(model, model->hdr->labels_offset))[i];
+}
+
+const int64_t *cim_model_expected(const cim_model_t *model, uint32_t i)
+{
+    const int64_t *e = (const int64_t *)cim_model_at(model, model->hdr->expected_offset);
+    return e + (uint64_t)i * model->hdr->classes;
+}

@@ -1,0 +1,102 @@
+/* The network runner (see cim_net.h). */
+#include "cim_net.h"
+
+#include <stddef.h>
+
+#include "cim_kernels.h"
+
+static void stage(const cim_net_t *net, uint32_t s)
+{
+    if (net->stage)
+        net->stage(net->stage_ctx, s);
+}
+
+cim_status_t cim_net_init(cim_net_t *net, cim_dev_t *dev, const cim_model_t *model,
+                          void *workspace, uint32_t workspace_bytes)
+{
+    if (!net || !model || !model->base || !workspace)
+        return CIM_ERR_ARG;
+    if ((uintptr_t)workspace % CIM_WORKSPACE_ALIGN
+        || workspace_bytes < model->hdr->workspace_bytes)
+        return CIM_ERR_WORKSPACE;
+    net->dev = dev;
+    net->model = model;
+    net->ws = (uint8_t *)workspace;
+    net->wait = CIM_WAIT_POLL;
+    net->timeout_polls = CIM_NET_TIMEOUT_POLLS;
+    net->stage = NULL;
+    net->stage_ctx = NULL;
+    return CIM_OK;
+}
+
+static cim_status_t offload(cim_net_t *net, const cim_blob_op_t *op)
+{
+    cim_dev_t *dev = net->dev;
+    if (!dev || dev->model != net->model)
+        return CIM_ERR_STATE;
+    stage(net, CIM_STAGE_OFFLOAD_WRITE);
+    cim_status_t st = cim_write_input(dev, op, net->ws + op->in_offset);
+    if (st == CIM_OK)
+        st = cim_start(dev);
+    if (st != CIM_OK)
+        return st;
+    stage(net, CIM_STAGE_OFFLOAD_WAIT);
+    st = cim_wait(dev, net->wait, net->timeout_polls);
+    if (st != CIM_OK)
+        return st;
+    stage(net, CIM_STAGE_OFFLOAD_READ);
+    return cim_read_output(dev, op, net->ws + op->out_offset);
+}
+
+cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image)
+{
+    if (!net || !net->model || i >= net->model->hdr->ops_count)
+        return CIM_ERR_ARG;
+    const cim_model_t *m = net->model;
+    const cim_blob_op_t *op = &m->ops[i];
+    switch (op->kind) {
+    case CIM_OP_CONV:
+        if (!image)
+            return CIM_ERR_ARG;
+        stage(net, CIM_STAGE_CONV);
+        cim_conv(op, image, (const uint32_t *)cim_model_at(m, op->weights_offset),
+                 (const cim_rq_record_t *)cim_model_at(m, op->params_offset), net->ws);
+        return CIM_OK;
+    case CIM_OP_MAXPOOL:
+        stage(net, CIM_STAGE_MAXPOOL);
+        cim_maxpool(op, net->ws);
+        return CIM_OK;
+    case CIM_OP_OFFLOAD:
+        return offload(net, op);
+    case CIM_OP_AVGPOOL:
+        stage(net, CIM_STAGE_AVGPOOL);
+        cim_avgpool(op, net->ws);
+        return CIM_OK;
+    case CIM_OP_FC:
+        stage(net, CIM_STAGE_FC);
+        cim_fc(op, (const int8_t *)cim_model_at(m, op->weights_offset),
+               (const int64_t *)cim_model_at(m, op->params_offset), net->ws);
+        return CIM_OK;
+    default:
+        return CIM_ERR_BLOB_FORMAT;   /* cim_model_open() lets no other kind through */
+    }
+}
+
+cim_status_t cim_net_run(cim_net_t *net, const uint8_t *image, uint32_t *class_out)
+{
+    if (!net || !net->model || !image || !class_out)
+        return CIM_ERR_ARG;
+    cim_status_t st = CIM_OK;
+    for (uint32_t i = 0; i < net->model->hdr->ops_count && st == CIM_OK; i++)
+        st = cim_net_op(net, i, image);
+    stage(net, CIM_STAGE_IDLE);
+    if (st == CIM_OK)
+        *class_out = cim_argmax64(cim_net_logits(net), net->model->hdr->classes);
+    return st;
+}
+
+const int64_t *cim_net_logits(const cim_net_t *net)
+{
+    const cim_model_t *m = net->model;
+    return (const int64_t *)(net->ws + m->ops[m->hdr->ops_count - 1u].out_offset);
+}

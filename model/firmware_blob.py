@@ -1,0 +1,640 @@
+"""Model blob for the Cortex-M4 firmware: a compiled model as one checked binary.
+
+:func:`build_blob` turns an integer model file and a hardware configuration into the bytes the
+firmware's driver loads (``firmware/src/cim_model.c`` validates them, ``cim_driver.c`` writes
+the accelerator's part into the hardware, ``cim_net.c`` runs the MCU's part). Nothing in the
+blob is written by hand: the accelerator images are :func:`model.compiler.compile_model`'s, the
+MCU layers' weights and requantization constants are derived here from the same model file,
+and the test images carry the golden model's logits so the firmware can check itself.
+
+Layout (version :data:`VERSION`, every integer little-endian)
+-------------------------------------------------------------
+``header``
+    :data:`HEADER_FIELDS`, one 32-bit word each. ``crc32`` is the CRC-32 of IEEE 802.3 (the
+    one of :func:`zlib.crc32`) of every byte from :data:`CRC_START` (the word after ``crc32``)
+    to ``total_bytes``, so it covers the rest of the header and every section. The
+    ``hw_*`` words are the :class:`~gateware.config.HwConfig` the program was compiled for
+    (``hw_adc_bits`` 0: an ideal macro); the driver refuses hardware that differs.
+sections
+    At the byte offsets the header gives, each a multiple of :data:`SECTION_ALIGN`:
+    ``ops`` (``ops_count`` records of :data:`OP_FIELDS`, one word each), ``program`` (the
+    layer descriptors, :meth:`~model.compiler.Program.program_words`), ``weights`` (the weight
+    image), ``params`` (the parameter image), the MCU layers' ``data`` (below), and the test
+    images: ``images`` (``images_count`` images of ``in_channels x in_height x in_width``
+    unsigned bytes, CHW), ``labels`` (one word each) and ``expected`` (the golden model's
+    logits, ``classes`` signed 64-bit integers per image).
+
+The MCU's part of the network is a chain of ops, run in order: ``CONV`` (the first layer,
+reading the input image), any number of ``MAXPOOL``, ``OFFLOAD`` (the accelerator program),
+``AVGPOOL`` and ``FC``. Each op reads the previous op's output (``CONV``: the image) and writes
+its own, at the ``in_offset`` / ``out_offset`` bytes of the caller's workspace
+(``workspace_bytes``, aligned to :data:`WORKSPACE_ALIGN`). Tensors there are HWC: pixel
+``(y, x)`` channel ``c`` is byte ``(y * W + x) * cstride + c`` (``cstride``: channels rounded up
+to a multiple of 4; what the pad channels hold is undefined); ``AVGPOOL`` writes signed 32-bit
+sums, ``FC`` signed 64-bit logits. ``CONV`` also uses three scratch areas there: the im2col
+vectors of two output pixels (``16 * steps`` bytes ending on a :data:`WORKSPACE_ALIGN`
+boundary, which the Cortex-M4 kernel's loop tests instead of a counter), the gather table
+(two 32-bit byte offsets per tap pair) and the image zero-padded to 16-bit pixels
+(``in_c x (in_h + 2 pad) x (in_w + 2 pad)`` plus one zero halfword for the pad taps).
+
+``CONV`` data (at ``weights_offset`` and ``params_offset`` of the blob)
+    Weights as signed 16-bit pairs for the Cortex-M4's dual 16-bit multiply-accumulate
+    (SMLAD). Taps in PyTorch order (input channel, kernel row, kernel column) are padded with
+    zeros to ``4 * steps``; output channels to an even count. Output channels ``2q`` and
+    ``2q + 1`` form pair ``q``; its ``4 * steps`` words are, for tap pair ``p``, the word of
+    channel ``2q`` then the word of channel ``2q + 1``, each holding tap ``2p`` in bits 0..15
+    and tap ``2p + 1`` in bits 16..31. The firmware lays out the im2col vectors of two
+    output pixels the same way, so one load serves two multiply-accumulates. Then one
+    :data:`RQ_RECORD_BYTES` record per (padded) output channel: signed 64-bit ``bias``,
+    signed 32-bit ``mult``, 32-bit zero. With ``acc`` the channel's dot product:
+
+    ``rq_mode = RQ_GENERIC``: ``out = clamp((acc * mult + bias) >> shift, lo, hi)``, where
+    ``bias`` already holds the rounding term ``2**(S-1)`` and ``shift`` is ``S``.
+
+    ``rq_mode = RQ_FAST`` (chosen where it is exact for every possible ``acc``: an unsigned
+    output and the bounds of :func:`requant_constants`): ``mult = M << k``, ``bias = (B +
+    2**(S-1)) << k`` with ``k = 32 - S + d``, ``d = 8 - out_bits`` (in ``shift``); then
+    ``out = usat8((acc * mult + bias) >> 32) >> d``. The high word of one 32x32+64 bit
+    multiply-accumulate (SMLAL), an 8-bit unsigned saturation (USAT) and a shift: the same
+    integer as the golden rule, since ``floor(floor(y / 2**(S-d)) / 2**d) = floor(y / 2**S)``
+    and clamping before the last shift clamps ``[0, 2**out_bits - 1]``.
+``OFFLOAD``
+    ``act_in_base`` / ``act_out_base``: word addresses of the accelerator's input and of the
+    tensor the MCU reads back in the activation buffer, in the compiler's layout
+    (``act_*_bits`` bits per value, ``ceil(bits / hw_a_bits)`` slice words per pixel and
+    channel group, ``out_signed`` for the output).
+``FC``
+    Signed 8-bit weights ``(out_c, in_c)`` row-major at ``weights_offset``, signed 64-bit
+    biases at ``params_offset``; logits are ``x @ weight.T + bias`` and the class is the
+    first index of the largest logit (as :func:`numpy.argmax`).
+
+``python -m model.firmware_blob --header`` writes the C declaration of this layout, of the
+stages (:data:`STAGES`) and of the application's results record (:data:`RESULTS_FIELDS`) to
+``firmware/include/cim_format.h`` (deterministic; a test fails if the checked-in copy is
+stale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gateware.config import HwConfig, get_config
+from model import compiler, data, evaluate, golden
+from model.quant import weight_qmax
+
+__all__ = ["HEADER_FIELDS", "OP_FIELDS", "BlobError", "build_blob", "parse_header",
+           "render_header"]
+
+MAGIC = 0x424D4943          # "CIMB" as little-endian bytes
+VERSION = 1
+SECTION_ALIGN = 8
+WORKSPACE_ALIGN = 4096
+CONV_MAX_STEPS = WORKSPACE_ALIGN // 16   # one pixel pair's im2col must fit below the alignment
+RQ_RECORD_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    meaning: str
+    count: int = 1          # words (an array when more than one)
+
+
+HEADER_FIELDS: tuple[Field, ...] = (
+    Field("magic", "CIM_BLOB_MAGIC"),
+    Field("version", "CIM_BLOB_VERSION"),
+    Field("header_bytes", "size of this header"),
+    Field("total_bytes", "size of the whole blob"),
+    Field("crc32", "CRC-32 of bytes CIM_BLOB_CRC_START .. total_bytes"),
+    Field("hw_rows", "hardware configuration: rows of a CIM macro"),
+    Field("hw_cols", "columns of a CIM macro"),
+    Field("hw_w_bits", "weight bits"),
+    Field("hw_a_bits", "activation bits"),
+    Field("hw_macros", "CIM macros"),
+    Field("hw_adc_bits", "partial-sum ADC bits (0: ideal macro)"),
+    Field("hw_write_rows", "weight rows per macro write beat"),
+    Field("hw_double_buffer", "macros hold a shadow copy of their weights"),
+    Field("hw_acc_width", "datapath accumulator bits"),
+    Field("hw_bank_words", "words per activation-buffer bank"),
+    Field("hw_prog_words", "layer-program memory words"),
+    Field("hw_weight_words", "weight memory words"),
+    Field("hw_param_words", "parameter memory words"),
+    Field("hw_max_size", "largest layer input height or width"),
+    Field("hw_max_groups", "largest input channel-group count"),
+    Field("hw_max_pixels", "largest output pixel count"),
+    Field("hw_desc_words", "32-bit words per layer descriptor"),
+    Field("hw_param_record_words", "32-bit words per parameter record"),
+    Field("in_channels", "input image channels"),
+    Field("in_height", "input image height"),
+    Field("in_width", "input image width"),
+    Field("pixel_max", "largest input pixel value"),
+    Field("classes", "logits of the last op"),
+    Field("ops_offset", "byte offset of the op records"),
+    Field("ops_count", "number of op records"),
+    Field("program_offset", "byte offset of the layer program"),
+    Field("program_words", "layer-program words"),
+    Field("weights_offset", "byte offset of the accelerator's weight image"),
+    Field("weight_words", "weight-image words"),
+    Field("params_offset", "byte offset of the accelerator's parameter image"),
+    Field("param_words", "parameter-image words"),
+    Field("workspace_bytes", "workspace the ops need"),
+    Field("images_offset", "byte offset of the test images"),
+    Field("images_count", "number of test images"),
+    Field("labels_offset", "byte offset of the test labels (one word each)"),
+    Field("expected_offset", "byte offset of the golden logits (int64 x classes each)"),
+)
+HEADER_BYTES = 4 * len(HEADER_FIELDS)
+CRC_START = 4 * ([f.name for f in HEADER_FIELDS].index("crc32") + 1)
+
+OP_KINDS = ("CONV", "MAXPOOL", "OFFLOAD", "AVGPOOL", "FC")
+"""Op kinds, numbered from 1."""
+RQ_MODES = ("FAST", "GENERIC")
+"""Requantization modes of a ``CONV`` op, numbered from 1."""
+
+OP_FIELDS: tuple[Field, ...] = (
+    Field("kind", "CIM_OP_*"),
+    Field("in_offset", "workspace byte offset of the input (not CONV)"),
+    Field("out_offset", "workspace byte offset of the output"),
+    Field("in_c", "input channels (FC: features)"),
+    Field("in_h", "input height"),
+    Field("in_w", "input width"),
+    Field("in_cstride", "bytes per input pixel (HWC tensors)"),
+    Field("in_signed", "input values are signed"),
+    Field("out_c", "output channels (AVGPOOL, FC: features)"),
+    Field("out_h", "output height"),
+    Field("out_w", "output width"),
+    Field("out_cstride", "bytes per output pixel (HWC tensors)"),
+    Field("out_bits", "output bits (CONV, OFFLOAD)"),
+    Field("out_signed", "output values are signed"),
+    Field("out_lo", "smallest output value (two's complement; CONV)"),
+    Field("out_hi", "largest output value (CONV)"),
+    Field("kernel", "kernel size (CONV, MAXPOOL)"),
+    Field("stride", "stride (CONV, MAXPOOL)"),
+    Field("pad", "padding on every side (CONV, MAXPOOL)"),
+    Field("rq_mode", "CIM_RQ_* (CONV)"),
+    Field("shift", "RQ_GENERIC: S; RQ_FAST: d = 8 - out_bits (CONV)"),
+    Field("steps", "tap count / 4, rounded up (CONV)"),
+    Field("im2col_offset", "workspace offset of the im2col vectors, which end on a "
+                           "CIM_WORKSPACE_ALIGN boundary (CONV)"),
+    Field("gather_offset", "workspace byte offset of the im2col gather table (CONV)"),
+    Field("padded_offset", "workspace byte offset of the zero-padded 16-bit image (CONV)"),
+    Field("weights_offset", "blob byte offset of the weights (CONV, FC)"),
+    Field("params_offset", "blob byte offset of the requant records (CONV), biases (FC)"),
+    Field("act_in_base", "activation-buffer word address of the input (OFFLOAD)"),
+    Field("act_in_bits", "bits per input value in the buffer (OFFLOAD)"),
+    Field("act_out_base", "activation-buffer word address of the output (OFFLOAD)"),
+    Field("act_out_bits", "bits per output value in the buffer (OFFLOAD)"),
+)
+OP_WORDS = len(OP_FIELDS)
+
+STAGES = ("IDLE", "CONV", "MAXPOOL", "OFFLOAD_WRITE", "OFFLOAD_WAIT", "OFFLOAD_READ",
+          "AVGPOOL", "FC", "LOAD")
+"""Stages of a frame as the firmware marks them, numbered from 0 (``LOAD``: the application
+loading the model into the accelerator; ``IDLE``: between frames)."""
+
+RESULTS_MAGIC = 0x52494D43   # "CIMR" as little-endian bytes
+RUN_STATES = ("RUNNING", "DONE", "FAILED")
+"""``state`` of the results record, numbered from 0."""
+RESULTS_IMAGES = 64
+RESULTS_FIELDS: tuple[Field, ...] = (
+    Field("magic", "CIM_RESULTS_MAGIC once main() has started"),
+    Field("state", "CIM_RUN_*"),
+    Field("status", "cim_status_t of the first failure (0: none)"),
+    Field("hw_error", "the accelerator's error code when status is CIM_ERR_HW"),
+    Field("marker", "CIM_STAGE_* being run: written at every stage boundary"),
+    Field("marks", "number of marker writes"),
+    Field("images", "images classified"),
+    Field("correct", "classes equal to the labels"),
+    Field("agree", "classes equal to the golden model's"),
+    Field("exact", "images whose logits equal the golden model's, bit for bit"),
+    Field("accel_cycles", "accelerator cycles (CYCLES_TOTAL), summed over the images"),
+    Field("stage_cycles", "MCU cycles (DWT CYCCNT; 0 without) per CIM_STAGE_*, summed",
+          len(STAGES)),
+    Field("classes", "class of image i (the first CIM_RESULTS_IMAGES images)",
+          RESULTS_IMAGES),
+)
+"""The application's results record: ``cim_results`` at the start of RAM, where an emulator
+or a debugger reads it (``firmware/README.md``)."""
+
+
+class BlobError(ValueError):
+    """The model cannot be turned into a firmware blob (the message says why)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _align(n: int, a: int = SECTION_ALIGN) -> int:
+    return -(-n // a) * a
+
+
+def cstride(channels: int) -> int:
+    """Bytes per pixel of an HWC tensor in the workspace."""
+    return _align(channels, 4)
+
+
+def hwc_bytes(c: int, h: int, w: int) -> int:
+    """Bytes of an HWC tensor; the pixel count is rounded up to even (the conv kernel writes
+    pixels in pairs)."""
+    return _align(h * w, 2) * cstride(c)
+
+
+def conv_weight_words(weight: np.ndarray) -> np.ndarray:
+    """uint32 words of a ``(Cout, Cin, k, k)`` conv in the firmware's SMLAD layout."""
+    cout = weight.shape[0]
+    taps = weight.reshape(cout, -1).astype(np.int64)
+    steps = -(-taps.shape[1] // 4)
+    w = np.zeros((_align(cout, 2), 4 * steps), np.int64)
+    w[:cout, :taps.shape[1]] = taps
+    halves = (w & 0xFFFF).reshape(-1, 2, 2 * steps, 2)    # (pair q, channel, tap pair, half)
+    words = halves[..., 0] | (halves[..., 1] << 16)       # (q, channel, tap pair)
+    return words.transpose(0, 2, 1).reshape(-1).astype(np.uint32)
+
+
+def requant_constants(node: dict, mult: np.ndarray, bias: np.ndarray, weight: np.ndarray,
+                      in_max: int, *, allow_fast: bool = True
+                      ) -> tuple[str, int, np.ndarray, np.ndarray]:
+    """``(rq_mode, shift, mult, bias)`` of a conv on the MCU (see the module docstring).
+
+    ``RQ_FAST`` when ``allow_fast`` and, for every channel and every accumulator the inputs
+    ``0 .. in_max`` can produce, the scaled multiply-accumulate stays inside 64 bits and the
+    scaled multiplier inside 32; otherwise ``RQ_GENERIC``."""
+    s, bits = node["shift"], node["out_bits"]
+    m = [int(v) for v in mult]
+    b = [int(v) + (1 << (s - 1)) for v in bias]
+    w = weight.reshape(weight.shape[0], -1).astype(np.int64)
+    acc_max = [in_max * int(max(np.clip(r, 0, None).sum(), -np.clip(r, None, 0).sum()))
+               for r in w]
+    d = 8 - bits
+    k = 32 - s + d
+    if allow_fast and not node["out_signed"] and k >= 0:
+        mk = [v << k for v in m]
+        bk = [v << k for v in b]
+        if all(abs(v) < 1 << 31 for v in mk) and all(
+                a * abs(mv) + abs(bv) < 1 << 63 for a, mv, bv in zip(acc_max, mk, bk)):
+            return "FAST", d, np.array(mk, np.int64), np.array(bk, np.int64)
+    if any(a * abs(mv) + abs(bv) >= 1 << 63 for a, mv, bv in zip(acc_max, m, b)):
+        raise BlobError(f"layer {node['name']!r}: requantization does not fit 64 bits")
+    return "GENERIC", s, np.array(m, np.int64), np.array(b, np.int64)
+
+
+def rq_records(mult: np.ndarray, bias: np.ndarray, channels: int) -> bytes:
+    """:data:`RQ_RECORD_BYTES` records (bias int64, mult int32, zero), zero-padded to
+    ``channels``."""
+    rec = np.zeros(channels, dtype=[("bias", "<i8"), ("mult", "<i4"), ("zero", "<i4")])
+    rec["bias"][:len(bias)] = bias
+    rec["mult"][:len(mult)] = mult
+    return rec.tobytes()
+
+
+# ----------------------------------------------------------------------------- the blob
+
+
+class _Sections:
+    """Appends aligned sections after the header and remembers their offsets."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+        self.size = HEADER_BYTES
+
+    def add(self, payload: bytes) -> int:
+        pad = _align(self.size) - self.size
+        if pad:
+            self.parts.append(bytes(pad))
+            self.size += pad
+        offset = self.size
+        self.parts.append(payload)
+        self.size += len(payload)
+        return offset
+
+
+def _hw_words(config: HwConfig) -> dict[str, int]:
+    return {f"hw_{k}": int(v) for k, v in (
+        ("rows", config.rows), ("cols", config.cols), ("w_bits", config.w_bits),
+        ("a_bits", config.a_bits), ("macros", config.macros),
+        ("adc_bits", config.adc_bits or 0), ("write_rows", config.write_rows),
+        ("double_buffer", config.double_buffer), ("acc_width", config.acc_width),
+        ("bank_words", config.bank_words), ("prog_words", config.prog_words),
+        ("weight_words", config.weight_words), ("param_words", config.param_words),
+        ("max_size", config.max_size), ("max_groups", config.max_groups),
+        ("max_pixels", config.max_pixels), ("desc_words", compiler.DESC_WORDS),
+        ("param_record_words", compiler.PARAM_WORDS))}
+
+
+def _chain(model: golden.IntModel, program: compiler.Program) -> tuple[list, list]:
+    """The MCU nodes before and after the accelerator, checked to be the chain the firmware
+    runs: conv (reading the image), maxpools, [accelerator], avgpool, fc."""
+    pre, post = [], []
+    accel = set(program.names)
+    seen_accel = False
+    for n in model.nodes:
+        if n["name"] in accel:
+            seen_accel = True
+            continue
+        (post if seen_accel else pre).append(n)
+    where = f"{model.path}: the firmware runs conv, maxpool..., accelerator, avgpool, fc"
+    if not pre or pre[0]["op"] != "conv" or pre[0]["inputs"] != ["input"]:
+        raise BlobError(f"{where}; the first node must be a conv on the MCU reading the input")
+    for prev, n in zip(pre, pre[1:]):
+        if n["op"] != "maxpool" or n["inputs"] != [prev["name"]]:
+            raise BlobError(f"{where}; node {n['name']!r} is not a maxpool of {prev['name']!r}")
+    if program.input_name != pre[-1]["name"]:
+        raise BlobError(f"{where}; the accelerator reads {program.input_name!r}, not "
+                        f"{pre[-1]['name']!r}")
+    if [n["op"] for n in post] != ["avgpool", "fc"] or post[1]["inputs"] != [post[0]["name"]]:
+        raise BlobError(f"{where}; after the accelerator come {[n['op'] for n in post]}")
+    if post[0]["inputs"][0] not in accel:
+        raise BlobError(f"{where}; avgpool must read an accelerator layer")
+    return pre, post
+
+
+def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | None = None,
+               labels: np.ndarray | None = None, *, fast_requant: bool = True) -> bytes:
+    """The firmware blob of ``model`` compiled for ``config``, with optional test images
+    ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``fast_requant=False``
+    gives every MCU conv ``RQ_GENERIC`` (the portable path, to compare). :class:`BlobError`
+    (or :class:`~model.compiler.CompileError`) says why a model cannot be built."""
+    program = compiler.compile_model(model, config)
+    pre, post = _chain(model, program)
+    sec = _Sections()
+    hdr = {f.name: 0 for f in HEADER_FIELDS}
+    c, h, w = model.input_shape
+    hdr.update(_hw_words(config), in_channels=c, in_height=h, in_width=w,
+               pixel_max=model.manifest["input"]["pixel_max"],
+               classes=post[-1]["out_features"])
+
+    ops = []
+    # Workspace: [im2col, ending at WORKSPACE_ALIGN] [region 0] [region 1] [gather table,
+    # padded image]; op i writes region i % 2 and reads the other, so the chain ping-pongs.
+    region_bytes = [0, 0]
+    outs = []
+
+    def op(**f):
+        rec = {fl.name: 0 for fl in OP_FIELDS}
+        rec.update(f)
+        ops.append(rec)
+        return rec
+
+    conv = pre[0]
+    wgt = model.array(conv["name"], "weight")
+    k, cin, cout = conv["kernel"], conv["in_channels"], conv["out_channels"]
+    steps = -(-cin * k * k // 4)
+    if steps > CONV_MAX_STEPS:
+        raise BlobError(f"layer {conv['name']!r}: {cin * k * k} taps per output; the firmware "
+                        f"takes at most {4 * CONV_MAX_STEPS}")
+    mode, shift, mult, bias = requant_constants(
+        conv, model.array(conv["name"], "mult"), model.array(conv["name"], "bias"), wgt,
+        hdr["pixel_max"], allow_fast=fast_requant)
+    lo, hi = golden.act_range(conv["out_bits"], conv["out_signed"])
+    _, oh, ow = conv["shape"]
+    op(kind=OP_KINDS.index("CONV") + 1, in_c=cin, in_h=h, in_w=w, out_c=cout, out_h=oh,
+       out_w=ow, out_cstride=cstride(cout), out_bits=conv["out_bits"],
+       out_signed=int(conv["out_signed"]), out_lo=lo & 0xFFFFFFFF, out_hi=hi, kernel=k,
+       stride=conv["stride"], pad=conv["padding"], rq_mode=RQ_MODES.index(mode) + 1,
+       shift=shift, steps=steps, im2col_offset=WORKSPACE_ALIGN - 16 * steps,
+       weights_offset=sec.add(conv_weight_words(wgt).tobytes()),
+       params_offset=sec.add(rq_records(mult, bias, _align(cout, 2))))
+    outs.append(hwc_bytes(cout, oh, ow))
+    shape, signed = (cout, oh, ow), bool(conv["out_signed"])
+    for n in pre[1:]:
+        nc, nh, nw = n["shape"]
+        op(kind=OP_KINDS.index("MAXPOOL") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
+           in_cstride=cstride(shape[0]), in_signed=int(signed), out_c=nc, out_h=nh, out_w=nw,
+           out_cstride=cstride(nc), out_signed=int(signed), kernel=n["kernel"],
+           stride=n["stride"], pad=n["padding"])
+        outs.append(hwc_bytes(nc, nh, nw))
+        shape = (nc, nh, nw)
+    src = program.buffers[program.input_name]
+    dst = program.buffers[post[0]["inputs"][0]]
+    op(kind=OP_KINDS.index("OFFLOAD") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
+       in_cstride=cstride(shape[0]), out_c=dst.shape[0], out_h=dst.shape[1],
+       out_w=dst.shape[2], out_cstride=cstride(dst.shape[0]), out_bits=dst.bits,
+       out_signed=int(dst.signed), act_in_base=src.base, act_in_bits=src.bits,
+       act_out_base=dst.base, act_out_bits=dst.bits)
+    outs.append(hwc_bytes(*dst.shape))
+    op(kind=OP_KINDS.index("AVGPOOL") + 1, in_c=dst.shape[0], in_h=dst.shape[1],
+       in_w=dst.shape[2], in_cstride=cstride(dst.shape[0]), in_signed=int(dst.signed),
+       out_c=dst.shape[0], out_h=1, out_w=1, out_signed=1)
+    outs.append(4 * dst.shape[0])
+    fc = post[1]
+    fcw = model.array(fc["name"], "weight").astype(np.int8)
+    fcb = model.array(fc["name"], "bias").astype("<i8")
+    op(kind=OP_KINDS.index("FC") + 1, in_c=fc["in_features"], in_h=1, in_w=1, in_signed=1,
+       out_c=fc["out_features"], out_h=1, out_w=1, out_signed=1,
+       weights_offset=sec.add(fcw.tobytes()), params_offset=sec.add(fcb.tobytes()))
+    outs.append(8 * fc["out_features"])
+    if fc["w_bits"] > 8 or weight_qmax(fc["w_bits"]) > 127:
+        raise BlobError(f"layer {fc['name']!r}: FC weights wider than 8 bits")
+
+    for i, nbytes in enumerate(outs):
+        region_bytes[i % 2] = max(region_bytes[i % 2], _align(nbytes))
+    region = [WORKSPACE_ALIGN, WORKSPACE_ALIGN + region_bytes[0]]
+    for i, rec in enumerate(ops):
+        rec["out_offset"] = region[i % 2]
+        rec["in_offset"] = region[(i - 1) % 2] if i else 0
+    scratch = region[1] + region_bytes[1]
+    padded = cin * (h + 2 * conv["padding"]) * (w + 2 * conv["padding"]) + 1
+    ops[0].update(gather_offset=scratch, padded_offset=scratch + 16 * steps)
+    hdr["workspace_bytes"] = _align(scratch + 16 * steps + 2 * padded)
+
+    hdr["ops_count"] = len(ops)
+    hdr["ops_offset"] = sec.add(np.array([[r[f.name] for f in OP_FIELDS] for r in ops],
+                                         dtype="<u4").tobytes())
+    prog = program.program_words().astype("<u4")
+    hdr["program_words"] = len(prog)
+    hdr["program_offset"] = sec.add(prog.tobytes())
+    hdr["weight_words"] = len(program.weight_image)
+    hdr["weights_offset"] = sec.add(program.weight_image.astype("<u4").tobytes())
+    hdr["param_words"] = len(program.param_image)
+    hdr["params_offset"] = sec.add(program.param_image.astype("<u4").tobytes())
+
+    if images is None:
+        images = np.zeros((0, c, h, w), np.uint8)
+    images = golden.check_input(model, images).astype(np.uint8)
+    labels = np.zeros(len(images), np.int64) if labels is None else np.asarray(labels)
+    if labels.shape != (len(images),):
+        raise BlobError(f"{len(labels)} labels for {len(images)} images")
+    logits = (golden.run(model, images)[model.manifest["output"]] if len(images)
+              else np.zeros((0, hdr["classes"]), np.int64))
+    hdr["images_count"] = len(images)
+    hdr["images_offset"] = sec.add(images.tobytes())
+    hdr["labels_offset"] = sec.add(labels.astype("<u4").tobytes())
+    hdr["expected_offset"] = sec.add(logits.astype("<i8").tobytes())
+
+    body = b"".join(sec.parts)
+    hdr.update(magic=MAGIC, version=VERSION, header_bytes=HEADER_BYTES,
+               total_bytes=HEADER_BYTES + len(body))
+    head = np.array([hdr[f.name] for f in HEADER_FIELDS], dtype="<u4").tobytes()
+    blob = bytearray(head + body)
+    crc = zlib.crc32(bytes(blob[CRC_START:]))
+    blob[CRC_START - 4:CRC_START] = crc.to_bytes(4, "little")
+    return bytes(blob)
+
+
+def parse_header(blob: bytes) -> dict[str, int]:
+    """The header words of ``blob`` by name (no checks)."""
+    words = np.frombuffer(blob[:HEADER_BYTES], dtype="<u4")
+    return {f.name: int(v) for f, v in zip(HEADER_FIELDS, words)}
+
+
+def parse_ops(blob: bytes) -> list[dict[str, int]]:
+    """The op records of ``blob`` by field name (no checks)."""
+    h = parse_header(blob)
+    words = np.frombuffer(blob, dtype="<u4", count=h["ops_count"] * OP_WORDS,
+                          offset=h["ops_offset"]).reshape(-1, OP_WORDS)
+    return [{f.name: int(v) for f, v in zip(OP_FIELDS, rec)} for rec in words]
+
+
+def test_images(model: golden.IntModel, count: int, data_dir: str | None = None):
+    """The first ``count`` test images of the model's recorded dataset, fitted to its input,
+    and their labels."""
+    meta = model.manifest.get("meta", {})
+    name = meta.get("dataset")
+    if name is None:
+        raise BlobError(f"{model.path} does not record its dataset; pass --images 0")
+    x, y, _ = data.load_dataset(name, "test", data_dir, limit=count, seed=meta.get("seed", 0))
+    return evaluate.fit_images(x, model.input_shape), y
+
+
+# ----------------------------------------------------------------------------- C header
+
+
+def _c_struct(name: str, fields: tuple[Field, ...]) -> list[str]:
+    decls = [f.name + (f"[{f.count}]" if f.count > 1 else "") + ";" for f in fields]
+    width = max(map(len, decls))
+    lines, offset = ["typedef struct {"], 0
+    for f, decl in zip(fields, decls):
+        head = f"    uint32_t {decl.ljust(width)} /* {offset:3d}: "
+        words, line = f.meaning.split(), head
+        for word in words:      # wrap at 100 columns, continuing under the text
+            if len(line) + len(word) + 4 > 100 and line != head:
+                lines.append(line.rstrip())
+                line = " " * len(head)
+            line += word + " "
+        lines.append(line + "*/")
+        offset += 4 * f.count
+    lines.append(f"}} {name};")
+    return lines
+
+
+def field_offsets(fields: tuple[Field, ...]) -> dict[str, int]:
+    """Byte offset of every field of a record."""
+    out, offset = {}, 0
+    for f in fields:
+        out[f.name] = offset
+        offset += 4 * f.count
+    return out
+
+
+HEADER_PATH = Path(__file__).resolve().parent.parent / "firmware" / "include" / "cim_format.h"
+
+
+def render_header() -> str:
+    """C declaration of the blob layout, the stages and the results record
+    (``firmware/include/cim_format.h``)."""
+    out = [
+        "/* Binary formats the firmware shares with the Python tools: the model blob (version "
+        f"{VERSION}),",
+        " * the stages of a frame and the application's results record.",
+        " *",
+        " * Generated by `python -m model.firmware_blob --header` from model/firmware_blob.py,",
+        " * which documents every field; do not edit. */",
+        "#ifndef CIM_FORMAT_H",
+        "#define CIM_FORMAT_H",
+        "",
+        "#include <stdint.h>",
+        "",
+        f"#define CIM_BLOB_MAGIC          0x{MAGIC:08X}u /* \"CIMB\" */",
+        f"#define CIM_BLOB_VERSION        {VERSION}u",
+        f"#define CIM_BLOB_HEADER_BYTES   {HEADER_BYTES}u",
+        f"#define CIM_BLOB_CRC_START      {CRC_START}u /* first byte the CRC covers */",
+        f"#define CIM_BLOB_SECTION_ALIGN  {SECTION_ALIGN}u",
+        f"#define CIM_OP_WORDS            {OP_WORDS}u",
+        f"#define CIM_RQ_RECORD_BYTES     {RQ_RECORD_BYTES}u",
+        f"#define CIM_WORKSPACE_ALIGN     {WORKSPACE_ALIGN}u",
+        f"#define CIM_CONV_MAX_STEPS      {CONV_MAX_STEPS}u /* 4 taps per step */",
+        "",
+        "/* Op kinds. */",
+        *[f"#define CIM_OP_{k:<17}{i + 1}u" for i, k in enumerate(OP_KINDS)],
+        "",
+        "/* Requantization modes of a CONV op. */",
+        *[f"#define CIM_RQ_{k:<17}{i + 1}u" for i, k in enumerate(RQ_MODES)],
+        "",
+        *_c_struct("cim_blob_header_t", HEADER_FIELDS),
+        "",
+        *_c_struct("cim_blob_op_t", OP_FIELDS),
+        "",
+        "/* One requantization record per output channel of a CONV op. */",
+        "typedef struct {",
+        "    int64_t bias;",
+        "    int32_t mult;",
+        "    int32_t reserved;",
+        "} cim_rq_record_t;",
+        "",
+        "/* Stages of a frame (cim_results_t.marker, .stage_cycles). */",
+        *[f"#define CIM_STAGE_{k:<14}{i}u" for i, k in enumerate(STAGES)],
+        f"#define CIM_STAGE_{'COUNT':<14}{len(STAGES)}u",
+        "",
+        "/* The application's results record. */",
+        f"#define CIM_RESULTS_MAGIC       0x{RESULTS_MAGIC:08X}u",
+        f"#define CIM_RESULTS_IMAGES      {RESULTS_IMAGES}u",
+        *[f"#define CIM_RUN_{k:<16}{i}u" for i, k in enumerate(RUN_STATES)],
+        "",
+        *_c_struct("cim_results_t", RESULTS_FIELDS),
+        "",
+        "#endif /* CIM_FORMAT_H */",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.firmware_blob", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/resnet14_fmnist_w4a4.npz")
+    p.add_argument("--config", default="default", help="hardware configuration name")
+    p.add_argument("--images", type=int, default=8,
+                   help="test images to embed from the model's dataset (0: none)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", help="write the blob here")
+    p.add_argument("--header", nargs="?", const=str(HEADER_PATH), default=None,
+                   help="write the C declarations (default: firmware/include/cim_format.h) "
+                        "and stop")
+    args = p.parse_args(argv)
+    try:
+        if args.header:
+            Path(args.header).write_text(render_header())
+            return 0
+        if not args.out:
+            p.error("--out is required (or --header)")
+        if args.images < 0:
+            p.error("--images must be 0 or more")
+        model = golden.load(args.model)
+        config = get_config(args.config)
+        x = y = None
+        if args.images:
+            x, y = test_images(model, args.images, args.data_dir)
+        blob = build_blob(model, config, x, y)
+    except (ValueError, data.DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(blob)
+    h = parse_header(blob)
+    print(f"{out}: {len(blob):,} bytes, {args.model} for {config.name!r}, "
+          f"{h['images_count']} test images, workspace {h['workspace_bytes']:,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

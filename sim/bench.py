@@ -1,0 +1,105 @@
+"""Simulation speed of the cocotb benches, and one ResNet14 frame on Verilator.
+
+    python -m sim.bench                    # both simulators, tiny configuration
+    python -m sim.bench --default          # and ResNet14 on default (Verilator)
+
+For each simulator it runs the network bench (:mod:`sim.tb_network`) on the ``tiny``
+configuration with the shipped digits model, and with ``--default`` on Verilator also the
+``default`` configuration with the shipped ResNet14 on Fashion-MNIST, and prints a table:
+
+* Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`, cached like the build);
+* build: compiling it for the simulator (``cached`` when an earlier build was reused; its
+  recorded time in brackets);
+* load: the model's program, weight and parameter words written over AHB, in bus cycles
+  per second of wall time (the bench's Python drives and checks every cycle);
+* compute: accelerator cycles per second while it runs (busy cycles over the wall time from
+  START to done);
+* frame: wall time of one frame including loading the model over AHB: load + input +
+  run + read back of every readable layer output (the first image).
+
+Numbers depend on the machine and its load; the benches print theirs too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import runner
+
+CASES = [
+    ("tiny", "models/digits_cnn_w4a4.npz", runner.SIMULATORS),
+    ("default", "models/resnet14_fmnist_w4a4.npz", ("verilator",)),
+]
+
+
+def _build_seconds(b: runner.Build) -> str:
+    if not b.cached:
+        return f"{b.seconds:.1f}"
+    rec = json.loads((b.folder / "build.json").read_text())
+    return f"cached ({rec.get('seconds', 0):.1f})"
+
+
+def measure(target: str, model: str, sim: str, images: int, seed: int) -> dict:
+    out = runner.BUILD_ROOT / "bench" / f"{sim}-{target}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    r = runner.run(target, sim, "sim.tb_network", seed=seed,
+                   env={"CIM_SIM_MODEL": model, "CIM_SIM_IMAGES": str(images),
+                        "CIM_SIM_REPORT": str(out)})
+    rep = json.loads(out.read_text())
+    first = rep["images"][0]
+    load = rep["load"]
+    return dict(
+        sim=sim, target=target, model=Path(model).stem, build=_build_seconds(r["build"]),
+        verilog=json.loads((runner.BUILD_ROOT / target / "cim_top.json").read_text())["seconds"],
+        load_words=load["words"], load_rate=load["cycles"] / load["seconds"],
+        compute_rate=first["busy_cycles"] / first["run_seconds"],
+        busy_cycles=first["busy_cycles"],
+        frame=load["seconds"] + first["seconds"], load_seconds=load["seconds"])
+
+
+def table(rows: list[dict]) -> str:
+    head = ("simulator", "config", "model", "Verilog s", "build s", "load cyc/s",
+            "compute cyc/s",
+            "busy cycles", "frame s (load)")
+    lines = [head]
+    for r in rows:
+        lines.append((r["sim"], r["target"], r["model"], f"{r['verilog']:.0f}", r["build"],
+                      f"{r['load_rate']:,.0f}", f"{r['compute_rate']:,.0f}",
+                      f"{r['busy_cycles']:,}", f"{r['frame']:.1f} ({r['load_seconds']:.1f})"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    fmt = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |"
+           for line in lines]
+    fmt.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(fmt)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sim", action="append", choices=runner.SIMULATORS,
+                    help="simulator (repeatable; default: every installed one)")
+    ap.add_argument("--images", type=int, default=1, help="images per case (default 1)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--default", action="store_true",
+                    help="also ResNet14 on the default configuration (Verilator; its build "
+                         "takes hours today, see sim/test_sim.py)")
+    a = ap.parse_args(argv)
+    sims = a.sim or [s for s in runner.SIMULATORS if runner.missing_tool(s) is None]
+    rows = []
+    for target, model, case_sims in CASES:
+        if target == "default" and not a.default:
+            continue
+        for sim in case_sims:
+            if sim not in sims:
+                continue
+            print(f"sim.bench: {model} on {target}, {sim} ...", flush=True)
+            rows.append(measure(target, model, sim, a.images, a.seed))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Network bench: whole networks loaded and run over AHB, every readable layer output held
+against the golden model.
+
+The bench does what the firmware does, through the bus only (:class:`sim.cim.CimBus`):
+compile the model for the target configuration (:func:`model.compiler.compile_model`),
+write the layer program, the weight image and the parameter image into their windows, then
+per image compute the MCU part with the golden model (:func:`model.golden.run` gives every
+intermediate tensor), write the accelerator's input tensor into the activation window in the
+buffer layout, enable the interrupt and START, and wait for ``IRQ`` (even-numbered images)
+or poll ``STATUS.DONE`` (odd ones). Meanwhile it checks that the running accelerator's
+memories and ``CTRL`` refuse writes (ERROR; a write that got through would corrupt the
+result). Then it reads back every layer output that no later layer overwrote and compares it
+with the golden model, element by element: a failure names the image, layer, channel,
+position and the seed. The layers a later one overwrites are checked on the first image by
+shortened runs (the program rewritten to end at that layer). The protocol checker and the
+register scoreboard watch all along.
+
+Environment (set by ``sim/test_sim.py`` / ``sim/bench.py``):
+
+``CIM_SIM_MODEL``
+    a model file (default ``models/digits_cnn_w4a4.npz``), or ``random:digits_cnn`` /
+    ``random:resnet14`` for a small random W4A4 network from ``CIM_TEST_SEED``
+    (``tests/helpers.py``), run on random pixels.
+``CIM_SIM_IMAGES``
+    images to run (default 2), the first of the dataset's test split.
+``CIM_SIM_REPORT``
+    a JSON file to write timings and cycle counts to (``sim/bench.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+
+from model import compiler, data, golden
+from model.evaluate import fit_images
+from sim.ahb import Op
+from sim.cim import Device, setup_device
+from sim.regmodel import ERROR
+from sim.testbench import REPO
+
+DEFAULT_MODEL = "models/digits_cnn_w4a4.npz"
+
+
+def load_model(spec: str, seed: int, count: int, workdir: Path):
+    """(IntModel, images (N, C, H, W) uint8, description) for ``CIM_SIM_MODEL``."""
+    if spec.startswith("random:"):
+        import sys
+        sys.path.insert(0, str(REPO))
+        from model import export
+        from tests.helpers import random_net, small_specs
+        which = spec.split(":", 1)[1]
+        specs = {"digits_cnn": dataclasses.replace(small_specs(4, 4)[2], width=0.25),
+                 "resnet14": dataclasses.replace(small_specs(4, 4)[1], res_bits=8)}
+        net, x = random_net(specs[which], seed, batch=count)
+        path = export.save(workdir / f"{which}.npz", *export.to_manifest(net))
+        return golden.load(path), x.numpy().astype(np.uint8), f"random {which} (seed {seed})"
+    path = Path(spec) if Path(spec).is_absolute() else REPO / spec
+    model = golden.load(path)
+    dataset = model.manifest.get("meta", {}).get("dataset")
+    xs, _, _ = data.load_dataset(dataset, "test", limit=count)
+    return model, fit_images(xs, model.input_shape), f"{path.name} on {dataset}"
+
+
+def readable_layers(program: compiler.Program) -> list[str]:
+    """Layers whose output no later layer overwrites: what can be read after the run."""
+    out = []
+    for i, name in enumerate(program.names):
+        a = program.buffers[name]
+        later = [program.buffers[n] for n in program.names[i + 1:]]
+        if not any(b.base < a.base + a.words and a.base < b.base + b.words for b in later):
+            out.append(name)
+    return out
+
+
+async def busy_probes(dev: Device, program: compiler.Program) -> int:
+    """While the accelerator runs: writes to every memory window (at words the program
+    uses, with garbage) and a second START must answer ERROR. Returns the probes made."""
+    bus, env = dev.bus, dev.env
+    status = await bus.read("STATUS")
+    if not bus.field("STATUS", "BUSY", status):
+        return 0
+    garbage = env.rng.getrandbits
+    src = program.buffers[program.input_name]
+    probes = [Op(addr=bus.win_addr("PROG", 4 * env.rng.randrange(len(program.program_words()))),
+                 write=True, data=garbage(32)),
+              Op(addr=bus.win_addr("WEIGHT", 4 * env.rng.randrange(len(program.weight_image))),
+                 write=True, data=garbage(32)),
+              Op(addr=bus.win_addr("PARAM", 4 * env.rng.randrange(len(program.param_image))),
+                 write=True, data=garbage(32)),
+              Op(addr=bus.win_addr("ACT", 4 * bus.slices * src.base), write=True,
+                 data=garbage(32)),
+              Op(addr=bus.win_addr("ACT", 4 * bus.slices * src.base), write=False),
+              Op(addr=bus.reg_addr("CTRL"), write=True, data=bus.bits("CTRL", START=1))]
+    await env.master.run(probes)
+    status = await bus.read("STATUS")
+    if not bus.field("STATUS", "BUSY", status):
+        return 0          # finished meanwhile: the probes prove nothing either way
+    for op in probes:
+        env.check(op.resp == ERROR, f"{op.describe()} while busy: OKAY, not ERROR")
+    return len(probes)
+
+
+async def run_image(dev: Device, program: compiler.Program, model: golden.IntModel,
+                    image: np.ndarray, k: int, *, probe: bool = True) -> tuple[dict, list[str]]:
+    """One frame: input, START, wait (IRQ for even ``k``, polling for odd), status, counters,
+    read back and compare. Returns (timings and counts, mismatch messages per layer)."""
+    env, bus = dev.env, dev.bus
+    w0, c0 = time.perf_counter(), env.monitor.cycles
+    golden_env = golden.run(model, image[None])
+    await bus.write_tensor(program.buffers[program.input_name],
+                           golden_env[program.input_name][0])
+    use_irq = k % 2 == 0
+    await bus.write("IRQ_STATUS", 0xFFFF_FFFF)
+    await bus.write("IRQ_ENABLE", bus.bits("IRQ_ENABLE", DONE=1, ERROR=1) if use_irq else 0)
+    t_in, c_start = time.perf_counter(), env.monitor.cycles
+    await bus.start()
+    probes = await busy_probes(dev, program) if probe else 0
+    await bus.wait_done(irq=use_irq, max_cycles=2_000_000)
+    run_cycles = env.monitor.cycles - c_start
+    t_run = time.perf_counter()
+    dev.model.idle()
+    status = await bus.read("STATUS")
+    env.check(bus.field("STATUS", "DONE", status) and not bus.field("STATUS", "ERROR", status)
+              and not bus.field("STATUS", "BUSY", status),
+              f"image {k}: STATUS 0x{status:08x} after the run (ERROR_CODE "
+              f"{bus.field('STATUS', 'ERROR_CODE', status)})")
+    env.check(await bus.read("IRQ_STATUS") == bus.bits("IRQ_STATUS", DONE=1),
+              f"image {k}: IRQ_STATUS after the run")
+    counters = {n: await bus.read(n) for n in ("CYCLES_BUSY", "CYCLES_COMPUTE", "CYCLES_STALL")}
+    env.check(0 < counters["CYCLES_COMPUTE"] <= counters["CYCLES_BUSY"] <= run_cycles,
+              f"image {k}: counters {counters}, {run_cycles} cycles from START to done")
+    await bus.write("IRQ_STATUS", bus.bits("IRQ_STATUS", DONE=1))
+    mismatches = []
+    for name in readable_layers(program):
+        got = await bus.read_tensor(program.buffers[name])
+        want = golden_env[name][0]
+        bad = np.argwhere(got != want)
+        if len(bad):
+            c, y, x = bad[0]
+            mismatches.append(f"image {k}, layer {name}: channel {c} position ({y}, {x}): RTL "
+                              f"{got[c, y, x]}, golden {want[c, y, x]} ({len(bad)} of "
+                              f"{want.size} differ)")
+    await env.cycles(2)
+    env.check(int(env.dut.IRQ.value) == 0, f"image {k}: IRQ still high after clearing DONE")
+    t_end = time.perf_counter()
+    info = dict(busy_cycles=counters["CYCLES_BUSY"], compute_cycles=counters["CYCLES_COMPUTE"],
+                input_seconds=t_in - w0, run_seconds=t_run - t_in,
+                readback_seconds=t_end - t_run, cycles=env.monitor.cycles - c0,
+                seconds=t_end - w0, busy_probes=probes, irq=use_irq)
+    cocotb.log.info("image %d: %d busy cycles (%d computing); wall %.1f s (input %.1f, run "
+                    "%.1f, read back %.1f); %d busy-time probes refused", k,
+                    counters["CYCLES_BUSY"], counters["CYCLES_COMPUTE"], t_end - w0,
+                    t_in - w0, t_run - t_in, t_end - t_run, probes)
+    return info, mismatches
+
+
+async def hidden_layers(dev: Device, program: compiler.Program, model: golden.IntModel,
+                        image: np.ndarray) -> list[str]:
+    """The layers a later layer overwrites, each checked by a shortened run: descriptor
+    ``i`` rewritten with ``last`` set, the input written again, START, then layer ``i``'s
+    output read and compared; the descriptor is restored afterwards. Returns the layers
+    checked (failures go through the bench's check)."""
+    env, bus = dev.env, dev.bus
+    golden_env = golden.run(model, image[None])
+    src = program.buffers[program.input_name]
+    checked = []
+    for i, name in enumerate(program.names):
+        if name in readable_layers(program):
+            continue
+        d = program.descriptors[i]
+        prog_addr = bus.win_addr("PROG", 4 * compiler.DESC_WORDS * i)
+        await env.master.write_words(prog_addr, dataclasses.replace(d, last=1).pack())
+        await bus.write_tensor(src, golden_env[program.input_name][0])
+        await bus.start()
+        await bus.wait_done(irq=False, max_cycles=2_000_000)
+        dev.model.idle()
+        status = await bus.read("STATUS")
+        env.check(bus.field("STATUS", "LAYER", status) == i
+                  and not bus.field("STATUS", "ERROR", status),
+                  f"layer {name} as the last: STATUS 0x{status:08x}")
+        got = await bus.read_tensor(program.buffers[name])
+        want = golden_env[name][0]
+        bad = np.argwhere(got != want)
+        if len(bad):
+            c, y, x = bad[0]
+            env.check(False, f"run stopped after layer {name}: channel {c} position ({y}, "
+                             f"{x}): RTL {got[c, y, x]}, golden {want[c, y, x]} ({len(bad)} "
+                             f"of {want.size} differ)")
+        await env.master.write_words(prog_addr, d.pack())
+        checked.append(name)
+    return checked
+
+
+async def prepare(dut, name: str, count: int):
+    """Device, compiled program, model, images and its description."""
+    dev = await setup_device(dut, name, idle=0.05, busy=0.05, ram_waits=1,
+                             cancel_after_error=0.5)
+    spec = os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, images, what = load_model(spec, dev.env.seed, count, Path(tmp))
+    program = compiler.compile_model(model, dev.regmap.config)
+    dev.env.check(readable_layers(program), "no layer output survives the run")
+    cocotb.log.info("%s on %s: %d accelerator layers, readable after the run: %s", what,
+                    dev.regmap.config.name, len(program.names),
+                    ", ".join(readable_layers(program)))
+    return dev, program, model, images
+
+
+@cocotb.test()
+async def network(dut):
+    t0 = time.perf_counter()
+    count = int(os.environ.get("CIM_SIM_IMAGES", "2"))
+    dev, program, model, images = await prepare(dut, "network", count)
+    env, bus = dev.env, dev.bus
+    report = {"model": os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL),
+              "config": dev.regmap.config.name, "images": []}
+
+    # Load, as firmware does: program, weights, parameters.
+    c0, w0 = env.monitor.cycles, time.perf_counter()
+    words = await bus.load(program)
+    report["load"] = dict(words=words, cycles=env.monitor.cycles - c0,
+                          seconds=time.perf_counter() - w0)
+    # Narrow writes to the word-only memories are refused (and must not corrupt them).
+    with env.monitor.master.permit("alignment"):
+        for win in ("PROG", "WEIGHT", "PARAM"):
+            ops = [Op(addr=bus.win_addr(win, 2), write=True, size=1, data=0xFFFF),
+                   Op(addr=bus.win_addr(win, 1), write=True, size=0, data=0xFF)]
+            await env.master.run(ops)
+            env.check(all(op.resp == ERROR for op in ops), f"narrow write to {win}: OKAY")
+
+    for k, image in enumerate(images):
+        info, mismatches = await run_image(dev, program, model, image, k)
+        env.check(not mismatches, "\n".join(mismatches))
+        report["images"].append(info)
+    # The layers no full run leaves readable, on the first image.
+    hidden = await hidden_layers(dev, program, model, images[0])
+    cocotb.log.info("layers checked by shortened runs: %s", ", ".join(hidden) or "none")
+    env.check(set(hidden) | set(readable_layers(program)) == set(program.names),
+              "some layer was never compared")
+    env.check(any(i["busy_probes"] for i in report["images"]),
+              "no image ran long enough to probe the busy accelerator")
+    board = dev.scoreboard
+    report.update(total_cycles=env.monitor.cycles, seconds=time.perf_counter() - t0,
+                  checked=board.checked, unchecked=board.unchecked)
+    cocotb.log.info("load %d words in %d cycles, %.1f s; %d transfers checked, %d not "
+                    "predictable (busy time)", report["load"]["words"],
+                    report["load"]["cycles"], report["load"]["seconds"], board.checked,
+                    board.unchecked)
+    out = os.environ.get("CIM_SIM_REPORT")
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1))
+
+
+@cocotb.test(skip=os.environ.get("CIM_SIM_CORRUPT", "0") == "0")
+async def corruption_is_caught(dut):
+    """The comparison can fail: one weight word of the first layer written wrong (the
+    others as compiled) must show up as a mismatch naming a layer, channel and position.
+    Runs where ``CIM_SIM_CORRUPT=1`` (a small network; one frame)."""
+    dev, program, model, images = await prepare(dut, "corruption_is_caught", 1)
+    env, bus = dev.env, dev.bus
+    await bus.load(program)
+    # A weight word whose corruption changes some readable output (many do not: a row of an
+    # input channel that is zero everywhere in this image); the compiler's functional model,
+    # which equals the golden model, decides.
+    x = golden.run(model, images[0][None])[program.input_name]
+    readable = readable_layers(program)
+    for _ in range(200):
+        index = env.rng.randrange(len(program.weight_image))
+        bad = program.weight_image.copy()
+        bad[index] ^= 0x7777_7777
+        out = compiler.execute(dataclasses.replace(program, weight_image=bad), x)
+        ref = compiler.execute(program, x)
+        if any((out[n] != ref[n]).any() for n in readable):
+            break
+    else:
+        env.check(False, "no weight word found whose corruption changes an output")
+    await env.master.write_words(bus.win_addr("WEIGHT", 4 * index), [int(bad[index])])
+    _, mismatches = await run_image(dev, program, model, images[0], 0, probe=False)
+    env.check(mismatches and "channel" in mismatches[0],
+              f"a corrupted weight word ({index}) went unnoticed")
+    cocotb.log.info("corrupted weight word %d caught: %s", index, mismatches[0])
