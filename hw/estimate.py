@@ -459,7 +459,7 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
     for line in rtlil.splitlines():
         if m := re.match(r"module (\S+)", line):
             module = m.group(1)
-        elif m := re.match(r"\s*wire (?:width (\d+) )?(?:\w+ \d+ )*(\S+)$", line):
+        elif m := re.match(r"\s*wire (?:width (\d+) )?(?:\w+(?: \d+)? )*(\S+)$", line):
             widths[(module, m.group(2))] = int(m.group(1) or 1)
         elif m := re.match(r"\s*memory width (\d+) (?:offset \d+ )?size (\d+) (\S+)$", line):
             mems[(module, m.group(3))] = (int(m.group(1)), int(m.group(2)))
@@ -506,9 +506,9 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
                             if line.lstrip().startswith("connect "))
             replace[c.start()] = (c.end(), f"  cell \\{name} {c.group(2)}\n{conns}  end\n")
     # Memory declarations of the memories taken.
+    gone = {("\\" + t.module, "\\" + t.name) for t in taken}
     for m in re.finditer(r"(?m)^  memory width \d+ (?:offset \d+ )?size \d+ (\S+)\n", rtlil):
-        if (module_of(m.start()), m.group(1)) in {("\\" + t.module, "\\" + t.name)
-                                                  for t in taken}:
+        if (module_of(m.start()), m.group(1)) in gone:
             replace[m.start()] = (m.end(), "")
     pos = 0
     for start in sorted(replace):

