@@ -1,11 +1,11 @@
 """Simulation speed of the cocotb benches, and one ResNet14 frame on Verilator.
 
-    python -m sim.bench                    # both simulators, tiny configuration
-    python -m sim.bench --default          # and ResNet14 on default (Verilator)
+    python -m sim.bench                    # both simulators; ResNet14 on default (Verilator)
+    python -m sim.bench --no-default       # the tiny configuration only
 
 For each simulator it runs the network bench (:mod:`sim.tb_network`) on the ``tiny``
-configuration with the shipped digits model, and with ``--default`` on Verilator also the
-``default`` configuration with the shipped ResNet14 on Fashion-MNIST, and prints a table:
+configuration with the shipped digits model, and on Verilator also the ``default``
+configuration with the shipped ResNet14 on Fashion-MNIST, and prints a table:
 
 * Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`, cached like the build);
 * build: compiling it for the simulator (``cached`` when an earlier build was reused; its
@@ -83,14 +83,13 @@ def main(argv=None) -> int:
                     help="simulator (repeatable; default: every installed one)")
     ap.add_argument("--images", type=int, default=1, help="images per case (default 1)")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--default", action="store_true",
-                    help="also ResNet14 on the default configuration (Verilator; its build "
-                         "takes hours today, see sim/test_sim.py)")
+    ap.add_argument("--no-default", action="store_true",
+                    help="skip ResNet14 on the default configuration (about 4 minutes)")
     a = ap.parse_args(argv)
     sims = a.sim or [s for s in runner.SIMULATORS if runner.missing_tool(s) is None]
     rows = []
     for target, model, case_sims in CASES:
-        if target == "default" and not a.default:
+        if target == "default" and a.no_default:
             continue
         for sim in case_sims:
             if sim not in sims:

@@ -53,19 +53,11 @@ PARAMS = [pytest.param(target, module, sim, env, id=f"{name}-{target}-{sim}")
           for sim in sims if sim in _selected()]
 
 
-# The default configuration's Verilator build is opt-in for now: its CIM macro module (2.9 MB
-# of Verilog, 18 instances) becomes over 300 MB of C++, hours of compiling on two cores.
-DEFAULT_OPT_IN = "CIM_SIM_DEFAULT"
-
-
 @pytest.mark.parametrize("target,module,sim,env", PARAMS)
 def test_bench(target, module, sim, env):
     reason = runner.missing_tool(sim)
     if reason:
         pytest.skip(f"{sim}: {reason}")
-    if target == "default" and os.environ.get(DEFAULT_OPT_IN, "0") == "0":
-        pytest.skip(f"the default configuration's Verilator build takes hours (its CIM macro "
-                    f"expands to >300 MB of C++); {DEFAULT_OPT_IN}=1 runs it")
     r = runner.run(target, sim, module, seed=SEED, env=env)
     b = r["build"]
     print(f"{module} on {sim}/{target}: {r['tests']} cocotb tests passed; build "
