@@ -10,6 +10,8 @@ configuration with the shipped ResNet14 on Fashion-MNIST, and prints a table:
 * Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`, cached like the build);
 * build: compiling it for the simulator (``cached`` when an earlier build was reused; its
   recorded time in brackets);
+* idle: cycles per second of wall time with the bus idle (the simulator itself, plus the
+  monitor's sampling of every cycle);
 * load: the model's program, weight and parameter words written over AHB, in bus cycles
   per second of wall time (the bench's Python drives and checks every cycle);
 * compute: accelerator cycles per second while it runs (busy cycles over the wall time from
@@ -55,6 +57,7 @@ def measure(target: str, model: str, sim: str, images: int, seed: int) -> dict:
     return dict(
         sim=sim, target=target, model=Path(model).stem, build=_build_seconds(r["build"]),
         verilog=json.loads((runner.BUILD_ROOT / target / "cim_top.json").read_text())["seconds"],
+        idle_rate=rep["idle"]["cycles"] / rep["idle"]["seconds"],
         load_words=load["words"], load_rate=load["cycles"] / load["seconds"],
         compute_rate=first["busy_cycles"] / first["run_seconds"],
         busy_cycles=first["busy_cycles"],
@@ -62,13 +65,13 @@ def measure(target: str, model: str, sim: str, images: int, seed: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("simulator", "config", "model", "Verilog s", "build s", "load cyc/s",
-            "compute cyc/s",
-            "busy cycles", "frame s (load)")
+    head = ("simulator", "config", "model", "Verilog s", "build s", "idle cyc/s",
+            "load cyc/s", "compute cyc/s", "busy cycles", "frame s (load)")
     lines = [head]
     for r in rows:
         lines.append((r["sim"], r["target"], r["model"], f"{r['verilog']:.0f}", r["build"],
-                      f"{r['load_rate']:,.0f}", f"{r['compute_rate']:,.0f}",
+                      f"{r['idle_rate']:,.0f}", f"{r['load_rate']:,.0f}",
+                      f"{r['compute_rate']:,.0f}",
                       f"{r['busy_cycles']:,}", f"{r['frame']:.1f} ({r['load_seconds']:.1f})"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     fmt = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |"

@@ -47,6 +47,8 @@ from sim.regmodel import ERROR
 from sim.testbench import REPO
 
 DEFAULT_MODEL = "models/digits_cnn_w4a4.npz"
+IDLE_CYCLES = 2000
+"""Cycles clocked with the bus idle to measure the simulator's pace (with ``CIM_SIM_REPORT``)."""
 
 
 def load_model(spec: str, seed: int, count: int, workdir: Path):
@@ -223,6 +225,11 @@ async def network(dut):
     report = {"model": os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL),
               "config": dev.regmap.config.name, "images": []}
 
+    if os.environ.get("CIM_SIM_REPORT"):
+        # The simulator's own pace for sim/bench.py: the bus idle, the monitor sampling.
+        w0 = time.perf_counter()
+        await env.cycles(IDLE_CYCLES)
+        report["idle"] = dict(cycles=IDLE_CYCLES, seconds=time.perf_counter() - w0)
     # Load, as firmware does: program, weights, parameters.
     c0, w0 = env.monitor.cycles, time.perf_counter()
     words = await bus.load(program)
