@@ -1,6 +1,9 @@
 # Two entry points for a fresh machine (see README):
-#   make run    install everything, then evaluate the shipped models (the main job)
+#   make run    install everything, then build the accelerator for the XCVU13P with the
+#               shipped ResNet14 on the default configuration (build.py; the main job)
 #   make test   install everything, then run the test suite
+# Also: make evaluate (accuracy of the shipped models with the golden model), make sim, make
+# firmware, make models (retrain), make lint.
 # and the RTL regression (cocotb on Icarus and Verilator; CI runs it after `make test`):
 #   make sim [SIM=icarus|verilator] [WAVES=1] [CIM_TEST_SEED=n]
 PYTHON ?= python3
@@ -10,11 +13,16 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist \
                 g++ liblz4-dev
 
-.PHONY: all run test sim bench lint deps system-deps python-deps clean models firmware
+.PHONY: all run evaluate test sim bench lint deps system-deps python-deps clean models firmware
 
 all: test
 
+# BUILD_ARGS: more build.py options, e.g. make run BUILD_ARGS=--estimate
+BUILD_ARGS ?=
 run: deps
+	$(PY) build.py --board vu13p $(BUILD_ARGS)
+
+evaluate: deps
 	$(PY) -m model.evaluate
 
 test: deps
