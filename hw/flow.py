@@ -262,17 +262,27 @@ def _sha(path: Path) -> str:
 # ----------------------------------------------------------------------------- performance
 
 
+MEASURED_DIRS = ("build/measured", "models/measured")
+"""Where RTL measurements are looked for, in order: the user's own (``build/``), then the
+ones shipped beside the models."""
+
+
 def measured_path(model_path: Path, config: HwConfig, root: Path = REPO) -> Path:
-    """Where an RTL measurement of ``model_path`` on ``config`` is looked for:
-    ``build/measured/<model stem>_<config>.json``."""
-    return root / "build" / "measured" / f"{Path(model_path).stem}_{config.name}.json"
+    """Where an RTL measurement of ``model_path`` on ``config`` is:
+    ``<dir>/<model stem>_<config>.json`` in the first of :data:`MEASURED_DIRS` that has one
+    (the first of them when none has)."""
+    name = f"{Path(model_path).stem}_{config.name}.json"
+    paths = [root / d / name for d in MEASURED_DIRS]
+    return next((p for p in paths if p.exists()), paths[0])
 
 
-def load_measured(path: Path, config: HwConfig, names: list[str]) -> tuple[dict | None, str]:
+def load_measured(path: Path, config: HwConfig, names: list[str], *,
+                  model_sha256: str | None = None) -> tuple[dict | None, str]:
     """Per-layer RTL cycles from a measurement file and a note saying what was used. The file
     (``python -m sim.accel_pysim ... --json FILE``) holds ``{"config": name, "layers":
-    {layer: cycles}, "total": cycles}`` and optionally ``images``, ``bit_exact``,
-    ``macro_style``, ``source``."""
+    {layer: cycles}, "total": cycles}`` and optionally ``model_sha256`` (the model file it
+    measured: a measurement of another file is not used when ``model_sha256`` is given),
+    ``images``, ``bit_exact``, ``macro_style``, ``source``."""
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     if not path.exists():
         return None, f"not measured (no {shown})"
@@ -286,6 +296,10 @@ def load_measured(path: Path, config: HwConfig, names: list[str]) -> tuple[dict 
         return None, f"not used: {shown} is for configuration {data.get('config')!r}"
     if sorted(layers) != sorted(names):
         return None, f"not used: {shown} has other layers than this program (stale?)"
+    if sum(layers.values()) != total:
+        return None, f"not used: {shown}: its layers do not add up to its total"
+    if model_sha256 and data.get("model_sha256", model_sha256) != model_sha256:
+        return None, f"not used: {shown} measured another version of the model file (stale)"
     facts = [f"{k.replace('_', ' ')} {data[k]}" for k in ("images", "bit_exact", "macro_style")
              if k in data]
     if "source" in data:
@@ -388,7 +402,8 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
 
     with progress.step("cycles per frame"):
         mpath = measured_path(model_path, config)
-        measured, note = load_measured(mpath, config, program.names)
+        measured, note = load_measured(mpath, config, program.names,
+                                       model_sha256=report["model"]["sha256"])
         perf = performance(program, clock_mhz=clock_mhz, measured=measured, note=note)
     report["performance"] = perf
 

@@ -7,7 +7,8 @@ layer with :mod:`model.cycles`. ``tests/test_accelerator.py`` uses it on ``tiny`
 measures a configuration and a model, ``default`` and the shipped ResNet14 included::
 
     python -m sim.accel_pysim --model models/resnet14_fmnist_w4a4.npz --config default \\
-        [--images 1] [--macro-style behavioral] [--json build/measured/resnet14_default.json]
+        [--images 1] [--macro-style behavioral] \\
+        [--json build/measured/resnet14_fmnist_w4a4_default.json]
 
 Loading: program, parameters and the input go in through the core's write ports, one word
 per cycle, as the bus slave would write them; the weight image, which would take one cycle
@@ -18,6 +19,7 @@ cycles reported are those from ``start`` to ``done``, which loading does not tou
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -190,6 +192,7 @@ def main(argv=None) -> int:
           f"{macs / (rtl_total * config.peak_macs_per_cycle):>8.1%}")
     if args.json:
         out = dict(model=args.model, config=config.name, images=len(xs),
+                   model_sha256=hashlib.sha256(Path(args.model).read_bytes()).hexdigest(),
                    bit_exact=failures == 0, macro_style=args.macro_style,
                    layers={n: c for n, c in zip(program.names, runs[0].layers)},
                    total=rtl_total, analytic_total=ana_total)

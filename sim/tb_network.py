@@ -30,6 +30,7 @@ Environment (set by ``sim/test_sim.py`` / ``sim/bench.py``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -69,6 +70,24 @@ def load_model(spec: str, seed: int, count: int, workdir: Path):
     dataset = model.manifest.get("meta", {}).get("dataset")
     xs, _, _ = data.load_dataset(dataset, "test", limit=count)
     return model, fit_images(xs, model.input_shape), f"{path.name} on {dataset}"
+
+
+def shipped_cycles(config: str) -> tuple[str, int] | None:
+    """(file, total cycles) of the RTL measurement shipped in ``models/measured/`` for the
+    model file of ``CIM_SIM_MODEL`` on ``config`` (``hw.flow``, ``build.py``'s report), if
+    there is one for this very file."""
+    spec = os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL)
+    if spec.startswith("random:"):
+        return None
+    model = REPO / spec
+    path = REPO / "models" / "measured" / f"{model.stem}_{config}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("model_sha256") != hashlib.sha256(model.read_bytes()).hexdigest():
+        cocotb.log.info("%s measured another version of %s: not compared", path.name, spec)
+        return None
+    return str(path.relative_to(REPO)), int(data["total"])
 
 
 def readable_layers(program: compiler.Program) -> list[str]:
@@ -243,9 +262,15 @@ async def network(dut):
             await env.master.run(ops)
             env.check(all(op.resp == ERROR for op in ops), f"narrow write to {win}: OKAY")
 
+    shipped = shipped_cycles(dev.regmap.config.name)
     for k, image in enumerate(images):
         info, mismatches = await run_image(dev, program, model, image, k)
         env.check(not mismatches, "\n".join(mismatches))
+        if shipped is not None:
+            env.check(info["busy_cycles"] == shipped[1],
+                      f"image {k}: {info['busy_cycles']} busy cycles, but {shipped[0]} (the "
+                      f"RTL measurement shipped for build.py's report) says {shipped[1]}: "
+                      f"remeasure it with sim.accel_pysim --json")
         report["images"].append(info)
     # The layers no full run leaves readable, on the first image.
     hidden = await hidden_layers(dev, program, model, images[0])

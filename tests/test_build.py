@@ -117,18 +117,56 @@ def test_measured_cycles(tmp_path):
     program = compile_model(golden.load(DIGITS), TINY)
     path = tmp_path / "m.json"
     layers = {n: 1000 + i for i, n in enumerate(program.names)}
-    path.write_text(json.dumps({"config": "tiny", "layers": layers, "total": 5000,
+    total = sum(layers.values())
+    path.write_text(json.dumps({"config": "tiny", "layers": layers, "total": total,
                                 "source": "test"}))
     measured, note = flow.load_measured(path, TINY, program.names)
     perf = flow.performance(program, clock_mhz=50, measured=measured, note=note)
     assert [r["rtl_cycles"] for r in perf["layers"]] == list(layers.values())
-    assert perf["rtl_cycles"] == 5000 and perf["fps"]["clock"]["rtl"] == 10_000.0
+    assert perf["rtl_cycles"] == total
+    assert perf["fps"]["clock"]["rtl"] == pytest.approx(50e6 / total, abs=0.1)
     assert "RTL" in flow.format_performance(perf, "m", TINY)
-    path.write_text(json.dumps({"config": "default", "layers": layers, "total": 5000}))
+    path.write_text(json.dumps({"config": "default", "layers": layers, "total": total}))
     assert flow.load_measured(path, TINY, program.names)[0] is None
     path.write_text(json.dumps({"config": "tiny", "layers": {"x": 1}, "total": 1}))
     measured, note = flow.load_measured(path, TINY, program.names)
     assert measured is None and "stale" in note
+    path.write_text(json.dumps({"config": "tiny", "layers": layers, "total": total,
+                                "model_sha256": "ab" * 32}))
+    assert flow.load_measured(path, TINY, program.names)[0] is not None
+    measured, note = flow.load_measured(path, TINY, program.names, model_sha256="cd" * 32)
+    assert measured is None and "another version of the model" in note
+    path.write_text(json.dumps({"config": "tiny", "layers": layers, "total": total + 1}))
+    measured, note = flow.load_measured(path, TINY, program.names)
+    assert measured is None and "add up" in note
+    # build/measured/ (the user's) is looked in before models/measured/ (shipped).
+    (tmp_path / "models" / "measured").mkdir(parents=True)
+    shipped = tmp_path / "models" / "measured" / "digits_cnn_w4a4_tiny.json"
+    shipped.write_text("{}")
+    assert flow.measured_path(DIGITS, TINY, root=tmp_path) == shipped
+    (tmp_path / "build" / "measured").mkdir(parents=True)
+    own = tmp_path / "build" / "measured" / shipped.name
+    own.write_text("{}")
+    assert flow.measured_path(DIGITS, TINY, root=tmp_path) == own
+
+
+def test_shipped_measurement():
+    """The RTL measurement shipped for the main build (``models/measured/``, written by
+    ``python -m sim.accel_pysim --model models/resnet14_fmnist_w4a4.npz --config default
+    --json ...``) is of this model file, for this program, bit-exact, and within 2 % of the
+    cycle model on every layer. The Verilator network bench holds its total against the RTL
+    once more (``sim/tb_network.py``)."""
+    model_path = REPO / "models" / "resnet14_fmnist_w4a4.npz"
+    config = get_config("default")
+    path = REPO / "models" / "measured" / "resnet14_fmnist_w4a4_default.json"
+    program = compile_model(golden.load(model_path), config)
+    measured, note = flow.load_measured(path, config, program.names,
+                                        model_sha256=flow._sha(model_path))
+    assert measured is not None, note
+    assert json.loads(path.read_text())["bit_exact"] is True
+    for c in network_cycles(program):
+        rtl = measured["layers"][c.name]
+        assert abs(rtl - c.cycles) <= 0.02 * c.cycles, (c.name, rtl, c.cycles)
 
 
 def test_model_images(tiny_build):
