@@ -122,8 +122,10 @@ def weight_ram(config: HwConfig, *, module: str | None = None, init=None) -> RAM
     words += [0] * (-len(words) % bw)
     beats = [sum(w << (32 * i) for i, w in enumerate(words[k:k + bw]))
              for k in range(0, len(words), bw)]
+    # UltraRAM: in block RAM the default configuration's copies (one per read port) do not
+    # fit the XCVU13P (docs/build.md).
     return RAM(width=bw * 32, depth=max(config.weight_words, bw) // bw, granularity=32,
-               read_ports=config.macros, module=module, init=beats)
+               read_ports=config.macros, module=module, init=beats, ram_style="ultra")
 
 
 def _ports(component):

@@ -20,7 +20,10 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RAM", "ram_verilog"]
+__all__ = ["RAM", "RAM_STYLES", "ram_verilog"]
+
+RAM_STYLES = ("block", "ultra", "distributed", "registers")
+"""Values of Vivado's ``ram_style`` attribute that :class:`RAM` accepts."""
 
 
 class RAM(wiring.Component):
@@ -40,6 +43,9 @@ class RAM(wiring.Component):
     init : sequence of int
         Initial contents of the Amaranth memory (simulation; the rest is zero). Only without
         ``module``: the Verilog RAM starts at zero, as on the FPGA.
+    ram_style : str or None
+        The FPGA memory to use, as Vivado's ``ram_style`` attribute on the memory (one of
+        :data:`RAM_STYLES`); ``None`` leaves the choice to the tools.
 
     Members
     -------
@@ -48,7 +54,7 @@ class RAM(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int, read_ports: int,
-                 module: str | None = None, init=()):
+                 module: str | None = None, init=(), ram_style: str | None = None):
         for name, v in (("Width", width), ("Depth", depth), ("Granularity", granularity),
                         ("Read ports", read_ports)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -57,6 +63,10 @@ class RAM(wiring.Component):
             raise ValueError(f"Granularity {granularity} must divide the width {width}")
         if module is not None and not (isinstance(module, str) and module.isidentifier()):
             raise ValueError(f"Module must be a Verilog identifier, not {module!r}")
+        if ram_style is not None and ram_style not in RAM_STYLES:
+            raise ValueError(f"RAM style must be one of {', '.join(RAM_STYLES)} or None, not "
+                             f"{ram_style!r}")
+        self.ram_style = ram_style
         init = list(init)
         if init and module is not None:
             raise ValueError("Initial contents need the Amaranth memory (module=None)")
@@ -78,7 +88,9 @@ class RAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self.module is None:
-            m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=self.init)
+            attrs = {"ram_style": self.ram_style} if self.ram_style else None
+            m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=self.init,
+                                            attrs=attrs)
             wp = mem.write_port(granularity=self.granularity)
             m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
                          wp.en.eq(self.w_en)]
@@ -110,7 +122,8 @@ def ram_verilog(ram: RAM) -> str:
     for n in reads:
         lines += [f"  input [{aw - 1}:0] r{n}_addr;", f"  input r{n}_en;",
                   f"  output reg [{w - 1}:0] r{n}_data;"]
-    lines += [f"  reg [{w - 1}:0] mem [0:{ram.depth - 1}];",
+    style = f'(* ram_style = "{ram.ram_style}" *) ' if ram.ram_style else ""
+    lines += [f"  {style}reg [{w - 1}:0] mem [0:{ram.depth - 1}];",
               "  integer i;",
               "  // Zero contents, as the FPGA's block RAM after configuration.",
               "  initial for (i = 0; i < " + str(ram.depth) + "; i = i + 1) mem[i] = "

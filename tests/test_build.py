@@ -273,6 +273,18 @@ def test_verilog_lints(tiny_build, tmp_path):
     lint([out / "vivado" / "top.v", out / "vivado" / "cim_top.v", stubs], "top", tmp_path)
 
 
+def test_weight_store_asks_for_ultraram(tiny_build):
+    """Vivado is told to put the weight store in UltraRAM (the estimate's assumption; in
+    block RAM the default configuration does not fit): the attribute on its memory, and on
+    no other."""
+    out, _ = tiny_build
+    text = (out / "rtl" / "cim_top.v").read_text()
+    marked = re.findall(r'\(\* ram_style = "(\w+)" \*\) reg .* mem ', text)
+    assert marked == ["ultra"]
+    module = text[text.index("module cim_top_weight_ram"):]
+    assert '(* ram_style = "ultra" *)' in module[:module.index("endmodule")]
+
+
 def test_wrapper_ports(tiny_build):
     out, _ = tiny_build
     text = (out / "ip" / "cim_ahb_m4.v").read_text()
