@@ -8,7 +8,9 @@ separated by spaces or commas; default both), ``WAVES=1`` records waveforms,
 tests with the reason.
 """
 
+import importlib.util
 import os
+import shutil
 
 import pytest
 
@@ -36,7 +38,29 @@ BENCHES = [
     ("regs", "default", "sim.tb_regs", VERILATOR, {}),
     ("resnet14", "default", "sim.tb_network", VERILATOR,
      {"CIM_SIM_MODEL": "models/resnet14_fmnist_w4a4.npz", "CIM_SIM_IMAGES": "10"}),
+    # Firmware in the loop: the Cortex-M4 ELF in Unicorn drives the RTL (interrupt or polling).
+    ("firmware", "tiny", "sim.tb_firmware", ("icarus",),
+     {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz", "CIM_SIM_IMAGES": "2",
+      "CIM_SIM_WAIT": "irq"}),
+    ("firmware", "tiny", "sim.tb_firmware", VERILATOR,
+     {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz", "CIM_SIM_IMAGES": "4",
+      "CIM_SIM_WAIT": "poll"}),
+    ("firmware_resnet14", "default", "sim.tb_firmware", VERILATOR,
+     {"CIM_SIM_MODEL": "models/resnet14_fmnist_w4a4.npz", "CIM_SIM_IMAGES": "10",
+      "CIM_SIM_WAIT": "irq"}),
 ]
+
+
+def _missing_for(module: str) -> str | None:
+    """What a bench needs besides the simulator (the firmware benches: the ARM toolchain
+    that builds the ELF and the emulator that runs it)."""
+    if module != "sim.tb_firmware":
+        return None
+    if shutil.which("arm-none-eabi-gcc") is None:
+        return "arm-none-eabi-gcc not found (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi)"
+    if importlib.util.find_spec("unicorn") is None:
+        return "the unicorn package is not installed"
+    return None
 
 
 def _selected() -> tuple[str, ...]:
@@ -55,7 +79,7 @@ PARAMS = [pytest.param(target, module, sim, env, id=f"{name}-{target}-{sim}")
 
 @pytest.mark.parametrize("target,module,sim,env", PARAMS)
 def test_bench(target, module, sim, env):
-    reason = runner.missing_tool(sim)
+    reason = runner.missing_tool(sim) or _missing_for(module)
     if reason:
         pytest.skip(f"{sim}: {reason}")
     r = runner.run(target, sim, module, seed=SEED, env=env)
