@@ -316,9 +316,12 @@ def performance(program: Program, *, clock_mhz: float, measured: dict | None,
     layers = network_cycles(program, cfg)
     total = sum(c.cycles for c in layers)
     macs = sum(c.macs for c in layers)
+    peak = cfg.peak_macs_per_cycle
     rows = [{"name": c.name, "macs": c.macs, "analytic_cycles": c.cycles,
              "rtl_cycles": measured["layers"][c.name] if measured else None,
-             "utilization": round(c.utilization, 4)} for c in layers]
+             "utilization": round(c.utilization, 4),
+             "utilization_rtl": (round(c.macs / (measured["layers"][c.name] * peak), 4)
+                                 if measured else None)} for c in layers]
     rtl_total = measured["total"] if measured else None
 
     def fps(mhz, cycles):
@@ -341,14 +344,19 @@ def format_performance(perf: dict, model: str, cfg: HwConfig) -> str:
     """The performance part of the report as a text table."""
     L = [f"{model} on {cfg.name!r}: {cfg.macros} macros of {cfg.rows}x{cfg.cols}, "
          f"W{cfg.w_bits}A{cfg.a_bits}, peak {cfg.peak_macs_per_cycle:,} MACs/cycle",
-         f"{'layer':<22} {'MACs':>11} {'analytic':>9} {'RTL':>9} {'util':>7}"]
+         f"{'':<22} {'':>11} {'cycles':>19} {'MAC utilization':>17}",
+         f"{'layer':<22} {'MACs':>11} {'analytic':>9} {'RTL':>9} {'analytic':>8} {'RTL':>8}"]
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
     for r in perf["layers"]:
-        rtl = f"{r['rtl_cycles']:,}" if r["rtl_cycles"] is not None else "-"
-        L.append(f"{r['name']:<22} {r['macs']:>11,} {r['analytic_cycles']:>9,} {rtl:>9} "
-                 f"{r['utilization']:>7.1%}")
-    rtl = f"{perf['rtl_cycles']:,}" if perf["rtl_cycles"] is not None else "-"
+        L.append(f"{r['name']:<22} {r['macs']:>11,} {r['analytic_cycles']:>9,} "
+                 f"{cell(r['rtl_cycles'], ','):>9} {r['utilization']:>8.1%} "
+                 f"{cell(r['utilization_rtl'], '.1%'):>8}")
     L.append(f"{'total per frame':<22} {perf['macs_per_frame']:>11,} "
-             f"{perf['analytic_cycles']:>9,} {rtl:>9} {perf['mac_utilization']:>7.1%}")
+             f"{perf['analytic_cycles']:>9,} {cell(perf['rtl_cycles'], ','):>9} "
+             f"{perf['mac_utilization']:>8.1%} {cell(perf['mac_utilization_rtl'], '.1%'):>8}")
     f10, fc = perf["fps"]["reference_10mhz"], perf["fps"]["clock"]
 
     def both(f):

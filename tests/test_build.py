@@ -123,6 +123,9 @@ def test_measured_cycles(tmp_path):
     measured, note = flow.load_measured(path, TINY, program.names)
     perf = flow.performance(program, clock_mhz=50, measured=measured, note=note)
     assert [r["rtl_cycles"] for r in perf["layers"]] == list(layers.values())
+    peak = TINY.peak_macs_per_cycle
+    assert [r["utilization_rtl"] for r in perf["layers"]] == pytest.approx(
+        [r["macs"] / (layers[r["name"]] * peak) for r in perf["layers"]], abs=1e-4)
     assert perf["rtl_cycles"] == total
     assert perf["fps"]["clock"]["rtl"] == pytest.approx(50e6 / total, abs=0.1)
     assert "RTL" in flow.format_performance(perf, "m", TINY)
