@@ -2,10 +2,10 @@
 #   make run    install everything, then build the accelerator for the XCVU13P with the
 #               shipped ResNet14 on the default configuration (build.py; the main job)
 #   make test   install everything, then run the test suite
-# Also: make evaluate (accuracy of the shipped models with the golden model), make sim, make
-# firmware, make models (retrain), make lint.
-# and the RTL regression (cocotb on Icarus and Verilator; CI runs it after `make test`):
+# The RTL regression (cocotb on Icarus and Verilator; CI runs it after `make test`):
 #   make sim [SIM=icarus|verilator] [WAVES=1] [CIM_TEST_SEED=n]
+# Also: make evaluate (accuracy of the shipped models with the golden model), make bench,
+# make firmware, make models (retrain), make lint.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
