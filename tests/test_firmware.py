@@ -506,6 +506,13 @@ def test_crc32_is_zlibs(fw):
         buf = rng.integers(0, 256, n).astype(np.uint8).tobytes()
         assert fw.cim_crc32(0, buf, n) == zlib.crc32(buf)
     assert fw.cim_crc32(fw.cim_crc32(0, b"abc", 3), b"def", 3) == zlib.crc32(b"abcdef")
+    # Every start alignment and length around the four-byte steps.
+    data = rng.integers(0, 256, 64).astype(np.uint8).tobytes()
+    mem = C.create_string_buffer(data, 64)
+    for start in range(4):
+        for n in range(12):
+            ptr = C.addressof(mem) + start
+            assert fw.cim_crc32(0, ptr, n) == zlib.crc32(data[start:start + n]), (start, n)
 
 
 def test_status_names(fw):

@@ -2,10 +2,13 @@
 #include "cim_model.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ------------------------------------------------------------------------------ CRC-32 */
 
-static uint32_t crc_table[256];
+/* Slice-by-4: four bytes per step from four tables (about 3 instructions a byte on the
+ * Cortex-M4 instead of 7 byte by byte; the 1.4 MB blob is checked once, at load). */
+static uint32_t crc_table[4][256];
 static int crc_ready;
 
 static void crc_init(void)
@@ -14,8 +17,12 @@ static void crc_init(void)
         uint32_t c = i;
         for (int b = 0; b < 8; b++)
             c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (uint32_t i = 0; i < 256u; i++)
+        for (int k = 1; k < 4; k++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8)
+                              ^ crc_table[0][crc_table[k - 1][i] & 0xFFu];
     crc_ready = 1;
 }
 
@@ -25,8 +32,16 @@ uint32_t cim_crc32(uint32_t crc, const void *data, uint32_t n)
     if (!crc_ready)
         crc_init();
     crc = ~crc;
+    for (; n && ((uintptr_t)p & 3u); n--)
+        crc = crc_table[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+    for (; n >= 4u; n -= 4u, p += 4) {
+        crc ^= (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+               | (uint32_t)p[3] << 24;
+        crc = crc_table[3][crc & 0xFFu] ^ crc_table[2][(crc >> 8) & 0xFFu]
+              ^ crc_table[1][(crc >> 16) & 0xFFu] ^ crc_table[0][crc >> 24];
+    }
     while (n--)
-        crc = crc_table[(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+        crc = crc_table[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
     return ~crc;
 }
 
