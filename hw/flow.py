@@ -267,12 +267,16 @@ MEASURED_DIRS = ("build/measured", "models/measured")
 ones shipped beside the models."""
 
 
+def measured_name(model_path: Path | str, config: str) -> str:
+    """File name of an RTL measurement of ``model_path`` on configuration ``config``."""
+    return f"{Path(model_path).stem}_{config}.json"
+
+
 def measured_path(model_path: Path, config: HwConfig, root: Path = REPO) -> Path:
     """Where an RTL measurement of ``model_path`` on ``config`` is:
     ``<dir>/<model stem>_<config>.json`` in the first of :data:`MEASURED_DIRS` that has one
     (the first of them when none has)."""
-    name = f"{Path(model_path).stem}_{config.name}.json"
-    paths = [root / d / name for d in MEASURED_DIRS]
+    paths = [root / d / measured_name(model_path, config.name) for d in MEASURED_DIRS]
     return next((p for p in paths if p.exists()), paths[0])
 
 

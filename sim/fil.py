@@ -259,7 +259,7 @@ class Mcu:
         state = RAM + RESULTS["state"]
         uc.hook_add(U.UC_HOOK_MEM_WRITE, self._on_state, begin=state, end=state + 3)
         uc.hook_add(U.UC_HOOK_INTR, self._on_intr)
-        self.count_mode = count
+        self._logits_at: tuple[int, int] | None = None      # workspace address, bytes
         self._lengths: dict[tuple[int, int], list[int]] = {}
         # Counting state.
         self.instructions = 0
@@ -306,14 +306,13 @@ class Mcu:
 
     def _logits_now(self) -> np.ndarray:
         """The last op's output in the workspace: the logits of the frame just run."""
-        blob = self.elf.symbols["cim_model_blob"]
-        head = bytes(self.uc.mem_read(blob, fb.HEADER_BYTES))
-        h = dict(zip([f.name for f in fb.HEADER_FIELDS], struct.unpack(
-            f"<{len(fb.HEADER_FIELDS)}I", head)))
-        op_at = blob + h["ops_offset"] + 4 * fb.OP_WORDS * (h["ops_count"] - 1)
-        out_offset = self.word(op_at + 4 * [f.name for f in fb.OP_FIELDS].index("out_offset"))
-        at = self.elf.symbols["workspace"] + out_offset
-        return np.frombuffer(bytes(self.uc.mem_read(at, 8 * h["classes"])), "<i8").copy()
+        if self._logits_at is None:
+            blob = self.blob()
+            out = fb.parse_ops(blob)[-1]["out_offset"]
+            self._logits_at = (self.elf.symbols["workspace"] + out,
+                               8 * fb.parse_header(blob)["classes"])
+        at, size = self._logits_at
+        return np.frombuffer(bytes(self.uc.mem_read(at, size)), "<i8").copy()
 
     # ------------------------------------------------------------------ counting
     def _charge(self, n: int, stage: str | None = None) -> None:

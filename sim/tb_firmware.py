@@ -41,9 +41,8 @@ import numpy as np
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, First, RisingEdge
 
-from model import data, golden
 from model import firmware_blob as fb
-from model.evaluate import fit_images
+from model import golden
 from sim.cim import Device, setup_device
 from sim.fil import FirmwareError, Mcu, build_elf, stage_table
 from sim.testbench import REPO
@@ -91,14 +90,6 @@ class RtlBus:
         return self._irq()
 
 
-def dataset_images(model: golden.IntModel, count: int):
-    """The dataset's first ``count`` test images as the blob generator takes them."""
-    meta = model.manifest.get("meta", {})
-    xs, ys, _ = data.load_dataset(meta["dataset"], "test", limit=count,
-                                  seed=meta.get("seed", 0))
-    return fit_images(xs, model.input_shape), ys
-
-
 @cocotb.test()
 async def firmware(dut):
     t0 = time.perf_counter()
@@ -123,7 +114,7 @@ async def firmware(dut):
               log=lambda line: print(f"firmware: {line}", flush=True))
     blob = mcu.blob()
     h = fb.parse_header(blob)
-    images, labels = dataset_images(model, count)
+    images, labels = fb.test_images(model, count)
     embedded = np.frombuffer(blob[h["images_offset"]:h["images_offset"] + images.size],
                              np.uint8).reshape(images.shape)
     env.check(h["images_count"] == count and np.array_equal(embedded, images),

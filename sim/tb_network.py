@@ -40,6 +40,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 
+from hw.flow import MEASURED_DIRS, measured_name
 from model import compiler, data, golden
 from model.evaluate import fit_images
 from sim.ahb import Op
@@ -80,7 +81,7 @@ def shipped_cycles(config: str) -> tuple[str, int] | None:
     if spec.startswith("random:"):
         return None
     model = REPO / spec
-    path = REPO / "models" / "measured" / f"{model.stem}_{config}.json"
+    path = REPO / MEASURED_DIRS[-1] / measured_name(model, config)
     if not path.exists():
         return None
     data = json.loads(path.read_text())
