@@ -38,8 +38,11 @@ sim: deps
 bench: deps
 	$(PY) -m sim.bench
 
+# ruff, and the import layering of pyproject.toml's [tool.importlinter] (contract <- model,
+# gateware <- compiler <- hw <- sim <- tests; model and gateware independent).
 lint: python-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 deps: system-deps python-deps
 

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateware.config import CONFIGS, get_config
+from contract.config import CONFIGS, get_config
 from hw import estimate
 from hw.flow import REPO, BuildError, build, format_performance
 from hw.platform import board_names, load_board

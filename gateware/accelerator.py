@@ -1,11 +1,11 @@
 # amaranth: UnusedElaboratable=no
 """The accelerator: CIM macros, weight store, activation buffer and the layer sequencer.
 
-:class:`Accelerator` runs a program compiled by :func:`model.compiler.compile_model` (layer
+:class:`Accelerator` runs a program compiled by :func:`compiler.compile_model` (layer
 descriptors, weight image, parameter image, activation-buffer layout: all as documented in
-:mod:`model.compiler`) and computes exactly what :func:`model.compiler.execute` computes.
+:mod:`compiler`) and computes exactly what :func:`compiler.execute` computes.
 
-Schedule (weight stationary; :mod:`model.cycles` states it in formulas)
+Schedule (weight stationary; :mod:`compiler.cycles` states it in formulas)
 -----------------------------------------------------------------------
 Four units run side by side, each counting its own way through a layer:
 
@@ -39,10 +39,9 @@ Four units run side by side, each counting its own way through a layer:
   free (``OVERRUN`` reports it if that were ever wrong), and results are never dropped.
 
 Column tiles follow each other without a drain; layers do not overlap (a layer reads the
-previous one's output). The three :class:`~gateware.window.WindowGen` checks (kernel,
-stride, size) are repeated in the descriptor check, in the same order; WindowGen's walk (all
-row tiles of one pixel in turn) does not fit a weight-stationary schedule, so the walk is the
-sequencer's own.
+previous one's output). The descriptor check is the only
+statement of the window's limits in the hardware (:data:`contract.arith.KERNELS`,
+``STRIDES``, the configuration's sizes).
 
 Control and status
 ------------------
@@ -84,12 +83,12 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from model.compiler import DESC_WORDS, FIELDS, LAYOUT, PARAM_WORDS, beat_words
-from model.quant import MAX_SHIFT
+from contract.arith import MAX_SHIFT
+from contract.config import HwConfig
+from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_WORDS, beat_words
 
 from .actbuf import ActivationBuffer
 from .cim_macro import CIMMacro, tree_sum
-from .config import HwConfig
 from .datapath import VALUE_BITS, Datapath
 from .ram import RAM
 
@@ -360,7 +359,6 @@ class Accelerator(wiring.Component):
                      wo_exp.eq(((fW + 2 * fp - fk) >> (fs == 2)) + 1)]
         tile_cap = self.weight_words // (wc * bw)
         rec_cap = self.param_words // PARAM_WORDS
-        # The same checks, in the same order, as WindowGen.check, then the descriptor's own.
         with m.If(~fk[0] | (fk > 7)):
             m.d.comb += code.eq(AccelError.KERNEL)
         with m.Elif((fs != 1) & (fs != 2)):

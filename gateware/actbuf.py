@@ -18,7 +18,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import A_BITS, ROWS_RANGE
+from contract.config import A_BITS, ROWS_RANGE
 
 __all__ = ["ActivationBuffer", "pack_tensor", "pack_word", "unpack_word", "word_address"]
 
@@ -73,16 +73,15 @@ class ActivationBuffer(wiring.Component):
 
     Read path and latency
     ---------------------
-    ``i_stream`` takes requests (the :class:`~gateware.window.WindowGen` beats, or any
-    layout with ``addr`` and ``pad``); ``o_stream`` returns, per request and in order, the word
-    at ``addr`` (zeros where ``pad = 1``; the RAM is then not read) with every other request
-    field passed through. Two register stages: the RAM's synchronous read (stage 1, with the
-    request fields delayed beside it) and the output register, backed by a one-word skid
-    register. :attr:`latency` (2): a request transferred in cycle ``n`` is valid on
-    ``o_stream`` in cycle ``n + 2`` if nothing stalls; one word per cycle while ``o_stream.ready``
-    is high. When the consumer stalls, the word already read lands in the skid register, so the
-    RAM's read latency loses nothing, and ``i_stream.ready`` comes from registers only (no
-    combinational path from ``o_stream.ready``).
+    ``i_stream`` takes requests (any layout with ``addr`` and ``pad``); ``o_stream`` returns,
+    per request and in order, the word at ``addr`` (zeros where ``pad = 1``; the RAM is then not
+    read) with every other request field passed through. Two register stages: the RAM's
+    synchronous read (stage 1, with the request fields delayed beside it) and the output
+    register, backed by a one-word skid register. :attr:`latency` (2): a request transferred in
+    cycle ``n`` is valid on ``o_stream`` in cycle ``n + 2`` if nothing stalls; one word per
+    cycle while ``o_stream.ready`` is high. When the consumer stalls, the word already read
+    lands in the skid register, so the RAM's read latency loses nothing, and ``i_stream.ready``
+    comes from registers only (no combinational path from ``o_stream.ready``).
 
     Lockstep read ports
     -------------------
@@ -110,9 +109,7 @@ class ActivationBuffer(wiring.Component):
         Bits per activation.
     request_layout : data.StructLayout or None
         Layout of the read requests: must have ``addr`` (``unsigned(log2(depth))``) and ``pad``
-        (1 bit), must not have ``word``. ``None``: just those two fields. To connect a
-        :class:`~gateware.window.WindowGen` of ``addr_width = log2(depth)``, pass its
-        ``beat_layout``.
+        (1 bit), must not have ``word``. ``None``: just those two fields.
     read_ports : int
         Number of lockstep read ports, 0 to 1024.
 

@@ -1,8 +1,8 @@
 """The compute-in-memory (CIM) array macro: stored weights, bit-serial inputs.
 
 See :class:`CIMMacro` for the interface and timing, and ``gateware/README.md`` for the
-measured cost. :meth:`CIMMacro.model` is the bit-exact reference (the golden model applies
-the same partial-sum ADC rule through it).
+measured cost. :meth:`CIMMacro.model` is the bit-exact reference (the partial-sum ADC rule
+is the contract's :func:`~contract.arith.adc_dot`, which the golden model applies too).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.golden import adc_dot
+from contract.arith import adc_dot, column_range, plane_range, weight_range
+from contract.config import check_macro_params
+from contract.timing import MACRO_LATENCY
 
-from .config import check_macro_params
-
-__all__ = ["CIMMacro", "output_shape", "psum_shape", "weight_range"]
+__all__ = ["CIMMacro", "output_shape", "psum_shape"]
 
 STYLES = ("structural", "behavioral")
 """How the column sums are written: ``structural`` maps them onto carry chains (synthesis);
@@ -24,29 +24,21 @@ STYLES = ("structural", "behavioral")
 instead of hours (the structural macro's LUT tables become hundreds of MB of C++). Storage,
 pipeline, ports and results are the same; ``tests/test_cim_macro.py`` runs both."""
 
-LATENCY = 3
+LATENCY = MACRO_LATENCY
 """Cycles from the clock edge that accepts a vector's last bit-plane to the edge after which
 ``output.valid`` is high with its result (when ``output`` is not holding an earlier one)."""
 
 
-def weight_range(w_bits: int) -> tuple[int, int]:
-    """Smallest and largest weight: two's complement, or -1/+1 for ``w_bits == 1``."""
-    if w_bits == 1:
-        return -1, 1
-    return -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
-
-
 def psum_shape(rows: int, w_bits: int) -> Shape:
     """Shape of one bit-plane's column sum ``sum_r x_r * w_r`` (``x_r`` in {0, 1})."""
-    lo, hi = weight_range(w_bits)
-    return Shape.cast(range(rows * lo, rows * hi + 1))
+    lo, hi = plane_range(rows, w_bits)
+    return Shape.cast(range(lo, hi + 1))
 
 
 def output_shape(rows: int, w_bits: int, a_bits: int) -> Shape:
     """Shape of one column's result, a dot product of ``rows`` products."""
-    lo, hi = weight_range(w_bits)
-    amax = (1 << a_bits) - 1
-    return Shape.cast(range(rows * lo * amax, rows * hi * amax + 1))
+    lo, hi = column_range(rows, w_bits, a_bits)
+    return Shape.cast(range(lo, hi + 1))
 
 
 # ----------------------------------------------------------------------------- adders
@@ -273,7 +265,7 @@ class CIMMacro(wiring.Component):
         if w.size and (w.min() < lo or w.max() > hi or (w_bits == 1 and (w == 0).any())):
             raise ValueError(f"weights must be in [{lo}, {hi}] for w_bits={w_bits}"
                              + (" and nonzero" if w_bits == 1 else ""))
-        # The arithmetic is the golden model's ADC rule, defined once there.
+        # The arithmetic is the contract's ADC rule, defined once there.
         return adc_dot(x, w, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits)
 
     # ------------------------------------------------------------------ hardware

@@ -3,7 +3,7 @@
 Every column of the CIM array produces, per output pixel, one partial dot product per row tile
 (``Cin * k * k`` exceeds the rows when a layer is deep). :class:`Datapath` adds those partial
 sums and turns the total into the next layer's activation with the integer rule of
-:mod:`model.quant` / :func:`model.golden.requantize`::
+:mod:`contract.arith` (:func:`~contract.arith.datapath_model`)::
 
     acc = sum of the partial sums                 # first .. last beat
     y   = acc * M + B (+ res * R)                 # M 16-bit, B 48-bit, R 24-bit, all signed
@@ -22,48 +22,24 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.golden import act_range
-from model.quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, weight_qmax
+from contract.arith import (
+    BIAS_BITS,
+    MAX_ACC_WIDTH,
+    MAX_SHIFT,
+    MULT_BITS,
+    RES_MULT_BITS,
+    VALUE_BITS,
+    datapath_model,
+    signed_range,
+    signed_width,
+)
+from contract.timing import DATAPATH_LATENCY
 
-__all__ = ["BIAS_BITS", "VALUE_BITS", "Datapath", "accumulator_width", "signed_width"]
-
-BIAS_BITS = BIAS_LIMIT.bit_length()
-"""Width of the signed bias ``B`` (48: one DSP48E2 accumulator)."""
-
-VALUE_BITS = 9
-"""Width of the signed residual input and of the output values. Activations are at most 8 bits,
-unsigned ``0..255`` or narrow signed ``-127..127``; signed 9 bits holds both, so a signed
-shortcut output can feed the residual input unchanged and nobody has to reinterpret codes."""
-
-MAX_ACC_WIDTH = 48
-"""Beyond 48 bits ``y`` would leave int64 in :meth:`Datapath.model`; the golden model's
-accumulators stay below 2**53 and real layers far below 2**32."""
-
-
-def signed_width(lo: int, hi: int) -> int:
-    """Smallest width of a signed integer that holds every value in ``[lo, hi]``."""
-    return 1 + max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length() if hi >= 0 else 0)
-
-
-def accumulator_width(terms: int, w_bits: int, a_bits: int) -> int:
-    """Accumulator width for a dot product of ``terms`` unsigned ``a_bits`` activations with
-    signed ``w_bits`` weights (narrow range; 1 bit means +-1): the bound is
-    ``terms * qmax(w) * (2**a_bits - 1)``, in either sign. Every partial sum over a subset of the
-    terms obeys the same bound, so a running sum never leaves this width either."""
-    if terms < 1:
-        raise ValueError(f"Term count must be positive, not {terms}")
-    qmax = weight_qmax(w_bits)
-    bound = terms * qmax * ((1 << a_bits) - 1)
-    return signed_width(-bound, bound)
-
+__all__ = ["Datapath"]
 
 def _mul_range(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     p = [x * y for x in a for y in b]
     return min(p), max(p)
-
-
-def _signed_range(width: int) -> tuple[int, int]:
-    return -(1 << (width - 1)), (1 << (width - 1)) - 1
 
 
 class Datapath(wiring.Component):
@@ -156,7 +132,7 @@ class Datapath(wiring.Component):
         Add ``res * R``.
     """
 
-    latency = 6
+    latency = DATAPATH_LATENCY
 
     def __init__(self, *, lanes: int = 1, acc_width: int = 24, psum_width: int | None = None):
         if not isinstance(lanes, int) or not 1 <= lanes <= 4096:
@@ -199,10 +175,10 @@ class Datapath(wiring.Component):
 
     def _widths(self) -> dict[str, int]:
         """Exact widths of the intermediate values for any payload bits."""
-        acc = _signed_range(self.acc_width)
-        prod_m = _mul_range(acc, _signed_range(MULT_BITS))
-        prod_r = _mul_range(_signed_range(VALUE_BITS), _signed_range(RES_MULT_BITS))
-        bias = _signed_range(BIAS_BITS)
+        acc = signed_range(self.acc_width)
+        prod_m = _mul_range(acc, signed_range(MULT_BITS))
+        prod_r = _mul_range(signed_range(VALUE_BITS), signed_range(RES_MULT_BITS))
+        bias = signed_range(BIAS_BITS)
         part = (prod_m[0] + bias[0], prod_m[1] + bias[1])
         y = (part[0] + prod_r[0], part[1] + prod_r[1])
         return dict(prod_m=signed_width(*prod_m), prod_r=signed_width(*prod_r),
@@ -301,55 +277,12 @@ class Datapath(wiring.Component):
 
     def model(self, psum, first, last, m, b, r, res, *, shift: int, out_bits: int,
               out_signed: bool, has_residual: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Bit-exact model of the results the block emits, in order.
-
-        ``psum``, ``m``, ``b``, ``r``, ``res``: integer arrays ``(beats, lanes)``; ``first``,
-        ``last``: ``(beats,)``. Returns ``(value, overflow)``: ``(results, lanes)`` int64 and
-        ``(results,)`` bool, one row per ``last`` beat. Raises :class:`ValueError` for values
-        that do not fit their fields and for illegal configurations.
-        """
-        psum, m, b, r, res = (np.asarray(x, dtype=np.int64) for x in (psum, m, b, r, res))
-        first = np.asarray(first, dtype=bool)
-        last = np.asarray(last, dtype=bool)
-        beats = len(first)
-        for name, x, width in (("psum", psum, self.psum_width), ("m", m, MULT_BITS),
-                               ("b", b, BIAS_BITS), ("r", r, RES_MULT_BITS),
-                               ("res", res, VALUE_BITS)):
-            if x.shape != (beats, self.lanes):
-                raise ValueError(f"{name} must have shape {(beats, self.lanes)}, not {x.shape}")
-            lo_, hi_ = _signed_range(width)
-            if x.size and (x.min() < lo_ or x.max() > hi_):
-                raise ValueError(f"{name} values must fit signed {width} bits")
-        if last.shape != (beats,):
-            raise ValueError(f"last must have shape {(beats,)}, not {last.shape}")
-        if not 1 <= shift <= MAX_SHIFT:
-            raise ValueError(f"Shift must be between 1 and {MAX_SHIFT}, not {shift}")
-        if not 1 <= out_bits <= 8 or (out_signed and out_bits < 2):
-            raise ValueError(f"Output bits must be between {2 if out_signed else 1} and 8, "
-                             f"not {out_bits}")
-        lo, hi = act_range(out_bits, out_signed)
-
-        # Running sums restart at every ``first`` beat (before the first one, from the reset
-        # value 0). Up to the first overflow the register equals the exact running sum, so the
-        # sticky flag is "some exact running sum of this result left the range", and the value
-        # is the exact total wrapped to acc_width bits, whatever wrapped in between.
-        amin, amax = _signed_range(self.acc_width)
-        rows = np.flatnonzero(last)
-        segment = np.cumsum(first)                   # segment of each beat, 0 before any first
-        starts = np.concatenate([[0], np.flatnonzero(first)])
-        running = np.cumsum(psum, axis=0)
-        base = np.concatenate([np.zeros((1, self.lanes), np.int64), running])[starts]
-        running = running - base[segment]
-        bad = np.cumsum(((running < amin) | (running > amax)).any(axis=1))
-        bad_before = np.concatenate([[0], bad])[starts]
-        overflow = (bad - bad_before[segment])[rows] > 0
-        acc = (running[rows] - amin) % (1 << self.acc_width) + amin
-        y = acc * m[rows] + b[rows]
-        if has_residual:
-            y = y + res[rows] * r[rows]
-        # The hardware's rounding: shift by S - 1, add one, drop one more bit.
-        u = ((y >> (shift - 1)) + 1) >> 1
-        return np.clip(u, lo, hi), overflow
+        """Bit-exact model of the results the block emits, in order: the contract's
+        :func:`~contract.arith.datapath_model` at this block's widths."""
+        return datapath_model(psum, first, last, m, b, r, res, lanes=self.lanes,
+                              acc_width=self.acc_width, psum_width=self.psum_width,
+                              shift=shift, out_bits=out_bits, out_signed=out_signed,
+                              has_residual=has_residual)
 
 
 def _data(shape, name):

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from amaranth.back import verilog as amaranth_verilog
 
+from contract.config import HwConfig
+
 from .accelerator import weight_ram
 from .cim_macro import CIMMacro
-from .config import HwConfig
 from .ram import ram_verilog
 
 __all__ = ["macro_module_name", "ram_module_name", "verilog"]

@@ -1,6 +1,6 @@
 """The register map of the AHB-Lite slave, declared once.
 
-:func:`register_map` gives, for a :class:`~gateware.config.HwConfig`, every register (name,
+:func:`register_map` gives, for a :class:`~contract.config.HwConfig`, every register (name,
 offset, access, fields with bit position, width, reset value and meaning) and every memory
 window (offset, size, access, the transfer sizes it takes). The slave
 (:class:`gateware.ahb.CIMSlave`) decodes from it, the tests and the cocotb benches import it,
@@ -36,10 +36,10 @@ from pathlib import Path
 
 from amaranth.hdl import Shape
 
-from model.compiler import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WORDS
+from contract.config import CONFIGS, HwConfig, get_config
+from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WORDS
 
 from .accelerator import AccelError
-from .config import CONFIGS, HwConfig, get_config
 
 __all__ = ["Access", "Field", "RegMap", "Register", "Window", "register_map",
            "render_header", "render_markdown", "MAGIC", "VERSION", "REG_BLOCK"]
@@ -354,14 +354,14 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
     act_slices = max(1, config.rows * config.a_bits // 32)
     specs = (
         ("PROG", Access.WO, (4,), config.prog_words, 4,
-         f"Layer program: descriptor n at word n * {DESC_WORDS} (model.compiler FIELDS)"),
+         f"Layer program: descriptor n at word n * {DESC_WORDS} (compiler FIELDS)"),
         ("PARAM", Access.WO, (4,), config.param_words, 4,
          f"Requantization parameters: record n at word n * {PARAM_WORDS}"),
         ("ACT", Access.RW, (1, 2, 4), 2 * config.bank_words, 4 * act_slices,
          "Activation buffer: word w (bank * BANK_WORDS + offset), slice s at byte "
          "(w * ACT_SLICES + s) * 4"),
         ("WEIGHT", Access.WO, (4,), config.weight_words, 4,
-         "Weight image (model.compiler weight packing)"),
+         "Weight image (compiler weight packing)"),
     )
     windows, cursor = [], REG_BLOCK
     for name, access, sizes, words, word_bytes, desc in specs:
@@ -496,7 +496,7 @@ def render_header() -> str:
     L += ["", "/* STATUS.ERROR_CODE values (gateware.accelerator.AccelError). */"]
     for e in AccelError:
         L.append(f"#define {'CIM_STATUS_ERROR_CODE_' + e.name:<36} {e.value}u")
-    L += ["", "/* Memory layouts (model.compiler). */",
+    L += ["", "/* Memory layouts (compiler). */",
           f"#define CIM_DESC_WORDS              {DESC_WORDS}u /* words per layer descriptor */",
           f"#define CIM_PARAM_WORDS             {PARAM_WORDS}u /* words per parameter record */"]
     for f in FIELDS:

@@ -14,9 +14,10 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from contract.config import HwConfig
+
 from .accelerator import Accelerator
 from .ahb import CIMSlave
-from .config import HwConfig
 from .emit import verilog as _emit_verilog
 from .regmap import register_map
 
@@ -29,7 +30,7 @@ class CIMTop(wiring.Component):
     Parameters
     ----------
     config : HwConfig
-        Hardware configuration (:func:`gateware.config.get_config`).
+        Hardware configuration (:func:`contract.config.get_config`).
     addr_width : int or None
         Bits of ``HADDR`` the slave decodes: its address space is ``2 ** addr_width`` bytes,
         every address in it that the map does not cover answers ERROR, and the bits above are

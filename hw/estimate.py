@@ -51,8 +51,8 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from contract.config import check_macro_params, get_config
 from gateware.cim_macro import CIMMacro, output_shape, psum_shape
-from gateware.config import check_macro_params, get_config
 
 __all__ = ["RESOURCES", "BlackBox", "Memory", "NaiveMacro", "YosysRun", "blackbox_stub",
            "classify", "estimate_design", "estimate_macro", "extract_memories", "find_yosys",

@@ -42,11 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gateware.config import HwConfig
+from compiler import Program, compile_model
+from compiler.cycles import network_cycles
+from contract.config import HwConfig
 from gateware.emit import macro_module_name, ram_module_name
 from model import golden
-from model.compiler import Program, compile_model
-from model.cycles import network_cycles
 
 from . import estimate as est
 from .board_top import BoardTop, jtag_axi_tcl

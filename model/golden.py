@@ -18,8 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.arith import (
+    BIAS_LIMIT,
+    MAX_SHIFT,
+    MULT_BITS,
+    RES_MULT_BITS,
+    AdcModel,
+    act_range,
+    adc_dot,
+    out_size,
+    requantize,
+    weight_qmax,
+)
+
 from .export import FORMAT, VERSION
-from .quant import BIAS_LIMIT, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, act_levels, weight_qmax
 
 OPS = ("conv", "maxpool", "avgpool", "fc")
 WHERE = ("mcu", "accel")
@@ -54,11 +66,6 @@ class IntModel:
 
     def array(self, node: str, name: str) -> np.ndarray:
         return self.arrays[f"{node}/{name}"]
-
-
-def act_range(bits: int, signed: bool) -> tuple[int, int]:
-    """Integer range of an activation (see :func:`model.quant.act_levels`)."""
-    return act_levels(bits, signed)
 
 
 def load(path: str | Path) -> IntModel:
@@ -194,7 +201,7 @@ def validate(model: IntModel) -> None:
 
 
 def _osize(model, where, size, k, s, p):
-    o = (size + 2 * p - k) // s + 1
+    o = out_size(size, k, s, p)
     if o < 1:
         _fail(model, f"{where}: kernel {k} with padding {p} does not fit input size {size}")
     return o
@@ -280,56 +287,6 @@ def conv_acc(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
     return acc.astype(np.int64).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
 
 
-@dataclass(frozen=True)
-class AdcModel:
-    """A partial-sum ADC on the CIM array, for studying what an analog macro would cost.
-
-    The array computes a conv as row tiles of ``rows`` im2col rows, in the order (kh, kw,
-    group of ``rows`` input channels; the last group zero-filled), one input bit-plane at a
-    time. For each tile, input bit-plane and weight bit, the count of rows where both bits are
-    1 (the column current an ADC would digitise) saturates at ``2**bits - 1`` before the
-    shift-and-add; for binary weights the count of rows with input 1 and stored +1 does.
-    Only accelerator (``where == "accel"``) convs are affected: the MCU computes exactly.
-    ``gateware.cim_macro.CIMMacro`` implements the same rule in RTL.
-    """
-
-    rows: int
-    bits: int
-
-    def __post_init__(self):
-        if self.rows < 1 or self.rows & (self.rows - 1):
-            raise ValueError(f"ADC rows must be a power of two, not {self.rows}")
-        if not 1 <= self.bits <= 16:
-            raise ValueError(f"ADC bits must be 1..16, not {self.bits}")
-
-
-def adc_dot(x: np.ndarray, w: np.ndarray, *, w_bits: int, a_bits: int,
-            adc_bits: int | None) -> np.ndarray:
-    """``x @ w`` for one row tile, computed per input bit-plane and weight bit with each
-    partial count clipped to ``2**adc_bits - 1`` (exact when ``adc_bits`` is None).
-
-    ``x``: unsigned ``a_bits``-bit integers ``(..., rows)``; ``w``: signed ``w_bits``-bit
-    weights ``(rows, cols)`` (two's complement; +-1 for one bit). Returns int64 ``(..., cols)``.
-    """
-    x = np.asarray(x, dtype=np.int64)
-    w = np.asarray(w, dtype=np.int64)
-    cmax = None if adc_bits is None else (1 << adc_bits) - 1
-    wbits = [(w > 0).astype(np.int64)] if w_bits == 1 else [(w >> b) & 1 for b in range(w_bits)]
-    y = np.zeros(x.shape[:-1] + w.shape[1:], dtype=np.int64)
-    for j in range(a_bits):
-        xj = (x >> j) & 1
-        counts = [xj @ wb for wb in wbits]
-        if cmax is not None:
-            counts = [np.minimum(c, cmax) for c in counts]
-        if w_bits == 1:
-            part = 2 * counts[0] - xj.sum(axis=-1, keepdims=True)
-        else:
-            part = sum(counts[b] << b for b in range(w_bits - 1))
-            part = part - (counts[-1] << (w_bits - 1))
-        y += part << j
-    return y
-
-
 def conv_acc_adc(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcModel, *,
                  w_bits: int, a_bits: int) -> np.ndarray:
     """:func:`conv_acc` as the CIM array computes it with a partial-sum ADC (see
@@ -356,16 +313,6 @@ def tensor_bits(model: IntModel, name: str) -> int:
             return node["out_bits"]
         name = node["inputs"][0]
     return 8
-
-
-def requantize(acc, mult, bias, shift, lo, hi, res=None, res_mult=None) -> np.ndarray:
-    """The requantization rule on int64 arrays laid out (N, C, ...)."""
-    sh = (1, -1) + (1,) * (acc.ndim - 2)
-    y = acc * mult.astype(np.int64).reshape(sh) + bias.astype(np.int64).reshape(sh)
-    if res is not None:
-        y = y + res.astype(np.int64) * res_mult.astype(np.int64).reshape(sh)
-    y = (y + (np.int64(1) << (shift - 1))) >> shift
-    return np.clip(y, lo, hi)
 
 
 def run_node(model: IntModel, node: dict, *xs: np.ndarray,

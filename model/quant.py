@@ -23,19 +23,14 @@ import math
 
 import torch
 
-MULT_BITS = 16
-"""Width of the signed requantization multiplier ``M``."""
-
-RES_MULT_BITS = 24
-"""Width of the signed residual multiplier ``R``. ``M`` and ``R`` share the shift ``S``; the
-residual factor can be hundreds of times the accumulator factor, so ``R`` gets the headroom
-(24 x 8 bits still fits one DSP48E2 multiplier) and ``M`` keeps its full 16-bit precision."""
-
-MAX_SHIFT = 40
-"""Largest requantization shift ``S``; keeps ``y`` comfortably inside 64 bits."""
-
-BIAS_LIMIT = 1 << 47
-"""Requantization biases ``B`` are signed 48-bit (a DSP48E2 accumulator)."""
+from contract.arith import (
+    BIAS_LIMIT,
+    MAX_SHIFT,
+    MULT_BITS,
+    RES_MULT_BITS,
+    act_range,
+    weight_qmax,
+)
 
 # Dynamic threshold: the clipping threshold of a weight channel is re-estimated from the float
 # weights on every forward pass as min(max|w|, k * std(w)). Few-level grids lose more to the
@@ -68,11 +63,6 @@ def check_bits(bits: int, what: str) -> int:
     if not isinstance(bits, int) or not 1 <= bits <= 8:
         raise ValueError(f"{what} must be an integer from 1 to 8, not {bits!r}")
     return bits
-
-
-def weight_qmax(bits: int) -> int:
-    """Largest weight magnitude on the integer grid (narrow range; 1 bit means +-1)."""
-    return 1 if bits == 1 else (1 << (bits - 1)) - 1
 
 
 def weight_threshold(w: torch.Tensor, bits: int) -> torch.Tensor:
@@ -111,17 +101,6 @@ def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Ten
     return q, scale
 
 
-def act_levels(bits: int, signed: bool) -> tuple[int, int]:
-    """Integer range ``(lo, hi)`` of an activation: unsigned ``[0, 2**b - 1]`` or narrow
-    signed ``[-(2**(b-1) - 1), 2**(b-1) - 1]``."""
-    if signed:
-        hi = (1 << (bits - 1)) - 1
-        if hi < 1:
-            raise ValueError("signed activations need at least 2 bits")
-        return -hi, hi
-    return 0, (1 << bits) - 1
-
-
 class ActQuant(torch.nn.Module):
     """Activation quantizer with a learnable clipping value ``alpha`` (PACT).
 
@@ -135,7 +114,7 @@ class ActQuant(torch.nn.Module):
         super().__init__()
         self.bits = check_bits(bits, "activation bits")
         self.signed = signed
-        self.lo, self.hi = act_levels(bits, signed)
+        self.lo, self.hi = act_range(bits, signed)
         self.alpha = torch.nn.Parameter(torch.tensor(float(alpha)))
 
     def scale(self) -> torch.Tensor:

@@ -3,7 +3,7 @@
 
 The RTL of :class:`~gateware.accelerator.Accelerator` (no bus) runs one frame of a compiled
 program; every output activation is compared with the golden model and the cycles of every
-layer with :mod:`model.cycles`. ``tests/test_accelerator.py`` uses it on ``tiny``; the CLI
+layer with :mod:`compiler.cycles`. ``tests/test_accelerator.py`` uses it on ``tiny``; the CLI
 measures a configuration and a model, ``default`` and the shipped ResNet14 included::
 
     python -m sim.accel_pysim --model models/resnet14_fmnist_w4a4.npz --config default \\
@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 from amaranth.sim import Simulator
 
+import compiler
+from compiler import cycles
+from contract.config import get_config
 from gateware.accelerator import Accelerator, AccelError
 from gateware.cim_macro import STYLES
-from gateware.config import get_config
-from model import compiler, cycles, golden
+from model import golden
 
 __all__ = ["FrameResult", "first_mismatch", "run_frame", "surviving_outputs", "write_port"]
 
@@ -180,7 +182,7 @@ def main(argv=None) -> int:
               f"{'bit-exact' if bad is None else 'MISMATCH: ' + bad}")
         failures += bad is not None or bool(r.status["error"])
         runs.append(r)
-    print(f"\n{args.model} on {config.name!r} (RTL, Amaranth simulator) vs model.cycles")
+    print(f"\n{args.model} on {config.name!r} (RTL, Amaranth simulator) vs compiler.cycles")
     print(f"{'layer':<20} {'RTL':>7} {'analytic':>8} {'diff':>6} {'MAC util':>8}")
     for name, rtl, a in zip(program.names, runs[0].layers, analytic):
         util = a.macs / (rtl * config.peak_macs_per_cycle)

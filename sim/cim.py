@@ -1,10 +1,10 @@
 """The accelerator as firmware sees it, over the bench's AHB master.
 
 :class:`CimBus` does what the Cortex-M4 driver does, with the offsets of
-:mod:`gateware.regmap` and the memory layouts of :mod:`model.compiler`: registers by name,
-loading a compiled :class:`~model.compiler.Program` (layer program, weight image, parameter
+:mod:`gateware.regmap` and the memory layouts of :mod:`compiler`: registers by name,
+loading a compiled :class:`~compiler.Program` (layer program, weight image, parameter
 image), writing and reading activation tensors in the buffer layout
-(:func:`model.compiler.write_tensor` / :func:`~model.compiler.read_tensor`, one buffer word
+(:func:`compiler.write_tensor` / :func:`~compiler.read_tensor`, one buffer word
 as ``ACT_SLICES`` 32-bit slices), starting a run and waiting for its end by interrupt or by
 polling ``STATUS``.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateware.config import get_config
+import compiler
+from contract.config import get_config
 from gateware.regmap import RegMap, register_map
-from model import compiler
 
 from .ahb import AhbResponseError
 from .regmodel import Scoreboard, SlaveModel

@@ -61,7 +61,7 @@ import numpy as np
 import unicorn as U
 from unicorn import arm_const as A
 
-from model import firmware_blob as fb
+from compiler import firmware_blob as fb
 
 __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", "build_elf",
            "stage_table"]

@@ -3,7 +3,7 @@
     python -m sim.runner --sim verilator --target tiny --module sim.tb_regs [--waves]
 
 A *target* is ``ahb`` (the bus harness alone, :class:`~sim.harness.ErrorSlave` in place of
-the accelerator) or the name of a hardware configuration (:mod:`gateware.config`): the
+the accelerator) or the name of a hardware configuration (:mod:`contract.config`): the
 harness around ``cim_top`` of that configuration, from :func:`gateware.top.verilog`.
 
 Caching. Verilog goes to ``sim_build/<target>/``: ``tb_top.v`` (the harness) and
@@ -161,7 +161,7 @@ def _loaded_sources(packages, since: float) -> dict[str, str] | None:
 def _generate_dut(target: str, path: str) -> None:
     """Run in a fresh interpreter (:func:`generate_verilog`): ``cim_top`` of ``target`` to
     ``path``, and its record (the gateware and model sources it came from) beside it."""
-    from gateware.config import get_config
+    from contract.config import get_config
     from gateware.top import verilog
     t0 = time.time()
     text = verilog(get_config(target), name=DUT_NAME)
@@ -183,7 +183,7 @@ def generate_verilog(target: str) -> list[Path]:
     from :func:`gateware.top.verilog`, elaborated in a separate interpreter so that the
     sources it is recorded against are exactly those it imported)."""
     if target != "ahb":
-        from gateware.config import get_config
+        from contract.config import get_config
         get_config(target)    # a clear error for an unknown name
     out = BUILD_ROOT / target
     files = [out / "tb_top.v"]
@@ -277,7 +277,7 @@ def build(target: str, sim: str, *, waves: bool = False, verilator_args=()) -> B
     folder = BUILD_ROOT / target / (sim + ("-waves" if waves else ""))
     args = list(VERILATOR_ARGS) + list(verilator_args) if sim == "verilator" else []
     if sim == "verilator" and target != "ahb":
-        from gateware.config import get_config
+        from contract.config import get_config
         # Many macros: two evaluation threads halve the time per cycle (the default
         # configuration: 2,200 instead of 1,100 bus cycles/s); a small design only pays
         # their overhead.

@@ -41,7 +41,7 @@ import numpy as np
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, First, RisingEdge
 
-from model import firmware_blob as fb
+from compiler import firmware_blob as fb
 from model import golden
 from sim.cim import Device, setup_device
 from sim.fil import FirmwareError, Mcu, build_elf, stage_table

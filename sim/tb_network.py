@@ -2,7 +2,7 @@
 against the golden model.
 
 The bench does what the firmware does, through the bus only (:class:`sim.cim.CimBus`):
-compile the model for the target configuration (:func:`model.compiler.compile_model`),
+compile the model for the target configuration (:func:`compiler.compile_model`),
 write the layer program, the weight image and the parameter image into their windows, then
 per image compute the MCU part with the golden model (:func:`model.golden.run` gives every
 intermediate tensor), write the accelerator's input tensor into the activation window in the
@@ -20,7 +20,7 @@ Environment (set by ``sim/test_sim.py`` / ``sim/bench.py``):
 ``CIM_SIM_MODEL``
     a model file (default ``models/digits_cnn_w4a4.npz``), or ``random:digits_cnn`` /
     ``random:resnet14`` for a small random W4A4 network from ``CIM_TEST_SEED``
-    (``tests/helpers.py``), run on random pixels.
+    (:mod:`model.testnets`), run on random pixels.
 ``CIM_SIM_IMAGES``
     images to run (default 2), the first of the dataset's test split.
 ``CIM_SIM_REPORT``
@@ -40,8 +40,10 @@ from pathlib import Path
 import cocotb
 import numpy as np
 
+import compiler
+from contract import program as fmt
 from hw.flow import MEASURED_DIRS, measured_name
-from model import compiler, data, golden
+from model import data, golden
 from model.evaluate import fit_images
 from sim.ahb import Op
 from sim.cim import Device, setup_device
@@ -56,10 +58,8 @@ IDLE_CYCLES = 2000
 def load_model(spec: str, seed: int, count: int, workdir: Path):
     """(IntModel, images (N, C, H, W) uint8, description) for ``CIM_SIM_MODEL``."""
     if spec.startswith("random:"):
-        import sys
-        sys.path.insert(0, str(REPO))
         from model import export
-        from tests.helpers import random_net, small_specs
+        from model.testnets import random_net, small_specs
         which = spec.split(":", 1)[1]
         specs = {"digits_cnn": dataclasses.replace(small_specs(4, 4)[2], width=0.25),
                  "resnet14": dataclasses.replace(small_specs(4, 4)[1], res_bits=8)}
@@ -198,7 +198,7 @@ async def hidden_layers(dev: Device, program: compiler.Program, model: golden.In
         if name in readable_layers(program):
             continue
         d = program.descriptors[i]
-        prog_addr = bus.win_addr("PROG", 4 * compiler.DESC_WORDS * i)
+        prog_addr = bus.win_addr("PROG", 4 * fmt.DESC_WORDS * i)
         await env.master.write_words(prog_addr, dataclasses.replace(d, last=1).pack())
         await bus.write_tensor(src, golden_env[program.input_name][0])
         await bus.start()

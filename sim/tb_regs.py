@@ -23,9 +23,10 @@ import dataclasses
 
 import cocotb
 
+import compiler
 from gateware.accelerator import AccelError
 from gateware.regmap import REG_BLOCK, Access
-from model import compiler, golden
+from model import golden
 from sim.ahb import Op, split_bursts
 from sim.cim import Device, setup_device
 from sim.regmodel import ERROR, FREE_RUNNING, OKAY

@@ -3,7 +3,7 @@ its scoreboard fails on wrong responses and wrong data."""
 
 import pytest
 
-from gateware.config import CONFIGS
+from contract.config import CONFIGS
 from gateware.regmap import REG_BLOCK, Access, register_map
 from sim.ahb_checker import Observed
 from sim.regmodel import ERROR, FREE_RUNNING, OKAY, Scoreboard, SlaveModel

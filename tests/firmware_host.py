@@ -5,7 +5,7 @@ the driver's callback HAL.
 :class:`FakeAccelerator` answers the registers of :func:`gateware.regmap.register_map` and
 keeps the four memory windows. On ``CTRL.START`` it decodes the layer program the driver
 wrote, reads the input tensor the driver packed into the activation window, runs
-:func:`model.compiler.execute` on the images the driver wrote and stores every layer's
+:func:`compiler.execute` on the images the driver wrote and stores every layer's
 output back in the window, as the hardware leaves it. It can also stop with an error code,
 never finish, or raise the interrupt through a callback. Every access is also put to the bus
 slave's rules (:class:`sim.regmodel.SlaveModel`); one the slave would answer with ERROR is
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gateware.config import HwConfig
+import compiler
+from contract import program as fmt
+from contract.config import HwConfig
 from gateware.regmap import register_map
-from model import compiler
 from sim.regmodel import OKAY, SlaveModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,11 +249,11 @@ class FakeAccelerator:
         return Hal(None, *cbs)
 
     # ---- running
-    def descriptors(self) -> list[compiler.Descriptor]:
-        dw = compiler.DESC_WORDS
+    def descriptors(self) -> list[fmt.Descriptor]:
+        dw = fmt.DESC_WORDS
         prog, out = self.mem["PROG"], []
         for i in range(len(prog) // dw):
-            d = compiler.Descriptor.unpack(prog[i * dw:(i + 1) * dw])
+            d = fmt.Descriptor.unpack(prog[i * dw:(i + 1) * dw])
             out.append(d)
             if d.last:
                 return out

@@ -7,13 +7,14 @@ import os
 import pytest
 from amaranth.sim import Simulator
 
+import compiler
+from compiler import cycles
+from contract.config import get_config
+from contract.program import Descriptor
 from gateware.accelerator import Accelerator, AccelError
-from gateware.config import get_config
-from model import compiler, cycles, data, export, golden
-from model.compiler import Descriptor
+from model import data, export, golden
+from model.testnets import random_net, small_specs
 from sim.accel_pysim import first_mismatch, run_frame, surviving_outputs, write_port
-
-from .helpers import random_net, small_specs
 
 SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
 DIGITS = "models/digits_cnn_w4a4.npz"
@@ -67,7 +68,7 @@ def test_random_net_exact(tmp_path, which):
 
 def test_digits_exact():
     """The shipped digits model on a real test image (about 20 s in the simulator); every
-    layer within 2 % of model.cycles (checked in _check)."""
+    layer within 2 % of compiler.cycles (checked in _check)."""
     model = golden.load(DIGITS)
     xs, _, _ = data.load_dataset("digits", "test", limit=1)
     program = compiler.compile_model(model, TINY)

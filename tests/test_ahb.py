@@ -18,13 +18,14 @@ from amaranth.hdl import Shape, Value
 from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
+import compiler
+from contract.config import HwConfig, get_config
 from gateware.accelerator import Accelerator, AccelError
 from gateware.actbuf import ActivationBuffer
 from gateware.ahb import CIMSlave, HBurst, HSize, HTrans, byte_lanes
-from gateware.config import HwConfig, get_config
 from gateware.regmap import REG_BLOCK, Access, register_map
 from gateware.top import CIMTop, verilog
-from model import compiler, data, golden
+from model import data, golden
 
 SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
 DIGITS = "models/digits_cnn_w4a4.npz"

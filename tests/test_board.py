@@ -12,8 +12,8 @@ import pytest
 from amaranth.hdl import Module, Value
 from amaranth.sim import Simulator
 
+from contract.config import get_config
 from gateware.ahb import HTrans, byte_lanes
-from gateware.config import get_config
 from gateware.regmap import MAGIC, VERSION, register_map
 from gateware.top import CIMTop
 from hw.bridge import OKAY, SLVERR, AxiLiteToAhb, strobe_transfer

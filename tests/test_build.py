@@ -24,15 +24,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 import build as build_cli
-from gateware.config import get_config
+from compiler import compile_model
+from compiler.cycles import network_cycles
+from contract.config import get_config
 from gateware.regmap import MAGIC, register_map, render_header
 from hw import estimate, flow
 from hw.board_top import JTAG_AXI
 from hw.integration import wrapper_ports
 from hw.platform import load_board
 from model import golden
-from model.compiler import compile_model
-from model.cycles import network_cycles
 from sim.runner import verilator_root
 
 REPO = Path(__file__).resolve().parent.parent

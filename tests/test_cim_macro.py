@@ -14,8 +14,9 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from gateware.cim_macro import LATENCY, STYLES, CIMMacro, output_shape, weight_range
-from gateware.config import CONFIGS, HwConfig, check_macro_params, get_config
+from contract.arith import weight_range
+from contract.config import CONFIGS, HwConfig, check_macro_params, get_config
+from gateware.cim_macro import LATENCY, STYLES, CIMMacro, output_shape
 
 BASE_SEED = int(os.environ.get("CIM_TEST_SEED", "3"))
 

@@ -8,13 +8,14 @@ import os
 import numpy as np
 import pytest
 
+import compiler
+from compiler import CompileError, cycles
+from contract import program as fmt
+from contract.config import CONFIGS, HwConfig, get_config
+from contract.program import Descriptor
 from gateware.actbuf import pack_tensor, pack_word
-from gateware.config import CONFIGS, HwConfig
-from gateware.window import WindowGen
-from model import compiler, cycles, data, evaluate, export, golden
-from model.compiler import CompileError, Descriptor
-
-from .helpers import random_net, small_specs
+from model import data, evaluate, export, golden
+from model.testnets import random_net, small_specs
 
 SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
 DIGITS = "models/digits_cnn_w4a4.npz"
@@ -47,32 +48,32 @@ def _check_exact(model, x, config, **kw):
 def test_descriptor_round_trip():
     rng = np.random.default_rng(SEED)
     print("seed", SEED)
-    assert compiler.DESC_WORDS == len(Descriptor(**{f.name: 0 for f in compiler.FIELDS}).pack())
+    assert fmt.DESC_WORDS == len(Descriptor(**{f.name: 0 for f in fmt.FIELDS}).pack())
     for _ in range(50):
         vals = {f.name: int(rng.integers(0, 1 << f.bits, dtype=np.uint64))
-                for f in compiler.FIELDS}
+                for f in fmt.FIELDS}
         d = Descriptor(**vals)
         words = d.pack()
-        assert len(words) == compiler.DESC_WORDS and all(0 <= w < 1 << 32 for w in words)
+        assert len(words) == fmt.DESC_WORDS and all(0 <= w < 1 << 32 for w in words)
         assert Descriptor.unpack(words) == d
     # Fields never straddle a word and never overlap.
     used = set()
-    for f in compiler.FIELDS:
-        w, b = compiler.LAYOUT[f.name]
+    for f in fmt.FIELDS:
+        w, b = fmt.LAYOUT[f.name]
         assert b + f.bits <= 32
         bits = {(w, b + i) for i in range(f.bits)}
         assert not used & bits
         used |= bits
     with pytest.raises(ValueError, match="kernel"):
-        Descriptor(**{**{f.name: 0 for f in compiler.FIELDS}, "kernel": 8}).pack()
+        Descriptor(**{**{f.name: 0 for f in fmt.FIELDS}, "kernel": 8}).pack()
 
 
 def test_compiled_descriptors_round_trip(resnet):
     prog = compiler.compile_model(resnet, CONFIGS["default"])
     words = prog.program_words()
-    assert len(words) == compiler.DESC_WORDS * len(prog.descriptors)
+    assert len(words) == fmt.DESC_WORDS * len(prog.descriptors)
     for i, d in enumerate(prog.descriptors):
-        assert Descriptor.unpack(words[i * compiler.DESC_WORDS:(i + 1) * compiler.DESC_WORDS]) \
+        assert Descriptor.unpack(words[i * fmt.DESC_WORDS:(i + 1) * fmt.DESC_WORDS]) \
             == d
     d = dict(zip(prog.names, prog.descriptors))
     sc = d["layer2_0_shortcut"]
@@ -88,7 +89,7 @@ def test_compiled_descriptors_round_trip(resnet):
         assert b.weight_base == a.weight_base + a.weight_tiles
         assert b.param_base == a.param_base + a.col_tiles * prog.config.cols
     assert len(prog.weight_image) == (ds[-1].weight_base + ds[-1].weight_tiles) \
-        * compiler.tile_words(prog.config)
+        * fmt.tile_words(prog.config)
 
 
 # ----------------------------------------------------------------------------- packing
@@ -100,17 +101,17 @@ def test_tile_packing_by_hand():
     tile[0, 0] = [1, -1]
     tile[0, 1] = [2, -8]
     tile[0, 7] = [7, 3]
-    words = compiler.pack_tiles(tile, cfg)
+    words = fmt.pack_tiles(tile, cfg)
     # 4 beats of 2 rows x 2 cols x 4 bits = 16 bits, one word each; nibble (i * 2 + c).
     assert words.tolist() == [0x82F1, 0, 0, 0x3700]
-    assert np.array_equal(compiler.unpack_tiles(words, cfg), tile)
+    assert np.array_equal(fmt.unpack_tiles(words, cfg), tile)
 
 
 def test_tile_order_and_zero_fill():
     cfg = HwConfig(name="order", rows=8, cols=2, w_bits=4, a_bits=4, macros=1)
     rng = np.random.default_rng(SEED)
     w = rng.integers(-7, 8, (3, 10, 3, 3))                  # Cout 3, Cin 10: G = 2, J = 2
-    tiles = compiler.layer_tiles(w, cfg)
+    tiles = fmt.layer_tiles(w, cfg)
     assert tiles.shape == (2 * 18, 8, 2)
     for j in range(2):
         for kh in range(3):
@@ -122,7 +123,7 @@ def test_tile_order_and_zero_fill():
                             ci, co = cg * 8 + r, j * 2 + c
                             want = w[co, ci, kh, kw] if ci < 10 and co < 3 else 0
                             assert t[r, c] == want
-    assert np.array_equal(compiler.unpack_tiles(compiler.pack_tiles(tiles, cfg), cfg), tiles)
+    assert np.array_equal(fmt.unpack_tiles(fmt.pack_tiles(tiles, cfg), cfg), tiles)
 
 
 @pytest.mark.parametrize("w_bits", [1, 2, 8])
@@ -133,11 +134,11 @@ def test_tile_pack_round_trip(w_bits):
         tiles = rng.choice([-1, 1], (3, 16, 5))
     else:
         tiles = rng.integers(-(1 << (w_bits - 1)), 1 << (w_bits - 1), (3, 16, 5))
-    words = compiler.pack_tiles(tiles, cfg)
-    assert len(words) == 3 * compiler.tile_words(cfg)
-    assert np.array_equal(compiler.unpack_tiles(words, cfg), tiles)
+    words = fmt.pack_tiles(tiles, cfg)
+    assert len(words) == 3 * fmt.tile_words(cfg)
+    assert np.array_equal(fmt.unpack_tiles(words, cfg), tiles)
     if w_bits == 1:  # stored 1 = +1, 0 = -1; zero-filled binary weights read back as -1
-        z = compiler.unpack_tiles(compiler.pack_tiles(np.zeros((1, 16, 5)), cfg), cfg)
+        z = fmt.unpack_tiles(fmt.pack_tiles(np.zeros((1, 16, 5)), cfg), cfg)
         assert (z == -1).all()
 
 
@@ -145,11 +146,11 @@ def test_param_records():
     m = np.array([-(1 << 15) + 1, 5, 0, (1 << 15) - 1])
     b = np.array([-(1 << 47) + 1, -3, 12345678901, (1 << 47) - 1])
     r = np.array([0, -(1 << 23) + 1, 77, (1 << 23) - 1])
-    recs = compiler.pack_params(m, b, r)
-    assert recs.shape == (4, compiler.PARAM_WORDS) and recs.dtype == np.uint32
+    recs = fmt.pack_params(m, b, r)
+    assert recs.shape == (4, fmt.PARAM_WORDS) and recs.dtype == np.uint32
     # m = 5, b = -3, r = -(2**23 - 1), by hand.
     assert recs[1].tolist() == [0xFFFD0005, 0xFFFFFFFF, 0x800001, 0]
-    for x, y in zip(compiler.unpack_params(recs), (m, b, r)):
+    for x, y in zip(fmt.unpack_params(recs), (m, b, r)):
         assert np.array_equal(x, y)
 
 
@@ -168,16 +169,28 @@ def test_tensor_layout_matches_actbuf():
 
 @pytest.mark.parametrize("k,s,p,h,w,g", [(3, 1, 1, 5, 4, 2), (1, 2, 0, 5, 5, 1),
                                          (7, 2, 3, 9, 8, 1), (5, 1, 2, 4, 6, 3)])
-def test_window_addresses_match_window_gen(k, s, p, h, w, g):
-    d = Descriptor(**{**{f.name: 0 for f in compiler.FIELDS}, "kernel": k, "stride": s,
+def test_window_addresses_are_the_golden_convolution(k, s, p, h, w, g):
+    """Gathering each output pixel's row tiles through ``window_addresses`` (padding read as
+    zero) and multiplying by ``layer_tiles`` is the golden model's convolution: the walk, the
+    tile order and the orientation (correlation, not flipped) agree."""
+    rng = np.random.default_rng(SEED)
+    cfg = get_config("tiny")
+    R = cfg.rows
+    cin, cout = g * R - 3, 5
+    x = rng.integers(0, 16, (1, cin, h, w))
+    wt = rng.integers(-7, 8, (cout, cin, k, k))
+    mem = np.zeros((1, 256, R), np.int64)
+    compiler.write_tensor(mem, 17, x, 4, 4)
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    d = Descriptor(**{**{f.name: 0 for f in fmt.FIELDS}, "kernel": k, "stride": s,
                       "padding": p, "in_height": h, "in_width": w, "in_groups": g,
-                      "out_height": (h + 2 * p - k) // s + 1,
-                      "out_width": (w + 2 * p - k) // s + 1, "in_base": 17})
+                      "out_height": ho, "out_width": wo, "in_base": 17})
     addr, pad = compiler.window_addresses(d)
-    beats = WindowGen(addr_width=12, max_size=16, max_groups=4).model(
-        height=h, width=w, groups=g, kernel=k, stride=s, padding=p, base=17)
-    assert addr.reshape(-1).tolist() == [b["addr"] for b in beats]
-    assert pad.reshape(-1).tolist() == [bool(b["pad"]) for b in beats]
+    xs = np.where(pad[..., None], 0, mem[0, addr])                  # (P, T, R)
+    tiles = fmt.layer_tiles(wt, cfg)[:k * k * g]                    # column tile 0: (T, R, C)
+    got = np.einsum("ptr,trc->pc", xs, tiles)[:, :cout]
+    want = golden.conv_acc(x, wt, s, p)[0].reshape(cout, -1).T
+    assert np.array_equal(got, want), f"seed {SEED}"
 
 
 # ----------------------------------------------------------------------------- errors

@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from gateware.datapath import (
+from contract.arith import (
     BIAS_BITS,
+    MAX_SHIFT,
+    MULT_BITS,
+    RES_MULT_BITS,
     VALUE_BITS,
-    Datapath,
     accumulator_width,
     signed_width,
 )
+from gateware.datapath import Datapath
 from model import export, golden, nets
-from model.quant import MAX_SHIFT, MULT_BITS, RES_MULT_BITS
-
-from .helpers import random_net
+from model.testnets import random_net
 
 
 def srange(width):

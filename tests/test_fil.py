@@ -15,10 +15,10 @@ import shutil
 import numpy as np
 import pytest
 
-from gateware.config import get_config
+from compiler import firmware_blob as fb
+from contract.config import get_config
 from gateware.regmap import register_map
 from model import data, golden
-from model import firmware_blob as fb
 
 from .firmware_host import FakeAccelerator
 

@@ -19,13 +19,14 @@ import zlib
 import numpy as np
 import pytest
 
-from gateware.config import CONFIGS, get_config
+import compiler
+from compiler import firmware_blob as fb
+from contract.config import CONFIGS, get_config
 from gateware.regmap import register_map
-from model import compiler, data, export, golden
-from model import firmware_blob as fb
+from model import data, export, golden
+from model.testnets import random_net, small_specs
 
 from . import firmware_host as fh
-from .helpers import random_net, small_specs
 
 SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
 RESNET = "models/resnet14_fmnist_w4a4.npz"
@@ -170,7 +171,7 @@ def check_mcu_layers(fw, model, config, images, **kw):
 
 def test_format_header_is_current():
     assert fb.HEADER_PATH.read_text() == fb.render_header(), \
-        "firmware/include/cim_format.h is stale: run `python -m model.firmware_blob --header`"
+        "firmware/include/cim_format.h is stale: run `python -m compiler.firmware_blob --header`"
 
 
 def test_blob_header_and_sections(resnet):

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from model import export, golden, nets
-
-from .helpers import random_net, small_specs
+from model.testnets import random_net, small_specs
 
 BITS = [(w, a) for w in (1, 2, 4, 8) for a in (1, 2, 4, 8)]
 

@@ -107,7 +107,7 @@ def test_act_quant_levels_and_alpha_grad(bits, signed):
     y = aq(x)
     q = y / aq.scale()
     assert torch.allclose(q, q.round(), atol=1e-4)
-    lo, hi = quant.act_levels(bits, signed)
+    lo, hi = quant.act_range(bits, signed)
     assert int(q.round().min()) == lo and int(q.round().max()) == hi
     y.sum().backward()
     assert aq.alpha.grad is not None and math.isfinite(float(aq.alpha.grad))

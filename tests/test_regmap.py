@@ -8,9 +8,10 @@ import subprocess
 import pytest
 from amaranth.hdl import Shape
 
+from contract.config import CONFIGS, get_config
+from contract.program import DESC_WORDS, PARAM_WORDS
 from gateware import regmap
 from gateware.accelerator import AccelError
-from gateware.config import CONFIGS, get_config
 from gateware.regmap import (
     REG_BLOCK,
     Access,
@@ -21,7 +22,6 @@ from gateware.regmap import (
     render_header,
     render_markdown,
 )
-from model.compiler import DESC_WORDS, PARAM_WORDS
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -3,7 +3,7 @@
  * for bit.
  *
  * Each kernel takes its op record (shapes, workspace offsets: cim_format.h, documented
- * in model/firmware_blob.py) and the workspace; cim_model_open() has checked that every
+ * in compiler/firmware_blob.py) and the workspace; cim_model_open() has checked that every
  * offset and size in the record is consistent. */
 #ifndef CIM_KERNELS_H
 #define CIM_KERNELS_H

@@ -1,4 +1,4 @@
-/* A model blob (model/firmware_blob.py): validation and access.
+/* A model blob (compiler/firmware_blob.py): validation and access.
  *
  * cim_model_open() checks everything the driver and the kernels rely on before anything
  * touches the hardware: magic, version, size, CRC-32, every section inside the blob, the op

@@ -178,7 +178,7 @@ typedef struct {
 #define CIM_STATUS_ERROR_CODE_OVERFLOW       7u
 #define CIM_STATUS_ERROR_CODE_OVERRUN        8u
 
-/* Memory layouts (model.compiler). */
+/* Memory layouts (compiler). */
 #define CIM_DESC_WORDS              10u /* words per layer descriptor */
 #define CIM_PARAM_WORDS             4u /* words per parameter record */
 #define CIM_DESC_KERNEL_Word                 0u

@@ -17,7 +17,7 @@
  * weight words (c0, c1, c0, c1), r10 A.c0, r11 A.c1, r12 B.c0, lr B.c1.
  *
  * No loop counter is left for the taps, so the loop ends when r0 reaches the
- * CIM_WORKSPACE_ALIGN (4096) boundary the im2col vectors end on (model/firmware_blob.py
+ * CIM_WORKSPACE_ALIGN (4096) boundary the im2col vectors end on (compiler/firmware_blob.py
  * places them so): TST r0, #0xFF0 (r0 moves in 16-byte steps). The body is unrolled eight
  * times and entered part-way, so that the first pass does steps % 8 steps (all eight if
  * none) and no padding taps are computed: skip = (8 - steps % 8) % 8 = (x >> 4) % 8, since

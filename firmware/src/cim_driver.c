@@ -139,7 +139,7 @@ cim_status_t cim_load_model(cim_dev_t *dev, const cim_model_t *model)
  * channel g * rows + l in lane l) is act_slices 32-bit bus words from byte
  * act_window + 4 * w * act_slices, lane l in bus word l / (32 / a_bits). A value of more
  * than a_bits bits takes `slices` consecutive activation words, slice s holding bits
- * [s * a_bits, (s + 1) * a_bits) of its two's complement (model/compiler.py). */
+ * [s * a_bits, (s + 1) * a_bits) of its two's complement (compiler/compile.py). */
 
 typedef struct {
     uint32_t groups, slices, lanes32, mask;

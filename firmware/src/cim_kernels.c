@@ -14,7 +14,7 @@
  *
  * Two output pixels (A, B) by two output channels at a time. The im2col vectors of A and B
  * are interleaved word by word (word 2p + i: tap pair p of pixel i, tap 2p in the low half),
- * the weights of a channel pair likewise (model/firmware_blob.py), so every SMLAD takes two
+ * the weights of a channel pair likewise (compiler/firmware_blob.py), so every SMLAD takes two
  * taps of one pixel and one channel and every loaded word serves two SMLADs.
  *
  * The im2col vectors are gathered from a copy of the image zero-padded to 16-bit pixels,

@@ -1,4 +1,4 @@
-/* Model blob validation (see cim_model.h and model/firmware_blob.py). */
+/* Model blob validation (see cim_model.h and compiler/firmware_blob.py). */
 #include "cim_model.h"
 
 #include <stddef.h>
@@ -153,7 +153,7 @@ static int maxpool_ok(const ctx_t *c, const cim_blob_op_t *op)
            && disjoint(op->in_offset, in, op->out_offset, out);
 }
 
-/* Words of a tensor in the activation buffer (model/compiler.py). */
+/* Words of a tensor in the activation buffer (compiler/compile.py). */
 static uint64_t act_words(const cim_blob_header_t *h, uint32_t c, uint32_t hh, uint32_t w,
                           uint32_t bits)
 {

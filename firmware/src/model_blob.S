@@ -1,4 +1,4 @@
-/* The model blob (build/model.bin, made by `python -m model.firmware_blob`), linked into
+/* The model blob (build/model.bin, made by `python -m compiler.firmware_blob`), linked into
  * flash: cim_model_blob[cim_model_blob_size], 8-byte aligned. The assembler finds
  * model.bin on its include path (-Wa,-I<build folder>). */
     .section .model_blob, "a"

@@ -1,8 +1,11 @@
-"""Shared test helpers: small networks with non-trivial parameters."""
+"""Random quantized networks with non-trivial parameters: what the tests and the RTL benches run
+beside the shipped models (``CIM_SIM_MODEL=random:...``)."""
 
 import torch
 
-from model import nets
+from . import nets
+
+__all__ = ["random_net", "small_specs"]
 
 
 def random_net(spec: nets.NetSpec, seed: int, batch: int = 8) -> tuple[nets.QuantNet, torch.Tensor]:
@@ -28,6 +31,8 @@ def random_net(spec: nets.NetSpec, seed: int, batch: int = 8) -> tuple[nets.Quan
 
 
 def small_specs(w_bits: int, a_bits: int) -> list[nets.NetSpec]:
+    """Three small networks at the given bit widths: a ResNet14, a ResNet14 with a 3-channel
+    input, one block per stage and 1x1 shortcuts, and a digits CNN."""
     bits = dict(w_bits=w_bits, a_bits=a_bits)
     return [
         nets.NetSpec(arch="resnet14", width=0.125, **bits),

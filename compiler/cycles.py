@@ -32,7 +32,7 @@ holds the RTL to this model per layer.
 
 CLI::
 
-    python -m model.cycles --model models/resnet14_fmnist_w4a4.npz --config default \\
+    python -m compiler.cycles --model models/resnet14_fmnist_w4a4.npz --config default \\
         [--clock-mhz 10]
 """
 
@@ -42,12 +42,12 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from gateware.cim_macro import LATENCY as MACRO_LATENCY
-from gateware.config import HwConfig, get_config
-from gateware.datapath import Datapath
+from contract.config import HwConfig, get_config
+from contract.program import DESC_WORDS, Descriptor
+from contract.timing import DATAPATH_LATENCY, MACRO_LATENCY
+from model import golden
 
-from . import golden
-from .compiler import DESC_WORDS, Descriptor, Program, compile_model
+from .compile import Program, compile_model
 
 __all__ = ["LayerCycles", "copies", "layer_cycles", "network_cycles"]
 
@@ -63,7 +63,7 @@ LOAD_LATENCY = 3
 commit (1), weight read (1), write (1)."""
 ROUND_GAP = 1
 """The cycle between rounds in which the sequencer checks the next round's tiles."""
-DRAIN = MACRO_LATENCY + 1 + Datapath.latency + 1
+DRAIN = MACRO_LATENCY + 1 + DATAPATH_LATENCY + 1
 """Cycles from the last bit-plane of a layer (``a_bits`` after its last issue: the buffer read
 overlaps the first plane) to the next layer's start: macro (3), adder tree and running sum
 (1), Datapath (6), the write that ends the layer (1)."""

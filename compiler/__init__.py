@@ -1,0 +1,24 @@
+"""The compiler: an integer model (:mod:`model`) and a hardware configuration
+(:mod:`contract`) in, a layer program and its memory images out.
+
+* :mod:`compiler.compile`: :func:`compile_model`, the :class:`Program` it returns and the
+  functional model :func:`execute`.
+* :mod:`compiler.cycles`: the analytic cycle model of the sequencer's schedule.
+* :mod:`compiler.firmware_blob`: the model blob the Cortex-M4 firmware loads.
+
+It imports the network side and the contract, never the gateware.
+"""
+
+from .compile import (
+    Alloc,
+    CompileError,
+    Program,
+    compile_model,
+    execute,
+    read_tensor,
+    window_addresses,
+    write_tensor,
+)
+
+__all__ = ["Alloc", "CompileError", "Program", "compile_model", "execute", "read_tensor",
+           "window_addresses", "write_tensor"]

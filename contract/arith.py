@@ -1,0 +1,241 @@
+"""The integer arithmetic that the network side and the hardware both implement.
+
+The golden model (:mod:`model.golden`), the compiler's functional model and the gateware's
+bit-exact ``model()`` methods all compute with these definitions; ``contract/README.md``
+states the whole integer contract in prose. Pure NumPy: no PyTorch, no Amaranth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "MAX_ACC_WIDTH", "MAX_PADDING", "MAX_SHIFT",
+    "MULT_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel", "accumulator_width",
+    "act_range", "adc_dot", "column_range", "datapath_model", "out_size", "plane_range",
+    "requantize", "signed_range", "signed_width", "weight_qmax", "weight_range",
+]
+
+# ----------------------------------------------------------------------------- field widths
+
+MULT_BITS = 16
+"""Width of the signed requantization multiplier ``M``."""
+
+RES_MULT_BITS = 24
+"""Width of the signed residual multiplier ``R``. ``M`` and ``R`` share the shift ``S``; the
+residual factor can be hundreds of times the accumulator factor, so ``R`` gets the headroom
+(24 x 8 bits still fits one DSP48E2 multiplier) and ``M`` keeps its full 16-bit precision."""
+
+MAX_SHIFT = 40
+"""Largest requantization shift ``S``; keeps ``y`` comfortably inside 64 bits."""
+
+BIAS_LIMIT = 1 << 47
+"""Requantization biases ``B`` are signed 48-bit (a DSP48E2 accumulator)."""
+
+BIAS_BITS = BIAS_LIMIT.bit_length()
+"""Width of the signed bias ``B`` (48: one DSP48E2 accumulator)."""
+
+VALUE_BITS = 9
+"""Width of the signed residual input and of the output values. Activations are at most 8 bits,
+unsigned ``0..255`` or narrow signed ``-127..127``; signed 9 bits holds both, so a signed
+shortcut output can feed the residual input unchanged and nobody has to reinterpret codes."""
+
+MAX_ACC_WIDTH = 48
+"""Beyond 48 bits ``y`` would leave int64 in :func:`datapath_model`; the golden model's
+accumulators stay below 2**53 and real layers far below 2**32."""
+
+
+# ----------------------------------------------------------------------------- geometry
+
+KERNELS = (1, 3, 5, 7)
+"""Kernel sizes the accelerator runs (odd, so a window has a centre)."""
+STRIDES = (1, 2)
+"""Strides the accelerator runs."""
+MAX_PADDING = 3
+"""Largest zero padding on each side (a 7 x 7 kernel's half width)."""
+
+
+def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output size of a convolution or pooling window along one axis:
+    ``floor((size + 2 * padding - kernel) / stride) + 1`` (< 1: the window does not fit)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# ----------------------------------------------------------------------------- value ranges
+
+def weight_qmax(bits: int) -> int:
+    """Largest weight magnitude on the integer grid (narrow range; 1 bit means +-1)."""
+    return 1 if bits == 1 else (1 << (bits - 1)) - 1
+
+
+def weight_range(w_bits: int) -> tuple[int, int]:
+    """Smallest and largest weight: two's complement, or -1/+1 for ``w_bits == 1``."""
+    if w_bits == 1:
+        return -1, 1
+    return -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
+
+
+def act_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer range ``(lo, hi)`` of an activation: unsigned ``[0, 2**b - 1]`` or narrow
+    signed ``[-(2**(b-1) - 1), 2**(b-1) - 1]``."""
+    if signed:
+        hi = (1 << (bits - 1)) - 1
+        if hi < 1:
+            raise ValueError("signed activations need at least 2 bits")
+        return -hi, hi
+    return 0, (1 << bits) - 1
+
+
+def column_range(rows: int, w_bits: int, a_bits: int) -> tuple[int, int]:
+    """Range of one column's result: a dot product of ``rows`` unsigned ``a_bits``
+    activations with ``w_bits`` weights."""
+    lo, hi = weight_range(w_bits)
+    amax = (1 << a_bits) - 1
+    return rows * lo * amax, rows * hi * amax
+
+
+def plane_range(rows: int, w_bits: int) -> tuple[int, int]:
+    """Range of one input bit-plane's column sum ``sum_r x_r * w_r`` (``x_r`` in {0, 1})."""
+    lo, hi = weight_range(w_bits)
+    return rows * lo, rows * hi
+
+
+def signed_width(lo: int, hi: int) -> int:
+    """Smallest width of a signed integer that holds every value in ``[lo, hi]``."""
+    return 1 + max((-lo - 1).bit_length() if lo < 0 else 0, hi.bit_length() if hi >= 0 else 0)
+
+
+def accumulator_width(terms: int, w_bits: int, a_bits: int) -> int:
+    """Accumulator width for a dot product of ``terms`` unsigned ``a_bits`` activations with
+    signed ``w_bits`` weights (narrow range; 1 bit means +-1): the bound is
+    ``terms * qmax(w) * (2**a_bits - 1)``, in either sign. Every partial sum over a subset of the
+    terms obeys the same bound, so a running sum never leaves this width either."""
+    if terms < 1:
+        raise ValueError(f"Term count must be positive, not {terms}")
+    qmax = weight_qmax(w_bits)
+    bound = terms * qmax * ((1 << a_bits) - 1)
+    return signed_width(-bound, bound)
+
+
+def signed_range(width: int) -> tuple[int, int]:
+    return -(1 << (width - 1)), (1 << (width - 1)) - 1
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def requantize(acc, mult, bias, shift, lo, hi, res=None, res_mult=None) -> np.ndarray:
+    """The requantization rule on int64 arrays laid out (N, C, ...)."""
+    sh = (1, -1) + (1,) * (acc.ndim - 2)
+    y = acc * mult.astype(np.int64).reshape(sh) + bias.astype(np.int64).reshape(sh)
+    if res is not None:
+        y = y + res.astype(np.int64) * res_mult.astype(np.int64).reshape(sh)
+    y = (y + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(y, lo, hi)
+
+
+def datapath_model(psum, first, last, m, b, r, res, *, lanes: int, acc_width: int,
+                   psum_width: int, shift: int, out_bits: int, out_signed: bool,
+                   has_residual: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The accumulate-and-requantize rule of the post-array datapath, bit for bit, as
+    :class:`gateware.datapath.Datapath` emits its results, in order.
+
+    ``psum``, ``m``, ``b``, ``r``, ``res``: integer arrays ``(beats, lanes)``; ``first``,
+    ``last``: ``(beats,)``. Returns ``(value, overflow)``: ``(results, lanes)`` int64 and
+    ``(results,)`` bool, one row per ``last`` beat. Raises :class:`ValueError` for values
+    that do not fit their fields and for illegal configurations.
+    """
+    psum, m, b, r, res = (np.asarray(x, dtype=np.int64) for x in (psum, m, b, r, res))
+    first = np.asarray(first, dtype=bool)
+    last = np.asarray(last, dtype=bool)
+    beats = len(first)
+    for name, x, width in (("psum", psum, psum_width), ("m", m, MULT_BITS),
+                           ("b", b, BIAS_BITS), ("r", r, RES_MULT_BITS),
+                           ("res", res, VALUE_BITS)):
+        if x.shape != (beats, lanes):
+            raise ValueError(f"{name} must have shape {(beats, lanes)}, not {x.shape}")
+        lo_, hi_ = signed_range(width)
+        if x.size and (x.min() < lo_ or x.max() > hi_):
+            raise ValueError(f"{name} values must fit signed {width} bits")
+    if last.shape != (beats,):
+        raise ValueError(f"last must have shape {(beats,)}, not {last.shape}")
+    if not 1 <= shift <= MAX_SHIFT:
+        raise ValueError(f"Shift must be between 1 and {MAX_SHIFT}, not {shift}")
+    if not 1 <= out_bits <= 8 or (out_signed and out_bits < 2):
+        raise ValueError(f"Output bits must be between {2 if out_signed else 1} and 8, "
+                         f"not {out_bits}")
+    lo, hi = act_range(out_bits, out_signed)
+
+    # Running sums restart at every ``first`` beat (before the first one, from the reset
+    # value 0). Up to the first overflow the register equals the exact running sum, so the
+    # sticky flag is "some exact running sum of this result left the range", and the value
+    # is the exact total wrapped to acc_width bits, whatever wrapped in between.
+    amin, amax = signed_range(acc_width)
+    rows = np.flatnonzero(last)
+    segment = np.cumsum(first)                   # segment of each beat, 0 before any first
+    starts = np.concatenate([[0], np.flatnonzero(first)])
+    running = np.cumsum(psum, axis=0)
+    base = np.concatenate([np.zeros((1, lanes), np.int64), running])[starts]
+    running = running - base[segment]
+    bad = np.cumsum(((running < amin) | (running > amax)).any(axis=1))
+    bad_before = np.concatenate([[0], bad])[starts]
+    overflow = (bad - bad_before[segment])[rows] > 0
+    acc = (running[rows] - amin) % (1 << acc_width) + amin
+    y = acc * m[rows] + b[rows]
+    if has_residual:
+        y = y + res[rows] * r[rows]
+    # The hardware's rounding: shift by S - 1, add one, drop one more bit.
+    u = ((y >> (shift - 1)) + 1) >> 1
+    return np.clip(u, lo, hi), overflow
+
+
+@dataclass(frozen=True)
+class AdcModel:
+    """A partial-sum ADC on the CIM array, for studying what an analog macro would cost.
+
+    The array computes a conv as row tiles of ``rows`` im2col rows, in the order (kh, kw,
+    group of ``rows`` input channels; the last group zero-filled), one input bit-plane at a
+    time. For each tile, input bit-plane and weight bit, the count of rows where both bits are
+    1 (the column current an ADC would digitise) saturates at ``2**bits - 1`` before the
+    shift-and-add; for binary weights the count of rows with input 1 and stored +1 does.
+    Only accelerator (``where == "accel"``) convs are affected: the MCU computes exactly.
+    ``gateware.cim_macro.CIMMacro`` implements the same rule in RTL.
+    """
+
+    rows: int
+    bits: int
+
+    def __post_init__(self):
+        if self.rows < 1 or self.rows & (self.rows - 1):
+            raise ValueError(f"ADC rows must be a power of two, not {self.rows}")
+        if not 1 <= self.bits <= 16:
+            raise ValueError(f"ADC bits must be 1..16, not {self.bits}")
+
+
+def adc_dot(x: np.ndarray, w: np.ndarray, *, w_bits: int, a_bits: int,
+            adc_bits: int | None) -> np.ndarray:
+    """``x @ w`` for one row tile, computed per input bit-plane and weight bit with each
+    partial count clipped to ``2**adc_bits - 1`` (exact when ``adc_bits`` is None).
+
+    ``x``: unsigned ``a_bits``-bit integers ``(..., rows)``; ``w``: signed ``w_bits``-bit
+    weights ``(rows, cols)`` (two's complement; +-1 for one bit). Returns int64 ``(..., cols)``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    cmax = None if adc_bits is None else (1 << adc_bits) - 1
+    wbits = [(w > 0).astype(np.int64)] if w_bits == 1 else [(w >> b) & 1 for b in range(w_bits)]
+    y = np.zeros(x.shape[:-1] + w.shape[1:], dtype=np.int64)
+    for j in range(a_bits):
+        xj = (x >> j) & 1
+        counts = [xj @ wb for wb in wbits]
+        if cmax is not None:
+            counts = [np.minimum(c, cmax) for c in counts]
+        if w_bits == 1:
+            part = 2 * counts[0] - xj.sum(axis=-1, keepdims=True)
+        else:
+            part = sum(counts[b] << b for b in range(w_bits - 1))
+            part = part - (counts[-1] << (w_bits - 1))
+        y += part << j
+    return y

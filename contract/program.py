@@ -1,0 +1,268 @@
+"""The program format: layer descriptors, parameter records, weight image, buffer layout.
+
+What the compiler (:mod:`compiler`) writes and the sequencer (:mod:`gateware.accelerator`)
+reads, declared once. The C header, ``docs/registers.md`` and the testbench constants are
+generated from these declarations (:mod:`gateware.regmap`); the sequencer decodes a
+descriptor through a layout generated from :data:`FIELDS`.
+
+Layer descriptor (``FIELDS``, declared once)
+--------------------------------------------
+``DESC_WORDS`` 32-bit words per layer. The fields of ``FIELDS`` are packed in order, least
+significant bits first, into consecutive words; a field that does not fit in what is left of
+a word starts the next one (no field straddles two words). :data:`LAYOUT` lists every
+field's word and bit offset; :meth:`Descriptor.pack` / :meth:`Descriptor.unpack` convert.
+
+Weight image
+------------
+``R x C`` = ``rows x cols`` of the configuration, ``G = ceil(Cin / R)`` input channel groups,
+``T = k * k * G`` row tiles, ``J = ceil(Cout / C)`` column tiles. Row tile
+``t = (kh * k + kw) * G + cg`` holds, in tile
+row ``r``, input channel ``cg * R + r`` of kernel tap ``(kh, kw)``; column ``c`` of column tile
+``j`` is output channel ``j * C + c``. Rows past ``Cin`` and columns past ``Cout`` are
+zero-filled (for binary weights the stored code 0, i.e. -1: those rows only ever see zero
+activations and those columns are never written back).
+
+A layer's tiles are stored column tile major: tile ``j * T + t`` of the layer is image tile
+``weight_base + j * T + t``. A tile is ``rows // write_rows`` write beats (beat ``a`` holds
+tile rows ``a * write_rows .. a * write_rows + write_rows - 1``), each beat the macro's write
+``w`` field: element ``w[i][c]`` (row ``a * write_rows + i``, column ``c``) at bits
+``[(i * C + c) * w_bits, (i * C + c + 1) * w_bits)`` as ``w_bits`` two's complement (binary:
+1 = +1, 0 = -1). A beat is padded with zeros to ``BEAT_WORDS = ceil(write_rows * C * w_bits /
+32)`` 32-bit words, word 0 holding bits 0..31. Image word of beat ``a`` of image tile ``n``,
+word ``i``: ``(n * rows // write_rows + a) * BEAT_WORDS + i``.
+
+Parameter image
+---------------
+One ``PARAM_WORDS`` (4) word record per output channel, declared in ``PARAM_FIELDS``: ``m``
+(signed 16, bits 0..15), ``b`` (signed 48, bits 16..63), ``r`` (signed 24, bits 64..87;
+0 without a residual), two's complement, little-endian words, bits 88..127 zero. Channel ``c``
+of a layer is record ``param_base + c``; a layer has ``J * C`` records (past ``Cout``:
+zeros), and ``param_base`` is a multiple of ``C``, so column tile ``j``'s records are row
+``param_base / C + j`` of a memory ``C`` records wide.
+
+Activation buffer
+-----------------
+The :class:`~gateware.actbuf.ActivationBuffer` has two banks of ``bank_words`` words; a
+global word address is ``bank * bank_words + offset``. One word is one pixel's channel group
+(``R`` lanes of ``a_bits``, :mod:`gateware.actbuf`). A tensor of ``out_bits`` wider than
+``a_bits`` (a signed 8-bit shortcut output on a W4A4 array) takes ``S = ceil(out_bits /
+a_bits)`` slice words per pixel and group, slice ``s`` holding bits ``[s * a_bits, (s + 1) *
+a_bits)`` of the two's-complement value: pixel ``(y, x)``, group ``cg``, slice ``s`` is at
+``base + ((y * W + x) * G + cg) * S + s`` (with ``S = 1`` this is
+:func:`~gateware.actbuf.word_address`). Allocation: each layer writes its output to the
+bank its main input is not in (ping-pong), first fit among tensors still alive (a residual
+source stays alive up to its last reader; outputs the MCU reads stay to the end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .arith import MULT_BITS, RES_MULT_BITS
+from .config import HwConfig
+
+__all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "PARAM_FIELDS", "PARAM_WORDS", "Descriptor",
+           "Field", "beat_words", "layer_tiles", "pack_params", "pack_tiles", "slices",
+           "tile_words", "unpack_params", "unpack_tiles"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    bits: int
+    meaning: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("kernel", 3, "kernel size k: 1, 3, 5 or 7"),
+    Field("stride", 2, "stride: 1 or 2"),
+    Field("padding", 2, "zero padding on every side, 0..3"),
+    Field("relu", 1, "1: clamp at 0 (unsigned output); always equal to not out_signed"),
+    Field("out_signed", 1, "output is narrow signed (no ReLU)"),
+    Field("out_bits", 4, "output bits, 1..8"),
+    Field("shift", 6, "requantization shift S, 1..40"),
+    Field("has_residual", 1, "add res * R before the shift"),
+    Field("res_signed", 1, "the residual tensor is signed"),
+    Field("res_bits", 4, "bits of the residual tensor (0 without one)"),
+    Field("last", 1, "last layer of the program"),
+    Field("in_height", 12, "input height H"),
+    Field("in_width", 12, "input width W"),
+    Field("in_groups", 8, "input channel groups G = ceil(Cin / rows)"),
+    Field("out_height", 12, "output height Ho"),
+    Field("out_width", 12, "output width Wo"),
+    Field("out_groups", 8, "output channel groups ceil(Cout / rows)"),
+    Field("in_channels", 12, "input channels Cin"),
+    Field("out_channels", 12, "output channels Cout"),
+    Field("col_tiles", 8, "column tiles J = ceil(Cout / cols)"),
+    Field("row_tiles", 16, "row tiles T = k * k * G"),
+    Field("weight_tiles", 16, "weight tiles of the layer, J * T"),
+    Field("in_base", 24, "word address of the input tensor"),
+    Field("out_base", 24, "word address of the output tensor"),
+    Field("res_base", 24, "word address of the residual tensor (0 without one)"),
+    Field("weight_base", 32, "first image tile of the layer"),
+    Field("param_base", 24, "first parameter record of the layer"),
+)
+
+
+def _layout(flds) -> tuple[dict[str, tuple[int, int]], int]:
+    out, word, bit = {}, 0, 0
+    for f in flds:
+        if bit + f.bits > 32:
+            word, bit = word + 1, 0
+        out[f.name] = (word, bit)
+        bit += f.bits
+    return out, word + 1
+
+
+LAYOUT, DESC_WORDS = _layout(FIELDS)
+"""``name -> (word, bit offset)`` of each descriptor field, and the words per descriptor."""
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One layer of the program; one attribute per entry of :data:`FIELDS`."""
+
+    kernel: int
+    stride: int
+    padding: int
+    relu: int
+    out_signed: int
+    out_bits: int
+    shift: int
+    has_residual: int
+    res_signed: int
+    res_bits: int
+    last: int
+    in_height: int
+    in_width: int
+    in_groups: int
+    out_height: int
+    out_width: int
+    out_groups: int
+    in_channels: int
+    out_channels: int
+    col_tiles: int
+    row_tiles: int
+    weight_tiles: int
+    in_base: int
+    out_base: int
+    res_base: int
+    weight_base: int
+    param_base: int
+
+    def pack(self) -> list[int]:
+        """The descriptor as ``DESC_WORDS`` 32-bit words."""
+        words = [0] * DESC_WORDS
+        for f in FIELDS:
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or not 0 <= v < 1 << f.bits:
+                raise ValueError(f"descriptor field {f.name}={v!r} does not fit {f.bits} bits")
+            w, b = LAYOUT[f.name]
+            words[w] |= v << b
+        return words
+
+    @classmethod
+    def unpack(cls, words) -> Descriptor:
+        words = [int(w) for w in words]
+        if len(words) != DESC_WORDS:
+            raise ValueError(f"a descriptor is {DESC_WORDS} words, not {len(words)}")
+        vals = {}
+        for f in FIELDS:
+            w, b = LAYOUT[f.name]
+            vals[f.name] = (words[w] >> b) & ((1 << f.bits) - 1)
+        return cls(**vals)
+
+
+assert [f.name for f in fields(Descriptor)] == [f.name for f in FIELDS]
+
+PARAM_FIELDS: tuple[Field, ...] = (
+    Field("m", MULT_BITS, "requantization multiplier M (signed)"),
+    Field("b", 48, "bias B (signed)"),
+    Field("r", RES_MULT_BITS, "residual multiplier R (signed; 0 without a residual)"),
+)
+PARAM_WORDS = 1 << (-(-sum(f.bits for f in PARAM_FIELDS) // 32) - 1).bit_length()
+"""Words per parameter record: the fields' 88 bits rounded up to a power of two of words (4),
+so that the ``cols`` records of a column tile form one row of the sequencer's parameter
+memory, read in one cycle."""
+
+
+def pack_params(m, b, r) -> np.ndarray:
+    """``(channels, PARAM_WORDS)`` uint32 records from per-channel M, B, R."""
+    recs = np.zeros((len(m), PARAM_WORDS), dtype=np.uint32)
+    for i, vals in enumerate(zip(m, b, r)):
+        rec, bit = 0, 0
+        for f, v in zip(PARAM_FIELDS, vals):
+            rec |= (int(v) & ((1 << f.bits) - 1)) << bit
+            bit += f.bits
+        recs[i] = [(rec >> (32 * k)) & 0xFFFFFFFF for k in range(PARAM_WORDS)]
+    return recs
+
+
+def unpack_params(recs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_params`: int64 arrays M, B, R."""
+    out = [[], [], []]
+    for words in np.asarray(recs, dtype=np.uint64).reshape(-1, PARAM_WORDS):
+        rec = sum(int(w) << (32 * k) for k, w in enumerate(words))
+        bit = 0
+        for i, f in enumerate(PARAM_FIELDS):
+            v = (rec >> bit) & ((1 << f.bits) - 1)
+            out[i].append(v - (1 << f.bits) if v >> (f.bits - 1) else v)
+            bit += f.bits
+    return tuple(np.array(o, dtype=np.int64) for o in out)
+
+
+def slices(bits: int, a_bits: int) -> int:
+    """Buffer words per pixel and channel group of a ``bits``-bit tensor (``S`` above)."""
+    return -(-bits // a_bits)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def beat_words(config: HwConfig) -> int:
+    return -(-config.write_rows * config.cols * config.w_bits // 32)
+
+
+def tile_words(config: HwConfig) -> int:
+    return config.write_cycles * beat_words(config)
+
+
+def layer_tiles(weight: np.ndarray, config: HwConfig) -> np.ndarray:
+    """``(J * T, rows, cols)`` weight tiles of a ``(Cout, Cin, k, k)`` conv, image order."""
+    cout, cin, k, _ = weight.shape
+    R, C = config.rows, config.cols
+    g, j = -(-cin // R), -(-cout // C)
+    w = np.zeros((j * C, g * R, k, k), dtype=np.int64)
+    w[:cout, :cin] = weight
+    # (J, C, G, R, kh, kw) -> (J, kh, kw, G, R, C): tile (j, t = (kh*k + kw)*G + cg).
+    w = w.reshape(j, C, g, R, k, k).transpose(0, 4, 5, 2, 3, 1)
+    return w.reshape(j * k * k * g, R, C)
+
+
+def pack_tiles(tiles: np.ndarray, config: HwConfig) -> np.ndarray:
+    """uint32 image words of ``(n, rows, cols)`` tiles (layout: module docstring)."""
+    wb, wr = config.w_bits, config.write_rows
+    tiles = np.asarray(tiles, dtype=np.int64)
+    codes = (tiles > 0).astype(np.int64) if wb == 1 else tiles & ((1 << wb) - 1)
+    n = tiles.shape[0]
+    beats = codes.reshape(n * config.write_cycles, wr * config.cols)
+    bits = ((beats[..., None] >> np.arange(wb)) & 1).reshape(len(beats), -1)
+    pad = beat_words(config) * 32 - bits.shape[1]
+    bits = np.pad(bits, ((0, 0), (0, pad))).astype(np.uint8)
+    return np.packbits(bits, axis=1, bitorder="little").view("<u4").reshape(-1)
+
+
+def unpack_tiles(words: np.ndarray, config: HwConfig) -> np.ndarray:
+    """Inverse of :func:`pack_tiles`: ``(n, rows, cols)`` int64 weights."""
+    wb, wr, C = config.w_bits, config.write_rows, config.cols
+    beats = np.asarray(words, dtype="<u4").reshape(-1, beat_words(config))
+    bits = np.unpackbits(beats.view(np.uint8), axis=1, bitorder="little")
+    bits = bits[:, :wr * C * wb].reshape(-1, wr * C, wb).astype(np.int64)
+    codes = (bits << np.arange(wb)).sum(axis=-1)
+    if wb == 1:
+        w = 2 * codes - 1
+    else:
+        w = np.where(codes >= 1 << (wb - 1), codes - (1 << wb), codes)
+    return w.reshape(-1, config.rows, C)

@@ -1,0 +1,19 @@
+"""Latencies the hardware has and the analytic cycle model counts with.
+
+The cycle model (:mod:`compiler.cycles`) states the sequencer's schedule in formulas built on
+these; each gateware block declares its latency from here, and its tests measure it.
+"""
+
+__all__ = ["ACTBUF_LATENCY", "DATAPATH_LATENCY", "MACRO_LATENCY"]
+
+MACRO_LATENCY = 3
+"""CIM macro: cycles from the clock edge that accepts a vector's last bit-plane to the edge
+after which its result is valid (:class:`gateware.cim_macro.CIMMacro`)."""
+
+DATAPATH_LATENCY = 6
+"""Accumulate / requantize / residual datapath: cycles from the transfer of a result's last
+beat to the result being valid (:class:`gateware.datapath.Datapath`)."""
+
+ACTBUF_LATENCY = 2
+"""Activation buffer's stream read path: cycles from a request to its word
+(:class:`gateware.actbuf.ActivationBuffer`)."""
