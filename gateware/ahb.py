@@ -410,7 +410,7 @@ def _check_bindings(regmap: RegMap, accel: wiring.Signature) -> None:
                 continue
             where, port = f"Register {r.name}: field {f.name}", f.hw.port
             kind = type(f.hw).__name__
-            member = accel.members.get(port)
+            member = accel.members[port] if port in accel.members else None
             if member is None or not member.is_port:
                 raise ValueError(f"{where}: the accelerator has no port {port!r} for its "
                                  f"{kind}")

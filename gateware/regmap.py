@@ -212,9 +212,11 @@ class Register:
         kind, what = (type(None), "no behaviour") if self.const else _BEHAVIOUR[self.access]
         for f in self.fields:
             if not isinstance(f.hw, kind):
-                raise ValueError(f"Register {self.name}: field {f.name} of "
-                                 f"{'a constant' if self.const else 'an ' + self.access.value}"
-                                 f" register takes {what}, not {f.hw!r}")
+                kind_of = "a constant" if self.const else {
+                    Access.RO: "an RO", Access.RW: "an RW", Access.W1C: "a W1C",
+                    Access.WO: "a WO"}[self.access]
+                raise ValueError(f"Register {self.name}: field {f.name} of {kind_of} register "
+                                 f"takes {what}, not {f.hw!r}")
         if self.irq_enable is not None:
             _check_name(f"Register {self.name}: irq_enable", self.irq_enable)
             if self.access is not Access.W1C:
