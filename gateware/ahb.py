@@ -341,19 +341,18 @@ class CIMSlave(wiring.Component):
                 read[r.name] = _pack(r, {f.name: getattr(acc, f.hw.port) for f in r.fields})
             elif r.access is Access.WO:
                 m.d.comb += [getattr(acc, f.hw.port).eq(write & data[f.pos]) for f in r.fields]
-            elif r.access is Access.RW:
+            else:                   # stored: RW, or W1C
                 stored[r.name] = read[r.name] = reg = Signal(32, init=r.reset,
                                                               name=r.name.lower())
-                with m.If(write):
-                    m.d.sync += reg.eq(data & r.mask)
-            else:                   # W1C: an event in the cycle of the clearing write wins
-                stored[r.name] = read[r.name] = reg = Signal(32, init=r.reset,
-                                                              name=r.name.lower())
-                set_word = Signal(32, name=f"{r.name.lower()}_set")
-                m.d.comb += set_word.eq(sum(Value.cast(rise(f.hw.port)) << f.pos
-                                            for f in r.fields))
-                clear = Mux(write, data, 0)
-                m.d.sync += reg.eq(((reg & ~clear) | set_word) & r.mask)
+                if r.access is Access.RW:
+                    with m.If(write):
+                        m.d.sync += reg.eq(data & r.mask)
+                else:               # W1C: an event in the cycle of the clearing write wins
+                    set_word = Signal(32, name=f"{r.name.lower()}_set")
+                    m.d.comb += set_word.eq(sum(Value.cast(rise(f.hw.port)) << f.pos
+                                                for f in r.fields))
+                    clear = Mux(write, data, 0)
+                    m.d.sync += reg.eq(((reg & ~clear) | set_word) & r.mask)
         irqs = [(stored[r.name] & stored[r.irq_enable]).any()
                 for r in self.regmap.registers if r.irq_enable is not None]
         m.d.comb += self.irq.eq(Cat(*irqs).any() if irqs else 0)
