@@ -31,10 +31,11 @@ Protocol
 * Activation writes: ``HWDATA`` is replicated over the wide word and only the lanes of the
   active byte lanes (``HSIZE``, ``HADDR[1:0]``, little-endian) of the addressed slice are
   enabled (``act_w_mask``).
-* ``irq`` is high while some bit of ``IRQ_STATUS & IRQ_ENABLE`` is set; ``IRQ_STATUS.DONE``
-  is set when the accelerator's ``done`` rises, ``.ERROR`` when ``error`` rises; both stay
-  set until software writes 1 to them (an event in the same cycle as the clearing write
-  wins, so none is lost).
+* Registers behave as declared in :mod:`gateware.regmap` (no register is named here): ``irq``
+  is high while some bit of ``IRQ_STATUS & IRQ_ENABLE`` is set; ``IRQ_STATUS.DONE`` is set
+  when the accelerator's ``done`` rises, ``.ERROR`` when ``error`` rises; both stay set
+  until software writes 1 to them (an event in the same cycle as the clearing write wins,
+  so none is lost).
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
 
 from .actbuf import ActivationBuffer
-from .regmap import REG_BLOCK, REG_SIZES, Access, Register, RegMap
+from .regmap import REG_BLOCK, REG_SIZES, Access, Port, Pulse, Register, RegMap
 
 __all__ = ["AHBLiteSignature", "CIMSlave", "HBurst", "HResp", "HSize", "HTrans",
            "byte_lanes"]
@@ -136,30 +138,26 @@ class AHBLiteSignature(wiring.Signature):
         return f"AHBLiteSignature(addr_width={self.addr_width}, data_width={self.data_width})"
 
 
-# The accelerator ports the slave drives or reads, and how the register map's live
-# (non-constant) registers map onto them. A register added to the map without hardware here
-# is caught when the slave is built.
-_STATUS_SOURCES = {"BUSY": "busy", "DONE": "done", "ERROR": "error", "ERROR_CODE": "error_code",
-                   "LAYER": "layer"}
-_COUNTERS = {"CYCLES_TOTAL": "cycles_total", "CYCLES_BUSY": "cycles_busy",
-             "CYCLES_COMPUTE": "cycles_compute", "CYCLES_STALL": "cycles_stall"}
-_STORED = ("IRQ_ENABLE", "IRQ_STATUS")
-_ACTIONS = ("CTRL",)
-_ACCEL_PORTS = ("start", "busy", "done", "error", "error_code", "layer", "cycles_total",
-                "cycles_busy", "cycles_compute", "cycles_stall",
-                "prog_w_addr", "prog_w_data", "prog_w_en", "weight_w_addr", "weight_w_data",
-                "weight_w_en", "param_w_addr", "param_w_data", "param_w_en",
-                "act_w_addr", "act_w_data", "act_w_mask", "act_w_en",
-                "act_r_addr", "act_r_data", "act_r_valid")
+# The accelerator ports the slave itself uses: START and busy (a START in flight closes the
+# windows), the memory write ports and the activation read port. The registers' ports are
+# named by their declarations (gateware.regmap: Port, Rise, Pulse) and checked when the slave
+# is built.
 _WINDOW_PORTS = {"PROG": "prog", "PARAM": "param", "WEIGHT": "weight"}
-
-
-def _log2(n: int) -> int:
-    return (n - 1).bit_length()
+_MEMORY_PORTS = ("prog_w_addr", "prog_w_data", "prog_w_en", "weight_w_addr", "weight_w_data",
+                 "weight_w_en", "param_w_addr", "param_w_data", "param_w_en",
+                 "act_w_addr", "act_w_data", "act_w_mask", "act_w_en",
+                 "act_r_addr", "act_r_data", "act_r_valid")
+_ACCEL_PORTS = ("start", "busy", *_MEMORY_PORTS)
 
 
 class CIMSlave(wiring.Component):
     """AHB-Lite slave of the CIM accelerator (protocol in the module docstring).
+
+    The registers' behaviour is that of their declarations in the map: constants, RO fields
+    read from accelerator outputs, stored RW registers, W1C bits set by accelerator events, WO
+    bits that pulse accelerator inputs, and the interrupt from each W1C register and its
+    ``irq_enable`` register (:mod:`gateware.regmap`). A register added to the map needs no
+    change here.
 
     Parameters
     ----------
@@ -168,17 +166,19 @@ class CIMSlave(wiring.Component):
         ``HADDR`` are decoded, the bits above are ignored (the decoder's ``HSEL`` covers them).
     accel : wiring.Signature
         The signature of the :class:`~gateware.accelerator.Accelerator` to drive (its
-        ``signature``), so that ``wiring.connect(m, slave.accel, accelerator)`` holds.
+        ``signature``), so that ``wiring.connect(m, slave.accel, accelerator)`` holds. It must
+        have every port the map's fields name, in the direction and width they need.
 
     Members
     -------
     bus : ``In(AHBLiteSignature(addr_width=32))``
         The AHB-Lite slave port.
     accel : ``In(accel)``
-        To the accelerator: ``start``, the memory write ports and the activation read port
-        out; status and counters in.
+        To the accelerator: the memory write ports, the activation read port and the ports
+        the register declarations name (``start`` out; status and counters in).
     irq : ``Out(1)``
-        Interrupt request, level: ``IRQ_STATUS & IRQ_ENABLE`` is not zero.
+        Interrupt request, level: some W1C register has a bit set whose ``irq_enable`` bit
+        is set (``IRQ_STATUS & IRQ_ENABLE`` is not zero).
     """
 
     def __init__(self, *, regmap: RegMap, accel: wiring.Signature):
@@ -201,20 +201,9 @@ class CIMSlave(wiring.Component):
             if 1 << width[f"{port}_w_addr"] < words:
                 raise ValueError(f"Accelerator {port}_w_addr is too narrow for the {win} "
                                  f"window ({words} words)")
-        if width["act_r_addr"] < _log2(act.words):
+        if width["act_r_addr"] < ceil_log2(act.words):
             raise ValueError("Accelerator act_r_addr is too narrow for the ACT window")
-        handled = {"STATUS", *_COUNTERS, *_STORED, *_ACTIONS}
-        for r in regmap.registers:
-            if not r.const and r.name not in handled:
-                raise ValueError(f"Register {r.name} has no hardware in the slave")
-        status = regmap.register("STATUS")
-        if {f.name for f in status.fields} != set(_STATUS_SOURCES):
-            raise ValueError("STATUS fields and the slave's status sources differ")
-        en, st = regmap.register("IRQ_ENABLE"), regmap.register("IRQ_STATUS")
-        if ([(f.name, f.pos, f.width) for f in en.fields]
-                != [(f.name, f.pos, f.width) for f in st.fields] or st.access is not Access.W1C):
-            raise ValueError("IRQ_ENABLE and IRQ_STATUS must have the same fields, "
-                             "IRQ_STATUS be W1C")
+        _check_bindings(regmap, accel)
         self.regmap = regmap
         super().__init__({
             "bus": In(AHBLiteSignature(addr_width=32)),
@@ -225,17 +214,13 @@ class CIMSlave(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rm = self.regmap
-        cfg = rm.config
         bus, acc = self.bus, self.accel
         regs = rm.registers
         blocks = ["REGS", *(w.name for w in rm.windows)]
         blk = {name: i for i, name in enumerate(blocks)}
         latency = ActivationBuffer.latency
-        act = rm.window("ACT")
-        slice_bits = _log2(rm.act_slices)
-
         addr = bus.HADDR[:rm.addr_width]
-        size = bus.HSIZE.as_value()
+        write = bus.HWRITE
 
         # ------------------------------------------------------------ address phase
         transfer = Signal()
@@ -244,46 +229,8 @@ class CIMSlave(wiring.Component):
         # The accelerator owns its memories from the cycle START reaches it.
         busy = Signal()
         m.d.comb += busy.eq(acc.busy | acc.start)
-        aligned = Signal()
-        m.d.comb += aligned.eq(Mux(size == HSize.WORD, addr[:2] == 0,
-                                   Mux(size == HSize.HALFWORD, ~addr[0], 1)))
-
-        def sizes_ok(sizes):
-            return Cat(*[size == _log2(s) for s in sizes]).any()
-
-        def inside(offset, nbytes):
-            lo = _log2(nbytes)
-            return addr[lo:] == offset >> lo
-
-        ok = Signal()           # the transfer is legal: OKAY, else ERROR
-        a_block = Signal(range(len(blocks)))
-        a_reg = Signal(range(len(regs)))
-        write = bus.HWRITE
-        with m.If(inside(0, REG_BLOCK)):
-            m.d.comb += a_block.eq(blk["REGS"])
-            reg_index = addr[2:_log2(REG_BLOCK)]
-            with m.Switch(reg_index):
-                for i, r in enumerate(regs):
-                    with m.Case(r.offset >> 2):
-                        can_write = (r.access.writable
-                                     and (~busy if r.idle_only else Const(1)))
-                        allowed = Mux(write, can_write, r.access.readable)
-                        m.d.comb += [a_reg.eq(i), ok.eq(sizes_ok(REG_SIZES) & aligned & allowed)]
-        for w in rm.windows:
-            with m.Elif(inside(w.offset, w.size)):
-                m.d.comb += [a_block.eq(blk[w.name]),
-                             ok.eq(sizes_ok(w.sizes) & aligned & ~busy
-                                   & Mux(write, w.access.writable, w.access.readable))]
-        # Otherwise unmapped: ok stays 0.
-
-        lanes = Signal(4)
-        with m.Switch(size):
-            with m.Case(HSize.BYTE):
-                m.d.comb += lanes.eq(Const(1, 4) << addr[:2])
-            with m.Case(HSize.HALFWORD):
-                m.d.comb += lanes.eq(Mux(addr[1], 0b1100, 0b0011))
-            with m.Default():
-                m.d.comb += lanes.eq(0b1111)
+        ok, a_block, a_reg = self._decode(m, addr, busy, blocks)
+        lanes = _byte_lanes(m, addr, bus.HSIZE.as_value())
 
         # ------------------------------------------------------------ data phase state
         d_valid = Signal()      # a transfer of ours is in its data phase
@@ -318,66 +265,11 @@ class CIMSlave(wiring.Component):
         do_write = complete & d_write
         in_block = {name: d_block == i for name, i in blk.items()}
 
-        # ------------------------------------------------------------ registers
-        # Events for the sticky interrupt status: the rising edges of done and error.
-        done_q = Signal()
-        error_q = Signal()
-        m.d.sync += [done_q.eq(acc.done), error_q.eq(acc.error)]
-        events = {"DONE": acc.done & ~done_q, "ERROR": acc.error & ~error_q}
-
-        stored = {}
-        for name in _STORED:
-            r = rm.register(name)
-            stored[name] = Signal(32, init=r.reset, name=name.lower())
-        irq_en, irq_st = stored["IRQ_ENABLE"], stored["IRQ_STATUS"]
+        # ------------------------------------------------------------ registers and windows
         reg_write = {r.name: do_write & in_block["REGS"] & (d_reg == i)
                      for i, r in enumerate(regs)}
-        en_r, st_r = rm.register("IRQ_ENABLE"), rm.register("IRQ_STATUS")
-        with m.If(reg_write["IRQ_ENABLE"]):
-            m.d.sync += irq_en.eq(bus.HWDATA & en_r.mask)
-        set_word = Signal(32)
-        m.d.comb += set_word.eq(sum(Value.cast(events[f.name]) << f.pos for f in st_r.fields))
-        clear = Mux(reg_write["IRQ_STATUS"], bus.HWDATA, 0)
-        m.d.sync += irq_st.eq(((irq_st & ~clear) | set_word) & st_r.mask)
-        m.d.comb += self.irq.eq((irq_st & irq_en).any())
-
-        start_f = rm.register("CTRL").field("START")
-        m.d.comb += acc.start.eq(reg_write["CTRL"] & bus.HWDATA[start_f.pos])
-
-        # What each readable register reads as (the constants need no flip-flops).
-        read_value = {}
-        for r in regs:
-            if r.const:
-                read_value[r.name] = Const(r.reset, 32)
-            elif r.name in stored:
-                read_value[r.name] = stored[r.name]
-            elif r.name in _COUNTERS:
-                read_value[r.name] = _pack(r, {"COUNT": getattr(acc, _COUNTERS[r.name])})
-            elif r.name == "STATUS":
-                read_value[r.name] = _pack(r, {f: getattr(acc, p)
-                                               for f, p in _STATUS_SOURCES.items()})
-
-        # ------------------------------------------------------------ memory windows
-        for win, port in _WINDOW_PORTS.items():
-            w = rm.window(win)
-            m.d.comb += [getattr(acc, f"{port}_w_addr").eq(d_addr[2:_log2(w.size)]),
-                         getattr(acc, f"{port}_w_data").eq(bus.HWDATA),
-                         getattr(acc, f"{port}_w_en").eq(do_write & in_block[win])]
-
-        # Activation window: word w, slice s at byte (w * slices + s) * 4.
-        R, ab = cfg.rows, cfg.a_bits
-        act_word = d_addr[2 + slice_bits:_log2(act.size)]
-        act_slice = d_addr[2:2 + slice_bits]
-        lanes_per_slice = min(R, 32 // ab)
-        slice_mask = Cat(*[d_lanes[(lane * ab) // 8] for lane in range(lanes_per_slice)])
-        m.d.comb += [
-            acc.act_w_addr.eq(act_word),
-            acc.act_w_data.eq(Cat(*[bus.HWDATA] * rm.act_slices)[:R * ab]),
-            acc.act_w_mask.eq((slice_mask << (act_slice * lanes_per_slice))[:R]),
-            acc.act_w_en.eq(do_write & in_block["ACT"]),
-            acc.act_r_addr.eq(act_word),
-        ]
-        act_data = Cat(acc.act_r_data, Const(0, 32 * rm.act_slices - R * ab))
+        read_value = self._registers(m, reg_write)
+        act_read = self._windows(m, d_addr, d_lanes, do_write, in_block)
 
         # ------------------------------------------------------------ read data
         with m.If(d_valid & ~d_err & ~d_write):
@@ -388,18 +280,162 @@ class CIMSlave(wiring.Component):
                             with m.Case(i):
                                 m.d.comb += bus.HRDATA.eq(read_value[r.name])
             with m.Elif(in_block["ACT"]):
-                m.d.comb += bus.HRDATA.eq(act_data.word_select(act_slice, 32))
+                m.d.comb += bus.HRDATA.eq(act_read)
         return m
+
+    def _decode(self, m, addr, busy, blocks):
+        """The address phase: whether the transfer is legal (``ok``), its block (an index of
+        ``blocks``) and register (an index of the map's registers)."""
+        rm, bus = self.regmap, self.bus
+        size, write = bus.HSIZE.as_value(), bus.HWRITE
+        aligned = Signal()
+        m.d.comb += aligned.eq(Mux(size == HSize.WORD, addr[:2] == 0,
+                                   Mux(size == HSize.HALFWORD, ~addr[0], 1)))
+
+        def sizes_ok(sizes):
+            return Cat(*[size == exact_log2(s) for s in sizes]).any()
+
+        def inside(offset, nbytes):
+            lo = exact_log2(nbytes)
+            return addr[lo:] == offset >> lo
+
+        ok = Signal()           # the transfer is legal: OKAY, else ERROR
+        a_block = Signal(range(len(blocks)))
+        a_reg = Signal(range(len(rm.registers)))
+        with m.If(inside(0, REG_BLOCK)):
+            m.d.comb += a_block.eq(blocks.index("REGS"))
+            with m.Switch(addr[2:exact_log2(REG_BLOCK)]):
+                for i, r in enumerate(rm.registers):
+                    with m.Case(r.offset >> 2):
+                        can_write = (r.access.writable
+                                     and (~busy if r.idle_only else Const(1)))
+                        allowed = Mux(write, can_write, r.access.readable)
+                        m.d.comb += [a_reg.eq(i), ok.eq(sizes_ok(REG_SIZES) & aligned & allowed)]
+        for w in rm.windows:
+            with m.Elif(inside(w.offset, w.size)):
+                m.d.comb += [a_block.eq(blocks.index(w.name)),
+                             ok.eq(sizes_ok(w.sizes) & aligned & ~busy
+                                   & Mux(write, w.access.writable, w.access.readable))]
+        # Otherwise unmapped: ok stays 0.
+        return ok, a_block, a_reg
+
+    def _registers(self, m, reg_write):
+        """Each register's declared behaviour (``reg_write``: per register, its write
+        completes this cycle); returns what each readable register reads as."""
+        acc, data = self.accel, self.bus.HWDATA
+        rises = {}
+
+        def rise(port):     # one flip-flop per accelerator output whose rising edge counts
+            if port not in rises:
+                prev = Signal(name=f"{port}_q")
+                m.d.sync += prev.eq(getattr(acc, port))
+                rises[port] = getattr(acc, port) & ~prev
+            return rises[port]
+
+        read, stored = {}, {}
+        for r in self.regmap.registers:
+            write = reg_write[r.name]
+            if r.const:             # constants need no flip-flops
+                read[r.name] = Const(r.reset, 32)
+            elif r.access is Access.RO:
+                read[r.name] = _pack(r, {f.name: getattr(acc, f.hw.port) for f in r.fields})
+            elif r.access is Access.WO:
+                m.d.comb += [getattr(acc, f.hw.port).eq(write & data[f.pos]) for f in r.fields]
+            else:                   # stored: RW, or W1C
+                stored[r.name] = read[r.name] = reg = Signal(32, init=r.reset,
+                                                              name=r.name.lower())
+                if r.access is Access.RW:
+                    with m.If(write):
+                        m.d.sync += reg.eq(data & r.mask)
+                else:               # W1C: an event in the cycle of the clearing write wins
+                    set_word = Signal(32, name=f"{r.name.lower()}_set")
+                    m.d.comb += set_word.eq(sum(Value.cast(rise(f.hw.port)) << f.pos
+                                                for f in r.fields))
+                    clear = Mux(write, data, 0)
+                    m.d.sync += reg.eq(((reg & ~clear) | set_word) & r.mask)
+        irqs = [(stored[r.name] & stored[r.irq_enable]).any()
+                for r in self.regmap.registers if r.irq_enable is not None]
+        m.d.comb += self.irq.eq(Cat(*irqs).any() if irqs else 0)
+        return read
+
+    def _windows(self, m, d_addr, d_lanes, do_write, in_block):
+        """The memory windows' ports from the data phase; returns the 32-bit slice of the
+        activation word read (valid ``latency`` cycles into an ACT read)."""
+        rm, acc, data = self.regmap, self.accel, self.bus.HWDATA
+        for win, port in _WINDOW_PORTS.items():
+            w = rm.window(win)
+            m.d.comb += [getattr(acc, f"{port}_w_addr").eq(d_addr[2:exact_log2(w.size)]),
+                         getattr(acc, f"{port}_w_data").eq(data),
+                         getattr(acc, f"{port}_w_en").eq(do_write & in_block[win])]
+
+        # Activation window: word w, slice s at byte (w * slices + s) * 4.
+        R, ab = rm.config.rows, rm.config.a_bits
+        slice_bits = exact_log2(rm.act_slices)
+        act_word = d_addr[2 + slice_bits:exact_log2(rm.window("ACT").size)]
+        act_slice = d_addr[2:2 + slice_bits]
+        lanes_per_slice = min(R, 32 // ab)
+        slice_mask = Cat(*[d_lanes[(lane * ab) // 8] for lane in range(lanes_per_slice)])
+        m.d.comb += [
+            acc.act_w_addr.eq(act_word),
+            acc.act_w_data.eq(Cat(*[data] * rm.act_slices)[:R * ab]),
+            acc.act_w_mask.eq((slice_mask << (act_slice * lanes_per_slice))[:R]),
+            acc.act_w_en.eq(do_write & in_block["ACT"]),
+            acc.act_r_addr.eq(act_word),
+        ]
+        act_data = Cat(acc.act_r_data, Const(0, 32 * rm.act_slices - R * ab))
+        return act_data.word_select(act_slice, 32)
+
+
+def _byte_lanes(m, addr, size):
+    """The active byte lanes of a transfer (little-endian), as :func:`byte_lanes`."""
+    lanes = Signal(4)
+    with m.Switch(size):
+        with m.Case(HSize.BYTE):
+            m.d.comb += lanes.eq(Const(1, 4) << addr[:2])
+        with m.Case(HSize.HALFWORD):
+            m.d.comb += lanes.eq(Mux(addr[1], 0b1100, 0b0011))
+        with m.Default():
+            m.d.comb += lanes.eq(0b1111)
+    return lanes
+
+
+def _check_bindings(regmap: RegMap, accel: wiring.Signature) -> None:
+    """Every port the map's fields name is an accelerator port of the direction and width its
+    behaviour needs, and no accelerator input is driven twice."""
+    driven = {}
+    for r in regmap.registers:
+        for f in r.fields:
+            if f.hw is None:
+                continue
+            where, port = f"Register {r.name}: field {f.name}", f.hw.port
+            kind = type(f.hw).__name__
+            member = accel.members[port] if port in accel.members else None
+            if member is None or not member.is_port:
+                raise ValueError(f"{where}: the accelerator has no port {port!r} for its "
+                                 f"{kind}")
+            want = In if isinstance(f.hw, Pulse) else Out
+            if member.flow != want:
+                raise ValueError(f"{where}: a {kind} needs an accelerator "
+                                 f"{'input' if want == In else 'output'}, and {port} is not one")
+            width = Shape.cast(member.shape).width
+            if isinstance(f.hw, Port) and width > f.width:
+                raise ValueError(f"{where}: the {width}-bit port {port} does not fit "
+                                 f"{f.width} bits")
+            if not isinstance(f.hw, Port) and width != 1:
+                raise ValueError(f"{where}: a {kind} needs a 1-bit port; {port} has {width}")
+            if isinstance(f.hw, Pulse):
+                if port in _MEMORY_PORTS or port in driven:
+                    raise ValueError(f"{where}: accelerator input {port} is already driven "
+                                     f"by {driven.get(port, 'the slave')}")
+                driven[port] = f"{r.name}.{f.name}"
 
 
 def _pack(reg: Register, sources: dict) -> Value:
-    """The 32-bit read value of ``reg`` from one value per field."""
+    """The 32-bit read value of ``reg`` from one value per field (each fits its field:
+    :func:`_check_bindings`)."""
     parts, pos = [], 0
     for f in sorted(reg.fields, key=lambda f: f.pos):
         v = Value.cast(sources[f.name]).as_unsigned()
-        if len(v) > f.width:
-            raise ValueError(f"{reg.name}.{f.name}: a {len(v)}-bit source does not fit "
-                             f"{f.width} bits")
         parts += [Const(0, f.pos - pos), v, Const(0, f.width - len(v))]
         pos = f.pos + f.width
     return Cat(*parts, Const(0, 32 - pos))

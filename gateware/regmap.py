@@ -8,6 +8,18 @@ and the C header ``firmware/include/cim_regs.h`` and ``docs/registers.md`` are g
 it: ``python -m gateware.regmap --write`` regenerates both, ``--check`` exits with status 1
 if a checked-in copy is stale (``tests/test_regmap.py`` does the same check).
 
+Behaviour
+---------
+A register carries its behaviour in its declaration, so a new register is one declaration:
+its access type says what the bus may do, and each field of a live register names the
+accelerator port behind it (:class:`Port`: an RO field reads an accelerator output;
+:class:`Rise`: a W1C bit is set when an accelerator output rises; :class:`Pulse`: writing 1
+to a WO bit pulses an accelerator input). RW fields are stored in the slave; constant
+registers answer their reset value. ``irq_enable`` ties a W1C register to the RW register
+whose bits let it raise the interrupt. The declaration is checked here for consistency (a
+Rise on an RO register is refused); the slave checks the ports against the accelerator's
+signature when it is built.
+
 Address map
 -----------
 The slave decodes ``addr_width`` bits of ``HADDR`` (the bits above are the interconnect's
@@ -35,14 +47,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from amaranth.hdl import Shape
+from amaranth.utils import ceil_log2
 
 from contract.config import CONFIGS, HwConfig, get_config
 from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WORDS
 
 from .accelerator import AccelError
 
-__all__ = ["Access", "Field", "RegMap", "Register", "Window", "register_map",
-           "render_header", "render_markdown", "MAGIC", "VERSION", "REG_BLOCK"]
+__all__ = ["Access", "Field", "Port", "Pulse", "RegMap", "Register", "Rise", "Window",
+           "register_map", "render_header", "render_markdown", "MAGIC", "VERSION", "REG_BLOCK"]
 
 MAGIC = 0x43494D41
 """Identification word: ASCII ``"CIMA"`` read as a big-endian number."""
@@ -80,6 +93,38 @@ class Access(enum.Enum):
         return self is not Access.RO
 
 
+@dataclass(frozen=True)
+class Port:
+    """Field behaviour: an RO field reads accelerator output ``port`` (its live value, zero
+    extended to the field)."""
+
+    port: str
+
+
+@dataclass(frozen=True)
+class Rise:
+    """Field behaviour: a 1-bit W1C field is set in the cycle accelerator output ``port``
+    (1 bit) rises, and stays set until software writes 1 to it (an event in the cycle of the
+    clearing write wins, so none is lost)."""
+
+    port: str
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """Field behaviour: writing 1 to a 1-bit WO field drives accelerator input ``port`` high
+    for one cycle (the write's data phase); writing 0 does nothing."""
+
+    port: str
+
+
+# Which behaviour each access type takes for its fields (constant registers take none).
+_BEHAVIOUR = {Access.RO: (Port, "a Port (the accelerator output it reads)"),
+              Access.W1C: (Rise, "a Rise (the accelerator event that sets it)"),
+              Access.WO: (Pulse, "a Pulse (the accelerator input a 1 pulses)"),
+              Access.RW: (type(None), "no behaviour (the slave stores it)")}
+
+
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -91,13 +136,16 @@ def _check_name(kind: str, name) -> None:
 
 @dataclass(frozen=True)
 class Field:
-    """A bit field of a register: bits ``[pos, pos + width)``."""
+    """A bit field of a register: bits ``[pos, pos + width)``; ``hw``: its behaviour, a
+    :class:`Port`, :class:`Rise` or :class:`Pulse` as its register's access type needs (see
+    the module docstring)."""
 
     name: str
     pos: int
     width: int
     desc: str
     reset: int = 0
+    hw: Port | Rise | Pulse | None = None
 
     def __post_init__(self):
         _check_name("Field", self.name)
@@ -108,6 +156,14 @@ class Field:
         if not (isinstance(self.reset, int) and 0 <= self.reset < 1 << self.width):
             raise ValueError(f"Field {self.name}: reset value {self.reset!r} does not fit "
                              f"{self.width} bits")
+        if self.hw is not None and not (isinstance(self.hw, (Port, Rise, Pulse))
+                                        and isinstance(self.hw.port, str)
+                                        and self.hw.port.isidentifier()):
+            raise ValueError(f"Field {self.name}: behaviour must be a Port, Rise or Pulse of "
+                             f"an accelerator port name, not {self.hw!r}")
+        if isinstance(self.hw, (Rise, Pulse)) and self.width != 1:
+            raise ValueError(f"Field {self.name}: a {type(self.hw).__name__} needs a 1-bit "
+                             f"field, not {self.width} bits")
 
     @property
     def mask(self) -> int:
@@ -120,7 +176,9 @@ class Register:
 
     ``const``: the value never changes (identification and configuration); the slave answers
     reads with the reset value. ``idle_only``: a write while the accelerator is busy answers
-    ERROR (and does nothing)."""
+    ERROR (and does nothing). ``irq_enable`` (W1C registers only): the RW register, with the
+    same fields, whose bits let this one's raise the interrupt. Every field of a live
+    register carries the behaviour its access type takes (see the module docstring)."""
 
     name: str
     offset: int
@@ -129,6 +187,7 @@ class Register:
     fields: tuple[Field, ...]
     const: bool = False
     idle_only: bool = False
+    irq_enable: str | None = None
 
     def __post_init__(self):
         _check_name("Register", self.name)
@@ -150,6 +209,18 @@ class Register:
             raise ValueError(f"Register {self.name}: field names repeat")
         if self.const and self.access is not Access.RO:
             raise ValueError(f"Register {self.name}: a constant register must be RO")
+        kind, what = (type(None), "no behaviour") if self.const else _BEHAVIOUR[self.access]
+        for f in self.fields:
+            if not isinstance(f.hw, kind):
+                kind_of = "a constant" if self.const else {
+                    Access.RO: "an RO", Access.RW: "an RW", Access.W1C: "a W1C",
+                    Access.WO: "a WO"}[self.access]
+                raise ValueError(f"Register {self.name}: field {f.name} of {kind_of} register "
+                                 f"takes {what}, not {f.hw!r}")
+        if self.irq_enable is not None:
+            _check_name(f"Register {self.name}: irq_enable", self.irq_enable)
+            if self.access is not Access.W1C:
+                raise ValueError(f"Register {self.name}: only a W1C register takes irq_enable")
 
     @property
     def reset(self) -> int:
@@ -227,6 +298,16 @@ class RegMap:
         if blocks[-1][1] > self.span:
             raise ValueError(f"{blocks[-1][2]} ends at {blocks[-1][1]:#x}, beyond the slave's "
                              f"{self.span:#x} bytes")
+        regs = {r.name: r for r in self.registers}
+        for r in self.registers:
+            if r.irq_enable is None:
+                continue
+            en = regs.get(r.irq_enable)
+            if (en is None or en.access is not Access.RW
+                    or [(f.name, f.pos, f.width) for f in en.fields]
+                    != [(f.name, f.pos, f.width) for f in r.fields]):
+                raise ValueError(f"Register {r.name}: irq_enable {r.irq_enable} must be an RW "
+                                 f"register of the map with the same fields")
 
     @property
     def span(self) -> int:
@@ -310,25 +391,32 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
                1)),
         # Control and status.
         Register("CTRL", 0x040, WO, "Control (ERROR while busy)",
-                 (Field("START", 0, 1, "1: run the program from descriptor 0"),),
+                 (Field("START", 0, 1, "1: run the program from descriptor 0",
+                        hw=Pulse("start")),),
                  idle_only=True),
         Register("STATUS", 0x044, RO, "Status", (
-            Field("BUSY", 0, 1, "the program is running"),
-            Field("DONE", 1, 1, "the program ended (or stopped on an error); cleared by START"),
-            Field("ERROR", 2, 1, "the program stopped early; see ERROR_CODE"),
-            Field("ERROR_CODE", 8, ecw, "why it stopped (gateware.accelerator.AccelError)"),
-            Field("LAYER", 16, 8, "index of the descriptor being run (the last one when done)"),
+            Field("BUSY", 0, 1, "the program is running", hw=Port("busy")),
+            Field("DONE", 1, 1, "the program ended (or stopped on an error); cleared by START",
+                  hw=Port("done")),
+            Field("ERROR", 2, 1, "the program stopped early; see ERROR_CODE", hw=Port("error")),
+            Field("ERROR_CODE", 8, ecw, "why it stopped (gateware.accelerator.AccelError)",
+                  hw=Port("error_code")),
+            Field("LAYER", 16, 8, "index of the descriptor being run (the last one when done)",
+                  hw=Port("layer")),
         )),
         Register("IRQ_ENABLE", 0x048, RW, "Interrupt enables (IRQ = any enabled status bit)", (
             Field("DONE", 0, 1, "interrupt when IRQ_STATUS.DONE is set"),
             Field("ERROR", 1, 1, "interrupt when IRQ_STATUS.ERROR is set"),
         )),
         Register("IRQ_STATUS", 0x04C, W1C, "Interrupt status: sticky events, write 1 to clear", (
-            Field("DONE", 0, 1, "the program ended (set whatever IRQ_ENABLE holds)"),
-            Field("ERROR", 1, 1, "the program stopped on an error"),
-        )),
-        # Performance counters of the last run, cleared by START.
-        *(Register(name, offset, RO, desc, (Field("COUNT", 0, 32, "cycles"),))
+            Field("DONE", 0, 1, "the program ended (set whatever IRQ_ENABLE holds)",
+                  hw=Rise("done")),
+            Field("ERROR", 1, 1, "the program stopped on an error", hw=Rise("error")),
+        ), irq_enable="IRQ_ENABLE"),
+        # Performance counters of the last run, cleared by START: each reads the
+        # accelerator's counter of the same name.
+        *(Register(name, offset, RO, desc, (Field("COUNT", 0, 32, "cycles",
+                                                  hw=Port(name.lower())),))
           for name, offset, desc in (
               ("CYCLES_TOTAL", 0x050, "Cycles since the last START (since reset before one)"),
               ("CYCLES_BUSY", 0x054, "Cycles busy since START"),
@@ -336,10 +424,6 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("CYCLES_STALL", 0x05C, "Busy cycles in which no macro computed but one "
                "waited (for weights, or on backpressure)"))),
     )
-
-
-def _log2(n: int) -> int:
-    return (n - 1).bit_length()
 
 
 def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
@@ -369,7 +453,7 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
         offset = -(-cursor // size) * size
         windows.append(Window(name, offset, size, access, sizes, words, word_bytes, desc))
         cursor = offset + size
-    need = _log2(cursor)
+    need = ceil_log2(cursor)
     if addr_width is None:
         addr_width = need
     if (not isinstance(addr_width, int) or isinstance(addr_width, bool)

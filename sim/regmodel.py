@@ -18,7 +18,9 @@ The rules modelled are the ones :mod:`gateware.regmap` declares: decoding of the
 ``addr_width`` bits of ``HADDR`` (the bits above are ignored), ERROR for unmapped addresses,
 sizes a location does not take, misaligned addresses, writes to RO and reads of WO
 locations, a write to an ``idle_only`` register or any window access while busy; RW registers
-keep the written value masked to their fields, W1C bits clear where a 1 is written.
+keep the written value masked to their fields, W1C bits clear where a 1 is written, a 1
+written to a field declared ``Pulse("start")`` starts a run, and the interrupt follows each
+W1C register and its ``irq_enable`` register.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateware.regmap import REG_BLOCK, REG_SIZES, Access, Register, RegMap, Window
+from gateware.regmap import REG_BLOCK, REG_SIZES, Access, Pulse, Register, RegMap, Window
 
 from .ahb_checker import Observed
 
@@ -174,7 +176,7 @@ class SlaveModel:
                 self.values[r.name] = wdata & r.mask
             elif r.access is Access.W1C and value is not None:
                 self.values[r.name] = value & ~wdata & r.mask
-            elif r.name == "CTRL" and wdata & r.field("START").mask:
+            elif any(f.hw == Pulse("start") and wdata & f.mask for f in r.fields):
                 self.started()
             return Expect(want)
         w = d.window
@@ -196,9 +198,13 @@ class SlaveModel:
         return Expect(want, word, known)
 
     def irq(self) -> int | None:
-        """The interrupt line the model expects (None: unknown)."""
-        st, en = self.values["IRQ_STATUS"], self.values["IRQ_ENABLE"]
-        return None if st is None or en is None else int(bool(st & en))
+        """The interrupt line the model expects (None: unknown): some W1C register has a bit
+        set that its ``irq_enable`` register enables."""
+        pairs = [(self.values[r.name], self.values[r.irq_enable]) for r in self.rm.registers
+                 if r.irq_enable is not None]
+        if any(st & en for st, en in pairs if st is not None and en is not None):
+            return 1
+        return None if any(st is None or en is None for st, en in pairs) else 0
 
     def unmapped_offsets(self) -> list[tuple[int, int]]:
         """``(start, end)`` byte ranges of the slave's space that nothing covers."""

@@ -7,6 +7,7 @@ so that "no state change" is checked on the ports themselves. The last test load
 network into :class:`~gateware.top.CIMTop` over the bus, runs it and reads the outputs back.
 """
 
+import dataclasses
 import os
 import random
 from collections import deque
@@ -23,7 +24,16 @@ from contract.config import HwConfig, get_config
 from gateware.accelerator import Accelerator, AccelError
 from gateware.actbuf import ActivationBuffer
 from gateware.ahb import CIMSlave, HBurst, HSize, HTrans, byte_lanes
-from gateware.regmap import REG_BLOCK, Access, register_map
+from gateware.regmap import (
+    REG_BLOCK,
+    Access,
+    Field,
+    Port,
+    Pulse,
+    Register,
+    Rise,
+    register_map,
+)
 from gateware.top import CIMTop, verilog
 from model import data, golden
 
@@ -546,6 +556,73 @@ def test_interrupt():
         assert seen == {-1, 0, 1}
 
     run_slave(body, run_cycles=run)
+
+
+def _with(*extra):
+    """The tiny map with ``extra`` registers declared after the others."""
+    return dataclasses.replace(MAP, registers=(*MAP.registers, *extra))
+
+
+def test_new_register_is_one_declaration():
+    """Registers added to the map alone (no change to the slave) behave as declared: an RO
+    register of two accelerator outputs reads them live and refuses writes; a W1C bit set
+    when ``busy`` rises is sticky, ignores 0, clears on 1 and raises IRQ through its own
+    ``irq_enable`` register (the map's IRQ_ENABLE stays 0)."""
+    rm = _with(
+        Register("RUN", 0x060, Access.RO, "Live run state", (
+            Field("LAYER", 0, 8, "descriptor being run", hw=Port("layer")),
+            Field("BUSY", 31, 1, "running", hw=Port("busy")))),
+        Register("EVENTS", 0x064, Access.W1C, "Sticky events", (
+            Field("STARTED", 3, 1, "a run began", hw=Rise("busy")),), irq_enable="EVENTS_EN"),
+        Register("EVENTS_EN", 0x068, Access.RW, "Event interrupt enables", (
+            Field("STARTED", 3, 1, "interrupt on EVENTS.STARTED"),)))
+    run, ev, en = (rm.register(n) for n in ("RUN", "EVENTS", "EVENTS_EN"))
+    started = ev.field("STARTED").mask
+    ctrl = rm.register("CTRL").offset
+
+    async def body(ctx, s, fake):
+        res = await ahb(ctx, s.bus, [rd(run.offset), rd(ev.offset), wr(run.offset, 5),
+                                     wr(en.offset, 0xFFFF_FFFF), rd(en.offset)])
+        assert [r.ok for r in res] == [True, True, False, True, True]
+        assert res[0].rdata == 0 and res[1].rdata == 0 and res[4].rdata == started
+        assert not ctx.get(s.irq)
+        await ahb(ctx, s.bus, [wr(ctrl, 1), IDLE, IDLE])
+        assert fake.busy_left > 0
+        live, events = await ahb(ctx, s.bus, [rd(run.offset), rd(ev.offset)])
+        assert live.rdata == (1 << 31 | ctx.get(s.accel.layer)) and ctx.get(s.accel.layer) == 1
+        assert events.rdata == started and ctx.get(s.irq)
+        (kept,) = await ahb(ctx, s.bus, [wr(ev.offset, ~started & 0xFFFF_FFFF)])
+        assert kept.ok and ctx.get(s.irq)
+        await ahb(ctx, s.bus, [wr(ev.offset, started)])
+        (events,) = await ahb(ctx, s.bus, [rd(ev.offset)])
+        assert events.rdata == 0 and not ctx.get(s.irq)
+        while fake.busy_left:
+            await ctx.tick()
+        (live,) = await ahb(ctx, s.bus, [rd(run.offset)])
+        assert live.rdata == 1            # idle, the last layer's index stays
+        assert [e[1] for e in fake.log] == ["start"]
+
+    run_slave(body, regmap=rm, run_cycles=30)
+
+
+@pytest.mark.parametrize("hw, field, message", [
+    (Port("nonexistent"), ("F", 0, 8), "Register NEW: field F: the accelerator has no port "
+     "'nonexistent'"),
+    (Port("cycles_total"), ("F", 0, 8), "Register NEW: field F: the 32-bit port cycles_total "
+     "does not fit 8 bits"),
+    (Rise("layer"), ("F", 0, 1), "Register NEW: field F: a Rise needs a 1-bit port"),
+    (Rise("start"), ("F", 0, 1), "Register NEW: field F: a Rise needs an accelerator output"),
+    (Pulse("busy"), ("F", 0, 1), "Register NEW: field F: a Pulse needs an accelerator input"),
+    (Pulse("start"), ("F", 0, 1), "accelerator input start is already driven by CTRL.START"),
+    (Pulse("prog_w_en"), ("F", 0, 1), "prog_w_en is already driven by the slave"),
+])
+def test_binding_errors(hw, field, message):
+    """A declaration bound to a port the accelerator lacks, or one of the wrong direction or
+    width, or driven twice, is refused when the slave is built, naming the register."""
+    access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO}[type(hw)]
+    rm = _with(Register("NEW", 0x060, access, "new", (Field(*field, "f", hw=hw),)))
+    with pytest.raises(ValueError, match=message):
+        CIMSlave(regmap=rm, accel=Accelerator(config=TINY).signature)
 
 
 # ---------------------------------------------------------------------------- top level

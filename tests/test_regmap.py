@@ -16,7 +16,10 @@ from gateware.regmap import (
     REG_BLOCK,
     Access,
     Field,
+    Port,
+    Pulse,
     Register,
+    Rise,
     Window,
     register_map,
     render_header,
@@ -189,6 +192,29 @@ def test_declaration_errors():
         dataclasses.replace(rm, addr_width=rm.addr_width - 1)
     with pytest.raises(ValueError, match="HwConfig"):
         register_map("tiny")
+    # Behaviour that does not suit the access type, named with the register.
+    with pytest.raises(ValueError, match=r"Register NEW: field F of an RO register takes a "
+                       r"Port .*, not Rise\(port='done'\)"):
+        Register("NEW", 0x60, Access.RO, "n", (Field("F", 0, 1, "f", hw=Rise("done")),))
+    with pytest.raises(ValueError, match="Register NEW: field F of an RO register takes a Port"):
+        Register("NEW", 0x60, Access.RO, "n", (Field("F", 0, 1, "f"),))
+    with pytest.raises(ValueError, match="Register NEW: field F of a W1C register takes a Rise"):
+        Register("NEW", 0x60, Access.W1C, "n", (Field("F", 0, 1, "f", hw=Port("done")),))
+    with pytest.raises(ValueError, match="Register NEW: field F of an RW register takes no"):
+        Register("NEW", 0x60, Access.RW, "n", (Field("F", 0, 1, "f", hw=Port("done")),))
+    with pytest.raises(ValueError, match="Register NEW: field F of a constant register takes"):
+        Register("NEW", 0x60, Access.RO, "n", (Field("F", 0, 1, "f", hw=Port("done")),),
+                 const=True)
+    with pytest.raises(ValueError, match="Field F: a Pulse needs a 1-bit field"):
+        Field("F", 0, 2, "f", hw=Pulse("start"))
+    with pytest.raises(ValueError, match="Field F: behaviour must be a Port, Rise or Pulse"):
+        Field("F", 0, 1, "f", hw="done")
+    with pytest.raises(ValueError, match="Register NEW: only a W1C register takes irq_enable"):
+        Register("NEW", 0x60, Access.RW, "n", (Field("F", 0, 1, "f"),), irq_enable="CTRL")
+    w1c = Register("NEW", 0x60, Access.W1C, "n", (Field("F", 0, 1, "f", hw=Rise("done")),),
+                   irq_enable="CTRL")
+    with pytest.raises(ValueError, match="Register NEW: irq_enable CTRL must be an RW register"):
+        dataclasses.replace(rm, registers=(*rm.registers, w1c))
     # A configuration whose value does not fit its identification field.
     big = dataclasses.replace(get_config("tiny"), name="big", max_groups=1 << 16)
     with pytest.raises(ValueError, match="MAX_GROUPS: reset value 65536 does not fit"):
