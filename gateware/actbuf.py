@@ -19,6 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from contract.config import A_BITS, ROWS_RANGE
+from contract.timing import ACTBUF_LATENCY
 
 __all__ = ["ActivationBuffer", "pack_tensor", "pack_word", "unpack_word", "word_address"]
 
@@ -128,7 +129,7 @@ class ActivationBuffer(wiring.Component):
         (the word layout) out.
     """
 
-    latency = 2
+    latency = ACTBUF_LATENCY
     port_latency = 1
 
     def __init__(self, *, depth: int, rows: int, a_bits: int, request_layout=None,
