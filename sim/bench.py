@@ -44,7 +44,7 @@ def _build_seconds(b: runner.Build) -> str:
     return f"cached ({rec.get('seconds', 0):.1f})"
 
 
-def measure(target: str, model: str, sim: str, images: int, seed: int) -> dict:
+def measure(target: str, model: str, sim: str, images: int, seed: int | None) -> dict:
     out = runner.BUILD_ROOT / "bench" / f"{sim}-{target}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sim", action="append", choices=runner.SIMULATORS,
                     help="simulator (repeatable; default: every installed one)")
     ap.add_argument("--images", type=int, default=1, help="images per case (default 1)")
-    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--seed", type=int, help="default: sim.seed.test_seed() (CIM_TEST_SEED)")
     ap.add_argument("--no-default", action="store_true",
                     help="skip ResNet14 on the default configuration (about 4 minutes)")
     a = ap.parse_args(argv)

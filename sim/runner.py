@@ -23,8 +23,8 @@ off with ``-Wno-lint -Wno-style`` and the rest are not fatal (``-Wno-fatal``); t
 keeps them. ``WAVES=1`` (or ``waves=True``) records FST waveforms on both simulators.
 
 The benches read their parameters from the environment: ``CIM_SIM_TARGET`` (set here),
-``CIM_TEST_SEED`` (the seed of every random choice; printed by every failure) and
-bench-specific ones documented in each ``sim/tb_*.py``.
+``CIM_TEST_SEED`` (:mod:`sim.seed`; the seed of every random choice, printed by every
+failure) and bench-specific ones documented in each ``sim/tb_*.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+
+from sim.seed import ENV, test_seed
 
 __all__ = ["BUILD_ROOT", "SIMULATORS", "Build", "SimFailure", "build", "generate_verilog",
            "missing_tool", "run", "verilator_root"]
@@ -345,7 +347,7 @@ def run(target: str, sim: str, module: str, *, testcase: str | None = None,
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     if seed is None:
-        seed = int(os.environ.get("CIM_TEST_SEED", "1234"))
+        seed = test_seed()
     b = build(target, sim, waves=waves, verilator_args=verilator_args)
     test_dir = b.folder / "run" / module.rsplit(".", 1)[-1]
     test_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +355,7 @@ def run(target: str, sim: str, module: str, *, testcase: str | None = None,
     results.unlink(missing_ok=True)
     # cocotb rewrites the asserts of every module imported after it starts (torch, scipy
     # and the rest: about 15 s); the benches' own modules are enough.
-    extra = {"CIM_SIM_TARGET": target, "CIM_SIM_SIM": sim, "CIM_TEST_SEED": str(seed),
+    extra = {"CIM_SIM_TARGET": target, "CIM_SIM_SIM": sim, ENV: str(seed),
              "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py", **(env or {})}
     runner = _runner(sim)
     # The runner exits the process under pytest on failures; run it as if outside pytest and
@@ -379,7 +381,7 @@ def run(target: str, sim: str, module: str, *, testcase: str | None = None,
     if n == 0:
         raise SimFailure(f"{sim} on {target!r}: {module} ran no tests")
     if bad:
-        raise SimFailure(f"{sim} on {target!r}, {module}, CIM_TEST_SEED={seed}: "
+        raise SimFailure(f"{sim} on {target!r}, {module}, {ENV}={seed}: "
                          f"{len(bad)} of {n} tests failed:\n  " + "\n  ".join(bad))
     return {"build": b, "tests": n, "seconds": seconds}
 

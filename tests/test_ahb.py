@@ -7,7 +7,6 @@ so that "no state change" is checked on the ports themselves. The last test load
 network into :class:`~gateware.top.CIMTop` over the bus, runs it and reads the outputs back.
 """
 
-import os
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ from gateware.config import HwConfig, get_config
 from gateware.regmap import REG_BLOCK, Access, register_map
 from gateware.top import CIMTop, verilog
 from model import compiler, data, golden
+from sim.seed import test_seed
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 TINY = get_config("tiny")
 MAP = register_map(TINY)

@@ -3,7 +3,6 @@
 
 import copy
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -13,10 +12,11 @@ from gateware.config import CONFIGS, HwConfig
 from gateware.window import WindowGen
 from model import compiler, cycles, data, evaluate, export, golden
 from model.compiler import CompileError, Descriptor
+from sim.seed import test_seed
 
 from .helpers import random_net, small_specs
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 RESNET = "models/resnet14_fmnist_w4a4.npz"
 

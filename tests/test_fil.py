@@ -8,7 +8,6 @@ faults, and the per-stage instruction accounting (per block, against per instruc
 Needs ``arm-none-eabi-gcc`` and ``unicorn`` (skipped with the reason without them).
 """
 
-import os
 import random
 import shutil
 
@@ -19,13 +18,14 @@ from gateware.config import get_config
 from gateware.regmap import register_map
 from model import data, golden
 from model import firmware_blob as fb
+from sim.seed import test_seed
 
 from .firmware_host import FakeAccelerator
 
 pytest.importorskip("unicorn", reason="the unicorn package runs the firmware ELF")
 from sim import fil  # noqa: E402  (imports unicorn)
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 IMAGES = 2
 TINY = get_config("tiny")
