@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gateware.config import get_config
-from gateware.regmap import register_map
+from gateware.regmap import CIM_BASE, register_map
 from model import data, golden
 from model import firmware_blob as fb
 from sim.seed import test_seed
@@ -178,7 +178,7 @@ def test_bus_error_is_a_fault(elfs):
             value, _, irq = super().read(offset)
             return value, int(offset == 0), irq
 
-    with pytest.raises(fil.BusFault, match="read at 0x40000000"):
+    with pytest.raises(fil.BusFault, match=f"read at 0x{CIM_BASE:08x}"):
         run(elfs["poll"], ErrorBus(FakeAccelerator(TINY)))
 
 
