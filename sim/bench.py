@@ -7,7 +7,8 @@ For each simulator it runs the network bench (:mod:`sim.tb_network`) on the ``ti
 configuration with the shipped digits model, and on Verilator also the ``default``
 configuration with the shipped ResNet14 on Fashion-MNIST, and prints a table:
 
-* Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`, cached like the build);
+* Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`; the time it took when
+  :mod:`gateware.cache` made the entry in use);
 * build: compiling it for the simulator (``cached`` when an earlier build was reused; its
   recorded time in brackets);
 * idle: cycles per second of wall time with the bus idle (the simulator itself, plus the
@@ -28,6 +29,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from gateware.cache import emitted
+from gateware.config import get_config
 
 from . import runner
 
@@ -56,7 +60,7 @@ def measure(target: str, model: str, sim: str, images: int, seed: int | None) ->
     load = rep["load"]
     return dict(
         sim=sim, target=target, model=Path(model).stem, build=_build_seconds(r["build"]),
-        verilog=json.loads((runner.BUILD_ROOT / target / "cim_top.json").read_text())["seconds"],
+        verilog=emitted(get_config(target), name=runner.DUT_NAME)[1]["emit_seconds"],
         idle_rate=rep["idle"]["cycles"] / rep["idle"]["seconds"],
         load_words=load["words"], load_rate=load["cycles"] / load["seconds"],
         compute_rate=first["busy_cycles"] / first["run_seconds"],
