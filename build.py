@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from contract.config import CONFIGS, get_config
+from gateware.cache import DEFAULT_DIR
 from hw import estimate
 from hw.flow import REPO, BuildError, build, format_performance
 from hw.platform import board_names, load_board
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
                          "for large configurations; cached)")
     ap.add_argument("--no-vivado", action="store_true",
                     help="do not run Vivado even when it is on PATH")
-    ap.add_argument("--cache", type=Path, default=REPO / "build" / "cache",
+    ap.add_argument("--cache", type=Path, default=DEFAULT_DIR,
                     help="cache folder for emitted Verilog and estimates (default: "
                          "build/cache)")
     args = ap.parse_args(argv)

@@ -55,7 +55,8 @@ from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WOR
 from .accelerator import AccelError
 
 __all__ = ["Access", "Field", "Port", "Pulse", "RegMap", "Register", "Rise", "Window",
-           "register_map", "render_header", "render_markdown", "MAGIC", "VERSION", "REG_BLOCK"]
+           "register_map", "render_header", "render_markdown", "MAGIC", "VERSION", "REG_BLOCK",
+           "CIM_BASE"]
 
 MAGIC = 0x43494D41
 """Identification word: ASCII ``"CIMA"`` read as a big-endian number."""
@@ -67,6 +68,11 @@ changes meaning; the minor one when something is added."""
 REG_BLOCK = 0x1000
 """Bytes of the register block: a 4 KiB page, so registers can be added without moving the
 windows."""
+
+CIM_BASE = 0x4000_0000
+"""The slave's base address in the reference Cortex-M4 memory map (the peripheral region):
+``CIM_BASE`` of the C header (``-DCIM_BASE=...`` overrides it), the emulator's window
+(:mod:`sim.fil`) and the integration's address map (:mod:`hw.integration`)."""
 
 REG_SIZES = (4,)
 """Transfer sizes (bytes) the registers accept."""
@@ -566,7 +572,9 @@ def render_header() -> str:
                  f"{r.access.value:<3} {r.desc} */")
         pos = r.offset + 4
     L += ["} CIM_TypeDef;", "",
-          "#ifdef CIM_BASE", "#define CIM ((CIM_TypeDef *)CIM_BASE)", "#endif", "",
+          "/* Base address of the slave (reference memory map; -DCIM_BASE=... for another). */",
+          "#ifndef CIM_BASE", f"#define CIM_BASE                    {_hex(CIM_BASE)}UL", "#endif",
+          "#define CIM ((CIM_TypeDef *)CIM_BASE)", "",
           "/* Register offsets (bytes) and fields. */"]
     for r in sorted(rm.registers, key=lambda r: r.offset):
         L.append(f"#define {'CIM_' + r.name + '_OFFSET':<36} 0x{r.offset:03X}u")

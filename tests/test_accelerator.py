@@ -2,7 +2,6 @@
 """The whole accelerator in the Amaranth simulator against the golden model."""
 
 import dataclasses
-import os
 
 import pytest
 from amaranth.sim import Simulator
@@ -15,8 +14,9 @@ from gateware.accelerator import Accelerator, AccelError
 from model import data, export, golden
 from model.testnets import random_net, small_specs
 from sim.accel_pysim import first_mismatch, run_frame, surviving_outputs, write_port
+from sim.seed import test_seed
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 TINY = get_config("tiny")
 

@@ -8,7 +8,6 @@ network into :class:`~gateware.top.CIMTop` over the bus, runs it and reads the o
 """
 
 import dataclasses
-import os
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from gateware.regmap import (
 )
 from gateware.top import CIMTop, verilog
 from model import data, golden
+from sim.seed import test_seed
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 TINY = get_config("tiny")
 MAP = register_map(TINY)

@@ -5,7 +5,6 @@ The bridge runs in the Amaranth simulator against the real slave (:class:`CIMTop
 ``tiny`` configuration), driven by an AXI4-Lite master with random valid and ready delays.
 """
 
-import os
 import random
 
 import pytest
@@ -18,8 +17,9 @@ from gateware.regmap import MAGIC, VERSION, register_map
 from gateware.top import CIMTop
 from hw.bridge import OKAY, SLVERR, AxiLiteToAhb, strobe_transfer
 from hw.platform import Board, BoardPlatform, board_names, load_board
+from sim.seed import test_seed
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
+SEED = test_seed()
 TINY = get_config("tiny")
 MAP = register_map(TINY)
 

@@ -316,18 +316,6 @@ def test_verilog_cache(tiny_build, cache, tmp_path):
     assert report_of(tmp_path)["board"] is None
 
 
-def test_source_key_follows_the_sources(monkeypatch, tmp_path):
-    fake = tmp_path / "repo"
-    for pkg in ("gateware", "model"):
-        (fake / pkg).mkdir(parents=True)
-        (fake / pkg / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(flow, "REPO", fake)
-    key = flow.source_key(TINY, "verilog")
-    assert flow.source_key(get_config("default"), "verilog") != key
-    (fake / "model" / "a.py").write_text("x = 2\n")
-    assert flow.source_key(TINY, "verilog") != key
-
-
 # ----------------------------------------------------------------------------- Vivado
 
 

@@ -6,7 +6,6 @@ Random data come from seeded generators; the seed is printed and named in every 
 """
 
 import gc
-import os
 import zlib
 
 import numpy as np
@@ -17,8 +16,9 @@ from amaranth.sim import Simulator
 from contract.arith import weight_range
 from contract.config import CONFIGS, HwConfig, check_macro_params, get_config
 from gateware.cim_macro import LATENCY, STYLES, CIMMacro, output_shape
+from sim.seed import test_seed
 
-BASE_SEED = int(os.environ.get("CIM_TEST_SEED", "3"))
+BASE_SEED = test_seed()
 
 
 def seed_for(*key) -> int:

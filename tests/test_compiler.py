@@ -3,7 +3,6 @@
 
 import copy
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -16,8 +15,9 @@ from contract.program import Descriptor
 from gateware.actbuf import pack_tensor, pack_word
 from model import data, evaluate, export, golden
 from model.testnets import random_net, small_specs
+from sim.seed import test_seed
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 RESNET = "models/resnet14_fmnist_w4a4.npz"
 

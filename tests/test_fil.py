@@ -8,7 +8,6 @@ faults, and the per-stage instruction accounting (per block, against per instruc
 Needs ``arm-none-eabi-gcc`` and ``unicorn`` (skipped with the reason without them).
 """
 
-import os
 import random
 import shutil
 
@@ -17,15 +16,16 @@ import pytest
 
 from compiler import firmware_blob as fb
 from contract.config import get_config
-from gateware.regmap import register_map
+from gateware.regmap import CIM_BASE, register_map
 from model import data, golden
+from sim.seed import test_seed
 
 from .firmware_host import FakeAccelerator
 
 pytest.importorskip("unicorn", reason="the unicorn package runs the firmware ELF")
 from sim import fil  # noqa: E402  (imports unicorn)
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
+SEED = test_seed()
 DIGITS = "models/digits_cnn_w4a4.npz"
 IMAGES = 2
 TINY = get_config("tiny")
@@ -178,7 +178,7 @@ def test_bus_error_is_a_fault(elfs):
             value, _, irq = super().read(offset)
             return value, int(offset == 0), irq
 
-    with pytest.raises(fil.BusFault, match="read at 0x40000000"):
+    with pytest.raises(fil.BusFault, match=f"read at 0x{CIM_BASE:08x}"):
         run(elfs["poll"], ErrorBus(FakeAccelerator(TINY)))
 
 

@@ -11,7 +11,6 @@ package is installed.
 
 import ctypes as C
 import dataclasses
-import os
 import shutil
 import subprocess
 import zlib
@@ -25,10 +24,11 @@ from contract.config import CONFIGS, get_config
 from gateware.regmap import register_map
 from model import data, export, golden
 from model.testnets import random_net, small_specs
+from sim.seed import test_seed
 
 from . import firmware_host as fh
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "20261122"))
+SEED = test_seed()
 RESNET = "models/resnet14_fmnist_w4a4.npz"
 DIGITS = "models/digits_cnn_w4a4.npz"
 STAGES = {name: i for i, name in enumerate(fb.STAGES)}

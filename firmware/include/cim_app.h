@@ -3,11 +3,9 @@
 #ifndef CIM_APP_H
 #define CIM_APP_H
 
-/* Base address of the accelerator's AHB-Lite slave in the reference memory map
- * (cortex_m4.ld). */
-#ifndef CIM_BASE
-#define CIM_BASE 0x40000000u
-#endif
+/* CIM_BASE, the base address of the accelerator's AHB-Lite slave in the reference memory map
+ * (cortex_m4.ld), comes with the registers: cim_regs.h, generated from gateware/regmap.py. */
+#include "cim_regs.h"
 
 /* External interrupt the slave's IRQ output drives (vector 16 + CIM_IRQn). */
 #ifndef CIM_IRQn

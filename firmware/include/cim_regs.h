@@ -55,9 +55,11 @@ typedef struct {
     __IM  uint32_t CYCLES_STALL;        /* 0x05C RO  Busy cycles in which no macro computed but one waited (for weights, or on backpressure) */
 } CIM_TypeDef;
 
-#ifdef CIM_BASE
-#define CIM ((CIM_TypeDef *)CIM_BASE)
+/* Base address of the slave (reference memory map; -DCIM_BASE=... for another). */
+#ifndef CIM_BASE
+#define CIM_BASE                    0x40000000UL
 #endif
+#define CIM ((CIM_TypeDef *)CIM_BASE)
 
 /* Register offsets (bytes) and fields. */
 #define CIM_MAGIC_OFFSET                     0x000u
