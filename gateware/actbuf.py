@@ -17,6 +17,7 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from contract.config import A_BITS, ROWS_RANGE
 from contract.timing import ACTBUF_LATENCY
@@ -152,7 +153,7 @@ class ActivationBuffer(wiring.Component):
         self.read_ports = read_ports
         self.rows = rows
         self.a_bits = a_bits
-        self.addr_width = (depth - 1).bit_length()
+        self.addr_width = ceil_log2(depth)
         addr_shape = unsigned(self.addr_width)
         if request_layout is None:
             request_layout = data.StructLayout({"addr": addr_shape, "pad": 1})

@@ -19,6 +19,7 @@ from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 __all__ = ["RAM", "RAM_STYLES", "ram_verilog"]
 
@@ -76,7 +77,7 @@ class RAM(wiring.Component):
         self.width, self.depth = width, depth
         self.granularity, self.n_reads = granularity, read_ports
         self.module = module
-        aw = max(1, (depth - 1).bit_length())
+        aw = max(1, ceil_log2(depth))
         self.addr_width = aw
         self.read_signature = wiring.Signature({
             "addr": Out(aw), "en": Out(1), "data": In(width)})
