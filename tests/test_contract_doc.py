@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from model import data, golden
+from sim.seed import test_seed
 
-SEED = int(os.environ.get("CIM_TEST_SEED", "1234"))
+SEED = test_seed()
 MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
 
 
