@@ -63,6 +63,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data
 
 from gateware.cim_macro import CIMMacro, output_shape
 from gateware.config import HwConfig
@@ -72,7 +74,8 @@ from model import golden
 from model.quant import MAX_SHIFT, MULT_BITS, RES_MULT_BITS
 
 __all__ = ["DESC_WORDS", "FIELDS", "PARAM_FIELDS", "CompileError",
-           "Descriptor", "Program", "compile_model", "execute"]
+           "Descriptor", "Program", "compile_model", "descriptor_layout", "execute",
+           "param_layout"]
 
 class CompileError(ValueError):
     """The hardware cannot run this model (the message names the layer and the reason)."""
@@ -128,6 +131,20 @@ def _layout(flds) -> tuple[dict[str, tuple[int, int]], int]:
 
 LAYOUT, DESC_WORDS = _layout(FIELDS)
 """``name -> (word, bit offset)`` of each descriptor field, and the words per descriptor."""
+
+
+def _padded(members, total: int) -> data.StructLayout:
+    """A ``StructLayout`` of ``(name, offset, shape)`` members in offset order, with
+    ``_pad<n>`` members filling the gaps and the tail up to ``total`` bits."""
+    out, pos = {}, 0
+    for name, offset, shape in members:
+        if offset > pos:
+            out[f"_pad{len(out)}"] = offset - pos
+        out[name] = shape
+        pos = offset + Shape.cast(shape).width
+    if total > pos:
+        out[f"_pad{len(out)}"] = total - pos
+    return data.StructLayout(out)
 
 
 @dataclass(frozen=True)
@@ -187,6 +204,14 @@ class Descriptor:
 
 assert [f.name for f in fields(Descriptor)] == [f.name for f in FIELDS]
 
+
+def descriptor_layout() -> data.StructLayout:
+    """The descriptor as an Amaranth layout (``DESC_WORDS * 32`` bits, word 0 lowest): every
+    field of :data:`FIELDS` at its :data:`LAYOUT` offset, unsigned, and padding where a field
+    moved to the next word; the gateware reads ``desc.kernel``."""
+    return _padded([(f.name, 32 * LAYOUT[f.name][0] + LAYOUT[f.name][1], f.bits)
+                    for f in FIELDS], 32 * DESC_WORDS)
+
 PARAM_FIELDS: tuple[Field, ...] = (
     Field("m", MULT_BITS, "requantization multiplier M (signed)"),
     Field("b", 48, "bias B (signed)"),
@@ -196,6 +221,14 @@ PARAM_WORDS = 1 << (-(-sum(f.bits for f in PARAM_FIELDS) // 32) - 1).bit_length(
 """Words per parameter record: the fields' 88 bits rounded up to a power of two of words (4),
 so that the ``cols`` records of a column tile form one row of the sequencer's parameter
 memory, read in one cycle."""
+
+
+def param_layout() -> data.StructLayout:
+    """One parameter record as an Amaranth layout (``PARAM_WORDS * 32`` bits): the fields of
+    :data:`PARAM_FIELDS` in order from bit 0, signed, then padding."""
+    offsets = np.cumsum([0] + [f.bits for f in PARAM_FIELDS])
+    return _padded([(f.name, int(o), signed(f.bits)) for f, o in zip(PARAM_FIELDS, offsets)],
+                   32 * PARAM_WORDS)
 
 
 def pack_params(m, b, r) -> np.ndarray:
