@@ -393,3 +393,158 @@ def test_macro_unit():
             plane = sum(((word >> (r * ab + b)) & 1) << r for r in range(R))
             feed.append((c + ab - b, plane, int(b == 0), int(n == 0 and b == ab - 1)))
     assert log["feed"] == feed, f"seed {SEED}"
+
+
+# ----------------------------------------------------------------------------- issuer
+
+
+def expected_rounds(d, cfg):
+    """Per round: (macros, group, length, [(cycle of the slot, group g, pixel)]) from
+    model.cycles: copies, rounds, slot length L, group g at g * sp of its slot."""
+    ab = cfg.a_bits
+    cp = cycles.copies(d, cfg)
+    sp = max(_sl(d.out_bits, ab), _sl(d.res_bits, ab) if d.has_residual else 0)
+    P = d.out_height * d.out_width
+    out = []
+    for macros, final in cycles._rounds(d, cfg, cp):
+        L = max(ab, cp * sp) if final else ab
+        issues = [(pix // cp * L + pix % cp * sp, pix % cp, pix) for pix in range(P)]
+        out.append((macros, macros // cp, -(-P // cp) * L, issues))
+    return out
+
+
+def run_issuer(cfg, layers, rng, *, credit_rate=1.0, loaded_rate=1.0):
+    name = cfg.name
+    M = cfg.macros
+    dut = Issuer(macros=M, cols=cfg.cols, a_bits=cfg.a_bits, addr_width=BAW[name],
+                 param_rows=cfg.param_words // (PARAM_WORDS * cfg.cols))
+    ev = {"switch": [], "issue": [], "take": [], "start": [], "credits": 0, "done": None}
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        k, drain = 0, None
+        for n in range(1, 20000):
+            ctx.set(dut.layers.valid, k < len(layers))
+            if k < len(layers):
+                ctx.set(dut.layers.payload.desc.as_value(), desc_int(layers[k]))
+            if ctx.get(dut.layers.ready) and k < len(layers):
+                ev["take"].append(n)
+                k += 1
+            ctx.set(dut.loaded, sum(int(rng.random() < loaded_rate) << i for i in range(M)))
+            ctx.set(dut.residuals.valid, int(rng.random() < credit_rate))
+            ctx.set(dut.layer_done, drain == n)
+            iss = dut.issue
+            if ctx.get(dut.ctrl.start):
+                c = dut.ctrl
+                ev["start"].append((n, ctx.get(c.pixels), ctx.get(c.out_pitch),
+                                    ctx.get(c.res_pitch), ctx.get(c.param_row)))
+            if ctx.get(iss.round):
+                assert all((ctx.get(dut.loaded) >> i) & 1 for i in range(ctx.get(iss.macros)))
+                ev["switch"].append((n, ctx.get(iss.macros), ctx.get(iss.count)))
+            if ctx.get(iss.valid):
+                ev["issue"].append((n, ctx.get(iss.first), ctx.get(iss.count), ctx.get(iss.y),
+                                    ctx.get(iss.x), ctx.get(iss.addr), ctx.get(iss.bank)))
+                if ctx.get(dut.residuals.ready):
+                    assert ctx.get(dut.residuals.valid)
+                    ev["credits"] += 1
+                drain = n + 5       # the writer's last word, a little later
+            if ctx.get(dut.done):
+                ev["done"] = (n, ctx.get(dut.error), AccelError(ctx.get(dut.error_code)))
+                break
+            await ctx.tick()
+
+    simulate(dut, bench)
+    return ev
+
+
+def check_walk(d, cfg, issues):
+    """The pixels of a round in raster order, their window corners and buffer addresses by
+    the compiler's formula (base + (y * W + x) * G, in the input's bank)."""
+    bank = cfg.bank_words
+    for pix, (_, _, _, y, x, addr, b) in enumerate(issues):
+        oy, ox = divmod(pix, d.out_width)
+        yy, xx = oy * d.stride - d.padding, ox * d.stride - d.padding
+        assert (y, x) == (yy, xx), (pix, y, x)
+        assert addr == (d.in_base + (yy * d.in_width + xx) * d.in_groups) % bank, pix
+        assert b == d.in_base // bank
+
+
+@pytest.mark.parametrize("cfg", ["tiny", "odd"])
+def test_issuer_schedule(cfg):
+    """Tiles always loaded, residuals always there: issue cycles, groups, rounds and the
+    layer start exactly as model.cycles has them (LAYER_START, ROUND_GAP, slot length,
+    copies)."""
+    cfg = CONFIGS[cfg]
+    rng = np.random.default_rng(SEED)
+    layers = [make_desc(rng, cfg, in_height=3, in_width=3, in_groups=1) for _ in range(3)]
+    layers[-1] = dataclasses.replace(layers[-1], last=1)
+    ev = run_issuer(cfg, layers, rng)
+    assert ev["done"][1:] == (0, AccelError.NONE), f"seed {SEED}: {ev['done']}"
+    sw, iss = ev["switch"], ev["issue"]
+    for li, (d, take) in enumerate(zip(layers, ev["take"])):
+        ab = cfg.a_bits
+        rounds = expected_rounds(d, cfg)
+        out_sl = _sl(d.out_bits, ab)
+        res_sl = _sl(d.res_bits, ab) if d.has_residual else 0
+        st = [s for s in ev["start"] if s[0] > take][0]
+        assert st[1:] == (d.out_height * d.out_width, d.out_groups * out_sl,
+                          d.out_groups * res_sl, d.param_base // cfg.cols), f"seed {SEED}"
+        assert sw[0][0] - take == cycles.LAYER_START, f"seed {SEED} layer {li}"
+        for r, (macros, group, length, want) in enumerate(rounds):
+            t0 = sw[0][0] + 1
+            assert sw[0][1:] == (macros, group), f"seed {SEED} layer {li} round {r}"
+            got = iss[:len(want)]
+            assert [(n - t0, first // group, p) for p, (n, first, *_) in enumerate(got)] == \
+                want, f"seed {SEED} layer {li} round {r}"
+            assert all(c == group for _, _, c, *_ in got)
+            check_walk(d, cfg, got)
+            del iss[:len(want)]
+            sw = sw[1:]
+            if sw and r + 1 < len(rounds):
+                # First issue to first issue of the next round: the round and the gap.
+                assert sw[0][0] + 1 - t0 == length + cycles.ROUND_GAP, (
+                    f"seed {SEED} layer {li} round {r}")
+    assert not iss and not sw
+
+
+def test_issuer_waits():
+    """Tiles and residuals arrive at random: a round starts only with its tiles loaded, a
+    final-round pixel only with a credit (one per pixel and column tile), and the pixels
+    and rounds are still all there, in order."""
+    cfg = ODD
+    rng = np.random.default_rng(SEED)
+    layers = [make_desc(rng, cfg, in_height=3, in_width=3, has_residual=1, last=1)]
+    d = layers[0]
+    ev = run_issuer(cfg, layers, rng, credit_rate=0.3, loaded_rate=0.7)
+    rounds = expected_rounds(d, cfg)
+    assert [s[1:] for s in ev["switch"]] == [r[:2] for r in rounds], f"seed {SEED}"
+    assert len(ev["issue"]) == sum(len(r[3]) for r in rounds)
+    assert ev["credits"] == d.out_height * d.out_width * d.col_tiles, f"seed {SEED}"
+
+
+def test_issuer_error():
+    """A descriptor with a failed check stops the program with its code."""
+    rng = np.random.default_rng(SEED)
+    d = make_desc(rng, TINY)
+    dut = Issuer(macros=2, cols=8, a_bits=4, addr_width=12, param_rows=32)
+    out = {}
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.layers.valid, 1)
+        ctx.set(dut.layers.payload.desc.as_value(), desc_int(d))
+        ctx.set(dut.layers.payload.code, AccelError.SIZE)
+        for n in range(10):
+            if ctx.get(dut.done):
+                out.update(n=n, error=ctx.get(dut.error), code=ctx.get(dut.error_code),
+                           busy=ctx.get(dut.busy))
+                break
+            await ctx.tick()
+
+    simulate(dut, bench)
+    # NEXT takes it, CHECK, STOP, done.
+    assert out == dict(n=3, error=1, code=AccelError.SIZE, busy=0), out
