@@ -8,13 +8,11 @@ import os
 
 import numpy as np
 import pytest
-from amaranth.hdl import signed
-from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from gateware.cim_macro import CIMMacro
 from gateware.config import HwConfig, get_config
-from gateware.datapath import VALUE_BITS, Datapath
+from gateware.datapath import Datapath
 from gateware.sequencer import (
     AccelError,
     Collector,
@@ -45,12 +43,13 @@ def _sl(bits, ab):
 def make_desc(rng, cfg, **kw):
     """A random valid descriptor (the derived fields as the compiler sets them)."""
     R, C = cfg.rows, cfg.cols
-    k = int(kw.pop("kernel", rng.choice([1, 3, 5])))
+    H = int(kw.pop("in_height", rng.integers(1, 7)))
+    W = int(kw.pop("in_width", rng.integers(1, 7)))
+    # A kernel and padding that fit the input (k <= size + 2 p, p <= k // 2).
+    k = int(kw.pop("kernel", rng.choice([k for k in (1, 3, 5) if k <= min(H, W) + k // 2 * 2])))
     s = int(kw.pop("stride", rng.choice([1, 2])))
-    p = int(kw.pop("padding", rng.integers(0, k // 2 + 1)))
+    p = int(kw.pop("padding", rng.integers(max(0, -(-(k - min(H, W)) // 2)), k // 2 + 1)))
     G = int(kw.pop("in_groups", rng.integers(1, 3)))
-    H = int(kw.pop("in_height", rng.integers(max(k - 2 * p, 1), 7)))
-    W = int(kw.pop("in_width", rng.integers(max(k - 2 * p, 1), 7)))
     cout = int(kw.pop("out_channels", rng.integers(1, 2 * R + 1)))
     out_bits = int(kw.pop("out_bits", rng.choice([4, 8])))
     has_res = int(kw.pop("has_residual", rng.integers(0, 2)))
@@ -67,6 +66,7 @@ def make_desc(rng, cfg, **kw):
         res_base=int(rng.integers(0, 64)) if has_res else 0,
         weight_base=int(rng.integers(0, 50)), param_base=C * int(rng.integers(0, 20)))
     fields.update(kw)
+    assert fields["out_height"] > 0 and fields["out_width"] > 0, fields
     return Descriptor(**fields)
 
 
@@ -144,10 +144,10 @@ def run_fetcher(cfg, program, rng, *, prog_words=64):
             ready = int(rng.random() < 0.6)
             ctx.set(dut.descriptors.ready, ready)
             if ready and ctx.get(dut.descriptors.valid):
-                p = ctx.get(dut.descriptors.payload)
-                got.append((n, Descriptor.unpack(
-                    [(int(ctx.get(dut.descriptors.payload.desc.as_value())) >> (32 * i))
-                     & 0xFFFF_FFFF for i in range(DESC_WORDS)]), AccelError(p.code)))
+                raw = ctx.get(dut.descriptors.payload.desc.as_value())
+                got.append((n, Descriptor.unpack([(raw >> (32 * i)) & 0xFFFF_FFFF
+                                                  for i in range(DESC_WORDS)]),
+                            AccelError(ctx.get(dut.descriptors.payload.code))))
             await ctx.tick()
             ctx.set(dut.prog.data, words[addr] if addr < prog_words else 0)
 
@@ -170,20 +170,17 @@ def test_fetcher_compiled_program(digits_program):
 
 
 def test_fetcher_first_offer():
-    rng = np.random.default_rng(SEED)
-    d = make_desc(rng, TINY, last=1)
-    dut_got, _ = run_fetcher(TINY, [d], np.random.default_rng([SEED, 1]))
-    # With a consumer always ready the offer is taken in its first cycle.
-    got, _ = run_fetcher_ready(TINY, [d])
-    assert got[0][0] == DESC_WORDS + 2 == cycles.FIRST_READY - 3, got
-    assert dut_got[0][1] == d
+    """With the consumer always ready, the first descriptor is offered (and taken)
+    DESC_WORDS + 2 cycles after go: model.cycles.FIRST_READY's fetch."""
+    d = make_desc(np.random.default_rng(SEED), TINY, last=1)
 
-
-def run_fetcher_ready(cfg, program):
     class Always:
         def random(self):
             return 0.0
-    return run_fetcher(cfg, program, Always())
+
+    got, _ = run_fetcher(TINY, [d], Always())
+    assert [(n, x) for n, x, _ in got] == [(DESC_WORDS + 2, d)], f"seed {SEED}: {got}"
+    assert DESC_WORDS + 2 == cycles.FIRST_READY - 3
 
 
 @pytest.mark.parametrize("cfg", ["tiny", "odd"])
@@ -271,7 +268,7 @@ def test_loader_tiles(cfg):
     async def bench(ctx):
         ctx.set(dut.layers.ready, 1)
         k = 0
-        for n in range(3000):
+        for _ in range(3000):
             ctx.set(dut.descriptors.valid, k < len(layers))
             if k < len(layers):
                 ctx.set(dut.descriptors.payload.desc.as_value(), desc_int(layers[k]))
@@ -548,3 +545,202 @@ def test_issuer_error():
     simulate(dut, bench)
     # NEXT takes it, CHECK, STOP, done.
     assert out == dict(n=3, error=1, code=AccelError.SIZE, busy=0), out
+
+
+# ----------------------------------------------------------------------------- residuals
+
+
+def random_buffer(rng, cfg):
+    """A random buffer image (1, 2 * bank_words, rows) of a_bits lanes, and its words."""
+    mem = rng.integers(0, 1 << cfg.a_bits, (1, 2 * cfg.bank_words, cfg.rows))
+    words = [sum(int(v) << (cfg.a_bits * r) for r, v in enumerate(w)) for w in mem[0]]
+    return mem, words
+
+
+@pytest.mark.parametrize("cfg", ["tiny", "odd"])
+@pytest.mark.parametrize("res_bits,signed_", [(4, 0), (8, 1), (8, 0)])
+def test_residual_reader(cfg, res_bits, signed_):
+    """Every pixel's residuals, column tile by column tile, as the compiler's read_tensor
+    reads them (slices, lanes, sign extension); one credit per pixel; random consumer."""
+    name, cfg = cfg, CONFIGS[cfg]
+    rng = np.random.default_rng(SEED)
+    C = cfg.cols
+    dut = ResidualReader(rows=cfg.rows, cols=C, a_bits=cfg.a_bits, addr_width=BAW[name],
+                         param_rows=32)
+    got, credits = [], [0]
+    mem, words = random_buffer(rng, cfg)
+    d = make_desc(rng, cfg, has_residual=1, res_bits=res_bits, res_signed=signed_,
+                  in_height=4, in_width=4)
+
+    async def bench(ctx):
+        set_ctrl(ctx, dut.ctrl, d, cfg)
+        ctx.set(dut.ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(dut.ctrl.start, 0)
+        for _ in range(2000):
+            ready = int(rng.random() < 0.4)
+            ctx.set(dut.residuals.ready, ready)
+            ctx.set(dut.credit.ready, int(rng.random() < 0.5))
+            if ready and ctx.get(dut.residuals.valid):
+                got.append(list(ctx.get(dut.residuals.payload)))
+            if ctx.get(dut.credit.ready) and ctx.get(dut.credit.valid):
+                credits[0] += 1
+            addr, en = ctx.get(dut.act.addr), ctx.get(dut.act.en)
+            assert not ctx.get(dut.act.pad)
+            await ctx.tick()
+            if en:
+                ctx.set(dut.act.data.as_value(), words[addr])
+
+    simulate(dut, bench)
+    P = d.out_height * d.out_width
+    res = compiler.read_tensor(mem, d.res_base, (d.out_groups * cfg.rows, d.out_height,
+                                                d.out_width), res_bits, bool(signed_),
+                               cfg.a_bits)[0].reshape(-1, P)
+    want = [list(res[j * C:(j + 1) * C, p]) for j in range(d.col_tiles) for p in range(P)]
+    assert got == want, f"seed {SEED}: res_bits {res_bits} signed {signed_}"
+    assert credits[0] == len(want), f"seed {SEED}"
+
+
+# ----------------------------------------------------------------------------- collector
+
+
+@pytest.mark.parametrize("cfg,pixels", [("tiny", 5), ("odd", 3), ("odd", 1)])
+def test_collector(cfg, pixels):
+    """Totals over a column tile's rounds (adder tree + running sums, wrapping at acc_width)
+    with the column tile's parameter records and the pixel's residual; one pixel's results
+    back to back across rounds (the running-sum memory's transparent read)."""
+    cfg = CONFIGS[cfg]
+    rng = np.random.default_rng(SEED)
+    M, C, aw = cfg.macros, cfg.cols, 20
+    mac = CIMMacro(**cfg.macro_params())
+    dp = Datapath(lanes=C, acc_width=aw, psum_width=aw)
+    param_rows = 16
+    dut = Collector(macros=M, cols=C, acc_width=aw, max_pixels=8, param_rows=param_rows,
+                    result_layout=mac.output_layout, psum_layout=dp.in_layout)
+    T = int(rng.integers(1, 2 * M + 2))
+    d = make_desc(rng, cfg, has_residual=1, res_bits=4, kernel=1, stride=1, in_groups=T,
+                  in_height=1, in_width=pixels)
+    d = dataclasses.replace(d, col_tiles=2, param_base=C * 3)
+    P = d.out_height * d.out_width
+    assert P == pixels
+    ylo, yhi = -(1 << (mac.out_shape.width - 1)), 1 << (mac.out_shape.width - 1)
+    recs = compiler.pack_params(rng.integers(-1 << 15, 1 << 15, param_rows * C),
+                                rng.integers(-1 << 47, 1 << 47, param_rows * C),
+                                rng.integers(-1 << 23, 1 << 23, param_rows * C))
+    rows = [sum(int(w) << (32 * i) for i, w in enumerate(recs[r * C:(r + 1) * C].reshape(-1)))
+            for r in range(param_rows)]
+    beats, totals = [], {}
+    for j in range(d.col_tiles):
+        for tb in range(0, T, M):
+            for p in range(P):
+                ys = rng.integers(ylo, yhi, (min(M, T - tb), C))
+                beats.append(ys)
+                totals[j, p] = totals.get((j, p), 0) + ys.sum(axis=0)
+    residuals = [rng.integers(-256, 256, C) for _ in range(d.col_tiles * P)]
+    got, taken = [], [0]
+
+    def wrap(v):
+        return ((v + (1 << (aw - 1))) % (1 << aw)) - (1 << (aw - 1))
+
+    async def bench(ctx):
+        set_ctrl(ctx, dut.ctrl, d, cfg)
+        ctx.set(dut.ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(dut.ctrl.start, 0)
+        ctx.set(dut.psums.ready, 1)
+        queue = list(beats)
+        for _ in range(400):
+            ys = queue.pop(0) if queue and (P == 1 or rng.random() < 0.6) else None
+            for i, r in enumerate(dut.results):
+                on = ys is not None and i < len(ys)
+                ctx.set(r.valid, on)
+                if on:
+                    ctx.set(r.payload, {"y": [int(v) for v in ys[i]]})
+            ctx.set(dut.residuals.valid, taken[0] < len(residuals))
+            if taken[0] < len(residuals):
+                ctx.set(dut.residuals.payload, [int(v) for v in residuals[taken[0]]])
+            if ctx.get(dut.psums.valid):
+                got.append(ctx.get(dut.psums.payload))
+            if ctx.get(dut.residuals.ready) and ctx.get(dut.residuals.valid):
+                taken[0] += 1
+            assert not ctx.get(dut.overrun)
+            addr, en = ctx.get(dut.params.addr), ctx.get(dut.params.en)
+            await ctx.tick()
+            if en:
+                ctx.set(dut.params.data, rows[addr])
+
+    simulate(dut, bench)
+    m, b, r = compiler.unpack_params(recs)
+    assert len(got) == d.col_tiles * P, f"seed {SEED}"
+    for n, beat in enumerate(got):
+        j, p = divmod(n, P)
+        row = d.param_base // C + j
+        for c, ln in enumerate(beat.lanes):
+            want = (wrap(int(totals[j, p][c])), m[row * C + c], b[row * C + c],
+                    r[row * C + c], residuals[n][c])
+            assert (ln.psum, ln.m, ln.b, ln.r, ln.res) == want, f"seed {SEED}: {n} {c}"
+        assert beat.first and beat.last
+    assert taken[0] == len(residuals)
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+@pytest.mark.parametrize("cfg", ["tiny", "odd"])
+@pytest.mark.parametrize("out_bits", [4, 8])
+def test_writer(cfg, out_bits):
+    """The words written hold the layer's output at the compiler's addresses and lanes
+    (compiler.read_tensor reads it back), nothing outside the tensor is touched, the
+    Datapath waits only while slices are written, layer_done comes with the last word."""
+    name, cfg = cfg, CONFIGS[cfg]
+    rng = np.random.default_rng(SEED)
+    R, C, ab = cfg.rows, cfg.cols, cfg.a_bits
+    dp = Datapath(lanes=C, acc_width=20, psum_width=20)
+    dut = Writer(rows=R, cols=C, a_bits=ab, addr_width=BAW[name], param_rows=32,
+                 result_layout=dp.out_layout)
+    d = make_desc(rng, cfg, out_bits=out_bits, in_height=4, in_width=3, kernel=3,
+                  padding=1, stride=1)
+    P, J = d.out_height * d.out_width, d.col_tiles
+    lo, hi = (-(1 << (out_bits - 1)), 1 << (out_bits - 1)) if d.out_signed else \
+        (0, 1 << out_bits)
+    y = rng.integers(lo, hi, (J * C, P))
+    mem = np.zeros((1, 2 * cfg.bank_words, R), np.int64)
+    log = {"done": [], "writes": [], "ovf": 0}
+
+    async def bench(ctx):
+        set_ctrl(ctx, dut.ctrl, d, cfg)
+        ctx.set(dut.ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(dut.ctrl.start, 0)
+        n = 0
+        for _ in range(2000):
+            ctx.set(dut.results.valid, n < J * P)
+            if n < J * P:
+                j, p = divmod(n, P)
+                ctx.set(dut.results.payload,
+                        {"value": [int(v) for v in y[j * C:(j + 1) * C, p]],
+                         "overflow": int(n == J * P - 2)})
+            if ctx.get(dut.results.valid) and ctx.get(dut.results.ready):
+                n += 1
+            log["ovf"] += ctx.get(dut.overflow)
+            if ctx.get(dut.write.valid):
+                w = ctx.get(dut.write.payload)
+                a = ctx.get(dut.bank) * cfg.bank_words + w.addr
+                log["writes"].append(a)
+                for lane in range(R):
+                    if (w.mask >> lane) & 1:
+                        mem[0, a, lane] = w.word[lane]
+            if ctx.get(dut.layer_done):
+                log["done"].append(len(log["writes"]))
+            await ctx.tick()
+
+    simulate(dut, bench)
+    out_sl = _sl(out_bits, ab)
+    assert len(log["writes"]) == J * P * out_sl, f"seed {SEED}"
+    assert log["done"] == [len(log["writes"])] and log["ovf"] == 1, f"seed {SEED}"
+    span = range(d.out_base, d.out_base + P * d.out_groups * out_sl)
+    assert all(a in span for a in log["writes"]), f"seed {SEED}"
+    back = compiler.read_tensor(mem, d.out_base, (d.out_channels, d.out_height,
+                                                 d.out_width), out_bits,
+                                bool(d.out_signed), ab)[0].reshape(-1, P)
+    assert (back == y[:d.out_channels]).all(), f"seed {SEED}: out_bits {out_bits}"
