@@ -1,48 +1,22 @@
 # amaranth: UnusedElaboratable=no
-"""The accelerator: CIM macros, weight store, activation buffer and the layer sequencer.
+"""The accelerator: memories, CIM macros, Datapath and the layer sequencer, connected.
 
 :class:`Accelerator` runs a program compiled by :func:`model.compiler.compile_model` (layer
 descriptors, weight image, parameter image, activation-buffer layout: all as documented in
-:mod:`model.compiler`) and computes exactly what :func:`model.compiler.execute` computes.
+:mod:`model.compiler`), computes exactly what :func:`model.compiler.execute` computes, in the
+cycles :mod:`model.cycles` states.
 
-Schedule (weight stationary; :mod:`model.cycles` states it in formulas)
------------------------------------------------------------------------
-Four units run side by side, each counting its own way through a layer:
-
-* **Fetcher and weight loader.** The fetcher reads and checks descriptors ahead of the
-  layers. The loader takes each descriptor in turn and walks its rounds: for every macro of a
-  round it computes the tile's weight-store address and taps ``(kh, kw, cg)``, two macros per
-  cycle, and hands them to the macro's one-entry pending slot. A macro loads its pending tile
-  (``rows / write_rows`` beats through its own weight-store read port) into its shadow copy as
-  soon as it commits the previous one, so the next round's tiles, and the next layer's first
-  ones, load while the array computes. Descriptors reach the issuer through a two-entry queue
-  with their check code.
-* **Issuer.** Per column tile ``j``, the ``T`` row tiles run in rounds of up to ``M``
-  macros; with ``T < M`` the tiles are loaded ``cp`` times (``copies``) and the copies take
-  turns over the pixels. A round starts when all its macros hold their tiles; it streams the
-  ``P`` output pixels in slots of ``L`` cycles, ``cp`` pixels per slot, group ``g`` at cycle
-  ``g * sp`` of the slot (``sp``: the words one output or residual pixel takes on its buffer
-  port). At its issue cycle every macro of the group reads its tap's word for the pixel
-  through its own activation-buffer port (lockstep: the macros never wait on each other),
-  zero for padding, and streams its ``a_bits`` bit-planes, MSB first; the first one of a
-  round commits the tile.
-* **Residual reader.** Reads the residual elements (``res_sl`` slice words per pixel, sign
-  extended) through one more buffer port into a FIFO, ahead of the final rounds that need
-  them (a final-round pixel is issued only once its residual is in the FIFO).
-* **Collector and writer.** Only one group finishes per cycle, so the valid macro results
-  are one pixel's: an adder tree sums them and adds the pixel's running sum (a memory of one
-  ``cols x acc_width`` entry per output pixel). On the final round the total goes, with the
-  column tile's parameter row (``cols`` records read in one cycle) and the residual, to the
-  :class:`~gateware.datapath.Datapath`; its result is written back as ``out_sl`` slice words at
-  the compiler's address (``base + ((y * W + x) * G + cg) * S + s``), lanes ``j * C mod R``
-  on. Nothing on this path can stall: the slot timing leaves the Datapath and the write port
-  free (``OVERRUN`` reports it if that were ever wrong), and results are never dropped.
-
-Column tiles follow each other without a drain; layers do not overlap (a layer reads the
-previous one's output). The three :class:`~gateware.window.WindowGen` checks (kernel,
-stride, size) are repeated in the descriptor check, in the same order; WindowGen's walk (all
-row tiles of one pixel in turn) does not fit a weight-stationary schedule, so the walk is the
-sequencer's own.
+The sequencer is :mod:`gateware.sequencer`, one component per unit, joined by streams
+(``gateware/README.md``, "Sequencer", draws the graph and explains the schedule):
+:class:`~gateware.sequencer.Fetcher` (reads and checks the descriptors),
+:class:`~gateware.sequencer.WeightLoader` (walks each layer's rounds, hands every macro its
+next tile), one :class:`~gateware.sequencer.MacroUnit` per macro (loads its tiles, feeds it
+bit-planes read in lockstep), :class:`~gateware.sequencer.Issuer` (layer state machine,
+rounds, slots, pixel walk), :class:`~gateware.sequencer.ResidualReader`,
+:class:`~gateware.sequencer.Collector` (adder tree, running sums, to the Datapath) and
+:class:`~gateware.sequencer.Writer` (results back into the buffer). This module instantiates
+the memories (program, weight store, parameters, activation buffer), the macros and the units,
+connects them, and keeps the bus ports and the counters.
 
 Control and status
 ------------------
