@@ -56,7 +56,8 @@ class Fetcher(wiring.Component):
 
     A descriptor takes ``DESC_WORDS + 1`` cycles to read (synchronous memory: word ``w``
     arrives while word ``w + 1`` is addressed) and is offered from the next cycle, held until
-    taken; the next one is read after that. With no ``last`` before the end of program memory
+    taken (the first: ``DESC_WORDS + 2`` cycles after ``go``); the next one is read after
+    that. With no ``last`` before the end of program memory
     the fetcher offers one more, with code ``PROGRAM``.
 
     Parameters

@@ -39,10 +39,12 @@ class Issuer(wiring.Component):
     group ..``) gets its pixel at cycle ``g * sp`` of the slot. On a final round of a layer
     with a residual a pixel waits (the slot stalls) until the residual reader offers a credit.
 
-    Latency: ``NEXT`` to ``SETUP`` 2 cycles (one with the descriptor waiting); the round switch
-    is the cycle after ``RWAIT`` sees the tiles loaded, and the first pixel is issued the cycle
-    after it. Slots follow each other without a gap; a round ends with its last slot, and
-    ``RWAIT`` follows.
+    Latency: a descriptor taken in cycle ``n`` (``NEXT``) is checked in ``n + 1`` and
+    set up in ``n + 2`` (``ctrl.start``); ``RWAIT`` from ``n + 3`` on
+    (:data:`model.cycles.LAYER_START`). The round switch (``issue.round``) is the ``RWAIT``
+    cycle that sees the round's tiles loaded; its first pixel is issued in the next cycle.
+    Slots follow each other without a gap; after a round's last slot ``RWAIT`` follows, so
+    rounds whose tiles are ready are :data:`model.cycles.ROUND_GAP` (1) cycle apart.
 
     Parameters
     ----------
