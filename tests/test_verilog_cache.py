@@ -20,7 +20,7 @@ def tree(tmp_path):
         "gateware/top.py": "from model import golden\nfrom .sequencer import core\n",
         "gateware/sequencer/__init__.py": "",
         "gateware/sequencer/core.py": "from ..config import X\n",
-        "gateware/config.py": "X = 1\n",
+        "contract/config.py": "X = 1\n",
         "model/__init__.py": "",
         "model/golden.py": "import numpy as np\nfrom .quant import Q\n",
         "model/quant.py": "Q = 3\n",
@@ -40,7 +40,7 @@ def key(repo, config=TINY, kind="verilog", name="cim_top"):
 
 def test_source_files_follow_the_imports(tree):
     got = {str(p.relative_to(tree)) for p in cache.source_files(repo=tree)}
-    assert got == {"gateware/__init__.py", "gateware/top.py", "gateware/config.py",
+    assert got == {"gateware/__init__.py", "gateware/top.py", "contract/config.py",
                    "gateware/sequencer/__init__.py", "gateware/sequencer/core.py",
                    "model/__init__.py", "model/golden.py", "model/quant.py"}
 

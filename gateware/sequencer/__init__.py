@@ -1,0 +1,14 @@
+"""The accelerator's layer sequencer, one component per unit (``gateware/README.md`` draws
+how :class:`~gateware.accelerator.Accelerator` connects them)."""
+
+from .collector import Collector
+from .fetcher import Fetcher
+from .issuer import Issuer
+from .layer import AccelError, IssueSignature, LayerSignature
+from .loader import WeightLoader
+from .macro_unit import MacroUnit
+from .residual import ResidualReader
+from .writer import Writer
+
+__all__ = ["AccelError", "Collector", "Fetcher", "IssueSignature", "Issuer", "LayerSignature",
+           "MacroUnit", "ResidualReader", "WeightLoader", "Writer"]

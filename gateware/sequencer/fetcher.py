@@ -1,0 +1,127 @@
+"""Descriptor fetcher: reads the layer program ahead of the layers and checks each
+descriptor."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .layer import DESC_WORDS, MAX_SHIFT, AccelError, desc_layout, descriptor_layout
+
+__all__ = ["Fetcher", "check"]
+
+
+def check(m, d, *, rows, cols, max_size, max_groups, max_pixels, tile_cap, rec_cap):
+    """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: the first
+    failed check of :class:`AccelError`'s order (kernel, stride, size: those of the compiler's
+    window walk; then tiles and format). ``tile_cap``: weight tiles the store holds;
+    ``rec_cap``: parameter records."""
+    code = Signal(AccelError)
+    ho_exp = Signal(16)
+    wo_exp = Signal(16)
+    k, s, p = d.kernel, d.stride, d.padding
+    H, W, G = d.in_height, d.in_width, d.in_groups
+    T, J = d.row_tiles, d.col_tiles
+    m.d.comb += [ho_exp.eq(((H + 2 * p - k) >> (s == 2)) + 1),
+                 wo_exp.eq(((W + 2 * p - k) >> (s == 2)) + 1)]
+    with m.If(~k[0] | (k > 7)):
+        m.d.comb += code.eq(AccelError.KERNEL)
+    with m.Elif((s != 1) & (s != 2)):
+        m.d.comb += code.eq(AccelError.STRIDE)
+    with m.Elif((H == 0) | (W == 0) | (G == 0) | (H > max_size) | (W > max_size)
+                | (G > max_groups) | (H + 2 * p < k) | (W + 2 * p < k)
+                | (d.out_height != ho_exp) | (d.out_width != wo_exp)
+                | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)):
+        m.d.comb += code.eq(AccelError.SIZE)
+    with m.Elif((J == 0) | (T == 0) | (T != k * k * G) | (d.weight_tiles != J * T)
+                | (d.out_channels == 0) | (d.out_channels > J * cols)
+                | (d.out_groups * rows < J * cols)
+                | (d.weight_base + d.weight_tiles > tile_cap)
+                | (d.param_base[:ceil_log2(cols)] != 0)
+                | (d.param_base + J * cols > rec_cap)):
+        m.d.comb += code.eq(AccelError.TILES)
+    with m.Elif((d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
+                | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
+                | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)))):
+        m.d.comb += code.eq(AccelError.FORMAT)
+    return code
+
+
+class Fetcher(wiring.Component):
+    """Reads descriptors from program memory, from word 0 on, and offers each one, checked,
+    on ``descriptors``; it stops after one with ``last`` or a failed check.
+
+    A descriptor takes ``DESC_WORDS + 1`` cycles to read (synchronous memory: word ``w``
+    arrives while word ``w + 1`` is addressed) and is offered from the next cycle, held until
+    taken (the first: ``DESC_WORDS + 2`` cycles after ``go``); the next one is read after
+    that. With no ``last`` before the end of program memory
+    the fetcher offers one more, with code ``PROGRAM``.
+
+    Parameters
+    ----------
+    prog_words : int
+        Program memory words (at least ``DESC_WORDS``).
+    rows, cols : int
+        The array's (for the tile checks).
+    max_size, max_groups, max_pixels, tile_cap, rec_cap : int
+        Limits of the checks (:func:`check`).
+
+    Members
+    -------
+    go : ``In(1)``
+        Pulse: start from descriptor 0 (whatever the fetcher was doing).
+    prog : ``In(ReadPort.Signature(addr_width=ceil_log2(prog_words), shape=32))``
+        Read port of program memory (its ``addr`` is driven here).
+    descriptors : ``Out(stream.Signature(desc_layout()))``
+        Checked descriptors, with their :class:`AccelError` code. ``ready`` may be high
+        without ``valid``.
+    """
+
+    def __init__(self, *, prog_words: int, rows: int, cols: int, max_size: int,
+                 max_groups: int, max_pixels: int, tile_cap: int, rec_cap: int):
+        if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
+            raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
+                             f"not {prog_words!r}")
+        self.prog_words = prog_words
+        self.limits = dict(rows=rows, cols=cols, max_size=max_size, max_groups=max_groups,
+                           max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap)
+        super().__init__({
+            "go": In(1),
+            "prog": In(ReadPort.Signature(addr_width=ceil_log2(prog_words), shape=32)),
+            "descriptors": Out(stream.Signature(desc_layout())),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        desc = Signal(descriptor_layout())
+        idx = Signal(range(self.prog_words + 1))   # program word address of desc
+        cnt = Signal(range(DESC_WORDS + 2))
+        busy = Signal()             # reading desc
+        full = Signal()             # desc is offered
+        err = Signal()              # ... and is past the end of program memory
+        code = check(m, desc, **self.limits)
+        out = self.descriptors
+        m.d.comb += [self.prog.addr.eq(idx + cnt), out.valid.eq(full),
+                     out.payload.desc.eq(desc),
+                     out.payload.code.eq(Mux(err, AccelError.PROGRAM, code))]
+        with m.If(busy):
+            m.d.sync += cnt.eq(cnt + 1)
+            for w in range(DESC_WORDS):
+                with m.If(cnt == w + 1):
+                    m.d.sync += desc.as_value().word_select(w, 32).eq(self.prog.data)
+            with m.If(cnt == DESC_WORDS):
+                m.d.sync += [busy.eq(0), full.eq(1)]
+        with m.If(out.valid & out.ready):
+            m.d.sync += full.eq(0)
+            # After a last or a failed descriptor the program ends: fetch nothing more.
+            with m.If(~desc.last & (out.payload.code == AccelError.NONE)):
+                with m.If(idx + 2 * DESC_WORDS > self.prog_words):
+                    m.d.sync += [full.eq(1), err.eq(1)]
+                with m.Else():
+                    m.d.sync += [idx.eq(idx + DESC_WORDS), cnt.eq(0), busy.eq(1)]
+        with m.If(self.go):
+            m.d.sync += [idx.eq(0), cnt.eq(0), busy.eq(1), full.eq(0), err.eq(0)]
+        return m

@@ -1,0 +1,184 @@
+"""What the sequencer's units share: the error codes, the descriptor and its derived
+per-layer quantities, and the signatures of the links between the units.
+
+The contract's declarations the units follow (descriptor fields, parameter records, the shift
+limit) are imported here once, and the descriptor and the parameter record become Amaranth
+layouts generated from their field lists; the other units take them from this module.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from contract.arith import MAX_SHIFT
+from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WORDS
+
+__all__ = ["DESC_WORDS", "MAX_SHIFT", "PARAM_WORDS", "AccelError", "IssueSignature",
+           "LayerSignature", "act_read_signature", "copies", "credit_signature",
+           "desc_layout", "descriptor_layout", "param_layout", "slices", "tile_layout"]
+
+
+class AccelError(enum.Enum, shape=4):
+    """Why the sequencer stopped (``NONE``: it did not)."""
+
+    NONE = 0
+    KERNEL = 1      #: kernel not 1, 3, 5, 7
+    STRIDE = 2      #: stride not 1 or 2
+    SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
+    TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes
+    FORMAT = 5      #: shift, output or residual bits illegal
+    PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
+    OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
+    OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
+
+
+def _padded(members, total: int) -> data.StructLayout:
+    """A ``StructLayout`` of ``(name, offset, shape)`` members in offset order, with
+    ``_pad<n>`` members filling the gaps and the tail up to ``total`` bits."""
+    out, pos = {}, 0
+    for name, offset, shape in members:
+        if offset > pos:
+            out[f"_pad{len(out)}"] = offset - pos
+        out[name] = shape
+        pos = offset + Shape.cast(shape).width
+    if total > pos:
+        out[f"_pad{len(out)}"] = total - pos
+    return data.StructLayout(out)
+
+
+def descriptor_layout() -> data.StructLayout:
+    """The descriptor as an Amaranth layout (``DESC_WORDS * 32`` bits, word 0 lowest): every
+    field of :data:`contract.program.FIELDS` at its ``LAYOUT`` offset, unsigned, and padding
+    where a field moved to the next word; the units read ``desc.kernel``."""
+    return _padded([(f.name, 32 * LAYOUT[f.name][0] + LAYOUT[f.name][1], f.bits)
+                    for f in FIELDS], 32 * DESC_WORDS)
+
+
+def param_layout() -> data.StructLayout:
+    """One parameter record as an Amaranth layout (``PARAM_WORDS * 32`` bits): the fields of
+    :data:`contract.program.PARAM_FIELDS` in order from bit 0, signed, then padding."""
+    offsets = itertools.accumulate((f.bits for f in PARAM_FIELDS), initial=0)
+    return _padded([(f.name, o, signed(f.bits)) for f, o in zip(PARAM_FIELDS, offsets)],
+                   32 * PARAM_WORDS)
+
+
+def desc_layout() -> data.StructLayout:
+    """A checked descriptor, as it travels from the fetcher through the loader to the
+    issuer: ``desc`` (:func:`descriptor_layout`) and its check ``code``."""
+    return data.StructLayout({"desc": descriptor_layout(), "code": AccelError})
+
+
+def tile_layout(*, addr_width: int) -> data.StructLayout:
+    """A weight tile handed to a macro: the weight-store ``addr`` of its first beat and its
+    tap ``(kh, kw)`` with ``off``, the word offset of the tap in the input window
+    (``(kh * W + kw) * G + cg``)."""
+    return data.StructLayout({"addr": 32, "kh": 3, "kw": 3, "off": addr_width})
+
+
+def slices(m, desc, a_bits: int, name: str = ""):
+    """``out_sl, res_sl, sp`` of the layer ``desc`` (comb signals): buffer words per output
+    and per residual pixel (``ceil(bits / a_bits)``; 0 without a residual), and the cycles
+    between the pixels of one slot (the slower of the two ports)."""
+    o, r, q = (Signal(4, name=f"{name}out_sl"), Signal(4, name=f"{name}res_sl"),
+               Signal(4, name=f"{name}sp"))
+    sh = ceil_log2(a_bits)
+    m.d.comb += [o.eq((desc.out_bits + a_bits - 1) >> sh),
+                 r.eq(Mux(desc.has_residual, (desc.res_bits + a_bits - 1) >> sh, 0)),
+                 q.eq(Mux(r > o, r, o))]
+    return o, r, q
+
+
+def copies(m, desc, sp, *, a_bits: int, macros: int, name: str = ""):
+    """Copies of the row tiles (comb signal; :func:`compiler.cycles.copies`): as many as fit the
+    macros, the pixels, and the output (and residual) ports, which take ``sp`` cycles per
+    pixel against ``a_bits`` per slot."""
+    c_ = Signal(range(a_bits + 1), name=f"{name}copies")
+    m.d.comb += c_.eq(1)
+    for c in range(2, min(a_bits, macros) + 1):
+        with m.If((desc.row_tiles * c <= macros) & (sp * c <= a_bits)
+                  & (desc.out_height * desc.out_width >= c)):
+            m.d.comb += c_.eq(c)
+    return c_
+
+
+class LayerSignature(wiring.Signature):
+    """Layer-wide control from the issuer to the residual reader, collector and writer
+    (plain ports: they change once per layer).
+
+    Members (issuer side)
+    ---------------------
+    busy : ``Out(1)``
+        The accelerator runs a program.
+    start : ``Out(1)``
+        Pulse: a layer starts (every unit resets its walk); ``desc`` and the quantities below
+        are valid from this cycle to the end of the layer.
+    desc : ``Out(descriptor_layout())``
+    pixels : ``Out(24)``
+        ``out_height * out_width``.
+    out_sl, res_sl : ``Out(4)``
+        Buffer words per output and per residual pixel (:func:`slices`).
+    out_pitch, res_pitch : ``Out(16)``
+        ``out_groups * out_sl`` and ``out_groups * res_sl``: words per output (residual)
+        pixel, all groups.
+    param_row : ``Out(range(param_rows))``
+        Parameter-memory row of the layer's column tile 0.
+    """
+
+    def __init__(self, *, param_rows: int):
+        super().__init__({
+            "busy": Out(1), "start": Out(1), "desc": Out(descriptor_layout()),
+            "pixels": Out(24), "out_sl": Out(4), "res_sl": Out(4),
+            "out_pitch": Out(16), "res_pitch": Out(16),
+            "param_row": Out(range(param_rows)),
+        })
+
+
+class IssueSignature(wiring.Signature):
+    """From the issuer to every macro unit: round switches and pixel issues. The macro units
+    never stall, so there is no ready: they act in the cycle they see a pulse.
+
+    Members (issuer side)
+    ---------------------
+    round : ``Out(1)``
+        Pulse: a round starts; macros ``0 .. macros - 1`` take their loaded tile as the
+        active one (the first bit-plane they feed commits it).
+    macros : ``Out(range(macros + 1))``
+        Macros of the round (``copies * group``).
+    valid : ``Out(1)``
+        Pulse: a pixel is issued to macros ``first .. first + count - 1`` (one group).
+    first, count : ``Out(range(macros + 1))``
+    y, x : ``Out(signed(17))``
+        Input coordinate of the window's corner (tap ``(0, 0)``; negative in the padding).
+    addr : ``Out(addr_width)``
+        Bank offset of the word of tap ``(0, 0)``, channel group 0.
+    bank : ``Out(1)``
+        The input tensor's bank.
+    height, width : ``Out(12)``
+        Input size: taps outside read zeros.
+    """
+
+    def __init__(self, *, macros: int, addr_width: int):
+        super().__init__({
+            "round": Out(1), "macros": Out(range(macros + 1)), "valid": Out(1),
+            "first": Out(range(macros + 1)), "count": Out(range(macros + 1)),
+            "y": Out(signed(17)), "x": Out(signed(17)), "addr": Out(addr_width),
+            "bank": Out(1), "height": Out(12), "width": Out(12),
+        })
+
+
+def credit_signature() -> stream.Signature:
+    """Residual credits from the residual reader to the issuer: ``valid`` while a residual is
+    in the FIFO that no issued pixel has claimed yet; a transfer claims one."""
+    return stream.Signature(0)
+
+
+def act_read_signature(*, rows: int, a_bits: int, addr_width: int) -> wiring.Signature:
+    """A lockstep read port of the :class:`~gateware.actbuf.ActivationBuffer`, reader side:
+    ``addr`` (bank bit on top), ``pad``, ``en`` out; ``data``, the word, in one cycle later."""
+    return wiring.Signature({"addr": Out(addr_width + 1), "pad": Out(1), "en": Out(1),
+                             "data": In(data.ArrayLayout(unsigned(a_bits), rows))})
