@@ -101,14 +101,13 @@ def _tensor_info(model: golden.IntModel, name: str) -> tuple[tuple, int, bool]:
     return tuple(n["shape"]), 64, True
 
 
-def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int | None = None,
-                  acc_width: int | None = None) -> Program:
-    """Compile the accelerator nodes of ``model`` for ``config``; :class:`CompileError`
-    names the first layer the hardware cannot run and why. ``bank_words`` and ``acc_width``
-    default to the configuration's."""
-    bank_words = config.bank_words if bank_words is None else bank_words
-    acc_width = config.acc_width if acc_width is None else acc_width
-    R, C, ab = config.rows, config.cols, config.a_bits
+def _fail(name: str, msg: str):
+    raise CompileError(f"layer {name!r}: {msg}")
+
+
+def _accel_part(model: golden.IntModel, config: HwConfig) -> tuple[list, str, dict[str, int]]:
+    """The accelerator nodes in order, the one tensor they take from the MCU, and the last
+    reader of every tensor (``len(nodes)``: read back by the MCU, alive to the end)."""
     nodes = [n for n in model.nodes if n["where"] == "accel"]
     if not nodes:
         raise CompileError(f"{model.path}: the model has no accelerator ('accel') nodes")
@@ -122,7 +121,6 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         raise CompileError(f"{model.path}: the model is evaluated with adc_bits="
                            f"{model.manifest.get('adc_bits')}, the configuration "
                            f"{config.name!r} has adc_bits={config.adc_bits}")
-    # Last reader of every tensor (len(nodes): read back by the MCU, alive to the end).
     last_use = {input_name: -1}
     for i, n in enumerate(nodes):
         last_use.setdefault(n["name"], i)
@@ -134,73 +132,101 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                 if src in accel:
                     last_use[src] = len(nodes)
     last_use[nodes[-1]["name"]] = len(nodes)
+    return nodes, input_name, last_use
 
-    def fail(name, msg):
-        raise CompileError(f"layer {name!r}: {msg}")
 
-    def words_of(shape, bits):
+class _Allocator:
+    """First fit in one bank among the tensors alive at a layer (module docstring of
+    :mod:`contract.program`: activation buffer)."""
+
+    def __init__(self, config: HwConfig, bank_words: int, last_use: dict[str, int]):
+        self.config, self.bank_words, self.last_use = config, bank_words, last_use
+        self.buffers: dict[str, Alloc] = {}
+        self.born: dict[str, int] = {}
+
+    def place(self, name, shape, bits, signed, bank, when) -> Alloc:
         c, h, w = shape
-        return h * w * -(-c // R) * slices(bits, ab)
-
-    # ---- activation buffer allocation
-    buffers: dict[str, Alloc] = {}
-    born = {input_name: -1}
-
-    def place(name, shape, bits, signed, bank, when):
-        words = words_of(shape, bits)
-        live = [a for t, a in buffers.items() if a.bank == bank
-                and born[t] <= when <= last_use[t]]
+        words = h * w * -(-c // self.config.rows) * slices(bits, self.config.a_bits)
+        live = [a for t, a in self.buffers.items() if a.bank == bank
+                and self.born[t] <= when <= self.last_use[t]]
         start = 0
         for a in sorted(live, key=lambda a: a.base):
-            off = a.base - bank * bank_words
+            off = a.base - bank * self.bank_words
             if start + words <= off:
                 break
             start = max(start, off + a.words)
-        if start + words > bank_words:
-            fail(name, f"its output ({words} words) does not fit in activation-buffer bank "
-                       f"{bank} ({bank_words} words) beside the live tensors")
-        a = Alloc(bank * bank_words + start, words, tuple(shape), bits, signed, bank)
-        buffers[name] = a
+        if start + words > self.bank_words:
+            _fail(name, f"its output ({words} words) does not fit in activation-buffer bank "
+                        f"{bank} ({self.bank_words} words) beside the live tensors")
+        a = Alloc(bank * self.bank_words + start, words, tuple(shape), bits, signed, bank)
+        self.buffers[name] = a
+        self.born[name] = when
         return a
 
+
+def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: int) -> None:
+    """Refuse, by name, a node the array and the datapath cannot run."""
+    name, ab = n["name"], config.a_bits
+    if n["op"] != "conv":
+        _fail(name, f"op {n['op']!r} does not run on the accelerator (only conv)")
+    k, s, p = n["kernel"], n["stride"], n["padding"]
+    if k not in KERNELS:
+        _fail(name, f"kernel {k} is not supported (supported: {KERNELS})")
+    if s not in STRIDES:
+        _fail(name, f"stride {s} is not supported (supported: {STRIDES})")
+    if p > MAX_PADDING:
+        _fail(name, f"padding {p} exceeds {MAX_PADDING}")
+    if n["w_bits"] != config.w_bits:
+        _fail(name, f"w_bits={n['w_bits']} differs from the configuration's {config.w_bits}")
+    _, xbits, xsigned = _tensor_info(model, n["inputs"][0])
+    if xsigned:
+        _fail(name, f"its input {n['inputs'][0]!r} is signed; the array takes unsigned "
+                    "activations")
+    if xbits != ab:
+        _fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations, the "
+                    f"configuration's a_bits is {ab}")
+    if n["out_bits"] > VALUE_BITS - 1:
+        _fail(name, f"out_bits={n['out_bits']} exceeds the datapath's values")
+    need = accumulator_width(n["in_channels"] * k * k, config.w_bits, ab)
+    psum = signed_width(*column_range(config.rows, config.w_bits, ab))
+    if need > acc_width or psum > acc_width:
+        _fail(name, f"accumulator needs {max(need, psum)} bits, the datapath holds {acc_width}")
+
+
+def _params(model: golden.IntModel, name: str, channels: int, residual: bool) -> np.ndarray:
+    """The layer's parameter records, zero-padded to ``channels``."""
+    def padded(array):
+        a = model.array(name, array).astype(np.int64)
+        return np.pad(a, (0, channels - len(a)))
+    r = padded("res_mult") if residual else np.zeros(channels, np.int64)
+    return pack_params(padded("mult"), padded("bias"), r)
+
+
+def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int | None = None,
+                  acc_width: int | None = None) -> Program:
+    """Compile the accelerator nodes of ``model`` for ``config``; :class:`CompileError`
+    names the first layer the hardware cannot run and why. ``bank_words`` and ``acc_width``
+    default to the configuration's."""
+    bank_words = config.bank_words if bank_words is None else bank_words
+    acc_width = config.acc_width if acc_width is None else acc_width
+    R, C, ab = config.rows, config.cols, config.a_bits
+    nodes, input_name, last_use = _accel_part(model, config)
+    alloc = _Allocator(config, bank_words, last_use)
+    buffers = alloc.buffers
     shape, bits, signed = _tensor_info(model, input_name)
     if bits != ab or signed or len(shape) != 3:
         raise CompileError(f"accelerator input {input_name!r}: must be unsigned {ab}-bit "
                            f"activations [C, H, W] (a_bits of {config.name!r}), not "
                            f"{'signed ' if signed else ''}{bits}-bit {list(shape)}")
-    place(input_name, shape, bits, signed, 0, -1)
+    alloc.place(input_name, shape, bits, signed, 0, -1)
 
     descriptors, tiles, params, names, inputs = [], [], [], [], {}
     tile_count = param_count = 0
     for i, n in enumerate(nodes):
         name = n["name"]
-        if n["op"] != "conv":
-            fail(name, f"op {n['op']!r} does not run on the accelerator (only conv)")
-        k, s, p = n["kernel"], n["stride"], n["padding"]
-        if k not in KERNELS:
-            fail(name, f"kernel {k} is not supported (supported: {KERNELS})")
-        if s not in STRIDES:
-            fail(name, f"stride {s} is not supported (supported: {STRIDES})")
-        if p > MAX_PADDING:
-            fail(name, f"padding {p} exceeds {MAX_PADDING}")
-        if n["w_bits"] != config.w_bits:
-            fail(name, f"w_bits={n['w_bits']} differs from the configuration's "
-                       f"{config.w_bits}")
-        xshape, xbits, xsigned = _tensor_info(model, n["inputs"][0])
-        if xsigned:
-            fail(name, f"its input {n['inputs'][0]!r} is signed; the array takes unsigned "
-                       "activations")
-        if xbits != ab:
-            fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations, the "
-                       f"configuration's a_bits is {ab}")
-        if n["out_bits"] > VALUE_BITS - 1:
-            fail(name, f"out_bits={n['out_bits']} exceeds the datapath's values")
-        cin, cout = n["in_channels"], n["out_channels"]
-        need = accumulator_width(cin * k * k, config.w_bits, ab)
-        psum = signed_width(*column_range(R, config.w_bits, ab))
-        if need > acc_width or psum > acc_width:
-            fail(name, f"accumulator needs {max(need, psum)} bits, the datapath holds "
-                       f"{acc_width}")
+        _check_conv(model, n, config, acc_width)
+        xshape = _tensor_info(model, n["inputs"][0])[0]
+        k, cin, cout = n["kernel"], n["in_channels"], n["out_channels"]
         oc, oh, ow = n["shape"]
         g, j = -(-cin // R), -(-cout // C)
         t = k * k * g
@@ -209,32 +235,25 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         if res is not None:
             _, rbits, rsigned = _tensor_info(model, res)
             if rbits > VALUE_BITS - 1 or res not in buffers:
-                fail(name, f"residual {res!r} ({rbits} bits) cannot be read from the buffer")
+                _fail(name, f"residual {res!r} ({rbits} bits) cannot be read from the buffer")
         src = buffers[n["inputs"][0]]
-        out = place(name, (oc, oh, ow), n["out_bits"], n["out_signed"], 1 - src.bank, i)
-        born[name] = i
-        w = model.array(name, "weight")
-        tiles.append(layer_tiles(w, config))
-        pad = j * C - cout
-        m = np.pad(model.array(name, "mult").astype(np.int64), (0, pad))
-        b = np.pad(model.array(name, "bias").astype(np.int64), (0, pad))
-        r = (np.pad(model.array(name, "res_mult").astype(np.int64), (0, pad))
-             if res is not None else np.zeros(j * C, np.int64))
-        params.append(pack_params(m, b, r))
-        d = dict(kernel=k, stride=s, padding=p, relu=int(not n["out_signed"]),
-                 out_signed=int(n["out_signed"]), out_bits=n["out_bits"], shift=n["shift"],
-                 has_residual=int(res is not None), res_signed=int(rsigned), res_bits=rbits,
-                 last=int(i == len(nodes) - 1), in_height=xshape[1], in_width=xshape[2],
-                 in_groups=g, out_height=oh, out_width=ow, out_groups=-(-cout // R),
-                 in_channels=cin, out_channels=cout, col_tiles=j, row_tiles=t,
-                 weight_tiles=j * t, in_base=src.base, out_base=out.base,
-                 res_base=buffers[res].base if res is not None else 0,
+        out = alloc.place(name, (oc, oh, ow), n["out_bits"], n["out_signed"], 1 - src.bank, i)
+        tiles.append(layer_tiles(model.array(name, "weight"), config))
+        params.append(_params(model, name, j * C, res is not None))
+        d = dict(kernel=k, stride=n["stride"], padding=n["padding"],
+                 relu=int(not n["out_signed"]), out_signed=int(n["out_signed"]),
+                 out_bits=n["out_bits"], shift=n["shift"], has_residual=int(res is not None),
+                 res_signed=int(rsigned), res_bits=rbits, last=int(i == len(nodes) - 1),
+                 in_height=xshape[1], in_width=xshape[2], in_groups=g, out_height=oh,
+                 out_width=ow, out_groups=-(-cout // R), in_channels=cin, out_channels=cout,
+                 col_tiles=j, row_tiles=t, weight_tiles=j * t, in_base=src.base,
+                 out_base=out.base, res_base=buffers[res].base if res is not None else 0,
                  weight_base=tile_count, param_base=param_count)
         for f in FIELDS:
             if not 0 <= d[f.name] < 1 << f.bits:
-                fail(name, f"{f.name}={d[f.name]} does not fit the descriptor's {f.bits} bits")
+                _fail(name, f"{f.name}={d[f.name]} does not fit the descriptor's {f.bits} bits")
         if not 1 <= n["shift"] <= MAX_SHIFT:
-            fail(name, f"shift {n['shift']} outside 1..{MAX_SHIFT}")
+            _fail(name, f"shift {n['shift']} outside 1..{MAX_SHIFT}")
         descriptors.append(Descriptor(**d))
         names.append(name)
         inputs[name] = list(n["inputs"])
