@@ -35,6 +35,8 @@ from contract.program import (
     FIELDS,
     PARAM_WORDS,
     Descriptor,
+    ErrorCode,
+    check_descriptor,
     layer_tiles,
     pack_params,
     pack_tiles,
@@ -202,11 +204,29 @@ def _params(model: golden.IntModel, name: str, channels: int, residual: bool) ->
     return pack_params(padded("mult"), padded("bias"), r)
 
 
+def _check_descriptor(name: str, d: Descriptor, config: HwConfig) -> None:
+    """Refuse a layer whose descriptor the sequencer would stop on
+    (:func:`contract.program.check_descriptor`, the hardware's check stated in Python)."""
+    code = check_descriptor(d, config)
+    if code == ErrorCode.SIZE:
+        _fail(name, f"input {d.in_height}x{d.in_width} with {d.in_groups} channel groups and "
+                    f"output {d.out_height}x{d.out_width} exceed configuration "
+                    f"{config.name!r} (sizes up to max_size={config.max_size}, groups up to "
+                    f"max_groups={config.max_groups}, output pixels up to "
+                    f"max_pixels={config.max_pixels}); choose a larger configuration")
+    if code != ErrorCode.NONE:
+        _fail(name, f"the sequencer would refuse its descriptor ({code.name}: "
+                    f"{check_descriptor.__module__}.check_descriptor); {d}")
+
+
 def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int | None = None,
                   acc_width: int | None = None) -> Program:
     """Compile the accelerator nodes of ``model`` for ``config``; :class:`CompileError`
     names the first layer the hardware cannot run and why. ``bank_words`` and ``acc_width``
-    default to the configuration's."""
+    default to the configuration's. Every descriptor must pass the sequencer's own check
+    (:func:`contract.program.check_descriptor`), unless no sequencer can be built for
+    ``config`` (:attr:`~contract.config.HwConfig.sequencer_problem`: the program then serves
+    the functional model only)."""
     bank_words = config.bank_words if bank_words is None else bank_words
     acc_width = config.acc_width if acc_width is None else acc_width
     R, C, ab = config.rows, config.cols, config.a_bits
@@ -269,6 +289,9 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
             raise CompileError(f"{model.path}: the {what} takes {words} words, configuration "
                                f"{config.name!r} has {cap}={getattr(config, cap)}; choose a "
                                f"larger configuration")
+    if config.sequencer_problem is None:
+        for name, d in zip(names, descriptors):
+            _check_descriptor(name, d, config)
     return Program(config=config, names=names, descriptors=descriptors,
                    weight_image=weight_image, param_image=param_image, buffers=buffers,
                    input_name=input_name, bank_words=bank_words, acc_width=acc_width,

@@ -175,6 +175,16 @@ class HwConfig:
                                   "double_buffer")}
 
     @property
+    def sequencer_problem(self) -> str | None:
+        """Why no layer sequencer can be built for this configuration, or None. Such a
+        configuration still compiles (the functional model and the macro studies use it)."""
+        if not self.double_buffer:
+            return "The sequencer needs double-buffered macros (double_buffer=True)"
+        if self.rows % self.cols:
+            return f"Columns ({self.cols}) must divide rows ({self.rows})"
+        return None
+
+    @property
     def peak_macs_per_cycle(self) -> int:
         """Multiply-accumulates per cycle of all macros together, bit-serial over a_bits."""
         return self.macros * self.rows * self.cols // self.a_bits

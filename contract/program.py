@@ -57,15 +57,16 @@ source stays alive up to its last reader; outputs the MCU reads stay to the end)
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from enum import IntEnum
 
 import numpy as np
 
-from .arith import MULT_BITS, RES_MULT_BITS
+from .arith import KERNELS, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, STRIDES
 from .config import HwConfig
 
 __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "PARAM_FIELDS", "PARAM_WORDS", "Descriptor",
-           "Field", "beat_words", "layer_tiles", "pack_params", "pack_tiles", "slices",
-           "tile_words", "unpack_params", "unpack_tiles"]
+           "ErrorCode", "Field", "beat_words", "check_descriptor", "layer_tiles", "pack_params",
+           "pack_tiles", "slices", "tile_words", "unpack_params", "unpack_tiles"]
 
 
 @dataclass(frozen=True)
@@ -266,3 +267,53 @@ def unpack_tiles(words: np.ndarray, config: HwConfig) -> np.ndarray:
     else:
         w = np.where(codes >= 1 << (wb - 1), codes - (1 << wb), codes)
     return w.reshape(-1, config.rows, C)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+class ErrorCode(IntEnum):
+    """Why the sequencer stops (``STATUS.ERROR_CODE``; ``NONE``: it did not). The first four
+    after ``NONE`` are what :func:`check_descriptor` finds, in its order."""
+
+    NONE = 0
+    KERNEL = 1      #: kernel not 1, 3, 5, 7
+    STRIDE = 2      #: stride not 1 or 2
+    SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
+    TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes or memories
+    FORMAT = 5      #: shift, output or residual bits illegal
+    PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
+    OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
+    OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
+
+
+def check_descriptor(d: Descriptor, config: HwConfig) -> ErrorCode:
+    """The sequencer's descriptor check (:class:`gateware.sequencer.fetcher.Fetcher`), stated
+    once in Python: the first :class:`ErrorCode` that ``d`` earns on ``config``'s hardware,
+    in the order the hardware tests them. The compiler refuses a layer that does not pass it;
+    the fetcher's test holds the RTL to it."""
+    R, C = config.rows, config.cols
+    k, s, p = d.kernel, d.stride, d.padding
+    H, W, G, T, J = d.in_height, d.in_width, d.in_groups, d.row_tiles, d.col_tiles
+    tile_cap = max(config.weight_words, beat_words(config)) // tile_words(config)
+    rec_cap = config.param_words // PARAM_WORDS
+    if k not in KERNELS:
+        return ErrorCode.KERNEL
+    if s not in STRIDES:
+        return ErrorCode.STRIDE
+    if (0 in (H, W, G) or H > config.max_size or W > config.max_size or G > config.max_groups
+            or H + 2 * p < k or W + 2 * p < k
+            or d.out_height != (H + 2 * p - k) // s + 1
+            or d.out_width != (W + 2 * p - k) // s + 1
+            or d.out_height * d.out_width > config.max_pixels or d.out_groups == 0):
+        return ErrorCode.SIZE
+    if (J == 0 or T == 0 or T != k * k * G or d.weight_tiles != J * T
+            or d.out_channels == 0 or d.out_channels > J * C or d.out_groups * R < J * C
+            or d.weight_base + d.weight_tiles > tile_cap or d.param_base % C
+            or d.param_base + J * C > rec_cap):
+        return ErrorCode.TILES
+    if (not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
+            or (d.out_signed and d.out_bits < 2)
+            or (d.has_residual and not 1 <= d.res_bits <= 8)):
+        return ErrorCode.FORMAT
+    return ErrorCode.NONE

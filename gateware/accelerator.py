@@ -143,10 +143,8 @@ class Accelerator(wiring.Component):
         self.ram_module = ram_module      # validated by the RAM
         self.macro_style = macro_style    # validated by the macro
         self.weight_init = weight_init
-        if not config.double_buffer:
-            raise ValueError("The sequencer needs double-buffered macros (double_buffer=True)")
-        if config.rows % config.cols:
-            raise ValueError(f"Columns ({config.cols}) must divide rows ({config.rows})")
+        if config.sequencer_problem is not None:
+            raise ValueError(config.sequencer_problem)
         acc_width = config.acc_width if acc_width is None else acc_width
         bank_words = config.bank_words if bank_words is None else bank_words
         if not isinstance(bank_words, int) or bank_words < 2 or bank_words & (bank_words - 1):

@@ -257,6 +257,22 @@ def test_memory_capacity(digits):
         compiler.compile_model(digits, small)
 
 
+@pytest.mark.parametrize("limit,value", [("max_pixels", 16), ("max_size", 4),
+                                         ("max_groups", 1)])
+def test_sequencer_limits(digits, limit, value):
+    """A layer over the sequencer's size limits is refused at compile time, naming the limit
+    (the hardware would stop with SIZE), and the same program on the full configuration
+    passes the sequencer's check."""
+    small = dataclasses.replace(CONFIGS["tiny"], name="small", **{limit: value})
+    with pytest.raises(CompileError, match=rf"layer '\w+': .*{limit}={value}"):
+        compiler.compile_model(digits, small)
+    prog = compiler.compile_model(digits, CONFIGS["tiny"])
+    assert all(fmt.check_descriptor(d, CONFIGS["tiny"]) == fmt.ErrorCode.NONE
+               for d in prog.descriptors)
+    big = dataclasses.replace(prog.descriptors[0], out_height=prog.descriptors[0].out_height + 1)
+    assert fmt.check_descriptor(big, CONFIGS["tiny"]) == fmt.ErrorCode.SIZE
+
+
 # tiny with room for the shipped ResNet14's weights and parameters.
 ROOMY = dataclasses.replace(CONFIGS["tiny"], name="roomy", weight_words=1 << 19,
                             param_words=1 << 14)

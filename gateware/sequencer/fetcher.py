@@ -15,10 +15,10 @@ __all__ = ["Fetcher", "check"]
 
 
 def check(m, d, *, rows, cols, max_size, max_groups, max_pixels, tile_cap, rec_cap):
-    """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: the first
-    failed check of :class:`AccelError`'s order (kernel, stride, size: those of the compiler's
-    window walk; then tiles and format). ``tile_cap``: weight tiles the store holds;
-    ``rec_cap``: parameter records."""
+    """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
+    what :func:`contract.program.check_descriptor` states (kernel, stride, size, tiles,
+    format, in that order; ``tests/test_sequencer.py`` holds the two equal). ``tile_cap``:
+    weight tiles the store holds; ``rec_cap``: parameter records."""
     code = Signal(AccelError)
     ho_exp = Signal(16)
     wo_exp = Signal(16)

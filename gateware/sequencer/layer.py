@@ -16,7 +16,14 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from contract.arith import MAX_SHIFT
-from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WORDS
+from contract.program import (
+    DESC_WORDS,
+    FIELDS,
+    LAYOUT,
+    PARAM_FIELDS,
+    PARAM_WORDS,
+    ErrorCode,
+)
 
 __all__ = ["DESC_WORDS", "MAX_SHIFT", "PARAM_WORDS", "AccelError", "IssueSignature",
            "LayerSignature", "act_read_signature", "copies", "credit_signature",
@@ -24,17 +31,10 @@ __all__ = ["DESC_WORDS", "MAX_SHIFT", "PARAM_WORDS", "AccelError", "IssueSignatu
 
 
 class AccelError(enum.Enum, shape=4):
-    """Why the sequencer stopped (``NONE``: it did not)."""
+    """Why the sequencer stopped: the contract's :class:`~contract.program.ErrorCode`, with
+    the same names and values, as a hardware enum (``NONE``: it did not)."""
 
-    NONE = 0
-    KERNEL = 1      #: kernel not 1, 3, 5, 7
-    STRIDE = 2      #: stride not 1 or 2
-    SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
-    TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes
-    FORMAT = 5      #: shift, output or residual bits illegal
-    PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
-    OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
-    OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
+    vars().update({code.name: code.value for code in ErrorCode})
 
 
 def _padded(members, total: int) -> data.StructLayout:
