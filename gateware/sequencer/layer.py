@@ -27,7 +27,8 @@ from contract.program import (
 
 __all__ = ["DESC_WORDS", "MAX_SHIFT", "PARAM_WORDS", "AccelError", "IssueSignature",
            "LayerSignature", "act_read_signature", "copies", "credit_signature",
-           "desc_layout", "descriptor_layout", "param_layout", "slices", "tile_layout"]
+           "desc_layout", "descriptor_layout", "next_column_tile", "param_layout", "slices",
+           "tile_layout"]
 
 
 class AccelError(enum.Enum, shape=4):
@@ -65,6 +66,14 @@ def param_layout() -> data.StructLayout:
     offsets = itertools.accumulate((f.bits for f in PARAM_FIELDS), initial=0)
     return _padded([(f.name, o, signed(f.bits)) for f, o in zip(PARAM_FIELDS, offsets)],
                    32 * PARAM_WORDS)
+
+
+def next_column_tile(col, lane, sl, *, rows: int, cols: int):
+    """``(col, lane)`` of the next column tile of a tensor walk: its ``cols`` channels are the
+    next lanes of the same channel group (``sl`` words per pixel), or the first lanes of the
+    next group. The residual reader and the writer step through their tensors with it."""
+    wrap = lane + cols >= rows
+    return Mux(wrap, col + sl, col), Mux(wrap, 0, lane + cols)
 
 
 def desc_layout() -> data.StructLayout:

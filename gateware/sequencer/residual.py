@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..datapath import VALUE_BITS
-from .layer import LayerSignature, act_read_signature, credit_signature
+from .layer import LayerSignature, act_read_signature, credit_signature, next_column_tile
 
 __all__ = ["ResidualReader"]
 
@@ -98,10 +98,8 @@ class ResidualReader(wiring.Component):
                 m.d.sync += [s.eq(0), pix.eq(pix + 1), ptr.eq(ptr + ctrl.res_pitch)]
                 with m.If(pix + 1 == ctrl.pixels):
                     m.d.sync += [pix.eq(0), j.eq(j + 1)]
-                    # The next column tile's channels: the next lanes, or the next group.
-                    nxt_col = Mux(lane + C >= R, col + res_sl, col)
-                    m.d.sync += [col.eq(nxt_col), ptr.eq(nxt_col),
-                                 lane.eq(Mux(lane + C >= R, 0, lane + C))]
+                    nxt_col, nxt_lane = next_column_tile(col, lane, res_sl, rows=R, cols=C)
+                    m.d.sync += [col.eq(nxt_col), ptr.eq(nxt_col), lane.eq(nxt_lane)]
                     with m.If(j + 1 == desc.col_tiles):
                         m.d.sync += on.eq(0)
 

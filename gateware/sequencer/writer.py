@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..datapath import VALUE_BITS
-from .layer import LayerSignature
+from .layer import LayerSignature, next_column_tile
 
 __all__ = ["Writer", "write_layout"]
 
@@ -101,10 +101,9 @@ class Writer(wiring.Component):
                     m.d.sync += [hold.eq(0), s.eq(0), ptr.eq(ptr + ctrl.out_pitch),
                                  pix.eq(pix + 1)]
                     with m.If(pix + 1 == ctrl.pixels):
-                        # The next column tile's channels: the next lanes, or the next group.
-                        nxt_col = Mux(lane + C >= R, col + out_sl, col)
+                        nxt_col, nxt_lane = next_column_tile(col, lane, out_sl, rows=R, cols=C)
                         m.d.sync += [pix.eq(0), j.eq(j + 1), col.eq(nxt_col), ptr.eq(nxt_col),
-                                     lane.eq(Mux(lane + C >= R, 0, lane + C))]
+                                     lane.eq(nxt_lane)]
                         m.d.comb += self.layer_done.eq(j + 1 == desc.col_tiles)
         with m.If(ctrl.start):
             m.d.sync += [s.eq(0), pix.eq(0), j.eq(0), lane.eq(0), hold.eq(0),
