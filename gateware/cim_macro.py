@@ -16,7 +16,7 @@ from contract.arith import adc_dot, column_range, plane_range, weight_range
 from contract.config import check_macro_params
 from contract.timing import MACRO_LATENCY
 
-__all__ = ["CIMMacro", "output_shape", "psum_shape"]
+__all__ = ["CIMMacro", "adder_tree", "output_shape", "psum_shape"]
 
 STYLES = ("structural", "behavioral")
 """How the column sums are written: ``structural`` maps them onto carry chains (synthesis);
@@ -100,9 +100,21 @@ def _chain_sum(m, terms, *, width, offset, name, max_chain=6):
             m.d.comb += cnt[bit].eq(Const(table, 1 << length).bit_select(idx, 1))
         partial.append((Cat(low, cnt).as_signed(), lo, hi))
 
-    # Chain values are concatenations, not adder outputs; an adder's value is marked raw
-    # when its next consumer would see the adder's output exactly.
-    partial = [(v, lo, hi, False) for v, lo, hi in partial]
+    # Chain values are concatenations, not adder outputs.
+    return adder_tree(m, [(v, lo, hi, False) for v, lo, hi in partial], name=name)
+
+
+def adder_tree(m, terms, *, name):
+    """A balanced tree of two-input adders over ``terms`` (``(value, lo, hi, raw)``: a signed
+    Value, its range, and whether it is exactly an adder's output), each adder as narrow as
+    its operands' ranges allow, that Yosys maps onto carry chains one adder at a time.
+
+    Yosys merges an adder whose operand is exactly another adder's output into one ``$macc``
+    cell and maps that as a generic full-adder tree at about twice the LUTs; so an adder that
+    takes a raw adder output works on doubled operands (a constant 0 LSB) and its consumer
+    reads its result shifted back. Returns ``(value, lo, hi)``.
+    """
+    partial = list(terms)
     level = 0
     while len(partial) > 1:
         nxt = []

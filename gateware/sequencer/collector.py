@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..cim_macro import tree_sum
+from ..cim_macro import adder_tree
 from ..datapath import VALUE_BITS
 from .layer import PARAM_WORDS, LayerSignature, param_layout
 
@@ -103,10 +103,16 @@ class Collector(wiring.Component):
         m.d.comb += [sr.addr.eq(pix), sr.en.eq(valid),
                      self.params.addr.eq(ctrl.param_row + j), self.params.en.eq(valid)]
         m.d.comb += [r.ready.eq(1) for r in self.results]
+        # One carry-chain adder tree per column (adder_tree: about half the LUTs of the
+        # full-adder tree Yosys makes of a plain sum); an idle macro's term is zero.
+        y = Shape.cast(self.results[0].payload.y.shape().elem_shape)
+        lo, hi = (-(1 << (y.width - 1)), (1 << (y.width - 1)) - 1) if y.signed else \
+            (0, (1 << y.width) - 1)
         for c in range(C):
+            col, _, _ = adder_tree(m, [(Mux(r.valid, r.payload.y[c], 0), lo, hi, False)
+                                       for r in self.results], name=f"col{c}")
             with m.If(valid):
-                m.d.sync += rsum[c].eq(tree_sum([Mux(r.valid, r.payload.y[c], 0)
-                                                 for r in self.results]))
+                m.d.sync += rsum[c].eq(col)
         m.d.sync += [s1.valid.eq(valid), s1.pix.eq(pix), s1.first.eq(tb == 0),
                      s1.final.eq(final)]
         with m.If(valid):
