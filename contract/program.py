@@ -20,7 +20,8 @@ Weight image
 row ``r``, input channel ``cg * R + r`` of kernel tap ``(kh, kw)``; column ``c`` of column tile
 ``j`` is output channel ``j * C + c``. Rows past ``Cin`` and columns past ``Cout`` are
 zero-filled (for binary weights the stored code 0, i.e. -1: those rows only ever see zero
-activations and those columns are never written back).
+activations, since a tensor's lanes past its channels are written as zeros, and those columns
+are never written back).
 
 A layer's tiles are stored column tile major: tile ``j * T + t`` of the layer is image tile
 ``weight_base + j * T + t``. A tile is ``rows // write_rows`` write beats (beat ``a`` holds

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 import compiler
 from compiler import cycles
-from contract.config import get_config
+from contract.config import HwConfig, get_config
 from contract.program import Descriptor
 from gateware.accelerator import Accelerator, AccelError
 from model import data, export, golden
@@ -64,6 +64,20 @@ def test_random_net_exact(tmp_path, which):
     model = golden.load(path)
     program = compiler.compile_model(model, TINY)
     _check(model, program, x.numpy()[0], SEED)
+
+
+@pytest.mark.parametrize("w_bits,width", [(1, 0.75), (1, 0.375), (4, 0.75)])
+def test_partly_filled_groups_exact(tmp_path, w_bits, width):
+    """Channel counts that leave the last channel group partly filled (24 or 12 channels on
+    16-row macros): the writer zeroes the group's lanes past the tensor's channels, so a
+    later layer's padding rows never see a dead tensor's values (with 1-bit weights the
+    padding rows' weight code 0 means -1, so they would count them)."""
+    cfg = HwConfig(name=f"w{w_bits}a4", rows=16, cols=8, w_bits=w_bits, a_bits=4, macros=2)
+    spec = dataclasses.replace(small_specs(w_bits, 4)[2], width=width)
+    net, x = random_net(spec, SEED, batch=1)
+    path = export.save(tmp_path / "net.npz", *export.to_manifest(net))
+    model = golden.load(path)
+    _check(model, compiler.compile_model(model, cfg), x.numpy()[0], SEED)
 
 
 def test_digits_exact():

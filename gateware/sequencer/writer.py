@@ -23,7 +23,10 @@ class Writer(wiring.Component):
     """Writes each output pixel's ``cols`` values as ``out_sl`` slice words: slice ``s`` of
     pixel ``pix`` of column tile ``j`` at ``out_base + pix * out_pitch + s`` plus the column
     tile's group (the compiler's ``base + ((y * W + x) * G + cg) * S + s``), lanes ``j * cols
-    mod rows`` on (the other lanes masked), bits ``s * a_bits ..`` of each value.
+    mod rows`` on (the other lanes masked), bits ``s * a_bits ..`` of each value. The layer's
+    last column tile also writes zeros to the group's lanes above its own, so every lane of a
+    tensor's last group past its channels is zero (the padding rows of the next layer's
+    tiles read them).
 
     Slice 0 is written in the cycle the result arrives, the others from a holding register in
     the cycles after (``results.ready`` is low meanwhile); the issuer's slot timing delivers
@@ -91,7 +94,11 @@ class Writer(wiring.Component):
             m.d.comb += [wr.valid.eq(hold | res.valid), res.ready.eq(~hold),
                          wr.payload.addr.eq(ptr + s),
                          wr.payload.word.eq(vals << (lane * ab)),
-                         wr.payload.mask.eq(Const((1 << C) - 1, R) << lane),
+                         # The last column tile also zeroes the group's lanes past the
+                         # tensor's channels: a later layer's padding rows read them, and at
+                         # one weight bit a padding row's weight is -1, not 0.
+                         wr.payload.mask.eq(Mux(j + 1 == desc.col_tiles, Const((1 << R) - 1, R),
+                                                Const((1 << C) - 1, R)) << lane),
                          self.bank.eq(desc.out_base[baw])]
             with m.If(res.valid & ~hold):
                 m.d.sync += [held.eq(res.payload.value), hold.eq(out_sl != 1)]
