@@ -60,10 +60,12 @@ async def write_port(ctx, dut, port, items):
 
 
 def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool = False,
-              macro_style: str = "structural", max_cycles: int = 200_000) -> FrameResult:
+              macro_style: str = "structural", max_cycles: int = 200_000,
+              vcd: str | None = None) -> FrameResult:
     """Load ``program`` and the accelerator input ``x`` (C, H, W), run, read back every output
     word. ``preload_weights``: put the weight image in the weight store's initial contents
-    instead of writing it through the port."""
+    instead of writing it through the port. ``vcd``: write every signal's waveform to this
+    file (large: megabytes per thousand cycles)."""
     cfg = program.config
     R, ab = cfg.rows, cfg.a_bits
     dut = Accelerator(config=cfg, acc_width=program.acc_width, bank_words=program.bank_words,
@@ -119,7 +121,11 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     t0 = time.perf_counter()
-    sim.run()
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -161,6 +167,7 @@ def main(argv=None) -> int:
                     help="the macros' column adders (same results; behavioral simulates "
                          "faster)")
     ap.add_argument("--json", help="write the measured cycles here")
+    ap.add_argument("--vcd", help="write the first image's waveform to this VCD file")
     args = ap.parse_args(argv)
     from model import data
     from model.evaluate import fit_images
@@ -174,7 +181,7 @@ def main(argv=None) -> int:
     for i, x in enumerate(xs):
         env = golden.run(model, x[None])
         r = run_frame(program, env[program.input_name][0], preload_weights=True,
-                      macro_style=args.macro_style)
+                      macro_style=args.macro_style, vcd=args.vcd if i == 0 else None)
         bad = first_mismatch(program, r.memory, env)
         total = sum(r.layers)
         print(f"image {i}: {total} cycles start to done, {r.seconds:.0f} s in the simulator, "

@@ -83,6 +83,24 @@ def test_partly_filled_groups_exact(tmp_path, w_bits, width):
            macro_style="behavioral", preload_weights=True)
 
 
+@pytest.mark.parametrize("width", [0.25, 0.5])
+def test_one_pixel_layers_exact(tmp_path, width):
+    """1-bit activations on layers of one output pixel with more row tiles than macros (9 row
+    tiles on 2 macros), one or two column tiles: a round lasts one cycle, shorter than the
+    macro takes to commit its tile, so the next round must wait for its own tile (it used to
+    start on the stale one: a wrong value, or a layer that never ended)."""
+    cfg = HwConfig(name="w4a1", rows=16, cols=8, w_bits=4, a_bits=1, macros=2)
+    spec = dataclasses.replace(small_specs(4, 1)[2], width=width, image_size=2)
+    net, x = random_net(spec, SEED, batch=1)
+    path = export.save(tmp_path / "net.npz", *export.to_manifest(net))
+    model = golden.load(path)
+    program = compiler.compile_model(model, cfg)
+    assert min(d.out_height * d.out_width for d in program.descriptors) == 1
+    assert max(d.row_tiles for d in program.descriptors) > cfg.macros
+    _check(model, program, x.numpy()[0], SEED, macro_style="behavioral",
+           preload_weights=True, max_cycles=20_000)
+
+
 def test_digits_exact():
     """The shipped digits model on a real test image (about 20 s in the simulator); every
     layer within 2 % of compiler.cycles (checked in _check)."""

@@ -19,10 +19,13 @@ class MacroUnit(wiring.Component):
     A tile goes through three places: *pending* (taken from the loader; one entry, so
     ``tile.ready`` is ``~pending``), *loading* (``write_cycles`` beats read through the unit's
     weight-store port, each written to the macro one cycle later), *loaded* (in the shadow
-    copy, ``loaded`` high). A pending tile starts loading once the previous one is committed:
-    at once if none is loaded, else in the cycle the macro commits it. At a round switch
-    (``issue.round``, macros below ``issue.macros``) the loaded tile's tap becomes the active
-    one; the first bit-plane fed after it commits the tile.
+    copy until the macro commits it; ``loaded`` high until a round takes it). A pending tile
+    starts loading once the previous one is committed: at once if none is loaded, else in the
+    cycle the macro commits it. At a round switch (``issue.round``, macros below
+    ``issue.macros``) the loaded tile's tap becomes the active one and ``loaded`` falls (the
+    tile is taken: a round that ends before its first bit-plane commits it, one pixel at
+    ``a_bits`` 1, must not start the next round on it); the first bit-plane fed after it
+    commits the tile.
 
     When a pixel is issued to the unit's group (``issue.valid``, ``index`` in ``issue.first
     .. issue.first + issue.count - 1``) the unit reads the tap's word for the pixel through its
@@ -70,7 +73,7 @@ class MacroUnit(wiring.Component):
     feed : ``Out(stream.Signature(input_layout))``
         To the macro's ``input``; its ``ready`` is not looked at (lockstep).
     loaded : ``Out(1)``
-        A tile is in the shadow copy, not yet committed.
+        A tile is in the shadow copy and no round has taken it yet.
     active : ``Out(1)``
         A bit-plane is fed this cycle.
     """
@@ -106,8 +109,9 @@ class MacroUnit(wiring.Component):
         first = Signal()            # the next plane fed is the round's first: commit
         iss = self.issue
 
+        full = Signal()             # the shadow copy holds a tile the macro has not committed
         with m.If(iss.round & (iss.macros > self.index)):
-            m.d.sync += [tap.eq(ld_tile), first.eq(1)]
+            m.d.sync += [tap.eq(ld_tile), first.eq(1), self.loaded.eq(0)]
 
         # ------------------------------------------------------------ weights
         loading = Signal()
@@ -116,7 +120,7 @@ class MacroUnit(wiring.Component):
         m.d.comb += self.tile.ready.eq(~pend)
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [pend.eq(1), pend_tile.eq(self.tile.payload)]
-        with m.If(pend & ~loading & (~self.loaded | commit_now)):
+        with m.If(pend & ~loading & (~full | commit_now)):
             m.d.sync += [pend.eq(0), loading.eq(1), cnt.eq(0), ld_tile.eq(pend_tile)]
         m.d.comb += [self.weights.addr.eq(ld_tile.addr + cnt), self.weights.en.eq(loading)]
         wr_valid = Signal()
@@ -127,7 +131,7 @@ class MacroUnit(wiring.Component):
                      w.eq(self.weights.data[:len(w)])]
         with m.If(loading):
             with m.If(cnt == wc):
-                m.d.sync += [loading.eq(0), self.loaded.eq(1)]
+                m.d.sync += [loading.eq(0), full.eq(1), self.loaded.eq(1)]
             with m.Else():
                 m.d.sync += cnt.eq(cnt + 1)
 
@@ -164,10 +168,10 @@ class MacroUnit(wiring.Component):
             with m.If(bidx == 0):
                 m.d.sync += self.active.eq(0)
         with m.If(commit_now):
-            m.d.sync += self.loaded.eq(0)
+            m.d.sync += full.eq(0)
         with m.If(sel):
             m.d.sync += [self.active.eq(1), bidx.eq(ab - 1), commit.eq(first), first.eq(0)]
         with m.If(self.go):
-            m.d.sync += [pend.eq(0), loading.eq(0), self.loaded.eq(0), first.eq(0),
+            m.d.sync += [pend.eq(0), loading.eq(0), full.eq(0), self.loaded.eq(0), first.eq(0),
                          self.active.eq(0)]
         return m
