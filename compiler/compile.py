@@ -204,10 +204,10 @@ def _params(model: golden.IntModel, name: str, channels: int, residual: bool) ->
     return pack_params(padded("mult"), padded("bias"), r)
 
 
-def _check_descriptor(name: str, d: Descriptor, config: HwConfig) -> None:
+def _check_descriptor(name: str, d: Descriptor, config: HwConfig, bank_words: int) -> None:
     """Refuse a layer whose descriptor the sequencer would stop on
     (:func:`contract.program.check_descriptor`, the hardware's check stated in Python)."""
-    code = check_descriptor(d, config)
+    code = check_descriptor(d, config, bank_words)
     if code == ErrorCode.SIZE:
         _fail(name, f"input {d.in_height}x{d.in_width} with {d.in_groups} channel groups and "
                     f"output {d.out_height}x{d.out_width} exceed configuration "
@@ -291,7 +291,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                                f"larger configuration")
     if config.sequencer_problem is None:
         for name, d in zip(names, descriptors):
-            _check_descriptor(name, d, config)
+            _check_descriptor(name, d, config, bank_words)
     return Program(config=config, names=names, descriptors=descriptors,
                    weight_image=weight_image, param_image=param_image, buffers=buffers,
                    input_name=input_name, bank_words=bank_words, acc_width=acc_width,

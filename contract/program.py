@@ -67,7 +67,7 @@ from .config import HwConfig
 
 __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "PARAM_FIELDS", "PARAM_WORDS", "Descriptor",
            "ErrorCode", "Field", "beat_words", "check_descriptor", "layer_tiles", "pack_params",
-           "pack_tiles", "slices", "tile_words", "unpack_params", "unpack_tiles"]
+           "pack_tiles", "slices", "tensor_words", "tile_words", "unpack_params", "unpack_tiles"]
 
 
 @dataclass(frozen=True)
@@ -274,26 +274,47 @@ def unpack_tiles(words: np.ndarray, config: HwConfig) -> np.ndarray:
 
 
 class ErrorCode(IntEnum):
-    """Why the sequencer stops (``STATUS.ERROR_CODE``; ``NONE``: it did not). The first four
-    after ``NONE`` are what :func:`check_descriptor` finds, in its order."""
+    """Why the sequencer stops (``STATUS.ERROR_CODE``; ``NONE``: it did not). ``KERNEL`` to
+    ``FORMAT``, ``CHANNELS`` and ``ADDRESS`` are what :func:`check_descriptor` finds, in its
+    order; ``PROGRAM``, ``OVERFLOW`` and ``OVERRUN`` arise while the program runs."""
 
     NONE = 0
     KERNEL = 1      #: kernel not 1, 3, 5, 7
     STRIDE = 2      #: stride not 1 or 2
     SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
     TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes or memories
-    FORMAT = 5      #: shift, output or residual bits illegal
+    FORMAT = 5      #: shift, output or residual bits illegal, or disagreeing with each other
     PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
     OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
     OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
+    CHANNELS = 9    #: channel counts disagree with the channel groups
+    ADDRESS = 10    #: a tensor leaves its buffer bank, or the output is in its input's bank
+    #: or over the residual
 
 
-def check_descriptor(d: Descriptor, config: HwConfig) -> ErrorCode:
+def tensor_words(d: Descriptor, config: HwConfig) -> dict[str, tuple[int, int]]:
+    """``name -> (base, words)`` of the activation-buffer tensors descriptor ``d`` reads and
+    writes (``in``, ``out``, and ``res`` with a residual): ``H * W * G`` words of input
+    (``a_bits`` values: one slice), ``Ho * Wo * out_groups * S`` of output and residual
+    (``S`` slices of their bits, :func:`slices`)."""
+    ab = config.a_bits
+    pixels = d.out_height * d.out_width * d.out_groups
+    out = {"in": (d.in_base, d.in_height * d.in_width * d.in_groups),
+           "out": (d.out_base, pixels * slices(max(d.out_bits, 1), ab))}
+    if d.has_residual:
+        out["res"] = (d.res_base, pixels * slices(max(d.res_bits, 1), ab))
+    return out
+
+
+def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = None
+                     ) -> ErrorCode:
     """The sequencer's descriptor check (:class:`gateware.sequencer.fetcher.Fetcher`), stated
-    once in Python: the first :class:`ErrorCode` that ``d`` earns on ``config``'s hardware,
-    in the order the hardware tests them. The compiler refuses a layer that does not pass it;
-    the fetcher's test holds the RTL to it."""
+    once in Python: the first :class:`ErrorCode` that ``d`` earns on ``config``'s hardware
+    (activation-buffer banks of ``bank_words``, by default the configuration's), in the order
+    the hardware tests them. The compiler refuses a layer that does not pass it; the fetcher's
+    test holds the RTL to it."""
     R, C = config.rows, config.cols
+    bank_words = config.bank_words if bank_words is None else bank_words
     k, s, p = d.kernel, d.stride, d.padding
     H, W, G, T, J = d.in_height, d.in_width, d.in_groups, d.row_tiles, d.col_tiles
     tile_cap = max(config.weight_words, beat_words(config)) // tile_words(config)
@@ -309,12 +330,28 @@ def check_descriptor(d: Descriptor, config: HwConfig) -> ErrorCode:
             or d.out_height * d.out_width > config.max_pixels or d.out_groups == 0):
         return ErrorCode.SIZE
     if (J == 0 or T == 0 or T != k * k * G or d.weight_tiles != J * T
-            or d.out_channels == 0 or d.out_channels > J * C or d.out_groups * R < J * C
+            or d.out_channels == 0 or d.out_channels > J * C or d.out_channels + C <= J * C
+            or d.out_groups * R < J * C
             or d.weight_base + d.weight_tiles > tile_cap or d.param_base % C
             or d.param_base + J * C > rec_cap):
         return ErrorCode.TILES
     if (not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
-            or (d.out_signed and d.out_bits < 2)
-            or (d.has_residual and not 1 <= d.res_bits <= 8)):
+            or (d.out_signed and d.out_bits < 2) or d.relu == d.out_signed
+            or (d.has_residual and (not 1 <= d.res_bits <= 8 or (d.res_signed and d.res_bits < 2)))
+            or (not d.has_residual and (d.res_bits or d.res_signed or d.res_base))):
         return ErrorCode.FORMAT
+    if (d.in_channels == 0 or d.in_channels > G * R or d.in_channels + R <= G * R
+            or d.out_channels + R <= d.out_groups * R):
+        return ErrorCode.CHANNELS
+    regions = tensor_words(d, config)
+    for base, words in regions.values():
+        if base >= 2 * bank_words or base % bank_words + words > bank_words:
+            return ErrorCode.ADDRESS
+    (ib, _), (ob, ow) = regions["in"], regions["out"]
+    if ib // bank_words == ob // bank_words:
+        return ErrorCode.ADDRESS
+    if d.has_residual:
+        rb, rw = regions["res"]
+        if rb < ob + ow and ob < rb + rw:
+            return ErrorCode.ADDRESS
     return ErrorCode.NONE

@@ -233,7 +233,8 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ sequencer
         wc = cfg.write_cycles
         m.submodules.fetcher = fetcher = Fetcher(
-            prog_words=self.prog_words, rows=R, cols=C, max_size=self.max_size,
+            prog_words=self.prog_words, rows=R, cols=C, a_bits=ab, bank_words=self.bank_words,
+            max_size=self.max_size,
             max_groups=self.max_groups, max_pixels=self.max_pixels,
             tile_cap=self.weight_words // (wc * bw), rec_cap=self.param_words // PARAM_WORDS)
         m.submodules.loader = loader = WeightLoader(macros=M, a_bits=ab, write_cycles=wc,

@@ -113,7 +113,10 @@ def test_digits_exact():
 @pytest.mark.parametrize("field,value,code", [("kernel", 2, AccelError.KERNEL),
                                               ("stride", 3, AccelError.STRIDE),
                                               ("row_tiles", 0, AccelError.TILES),
-                                              ("shift", 0, AccelError.FORMAT)])
+                                              ("shift", 0, AccelError.FORMAT),
+                                              ("relu", 0, AccelError.FORMAT),
+                                              ("in_channels", 0, AccelError.CHANNELS),
+                                              ("out_base", 0, AccelError.ADDRESS)])
 def test_invalid_descriptor(tmp_path, field, value, code):
     model = golden.load(DIGITS)
     program = compiler.compile_model(model, TINY)

@@ -104,7 +104,8 @@ def set_ctrl(ctx, ctrl, d, cfg, *, busy=1):
 def run_fetcher(cfg, program, rng, *, prog_words=64):
     tile_cap = cfg.weight_words // (cfg.write_cycles * fmt.beat_words(cfg))
     rec_cap = cfg.param_words // PARAM_WORDS
-    dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, max_size=cfg.max_size,
+    dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
+                  bank_words=cfg.bank_words, max_size=cfg.max_size,
                   max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
                   rec_cap=rec_cap)
     words = [w for d in program for w in d.pack()][:prog_words]
@@ -167,7 +168,7 @@ def test_fetcher_check_codes(cfg):
     rng = np.random.default_rng(SEED)
     names = [f.name for f in fmt.FIELDS]
     bits = {f.name: f.bits for f in fmt.FIELDS}
-    for trial in range(12):
+    for trial in range(40):
         prog = [make_desc(rng, cfg) for _ in range(3)]
         bad = int(rng.integers(0, 3))
         name = names[int(rng.integers(0, len(names)))]
@@ -185,6 +186,48 @@ def test_fetcher_check_codes(cfg):
                 break
         assert [(d, c) for _, d, c in got] == want, (
             f"seed {SEED} trial {trial}: {name}={val} in descriptor {bad}")
+
+
+def _field_cases():
+    """(name, changes, code): one field made to disagree with the others (issue 12's list)."""
+    BW = TINY.bank_words
+    return [
+        ("relu with out_signed", dict(relu=1, out_signed=1, out_bits=8), AccelError.FORMAT),
+        ("no relu, unsigned", dict(relu=0, out_signed=0, out_bits=4), AccelError.FORMAT),
+        ("res_bits, no residual", dict(has_residual=0, res_base=0, res_signed=0, res_bits=4),
+         AccelError.FORMAT),
+        ("res_base, no residual", dict(has_residual=0, res_bits=0, res_signed=0, res_base=7),
+         AccelError.FORMAT),
+        ("1-bit signed residual", dict(res_signed=1, res_bits=1), AccelError.FORMAT),
+        ("in_channels 0", dict(in_channels=0), AccelError.CHANNELS),
+        ("in_channels over the groups", dict(in_channels=2 * 16 + 1), AccelError.CHANNELS),
+        ("in_channels fill a group less", dict(in_channels=16), AccelError.CHANNELS),
+        ("an empty output group", dict(out_groups=3), AccelError.CHANNELS),
+        ("an empty column tile", dict(col_tiles=4, weight_tiles=4 * 9 * 2), AccelError.TILES),
+        ("input past the buffer", dict(in_base=2 * BW), AccelError.ADDRESS),
+        ("input across its bank's end", dict(in_base=BW - 10), AccelError.ADDRESS),
+        ("output past the buffer", dict(out_base=2 * BW + 3), AccelError.ADDRESS),
+        ("output over its input", dict(out_base=3), AccelError.ADDRESS),
+        ("output in its input's bank", dict(out_base=200), AccelError.ADDRESS),
+        ("residual past the buffer", dict(res_base=2 * BW), AccelError.ADDRESS),
+        ("residual over the output", dict(res_base=BW + 20), AccelError.ADDRESS),
+        ("residual across its bank's end", dict(res_base=BW - 4), AccelError.ADDRESS),
+    ]
+
+
+@pytest.mark.parametrize("name,changes,code", _field_cases(), ids=[c[0] for c in _field_cases()])
+def test_fetcher_field_checks(name, changes, code):
+    """Each field that must agree with the others, or keep a tensor inside its bank and away
+    from the output, is checked: the reference check and the RTL give the same code."""
+    rng = np.random.default_rng(SEED)
+    d = make_desc(rng, TINY, kernel=3, stride=1, padding=1, in_height=4, in_width=4,
+                  in_groups=2, out_channels=20, out_bits=4, has_residual=1, res_bits=4,
+                  in_base=0, out_base=TINY.bank_words + 16, res_base=100, last=1)
+    assert check_descriptor(d, TINY) == fmt.ErrorCode.NONE
+    bad = dataclasses.replace(d, **changes)
+    assert AccelError(check_descriptor(bad, TINY)) == code, name
+    got, _ = run_fetcher(TINY, [bad], rng)
+    assert [c for _, _, c in got] == [code], f"seed {SEED}: {name}: {got}"
 
 
 def test_fetcher_runs_off_the_program():

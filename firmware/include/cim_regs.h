@@ -179,6 +179,8 @@ typedef struct {
 #define CIM_STATUS_ERROR_CODE_PROGRAM        6u
 #define CIM_STATUS_ERROR_CODE_OVERFLOW       7u
 #define CIM_STATUS_ERROR_CODE_OVERRUN        8u
+#define CIM_STATUS_ERROR_CODE_CHANNELS       9u
+#define CIM_STATUS_ERROR_CODE_ADDRESS        10u
 
 /* Memory layouts (compiler). */
 #define CIM_DESC_WORDS              10u /* words per layer descriptor */

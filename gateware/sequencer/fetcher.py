@@ -9,17 +9,30 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .layer import DESC_WORDS, MAX_SHIFT, AccelError, desc_layout, descriptor_layout
+from .layer import DESC_WORDS, MAX_SHIFT, AccelError, desc_layout, descriptor_layout, slices
 
 __all__ = ["Fetcher", "check"]
 
 
-def check(m, d, *, rows, cols, max_size, max_groups, max_pixels, tile_cap, rec_cap):
+def check(m, d, *, rows, cols, a_bits, bank_words, max_size, max_groups, max_pixels, tile_cap,
+          rec_cap):
     """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
     what :func:`contract.program.check_descriptor` states (kernel, stride, size, tiles,
-    format, in that order; ``tests/test_sequencer.py`` holds the two equal). ``tile_cap``:
-    weight tiles the store holds; ``rec_cap``: parameter records."""
+    format, channels, addresses, in that order; ``tests/test_sequencer.py`` holds the two
+    equal). ``tile_cap``: weight tiles the store holds; ``rec_cap``: parameter records."""
     code = Signal(AccelError)
+    R, C, BW = rows, cols, bank_words
+    baw = ceil_log2(BW)
+    out_sl, res_sl, _ = slices(m, d, a_bits, name="chk_")
+    # The tensors' extents (contract.program.tensor_words) and where they lie.
+    in_words, out_words, res_words = Signal(32), Signal(32), Signal(32)
+    group_pixels = Signal(32)
+    m.d.comb += [in_words.eq(d.in_height * d.in_width * d.in_groups),
+                 group_pixels.eq(d.out_height * d.out_width * d.out_groups),
+                 out_words.eq(group_pixels * out_sl), res_words.eq(group_pixels * res_sl)]
+
+    def outside(base, words):
+        return (base >= 2 * BW) | (base[:baw] + words > BW)
     ho_exp = Signal(16)
     wo_exp = Signal(16)
     k, s, p = d.kernel, d.stride, d.padding
@@ -37,16 +50,29 @@ def check(m, d, *, rows, cols, max_size, max_groups, max_pixels, tile_cap, rec_c
                 | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)):
         m.d.comb += code.eq(AccelError.SIZE)
     with m.Elif((J == 0) | (T == 0) | (T != k * k * G) | (d.weight_tiles != J * T)
-                | (d.out_channels == 0) | (d.out_channels > J * cols)
-                | (d.out_groups * rows < J * cols)
+                | (d.out_channels == 0) | (d.out_channels > J * C)
+                | (d.out_channels + C <= J * C) | (d.out_groups * R < J * C)
                 | (d.weight_base + d.weight_tiles > tile_cap)
-                | (d.param_base[:ceil_log2(cols)] != 0)
-                | (d.param_base + J * cols > rec_cap)):
+                | (d.param_base[:ceil_log2(C)] != 0)
+                | (d.param_base + J * C > rec_cap)):
         m.d.comb += code.eq(AccelError.TILES)
     with m.Elif((d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
                 | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
-                | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)))):
+                | (d.relu == d.out_signed)
+                | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
+                                     | (d.res_signed & (d.res_bits < 2))))
+                | (~d.has_residual & ((d.res_bits != 0) | d.res_signed | (d.res_base != 0)))):
         m.d.comb += code.eq(AccelError.FORMAT)
+    with m.Elif((d.in_channels == 0) | (d.in_channels > d.in_groups * R)
+                | (d.in_channels + R <= d.in_groups * R)
+                | (d.out_channels + R <= d.out_groups * R)):
+        m.d.comb += code.eq(AccelError.CHANNELS)
+    with m.Elif(outside(d.in_base, in_words) | outside(d.out_base, out_words)
+                | (d.has_residual & outside(d.res_base, res_words))
+                | (d.in_base[baw] == d.out_base[baw])
+                | (d.has_residual & (d.res_base < d.out_base + out_words)
+                   & (d.out_base < d.res_base + res_words))):
+        m.d.comb += code.eq(AccelError.ADDRESS)
     return code
 
 
@@ -64,8 +90,10 @@ class Fetcher(wiring.Component):
     ----------
     prog_words : int
         Program memory words (at least ``DESC_WORDS``).
-    rows, cols : int
-        The array's (for the tile checks).
+    rows, cols, a_bits : int
+        The configuration's (for the tile and address checks).
+    bank_words : int
+        Words of an activation-buffer bank (for the address checks).
     max_size, max_groups, max_pixels, tile_cap, rec_cap : int
         Limits of the checks (:func:`check`).
 
@@ -80,13 +108,14 @@ class Fetcher(wiring.Component):
         without ``valid``.
     """
 
-    def __init__(self, *, prog_words: int, rows: int, cols: int, max_size: int,
-                 max_groups: int, max_pixels: int, tile_cap: int, rec_cap: int):
+    def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, bank_words: int,
+                 max_size: int, max_groups: int, max_pixels: int, tile_cap: int, rec_cap: int):
         if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
             raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
                              f"not {prog_words!r}")
         self.prog_words = prog_words
-        self.limits = dict(rows=rows, cols=cols, max_size=max_size, max_groups=max_groups,
+        self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, bank_words=bank_words,
+                           max_size=max_size, max_groups=max_groups,
                            max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap)
         super().__init__({
             "go": In(1),
