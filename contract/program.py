@@ -66,8 +66,9 @@ from .arith import KERNELS, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, STRIDES
 from .config import HwConfig
 
 __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "PARAM_FIELDS", "PARAM_WORDS", "Descriptor",
-           "ErrorCode", "Field", "beat_words", "check_descriptor", "layer_tiles", "pack_params",
-           "pack_tiles", "slices", "tensor_words", "tile_words", "unpack_params", "unpack_tiles"]
+           "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "layer_tiles",
+           "pack_params", "pack_tiles", "reserved_bits", "slices", "tensor_words", "tile_words",
+           "unpack_params", "unpack_tiles"]
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ class ErrorCode(IntEnum):
     STRIDE = 2      #: stride not 1 or 2
     SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
     TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes or memories
-    FORMAT = 5      #: shift, output or residual bits illegal, or disagreeing with each other
+    FORMAT = 5      #: shift, output or residual bits illegal or disagreeing, or a reserved bit set
     PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
     OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
     OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
@@ -306,12 +307,27 @@ def tensor_words(d: Descriptor, config: HwConfig) -> dict[str, tuple[int, int]]:
     return out
 
 
-def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = None
-                     ) -> ErrorCode:
+def reserved_bits(words) -> int:
+    """The bits of descriptor ``words`` that no field of :data:`LAYOUT` covers (they must be
+    zero), as one integer (word ``i`` at bit ``32 * i``)."""
+    used = Descriptor.unpack([0xFFFF_FFFF] * DESC_WORDS).pack()
+    return sum((int(w) & ~u & 0xFFFF_FFFF) << (32 * i) for i, (w, u) in enumerate(zip(words, used)))
+
+
+def check_words(words, config: HwConfig, bank_words: int | None = None) -> ErrorCode:
+    """:func:`check_descriptor` of the descriptor in ``DESC_WORDS`` words ``words``, reserved
+    bits included (``FORMAT`` where one is set)."""
+    return check_descriptor(Descriptor.unpack(words), config, bank_words,
+                            reserved=reserved_bits(words) != 0)
+
+
+def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = None, *,
+                     reserved: bool = False) -> ErrorCode:
     """The sequencer's descriptor check (:class:`gateware.sequencer.fetcher.Fetcher`), stated
     once in Python: the first :class:`ErrorCode` that ``d`` earns on ``config``'s hardware
     (activation-buffer banks of ``bank_words``, by default the configuration's), in the order
-    the hardware tests them. The compiler refuses a layer that does not pass it; the fetcher's
+    the hardware tests them; ``reserved``: the descriptor's words had a reserved bit set
+    (:func:`check_words`). The compiler refuses a layer that does not pass it; the fetcher's
     test holds the RTL to it."""
     R, C = config.rows, config.cols
     bank_words = config.bank_words if bank_words is None else bank_words
@@ -335,7 +351,7 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
             or d.weight_base + d.weight_tiles > tile_cap or d.param_base % C
             or d.param_base + J * C > rec_cap):
         return ErrorCode.TILES
-    if (not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
+    if (reserved or not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
             or (d.out_signed and d.out_bits < 2) or d.relu == d.out_signed
             or (d.has_residual and (not 1 <= d.res_bits <= 8 or (d.res_signed and d.res_bits < 2)))
             or (not d.has_residual and (d.res_bits or d.res_signed or d.res_base))):

@@ -102,13 +102,20 @@ def set_ctrl(ctx, ctrl, d, cfg, *, busy=1):
 
 
 def run_fetcher(cfg, program, rng, *, prog_words=64):
+    return run_fetcher_words(cfg, [w for d in program for w in d.pack()], rng,
+                             prog_words=prog_words, count=len(program))
+
+
+def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
+    """The fetcher on program memory ``words``: (cycle, descriptor, code) of every offer taken,
+    under random backpressure."""
     tile_cap = cfg.weight_words // (cfg.write_cycles * fmt.beat_words(cfg))
     rec_cap = cfg.param_words // PARAM_WORDS
     dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
                   bank_words=cfg.bank_words, max_size=cfg.max_size,
                   max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
                   rec_cap=rec_cap)
-    words = [w for d in program for w in d.pack()][:prog_words]
+    words = list(words)[:prog_words]
     words += [0] * (prog_words - len(words))
     got = []
 
@@ -116,7 +123,7 @@ def run_fetcher(cfg, program, rng, *, prog_words=64):
         ctx.set(dut.go, 1)
         await ctx.tick()
         ctx.set(dut.go, 0)
-        for n in range(1, 40 * len(program) + 40):
+        for n in range(1, 40 * count + 40):
             addr = ctx.get(dut.prog.addr)
             ready = int(rng.random() < 0.6)
             ctx.set(dut.descriptors.ready, ready)
@@ -228,6 +235,21 @@ def test_fetcher_field_checks(name, changes, code):
     assert AccelError(check_descriptor(bad, TINY)) == code, name
     got, _ = run_fetcher(TINY, [bad], rng)
     assert [c for _, _, c in got] == [code], f"seed {SEED}: {name}: {got}"
+
+
+def test_fetcher_reserved_bits():
+    """A descriptor with a reserved bit set (one no field covers) is refused with FORMAT."""
+    rng = np.random.default_rng(SEED)
+    d = make_desc(rng, TINY, last=1)
+    spare = fmt.reserved_bits([0xFFFF_FFFF] * DESC_WORDS)
+    assert spare, "the layout has no reserved bits to test"
+    bits = [b for b in range(32 * DESC_WORDS) if spare >> b & 1]
+    for b in (bits[0], bits[-1], int(rng.choice(bits))):
+        words = d.pack()
+        words[b // 32] |= 1 << (b % 32)
+        assert fmt.check_words(words, TINY) == fmt.ErrorCode.FORMAT
+        got, _ = run_fetcher_words(TINY, words, rng)
+        assert [c for _, _, c in got] == [AccelError.FORMAT], f"seed {SEED}: bit {b}: {got}"
 
 
 def test_fetcher_runs_off_the_program():

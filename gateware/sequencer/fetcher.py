@@ -3,7 +3,7 @@ descriptor."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -56,7 +56,8 @@ def check(m, d, *, rows, cols, a_bits, bank_words, max_size, max_groups, max_pix
                 | (d.param_base[:ceil_log2(C)] != 0)
                 | (d.param_base + J * C > rec_cap)):
         m.d.comb += code.eq(AccelError.TILES)
-    with m.Elif((d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
+    reserved = Cat(*[d[name] for name, _ in d.shape() if name.startswith("_pad")])
+    with m.Elif(reserved.any() | (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
                 | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
                 | (d.relu == d.out_signed)
                 | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
