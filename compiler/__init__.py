@@ -12,13 +12,15 @@ It imports the network side and the contract, never the gateware.
 from .compile import (
     Alloc,
     CompileError,
+    LayerOverflow,
     Program,
     compile_model,
     execute,
+    execute_memory,
     read_tensor,
     window_addresses,
     write_tensor,
 )
 
-__all__ = ["Alloc", "CompileError", "Program", "compile_model", "execute", "read_tensor",
-           "window_addresses", "write_tensor"]
+__all__ = ["Alloc", "CompileError", "LayerOverflow", "Program", "compile_model", "execute",
+           "execute_memory", "read_tensor", "window_addresses", "write_tensor"]

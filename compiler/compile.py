@@ -47,8 +47,8 @@ from contract.program import (
 )
 from model import golden
 
-__all__ = ["Alloc", "CompileError", "Program", "compile_model", "execute", "read_tensor",
-           "window_addresses", "write_tensor"]
+__all__ = ["Alloc", "CompileError", "LayerOverflow", "Program", "compile_model", "execute",
+           "execute_memory", "read_tensor", "window_addresses", "write_tensor"]
 
 
 class CompileError(ValueError):
@@ -351,22 +351,40 @@ def window_addresses(d: Descriptor):
     return np.where(pad, 0, addr), pad
 
 
+class LayerOverflow(RuntimeError):
+    """A running sum of layer ``index`` left the accumulator (the hardware's ``OVERFLOW``)."""
+
+    def __init__(self, index: int, name: str):
+        super().__init__(f"layer {index} ({name}): accumulator overflow in the datapath")
+        self.index, self.name = index, name
+
+
 def execute(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``program`` on the accelerator input ``x`` (N, C, H, W) from its images and
     descriptors alone: window order, :func:`~contract.arith.adc_dot` per weight tile (the
     macro's rule), the datapath's requantization, outputs written to and read back from the
     buffer. Returns every layer's output (N, C, H, W) int64."""
+    x = np.asarray(x, dtype=np.int64)
+    mem = np.zeros((x.shape[0], 2 * program.bank_words, program.config.rows), dtype=np.int64)
+    src = program.buffers[program.input_name]
+    write_tensor(mem, src.base, x, program.config.a_bits, program.config.a_bits)
+    return execute_memory(program, mem)
+
+
+def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
+    """Run ``program``'s descriptors, in order, on the activation buffers ``mem`` (N, ``2 *
+    bank_words``, rows: one lane value per element), which they read and write in place as
+    the hardware does; the descriptors need not be the compiler's (they must pass
+    :func:`~contract.program.check_descriptor`). Returns every layer's output as read back
+    after it; :class:`LayerOverflow` if a layer overflows (``mem`` then holds the layers
+    before it)."""
     cfg = program.config
     R, C, ab = cfg.rows, cfg.cols, cfg.a_bits
-    x = np.asarray(x, dtype=np.int64)
-    n = x.shape[0]
-    mem = np.zeros((n, 2 * program.bank_words, R), dtype=np.int64)
-    src = program.buffers[program.input_name]
-    write_tensor(mem, src.base, x, ab, ab)
+    n = mem.shape[0]
     tw = tile_words(cfg)
     psum_width = signed_width(*column_range(R, cfg.w_bits, ab))
     result = {}
-    for name, d in zip(program.names, program.descriptors):
+    for index, (name, d) in enumerate(zip(program.names, program.descriptors)):
         addr, pad = window_addresses(d)
         P, T = addr.shape
         xs = np.where(pad[None, :, :, None], 0, mem[:, addr])       # (N, P, T, R)
@@ -401,7 +419,7 @@ def execute(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
                 shift=d.shift, out_bits=d.out_bits, out_signed=bool(d.out_signed),
                 has_residual=bool(d.has_residual))
             if ovf.any():
-                raise RuntimeError("accumulator overflow in the datapath")
+                raise LayerOverflow(index, name)
             out[:, :, lanes] = val.reshape(n, P, C)
         y = out[:, :, :d.out_channels].transpose(0, 2, 1).reshape(
             n, d.out_channels, d.out_height, d.out_width)

@@ -24,9 +24,10 @@ class Writer(wiring.Component):
     pixel ``pix`` of column tile ``j`` at ``out_base + pix * out_pitch + s`` plus the column
     tile's group (the compiler's ``base + ((y * W + x) * G + cg) * S + s``), lanes ``j * cols
     mod rows`` on (the other lanes masked), bits ``s * a_bits ..`` of each value. The layer's
-    last column tile also writes zeros to the group's lanes above its own, so every lane of a
-    tensor's last group past its channels is zero (the padding rows of the next layer's
-    tiles read them).
+    last column tile also writes zeros to the group's lanes above its own, and a column past
+    the tensor's channels writes zero, so every lane of a tensor's last group past its channels
+    is zero (the padding rows of the next layer's tiles read them), as
+    :func:`compiler.write_tensor` stores it.
 
     Slice 0 is written in the cycle the result arrives, the others from a holding register in
     the cycles after (``results.ready`` is low meanwhile); the issuer's slot timing delivers
@@ -88,7 +89,10 @@ class Writer(wiring.Component):
         hold = Signal()             # slices 1.. of the held result are due
         held = Signal.like(res.payload.value)
         value = Mux(hold, held.as_value(), res.payload.value.as_value())
-        vals = Cat(*[(value.word_select(c, VALUE_BITS) >> (s * ab))[:ab] for c in range(C)])
+        # A column past the tensor's channels writes zero, whatever its parameters say.
+        vals = Cat(*[Mux(j * C + c < desc.out_channels,
+                         (value.word_select(c, VALUE_BITS) >> (s * ab))[:ab], 0)
+                     for c in range(C)])
         m.d.comb += self.overflow.eq(res.valid & res.ready & res.payload.overflow)
         with m.If(ctrl.busy):
             m.d.comb += [wr.valid.eq(hold | res.valid), res.ready.eq(~hold),
