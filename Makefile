@@ -13,7 +13,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist \
                 g++ liblz4-dev
 
-.PHONY: all run evaluate test sim bench lint deps system-deps python-deps clean models firmware
+.PHONY: all run evaluate test sim fuzz bench lint deps system-deps python-deps clean models firmware
 
 all: test
 
@@ -33,6 +33,12 @@ SIM   ?= icarus verilator
 WAVES ?= 0
 sim: deps
 	SIM="$(SIM)" WAVES=$(WAVES) $(PY) -m pytest -q sim
+
+# Fuzzing (not part of CI; `make sim` runs a short smoke of it): FUZZ_COUNT mutated layer
+# programs on Verilator (sim/fuzz.py), counts per outcome and failing cases in fuzz_out/.
+FUZZ_COUNT ?= 10000
+fuzz: deps
+	$(PY) -m sim.fuzz --count $(FUZZ_COUNT) --out fuzz_out
 
 # Simulation speed and the ResNet14 frame time on Verilator (a table; not a test).
 bench: deps

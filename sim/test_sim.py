@@ -36,6 +36,9 @@ BENCHES = [
      {"CIM_SIM_MODEL": "random:digits_cnn", "CIM_SIM_IMAGES": "1", "CIM_SIM_CORRUPT": "1"}),
     ("random_resnet", "tiny", "sim.tb_network", VERILATOR,
      {"CIM_SIM_MODEL": "random:resnet14", "CIM_SIM_IMAGES": "2"}),
+    # A short run of the program fuzzer (make fuzz runs thousands): mutated programs refused
+    # or computed exactly, a valid run bit-exact after them.
+    ("fuzz", "tiny", "sim.tb_fuzz", VERILATOR, {"CIM_FUZZ_COUNT": "150"}),
     ("regs", "default", "sim.tb_regs", VERILATOR, {}),
     ("resnet14", "default", "sim.tb_network", VERILATOR,
      {"CIM_SIM_MODEL": "models/resnet14_fmnist_w4a4.npz", "CIM_SIM_IMAGES": "10"}),

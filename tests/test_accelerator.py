@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 import compiler
 from compiler import cycles
-from contract.config import HwConfig, get_config
+from contract.config import A_BITS, W_BITS, HwConfig, get_config
 from contract.program import Descriptor
 from gateware.accelerator import Accelerator, AccelError
 from model import data, export, golden
@@ -81,6 +81,26 @@ def test_partly_filled_groups_exact(tmp_path, w_bits, width):
     # holds the two macro styles equal), a fraction of the simulation time.
     _check(model, compiler.compile_model(model, cfg), x.numpy()[0], SEED,
            macro_style="behavioral", preload_weights=True)
+
+
+@pytest.mark.parametrize("width", [0.5, 0.375], ids=["filled", "partial"])
+@pytest.mark.parametrize("a_bits", A_BITS)
+@pytest.mark.parametrize("w_bits", W_BITS)
+def test_bit_width_matrix(tmp_path, w_bits, a_bits, width):
+    """Every weight and activation width a configuration can hold, on a digits CNN (4x4
+    input) whose channel counts fill the 16x8 macros (8 -> 16 -> 16: whole channel groups and
+    column tiles) or do not (6 -> 12 -> 12: part of a group, one and a half column tiles),
+    bit-exact against the golden model and within 2 % of the cycle model."""
+    cfg = HwConfig(name=f"w{w_bits}a{a_bits}", rows=16, cols=8, w_bits=w_bits, a_bits=a_bits,
+                   macros=2, acc_width=32)
+    spec = dataclasses.replace(small_specs(w_bits, a_bits)[2], width=width, image_size=4)
+    net, x = random_net(spec, SEED, batch=1)
+    path = export.save(tmp_path / "net.npz", *export.to_manifest(net))
+    model = golden.load(path)
+    program = compiler.compile_model(model, cfg)
+    channels = {d.out_channels for d in program.descriptors}
+    assert channels == ({16} if width == 0.5 else {12}), channels
+    _check(model, program, x.numpy()[0], SEED, macro_style="behavioral", preload_weights=True)
 
 
 @pytest.mark.parametrize("width", [0.25, 0.5])
