@@ -28,7 +28,8 @@ sections
     ``total_bytes``; ``program_words`` is a whole number of descriptors, only the last
     marked ``last``; ``weight_words`` and ``param_words`` are exactly what the descriptors
     address (``weight_base + weight_tiles`` tiles, ``param_base + col_tiles * hw_cols``
-    records); the ``OFFLOAD`` op's tensors are the first layer's input and a layer's output.
+    records); every tensor a layer reads or writes lies inside the activation buffer; the
+    ``OFFLOAD`` op's tensors are the first layer's input and a layer's output.
     :func:`check_blob` and the firmware's ``cim_model_open`` refuse a blob where any header
     or op word disagrees with the contents: the CRC only says the bytes are the ones written.
 
@@ -684,9 +685,19 @@ def _check_program(blob: bytes, h: dict, off: dict) -> None:
              f"program_words {h['program_words']} is not a whole number of descriptors")
     words = _u32(blob, h["program_offset"], h["program_words"]).reshape(-1, fmt.DESC_WORDS)
     descs = [fmt.Descriptor.unpack(w) for w in words]
+    act = 2 * h["hw_bank_words"]
+
+    def slices(bits):
+        return -(-bits // h["hw_a_bits"])
+
     for i, d in enumerate(descs):
         _require(d.last == (i == len(descs) - 1),
                  f"descriptor {i}: last={d.last} (only the final one of {len(descs)} is last)")
+        out = d.out_height * d.out_width * d.out_groups
+        _require(d.in_base + d.in_height * d.in_width * d.in_groups <= act
+                 and d.out_base + out * slices(d.out_bits) <= act
+                 and (not d.has_residual or d.res_base + out * slices(d.res_bits) <= act),
+                 f"descriptor {i}: a tensor outside the activation buffer ({act} words)")
     d0 = descs[0]
     _require((d0.in_base, d0.in_channels, d0.in_height, d0.in_width)
              == (off["act_in_base"], off["in_c"], off["in_h"], off["in_w"]),

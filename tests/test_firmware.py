@@ -519,6 +519,16 @@ def _op_word(blob: bytes, op: int, name: str, value: int) -> bytes:
     return _set_word(blob, at + fb.field_offsets(fb.OP_FIELDS)[name], value)
 
 
+def _desc_field(blob: bytes, layer: int, name: str, value: int) -> bytes:
+    h = fb.parse_header(blob)
+    word, bit = fb.fmt.LAYOUT[name]
+    at = h["program_offset"] + 4 * (layer * fb.fmt.DESC_WORDS + word)
+    old = int.from_bytes(blob[at:at + 4], "little")
+    bits = next(f.bits for f in fb.fmt.FIELDS if f.name == name)
+    mask = ((1 << bits) - 1) << bit
+    return _set_word(blob, at, (old & ~mask) | (value << bit & mask))
+
+
 def test_header_words_must_match_the_contents(fw_tiny, digits):
     """Header and op words that disagree with what the blob holds, with the CRC recomputed so
     only the consistency checks can tell, are refused by the firmware (ERR_BLOB_FORMAT) and by
@@ -545,6 +555,9 @@ def test_header_words_must_match_the_contents(fw_tiny, digits):
         "act_out_base + 1": _op_word(good, offload, "act_out_base",
                                      ops[offload]["act_out_base"] + 1),
         "steps + 1": _op_word(good, 0, "steps", ops[0]["steps"] + 1),
+        "last on the first layer": _desc_field(good, 0, "last", 1),
+        "a layer's output past the buffer": _desc_field(good, 1, "out_base", (1 << 24) - 8),
+        "a layer's weights past weight_words": _desc_field(good, 1, "weight_base", 1000),
     }
     for what, blob in bad.items():
         assert Session(fw_tiny, blob).status == "ERR_BLOB_FORMAT", what

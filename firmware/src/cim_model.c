@@ -303,13 +303,19 @@ static int layout_ok(const cim_blob_header_t *h, const cim_blob_op_t *ops)
     return end == h->total_bytes;
 }
 
+/* Activation words per pixel and channel group of a `bits`-bit tensor. */
+static uint64_t slices(const cim_blob_header_t *h, uint32_t bits)
+{
+    return ((uint64_t)bits + h->hw_a_bits - 1u) / h->hw_a_bits;
+}
+
 #define DESC(d, NAME) \
     (((d)[CIM_DESC_##NAME##_Word] & CIM_DESC_##NAME##_Msk) >> CIM_DESC_##NAME##_Pos)
 
 /* The layer program against the header and the OFFLOAD op: a whole number of descriptors,
  * `last` on the final one only, weight_words and param_words exactly what the descriptors
- * address, and the OFFLOAD's tensors those of the first layer's input and of a layer's
- * output. */
+ * address, every tensor a layer reads or writes inside the activation buffer, and the
+ * OFFLOAD's tensors those of the first layer's input and of a layer's output. */
 static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
 {
     const cim_blob_header_t *h = m->hdr;
@@ -318,10 +324,22 @@ static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
     const uint32_t *p = (const uint32_t *)cim_model_at(m, h->program_offset);
     uint32_t count = h->program_words / CIM_DESC_WORDS;
     uint64_t tiles = 0, records = 0;
+    uint64_t act = 2u * (uint64_t)h->hw_bank_words;
     int output_found = 0;
     for (uint32_t i = 0; i < count; i++) {
         const uint32_t *d = p + (uint64_t)i * CIM_DESC_WORDS;
         if (DESC(d, LAST) != (i + 1u == count ? 1u : 0u))
+            return 0;
+        /* Every tensor the layer reads or writes inside the activation buffer. */
+        uint64_t pixels = (uint64_t)DESC(d, OUT_HEIGHT) * DESC(d, OUT_WIDTH);
+        if ((uint64_t)DESC(d, IN_BASE)
+                    + (uint64_t)DESC(d, IN_HEIGHT) * DESC(d, IN_WIDTH) * DESC(d, IN_GROUPS)
+                > act
+            || DESC(d, OUT_BASE) + pixels * DESC(d, OUT_GROUPS) * slices(h, DESC(d, OUT_BITS))
+                   > act
+            || (DESC(d, HAS_RESIDUAL)
+                && DESC(d, RES_BASE) + pixels * DESC(d, OUT_GROUPS)
+                                           * slices(h, DESC(d, RES_BITS)) > act))
             return 0;
         uint64_t t = (uint64_t)DESC(d, WEIGHT_BASE) + DESC(d, WEIGHT_TILES);
         uint64_t r = (uint64_t)DESC(d, PARAM_BASE) + (uint64_t)DESC(d, COL_TILES) * h->hw_cols;
