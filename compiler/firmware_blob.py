@@ -21,8 +21,17 @@ sections
     layer descriptors, :meth:`~compiler.Program.program_words`), ``weights`` (the weight
     image), ``params`` (the parameter image), the MCU layers' ``data`` (below), and the test
     images: ``images`` (``images_count`` images of ``in_channels x in_height x in_width``
-    unsigned bytes, CHW), ``labels`` (one word each) and ``expected`` (the golden model's
-    logits, ``classes`` signed 64-bit integers per image).
+    unsigned bytes, CHW, at most ``pixel_max``), ``labels`` (one word each, below
+    ``classes``) and ``expected`` (the golden model's logits, ``classes`` signed 64-bit
+    integers per image). The sections (the header's and the ``CONV`` and ``FC`` ops') follow
+    one another from the end of the header, each padded only to the alignment, and end at
+    ``total_bytes``; ``program_words`` is a whole number of descriptors, only the last
+    marked ``last``; ``weight_words`` and ``param_words`` are exactly what the descriptors
+    address (``weight_base + weight_tiles`` tiles, ``param_base + col_tiles * hw_cols``
+    records); every tensor a layer reads or writes lies inside the activation buffer; the
+    ``OFFLOAD`` op's tensors are the first layer's input and a layer's output.
+    :func:`check_blob` and the firmware's ``cim_model_open`` refuse a blob where any header
+    or op word disagrees with the contents: the CRC only says the bytes are the ones written.
 
 The MCU's part of the network is a chain of ops, run in order: ``CONV`` (the first layer,
 reading the input image), any number of ``MAXPOOL``, ``OFFLOAD`` (the accelerator program),
@@ -91,8 +100,8 @@ from model import data, evaluate, golden
 
 from . import compile as compiler
 
-__all__ = ["HEADER_FIELDS", "OP_FIELDS", "BlobError", "build_blob", "parse_header",
-           "render_header"]
+__all__ = ["HEADER_FIELDS", "OP_FIELDS", "BlobError", "build_blob", "check_blob",
+           "parse_header", "render_header"]
 
 MAGIC = 0x424D4943          # "CIMB" as little-endian bytes
 VERSION = 1
@@ -227,7 +236,13 @@ or a debugger reads it (``firmware/README.md``)."""
 
 
 class BlobError(ValueError):
-    """The model cannot be turned into a firmware blob (the message says why)."""
+    """The model cannot be turned into a firmware blob, or a blob is refused (the message
+    says why). ``status``: for a refused blob, the ``cim_status_t`` name the firmware's
+    ``cim_model_open`` / ``cim_check_model`` returns for it (``"ERR_BLOB_FORMAT"``...)."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -492,6 +507,303 @@ def parse_ops(blob: bytes) -> list[dict[str, int]]:
     words = np.frombuffer(blob, dtype="<u4", count=h["ops_count"] * OP_WORDS,
                           offset=h["ops_offset"]).reshape(-1, OP_WORDS)
     return [{f.name: int(v) for f, v in zip(OP_FIELDS, rec)} for rec in words]
+
+
+# ----------------------------------------------------------------------------- the check
+
+
+class _Refuse(Exception):
+    def __init__(self, status: str, why: str):
+        self.status, self.why = status, why
+
+
+def _require(ok, why: str, status: str = "ERR_BLOB_FORMAT") -> None:
+    if not ok:
+        raise _Refuse(status, why)
+
+
+def _u32(blob: bytes, offset: int, count: int) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<u4", count=count, offset=offset).astype(np.int64)
+
+
+def _section(h, offset: int, size: int) -> bool:
+    return offset % SECTION_ALIGN == 0 and offset >= h["header_bytes"] and \
+        offset + size <= h["total_bytes"]
+
+
+def _geometry(n_in: int, n_out: int, k: int, s: int, p: int) -> bool:
+    return (1 <= k <= 15 and 1 <= s <= 15 and p < k and n_in + 2 * p >= k
+            and n_out == (n_in + 2 * p - k) // s + 1)
+
+
+def _hwc_ok(c: int, cs: int) -> bool:
+    return c >= 1 and cs >= c and cs % 4 == 0
+
+
+def _hwc(h: int, w: int, cs: int) -> int:
+    return _align(h * w, 2) * cs
+
+
+def _check_ops(h: dict, ops: list[dict]) -> dict:
+    """``ops_ok`` of cim_model.c: the chain, its shapes, its sections and workspace areas;
+    returns the OFFLOAD op."""
+    ws = h["workspace_bytes"]
+
+    def area(offset, size):
+        return offset % 8 == 0 and offset + size <= ws
+
+    def disjoint(a, alen, b, blen):
+        return a + alen <= b or b + blen <= a
+
+    def chained(prev, op):
+        return all(op[f"in_{f}"] == prev[f"out_{f}"] for f in
+                   ("c", "h", "w", "cstride", "signed", "offset"))
+
+    kinds = [OP_KINDS[o["kind"] - 1] if 1 <= o["kind"] <= len(OP_KINDS) else None
+             for o in ops]
+    n = len(ops)
+    _require(n >= 4 and kinds[0] == "CONV", f"op 0 is {kinds[0]}, not CONV")
+    c = ops[0]
+    cpairs = (c["out_c"] + 1) // 2
+    taps = c["in_c"] * c["kernel"] ** 2
+    _require(c["in_c"] == h["in_channels"] and c["in_h"] == h["in_height"]
+             and c["in_w"] == h["in_width"]
+             and _geometry(c["in_h"], c["out_h"], c["kernel"], c["stride"], c["pad"])
+             and _geometry(c["in_w"], c["out_w"], c["kernel"], c["stride"], c["pad"])
+             and _hwc_ok(c["out_c"], c["out_cstride"]) and c["out_cstride"] >= 2 * cpairs
+             and 1 <= c["out_bits"] <= 8 and c["out_signed"] <= 1
+             and _s32(c["out_lo"]) <= _s32(c["out_hi"]),
+             "CONV: shapes, geometry or output range inconsistent")
+    _require(1 <= c["steps"] <= CONV_MAX_STEPS and c["steps"] == -(-taps // 4),
+             f"CONV: steps {c['steps']}, the {taps} taps take {-(-taps // 4)}")
+    if c["rq_mode"] == RQ_MODES.index("FAST") + 1:
+        _require(not c["out_signed"] and c["shift"] == 8 - c["out_bits"] and c["out_lo"] == 0
+                 and c["out_hi"] == (1 << c["out_bits"]) - 1, "CONV: RQ_FAST fields")
+    else:
+        _require(c["rq_mode"] == RQ_MODES.index("GENERIC") + 1 and 1 <= c["shift"] <= 63,
+                 "CONV: rq_mode or shift")
+    xbytes = 16 * c["steps"]
+    padded = 2 * (c["in_c"] * (c["in_h"] + 2 * c["pad"]) * (c["in_w"] + 2 * c["pad"]) + 1)
+    out = _hwc(c["out_h"], c["out_w"], c["out_cstride"])
+    _require(_section(h, c["weights_offset"], cpairs * 16 * c["steps"])
+             and _section(h, c["params_offset"], 2 * cpairs * RQ_RECORD_BYTES),
+             "CONV: weights or requantization records outside the blob")
+    areas = [(c["im2col_offset"], xbytes), (c["gather_offset"], xbytes),
+             (c["padded_offset"], padded), (c["out_offset"], out)]
+    _require(all(area(*a) for a in areas)
+             and (c["im2col_offset"] + xbytes) % WORKSPACE_ALIGN == 0
+             and all(disjoint(*a, *b) for i, a in enumerate(areas) for b in areas[i + 1:]),
+             "CONV: workspace areas outside the workspace or overlapping")
+    i = 1
+    while i < n and kinds[i] == "MAXPOOL":
+        p, op = ops[i - 1], ops[i]
+        fin = _hwc(op["in_h"], op["in_w"], op["in_cstride"])
+        fout = _hwc(op["out_h"], op["out_w"], op["out_cstride"])
+        _require(chained(p, op) and op["in_signed"] == 0 and op["out_signed"] == 0
+                 and op["out_c"] == op["in_c"] and op["out_cstride"] == op["in_cstride"]
+                 and _hwc_ok(op["in_c"], op["in_cstride"])
+                 and _geometry(op["in_h"], op["out_h"], op["kernel"], op["stride"], op["pad"])
+                 and _geometry(op["in_w"], op["out_w"], op["kernel"], op["stride"], op["pad"])
+                 and area(op["in_offset"], fin) and area(op["out_offset"], fout)
+                 and disjoint(op["in_offset"], fin, op["out_offset"], fout),
+                 f"MAXPOOL op {i}: inconsistent with its input, geometry or workspace")
+        i += 1
+    _require(n - i == 3 and kinds[i:] == ["OFFLOAD", "AVGPOOL", "FC"],
+             f"the ops are {kinds}, not CONV, MAXPOOL..., OFFLOAD, AVGPOOL, FC")
+    off, avg, fc = ops[i:]
+
+    def act_words(ch, hh, w, bits):
+        return hh * w * -(-ch // h["hw_rows"]) * -(-bits // h["hw_a_bits"])
+
+    act = 2 * h["hw_bank_words"]
+    fin = _hwc(off["in_h"], off["in_w"], off["in_cstride"])
+    fout = _hwc(off["out_h"], off["out_w"], off["out_cstride"])
+    _require(chained(ops[i - 1], off) and off["in_signed"] == 0
+             and off["act_in_bits"] == h["hw_a_bits"]
+             and _hwc_ok(off["in_c"], off["in_cstride"])
+             and _hwc_ok(off["out_c"], off["out_cstride"])
+             and off["out_h"] >= 1 and off["out_w"] >= 1 and 1 <= off["act_out_bits"] <= 8
+             and off["out_bits"] == off["act_out_bits"] and off["out_signed"] <= 1
+             and off["act_in_base"] + act_words(off["in_c"], off["in_h"], off["in_w"],
+                                                off["act_in_bits"]) <= act
+             and off["act_out_base"] + act_words(off["out_c"], off["out_h"], off["out_w"],
+                                                 off["act_out_bits"]) <= act
+             and area(off["in_offset"], fin) and area(off["out_offset"], fout)
+             and disjoint(off["in_offset"], fin, off["out_offset"], fout),
+             "OFFLOAD: inconsistent with its input, the activation buffer or the workspace")
+    fin = _hwc(avg["in_h"], avg["in_w"], avg["in_cstride"])
+    _require(chained(off, avg) and _hwc_ok(avg["in_c"], avg["in_cstride"])
+             and avg["in_signed"] <= 1 and avg["out_c"] == avg["in_c"]
+             and area(avg["in_offset"], fin) and area(avg["out_offset"], 4 * avg["out_c"])
+             and disjoint(avg["in_offset"], fin, avg["out_offset"], 4 * avg["out_c"]),
+             "AVGPOOL: inconsistent with its input or the workspace")
+    _require(chained(off, avg) and fc["in_c"] == avg["out_c"]
+             and fc["in_offset"] == avg["out_offset"] and fc["out_c"] == h["classes"]
+             and fc["out_c"] >= 1
+             and _section(h, fc["weights_offset"], fc["out_c"] * fc["in_c"])
+             and _section(h, fc["params_offset"], 8 * fc["out_c"])
+             and area(fc["in_offset"], 4 * fc["in_c"]) and area(fc["out_offset"], 8 * fc["out_c"])
+             and disjoint(fc["in_offset"], 4 * fc["in_c"], fc["out_offset"], 8 * fc["out_c"]),
+             "FC: inconsistent with its input, the classes, the blob or the workspace")
+    return off
+
+
+def _s32(v: int) -> int:
+    return v - (1 << 32) if v >> 31 else v
+
+
+def _check_layout(h: dict, ops: list[dict]) -> None:
+    """``layout_ok``: the sections tile the blob from the header to ``total_bytes``."""
+    conv, fc = ops[0], ops[-1]
+    n = h["images_count"]
+    cpairs = (conv["out_c"] + 1) // 2
+    sections = sorted([
+        (h["ops_offset"], 4 * OP_WORDS * h["ops_count"], "ops"),
+        (h["program_offset"], 4 * h["program_words"], "program"),
+        (h["weights_offset"], 4 * h["weight_words"], "weights"),
+        (h["params_offset"], 4 * h["param_words"], "params"),
+        (h["images_offset"], n * h["in_channels"] * h["in_height"] * h["in_width"], "images"),
+        (h["labels_offset"], 4 * n, "labels"),
+        (h["expected_offset"], 8 * n * h["classes"], "expected"),
+        (conv["weights_offset"], cpairs * 16 * conv["steps"], "CONV weights"),
+        (conv["params_offset"], 2 * cpairs * RQ_RECORD_BYTES, "CONV records"),
+        (fc["weights_offset"], fc["out_c"] * fc["in_c"], "FC weights"),
+        (fc["params_offset"], 8 * fc["out_c"], "FC biases"),
+    ], key=lambda s: s[:2])
+    end = h["header_bytes"]
+    for offset, size, name in sections:
+        _require(offset == _align(end), f"section {name} at byte {offset}, where the one "
+                                        f"before ends at {end}: a size or offset is wrong")
+        end = offset + size
+    _require(end == h["total_bytes"], f"the sections end at byte {end}, total_bytes is "
+                                      f"{h['total_bytes']}")
+
+
+def _check_program(blob: bytes, h: dict, off: dict) -> None:
+    """``program_ok``: the layer program against the header and the OFFLOAD op."""
+    _require(h["program_words"] % fmt.DESC_WORDS == 0,
+             f"program_words {h['program_words']} is not a whole number of descriptors")
+    words = _u32(blob, h["program_offset"], h["program_words"]).reshape(-1, fmt.DESC_WORDS)
+    descs = [fmt.Descriptor.unpack(w) for w in words]
+    act = 2 * h["hw_bank_words"]
+
+    def slices(bits):
+        return -(-bits // h["hw_a_bits"])
+
+    for i, d in enumerate(descs):
+        _require(d.last == (i == len(descs) - 1),
+                 f"descriptor {i}: last={d.last} (only the final one of {len(descs)} is last)")
+        out = d.out_height * d.out_width * d.out_groups
+        _require(d.in_base + d.in_height * d.in_width * d.in_groups <= act
+                 and d.out_base + out * slices(d.out_bits) <= act
+                 and (not d.has_residual or d.res_base + out * slices(d.res_bits) <= act),
+                 f"descriptor {i}: a tensor outside the activation buffer ({act} words)")
+    d0 = descs[0]
+    _require((d0.in_base, d0.in_channels, d0.in_height, d0.in_width)
+             == (off["act_in_base"], off["in_c"], off["in_h"], off["in_w"]),
+             "the OFFLOAD input is not the first layer's input")
+    _require(any((d.out_base, d.out_channels, d.out_height, d.out_width, d.out_bits,
+                  d.out_signed) == (off["act_out_base"], off["out_c"], off["out_h"],
+                                    off["out_w"], off["out_bits"], off["out_signed"])
+                 for d in descs), "the OFFLOAD output is no layer's output")
+    tiles = max(d.weight_base + d.weight_tiles for d in descs)
+    records = max(d.param_base + d.col_tiles * h["hw_cols"] for d in descs)
+    beat = -(-h["hw_write_rows"] * h["hw_cols"] * h["hw_w_bits"] // 32)
+    tile_words = h["hw_rows"] // h["hw_write_rows"] * beat
+    _require(h["weight_words"] == tiles * tile_words,
+             f"weight_words {h['weight_words']}, the descriptors address {tiles} tiles of "
+             f"{tile_words} words")
+    _require(h["param_words"] == records * h["hw_param_record_words"],
+             f"param_words {h['param_words']}, the descriptors address {records} records of "
+             f"{h['hw_param_record_words']} words")
+
+
+def _check_contents(blob: bytes, h: dict, conv: dict) -> None:
+    """``contents_ok``: images, labels and the CONV records as the header describes them."""
+    n = h["images_count"]
+    px = np.frombuffer(blob, np.uint8, n * h["in_channels"] * h["in_height"] * h["in_width"],
+                       h["images_offset"])
+    _require(not px.size or int(px.max()) <= h["pixel_max"],
+             f"a test image has pixels above pixel_max {h['pixel_max']}")
+    labels = _u32(blob, h["labels_offset"], n)
+    _require(not n or int(labels.max()) < h["classes"],
+             f"a test label is not below classes {h['classes']}")
+    rec = np.frombuffer(blob, [("bias", "<i8"), ("mult", "<i4"), ("zero", "<i4")],
+                        (conv["out_c"] + 1) // 2 * 2, conv["params_offset"])
+    _require(not rec["zero"].any(), "CONV: a requantization record's reserved word is not 0")
+    if conv["rq_mode"] == RQ_MODES.index("GENERIC") + 1:
+        _require(np.abs(rec["mult"].astype(np.int64)).max() <= (1 << 15) - 1,
+                 "CONV: RQ_GENERIC multipliers outside 16 bits (RQ_FAST records?)")
+
+
+def check_blob(blob: bytes, config: HwConfig | None = None) -> tuple[dict, list[dict]]:
+    """The firmware's blob check in Python: ``cim_model_open`` (``firmware/src/cim_model.c``,
+    the same checks in the same order) and, with ``config``, ``cim_check_model`` (the
+    hardware words against that configuration). Returns ``(header, ops)``; raises
+    :class:`BlobError` whose ``status`` is what the firmware returns."""
+    blob = bytes(blob)
+    try:
+        size = len(blob)
+        _require(size >= 4, f"{size} bytes", "ERR_BLOB_SIZE")
+        _require(int(_u32(blob, 0, 1)[0]) == MAGIC, "not a model blob (magic word)",
+                 "ERR_BLOB_MAGIC")
+        _require(size >= 8, f"{size} bytes", "ERR_BLOB_SIZE")
+        version = int(_u32(blob, 4, 1)[0])
+        _require(version == VERSION, f"blob version {version}, this code reads {VERSION}",
+                 "ERR_BLOB_VERSION")
+        _require(size >= HEADER_BYTES, f"{size} bytes, shorter than the header",
+                 "ERR_BLOB_SIZE")
+        h = parse_header(blob)
+        _require(h["total_bytes"] <= size, f"total_bytes {h['total_bytes']}, the blob has "
+                                           f"{size}", "ERR_BLOB_SIZE")
+        _require(h["header_bytes"] == HEADER_BYTES and h["total_bytes"] >= HEADER_BYTES,
+                 "header_bytes or total_bytes")
+        crc = zlib.crc32(blob[CRC_START:h["total_bytes"]])
+        _require(crc == h["crc32"], f"CRC-32 {crc:#010x}, the header says {h['crc32']:#010x}",
+                 "ERR_BLOB_CRC")
+        _check_header(h)
+        ops = parse_ops(blob)
+        off = _check_ops(h, ops)
+        _check_layout(h, ops)
+        _check_program(blob, h, off)
+        _check_contents(blob, h, ops[0])
+        if config is not None:
+            want = _hw_words(config)
+            diff = [k for k, v in want.items() if h[k] != v]
+            _require(not diff, f"compiled for other hardware than {config.name!r}: "
+                               f"{', '.join(f'{k}={h[k]} (not {want[k]})' for k in diff)}",
+                     "ERR_HW_CONFIG")
+    except _Refuse as e:
+        raise BlobError(f"blob refused ({e.status}): {e.why}", e.status) from None
+    return h, ops
+
+
+def _check_header(h: dict) -> None:
+    """``header_ok``: the header's own ranges and every section inside the blob."""
+    pow2 = [h[k] >= 1 and h[k] & (h[k] - 1) == 0 for k in
+            ("hw_rows", "hw_write_rows", "hw_a_bits", "hw_w_bits")]
+    image = h["in_channels"] * h["in_height"] * h["in_width"]
+    n = h["images_count"]
+    _require(all(pow2) and h["hw_rows"] <= 1024 and 1 <= h["hw_cols"] <= 1024
+             and h["hw_write_rows"] <= h["hw_rows"] and h["hw_a_bits"] <= 8
+             and h["hw_w_bits"] <= 8 and h["hw_bank_words"] >= 1 and h["classes"] >= 1
+             and h["hw_desc_words"] == fmt.DESC_WORDS
+             and h["hw_param_record_words"] == fmt.PARAM_WORDS
+             and image >= 1 and 1 <= h["pixel_max"] <= 255,
+             "header: hardware words, image shape, classes or pixel_max out of range")
+    _require(1 <= h["ops_count"] <= 16
+             and _section(h, h["ops_offset"], 4 * OP_WORDS * h["ops_count"])
+             and 1 <= h["program_words"] <= h["hw_prog_words"]
+             and _section(h, h["program_offset"], 4 * h["program_words"])
+             and h["weight_words"] <= h["hw_weight_words"]
+             and _section(h, h["weights_offset"], 4 * h["weight_words"])
+             and h["param_words"] <= h["hw_param_words"]
+             and _section(h, h["params_offset"], 4 * h["param_words"])
+             and _section(h, h["images_offset"], n * image)
+             and _section(h, h["labels_offset"], 4 * n)
+             and _section(h, h["expected_offset"], 8 * n * h["classes"])
+             and h["workspace_bytes"] >= WORKSPACE_ALIGN,
+             "header: a count exceeds its memory or a section lies outside the blob")
 
 
 def test_images(model: golden.IntModel, count: int, data_dir: str | None = None):

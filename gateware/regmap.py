@@ -504,6 +504,15 @@ def _number(v: int) -> str:
     return str(v) if v < 1 << 20 else f"{v:#x}"
 
 
+def byte_size(n: int) -> str:
+    """A size in bytes as the largest of MiB, KiB or bytes that states it exactly (``256 KiB``,
+    ``4 MiB``, ``1536 bytes``), so a size below a unit is never rounded down to 0 of it."""
+    for unit, name in ((1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= unit and n % unit == 0:
+            return f"{n // unit} {name}"
+    return f"{n} bytes"
+
+
 def _hex(v: int) -> str:
     return f"0x{v:08X}"
 
@@ -642,9 +651,9 @@ def render_markdown() -> str:
                      [(m.window(w.name).offset, m.window(w.name).size) for m in maps.values()]))
     for name, acc, sizes, places in rows:
         L.append(f"| {name} | {acc} | {sizes} | "
-                 + " | ".join(f"{o:#010x} | {s // 1024} KiB" for o, s in places) + " |")
+                 + " | ".join(f"{o:#010x} | {byte_size(s)}" for o, s in places) + " |")
     L += ["", "Address space of the slave: "
-          + ", ".join(f"`{n}` {m.span // (1 << 20)} MiB (`addr_width` {m.addr_width})"
+          + ", ".join(f"`{n}` {byte_size(m.span)} (`addr_width` {m.addr_width})"
                       for n, m in maps.items())
           + "; everything in it outside the blocks above, and every register-block offset "
           "without a register, answers ERROR.", "",

@@ -1,13 +1,16 @@
 """Export a trained :class:`~model.nets.QuantNet` to the integer model file.
 
-File format (``FORMAT``, version ``VERSION``): a NumPy ``.npz`` archive (a zip; every member
-has a CRC, so corruption is detected) holding
+File format (``FORMAT``, version ``VERSION``; written and read by :mod:`model.modelfile`): a
+NumPy ``.npz`` archive (a zip; every member has a CRC, so corruption is detected) holding
 
 ``manifest``
     UTF-8 JSON as a uint8 array: ``format``, ``version``, ``input`` (shape ``[C, H, W]``,
     ``pixel_max``; pixels are unsigned 8-bit integers), ``requant`` (the rule, see below),
     ``nodes`` (the layer graph in execution order), ``output`` (the last node), ``classes``,
-    ``spec`` (to rebuild the PyTorch network) and free-form ``meta`` (training record).
+    ``spec`` (to rebuild the PyTorch network), free-form ``meta`` (training record) and
+    ``content_sha256``: the SHA-256 of everything else in the file, manifest and arrays
+    (:func:`model.modelfile.content_sha256`), so that a file changed after export is refused
+    instead of computed (version 2; version 1 had no hash).
 ``<node>/<array>``
     the integer arrays of each node, listed by name in the node's ``arrays``.
 
@@ -39,17 +42,17 @@ Node fields (all nodes: ``name``, ``op``, ``inputs``, ``where`` = ``mcu`` | ``ac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import nets
+from .modelfile import FORMAT, VERSION, save
 from .quant import MULT_BITS, RES_MULT_BITS
 
-FORMAT = "cim-int-model"
-VERSION = 1
+__all__ = ["FORMAT", "VERSION", "export", "save", "to_manifest"]
+
 
 
 @torch.no_grad()
@@ -114,15 +117,6 @@ def to_manifest(net: nets.QuantNet, meta: dict | None = None) -> tuple[dict, dic
         spec=spec.to_dict(), meta=meta or {},
     )
     return manifest, arrays
-
-
-def save(path: str | Path, manifest: dict, arrays: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = np.frombuffer(json.dumps(manifest, indent=1).encode(), dtype=np.uint8)
-    with open(path, "wb") as f:
-        np.savez_compressed(f, manifest=blob, **arrays)
-    return path
 
 
 def export(net: nets.QuantNet, path: str | Path, meta: dict | None = None) -> Path:

@@ -10,9 +10,7 @@ checks that every partial sum of every layer stays below 2**53 in magnitude.
 
 from __future__ import annotations
 
-import json
-import zipfile
-import zlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +29,11 @@ from contract.arith import (
     weight_qmax,
 )
 
-from .export import FORMAT, VERSION
+from .modelfile import FORMAT, HASH_FIELD, VERSION, ModelFormatError, check_content, read
 
 OPS = ("conv", "maxpool", "avgpool", "fc")
 WHERE = ("mcu", "accel")
 EXACT_LIMIT = 2**53
-
-
-class ModelFormatError(ValueError):
-    """The model file is malformed, corrupt, or inconsistent with itself."""
 
 
 @dataclass
@@ -69,24 +63,12 @@ class IntModel:
 
 
 def load(path: str | Path) -> IntModel:
-    """Load and validate a model file; raise :class:`ModelFormatError` naming the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFormatError(f"{path}: no such model file (train one with "
-                               "`python -m model.train` or use one under models/)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
-        raise ModelFormatError(f"{path}: not a readable model archive ({e})") from e
-    if "manifest" not in arrays:
-        raise ModelFormatError(f"{path}: no manifest in the archive")
-    blob = arrays.pop("manifest")
-    try:
-        manifest = json.loads(blob.astype(np.uint8).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFormatError(f"{path}: manifest is not valid JSON ({e})") from e
+    """Load and validate a model file; raise :class:`ModelFormatError` naming the problem. A
+    file whose contents do not match its content hash (changed after export) is refused."""
+    manifest, arrays = read(path)
     model = IntModel(manifest, arrays, str(path))
+    _check_version(model)
+    check_content(model.path, manifest, arrays)
     validate(model)
     return model
 
@@ -95,14 +77,38 @@ def _fail(model: IntModel, msg: str):
     raise ModelFormatError(f"{model.path}: {msg}")
 
 
+_KINDS = {int: "an integer", bool: "true or false", str: "a string", list: "a list",
+          dict: "an object"}
+
+
 def _need(model: IntModel, d: dict, key: str, kind, where: str):
+    """``d[key]``, which must be present and of JSON type ``kind`` (a bool is not an int)."""
     if key not in d:
         _fail(model, f"{where}: missing field {key!r}")
     v = d[key]
-    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
-        _fail(model, f"{where}: field {key!r} must be an integer, not {v!r}")
-    if kind is not int and not isinstance(v, kind):
-        _fail(model, f"{where}: field {key!r} has the wrong type ({type(v).__name__})")
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        _fail(model, f"{where}: field {key!r} must be {_KINDS[kind]}, not {v!r}")
+    return v
+
+
+def _ints(model: IntModel, d: dict, key: str, where: str, length=None) -> list[int]:
+    """``d[key]``: a list of positive integers (of ``length`` of them when given)."""
+    if key not in d:
+        _fail(model, f"{where}: missing field {key!r}")
+    v = d[key]
+    if (not isinstance(v, list)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v)
+            or (length is not None and len(v) not in length)):
+        count = " or ".join(map(str, length)) if length else "any number of"
+        _fail(model, f"{where}: field {key!r} must be a list of {count} positive integers, "
+                     f"not {v!r}")
+    return v
+
+
+def _strings(model: IntModel, d: dict, key: str, where: str) -> list[str]:
+    v = _need(model, d, key, list, where)
+    if not all(isinstance(s, str) for s in v):
+        _fail(model, f"{where}: field {key!r} must be a list of strings, not {v!r}")
     return v
 
 
@@ -121,34 +127,61 @@ def _arr(model: IntModel, node: str, name: str, shape: tuple, lo: int, hi: int) 
     return a
 
 
-def validate(model: IntModel) -> None:
-    """Check version, graph, shapes and value ranges of every node."""
+def _check_version(model: IntModel) -> None:
     m = model.manifest
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         got = m.get("format") if isinstance(m, dict) else m
         _fail(model, f"not a {FORMAT} file (format field {got!r})")
     ver = m.get("version")
-    if ver != VERSION:
+    if ver == 1 and not isinstance(ver, bool):
+        _fail(model, f"format version 1 has no content hash ({HASH_FIELD!r}; this code reads "
+                     f"version {VERSION}): re-export the model, or add the hash to a file you "
+                     "trust with `python -m model.modelfile --upgrade PATH`")
+    if ver != VERSION or isinstance(ver, bool) or not isinstance(ver, int):
         _fail(model, f"format version {ver!r} is not supported (this code reads version "
                      f"{VERSION}); re-export the model with this version of the tools")
+
+
+def _node_arrays(op: str, inputs: list) -> set[str]:
+    """The arrays a node of ``op`` takes."""
+    if op == "conv":
+        return {"weight", "mult", "bias"} | ({"res_mult"} if len(inputs) == 2 else set())
+    return {"weight", "bias"} if op == "fc" else set()
+
+
+def validate(model: IntModel) -> None:
+    """Check the manifest's fields and types, the graph, shapes and value ranges of every
+    node; :class:`ModelFormatError` names the node, the field and what is expected. (The
+    content hash is :func:`load`'s: an in-memory model has none to check.)"""
+    _check_version(model)
+    m = model.manifest
     inp = _need(model, m, "input", dict, "manifest")
-    shape = _need(model, inp, "shape", list, "input")
+    shape = _ints(model, inp, "shape", "input", length=(3,))
     pixel_max = _need(model, inp, "pixel_max", int, "input")
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-        _fail(model, f"input shape must be [C, H, W] of positive integers, not {shape}")
     if not 1 <= pixel_max <= 255:
         _fail(model, f"input pixel_max must be 1..255, not {pixel_max}")
+    for key, kind in (("requant", dict), ("classes", list), ("spec", dict), ("meta", dict)):
+        if key in m:
+            _need(model, m, key, kind, "manifest")
     nodes = _need(model, m, "nodes", list, "manifest")
     if not nodes:
         _fail(model, "the graph has no nodes")
+    stored: dict[str, set[str]] = {}
+    for key in model.arrays:
+        node, sep, arr = key.partition("/")
+        if not sep:
+            _fail(model, f"array {key!r} is not named <node>/<array>")
+        stored.setdefault(node, set()).add(arr)
     # name -> (shape, lo, hi): the value range each tensor can take.
     tensors = {"input": (tuple(shape), 0, pixel_max)}
-    used = set()
     for i, n in enumerate(nodes):
         if not isinstance(n, dict):
             _fail(model, f"node #{i} is not an object")
         name = _need(model, n, "name", str, f"node #{i}")
         where = f"node {name!r}"
+        if not name or "/" in name or name == "input":
+            _fail(model, f"{where}: a node name must be non-empty, without '/', and not "
+                         "'input'")
         if name in tensors:
             _fail(model, f"{where}: duplicate node name")
         op = _need(model, n, "op", str, where)
@@ -156,7 +189,7 @@ def validate(model: IntModel) -> None:
             _fail(model, f"{where}: unsupported op {op!r} (supported: {', '.join(OPS)})")
         if n.get("where") not in WHERE:
             _fail(model, f"{where}: 'where' must be one of {WHERE}, not {n.get('where')!r}")
-        inputs = _need(model, n, "inputs", list, where)
+        inputs = _strings(model, n, "inputs", where)
         for src in inputs:
             if src not in tensors:
                 _fail(model, f"{where}: input {src!r} is not the model input or an earlier node")
@@ -165,7 +198,13 @@ def validate(model: IntModel) -> None:
             _fail(model, f"{where}: {op} takes {'1 or 2 inputs' if nin == 2 else '1 input'}, "
                          f"got {len(inputs)}")
         xs, xlo, xhi = tensors[inputs[0]]
-        names = set(_need(model, n, "arrays", list, where))
+        names = _strings(model, n, "arrays", where)
+        if sorted(names) != sorted(_node_arrays(op, inputs)):
+            _fail(model, f"{where}: field 'arrays' must list {sorted(_node_arrays(op, inputs))} "
+                         f"for this {op}, not {names!r}")
+        if set(names) != stored.get(name, set()):
+            _fail(model, f"{where}: the arrays listed ({sorted(names)}) differ from those "
+                         f"stored ({sorted(stored.get(name, set()))})")
         if op == "conv":
             out = _check_conv(model, n, where, inputs, tensors, xs, xlo, xhi)
         elif op == "maxpool":
@@ -182,22 +221,27 @@ def validate(model: IntModel) -> None:
             out = ((xs[0],), xlo * xs[1] * xs[2], xhi * xs[1] * xs[2])
         else:
             out = _check_fc(model, n, where, xs, xlo, xhi)
-        expected = tuple(n.get("shape", ()))
-        if expected != out[0]:
-            _fail(model, f"{where}: declared output shape {list(expected)} but the graph gives "
+        declared = tuple(_ints(model, n, "shape", where, length=(1, 3)))
+        if declared != out[0]:
+            _fail(model, f"{where}: declared output shape {list(declared)} but the graph gives "
                          f"{list(out[0])}")
-        if not isinstance(n.get("scale"), (int, float)) or not n["scale"] > 0:
-            _fail(model, f"{where}: 'scale' must be a positive number")
-        if names != {k.split("/", 1)[1] for k in model.arrays if k.split("/", 1)[0] == name}:
-            _fail(model, f"{where}: the arrays listed ({sorted(names)}) differ from those stored")
-        used |= {f"{name}/{a}" for a in names}
+        scale = n.get("scale")
+        if (not isinstance(scale, (int, float)) or isinstance(scale, bool)
+                or not (math.isfinite(scale) and scale > 0)):
+            _fail(model, f"{where}: 'scale' must be a positive finite number, not {scale!r}")
         tensors[name] = out
-    extra = set(model.arrays) - used
+    extra = sorted(f"{k}/{a}" for k, v in stored.items() if k not in tensors for a in v)
     if extra:
-        _fail(model, f"arrays that belong to no node: {sorted(extra)}")
-    if m.get("output") != nodes[-1]["name"]:
-        _fail(model, f"'output' must name the last node ({nodes[-1]['name']!r}), "
-                     f"not {m.get('output')!r}")
+        _fail(model, f"arrays that belong to no node: {extra}")
+    last = nodes[-1]["name"]
+    if m.get("output") != last:
+        _fail(model, f"'output' must name the last node ({last!r}), not {m.get('output')!r}")
+    classes = m.get("classes", [])
+    if not all(isinstance(c, str) for c in classes):
+        _fail(model, f"'classes' must be a list of strings, not {classes!r}")
+    if classes and (len(classes),) != tensors[last][0]:
+        _fail(model, f"'classes' names {len(classes)} classes, the output {last!r} has shape "
+                     f"{list(tensors[last][0])}")
 
 
 def _osize(model, where, size, k, s, p):

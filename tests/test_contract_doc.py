@@ -7,6 +7,7 @@ with :func:`model.golden.run` (or ``predict``) bit for bit, on the shipped model
 corner cases built for the purpose.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -25,13 +26,27 @@ MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"
 # ----------------------------------------------------------------------------- the contract
 
 
+def content_hash(manifest, arrays) -> str:
+    """SHA-256 of the manifest without ``content_sha256`` (canonical JSON and a newline), then
+    per array, in name order, ``[name, dtype, shape]`` as JSON, a newline and its C-order bytes."""
+    rest = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    h = hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode() + b"\n")
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def read_model(path) -> tuple[dict, dict]:
-    """(manifest, arrays) of a model file: an .npz whose ``manifest`` member is UTF-8 JSON."""
+    """(manifest, arrays) of a model file: an .npz whose ``manifest`` member is UTF-8 JSON,
+    whose ``content_sha256`` is the hash of everything else."""
     with zipfile.ZipFile(path) as z:
         arrays = {n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                   for n in z.namelist()}
     manifest = json.loads(arrays.pop("manifest").astype(np.uint8).tobytes().decode())
-    assert manifest["format"] == "cim-int-model" and manifest["version"] == 1
+    assert manifest["format"] == "cim-int-model" and manifest["version"] == 2
+    assert manifest["content_sha256"] == content_hash(manifest, arrays)
     return manifest, arrays
 
 
@@ -212,7 +227,7 @@ def build(nodes, arrays, shape, pixel_max=255):
             n["shape"] = [n["out_features"]]
         n["arrays"] = sorted(k.split("/")[1] for k in arrays if k.split("/")[0] == n["name"])
         shapes[n["name"]] = tuple(n["shape"])
-    man = dict(format="cim-int-model", version=1, input=dict(shape=list(shape),
+    man = dict(format="cim-int-model", version=2, input=dict(shape=list(shape),
                pixel_max=pixel_max), nodes=nodes, output=nodes[-1]["name"])
     model = golden.IntModel(man, arrays)
     golden.validate(model)

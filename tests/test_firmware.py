@@ -146,6 +146,7 @@ def check_mcu_layers(fw, model, config, images, **kw):
     """Run the MCU's ops in C (the accelerator's output taken from the golden model) and
     compare every op's output with the golden model's."""
     blob = fb.build_blob(model, get_config(config), **kw)
+    fb.check_blob(blob, get_config(config))
     s = Session(fw, blob)
     assert s.status == "OK"
     s.init_net()
@@ -464,7 +465,15 @@ def test_bad_blobs(fw, digits):
     assert Session(fw, good).status == "OK"
 
     def status(blob):
-        return Session(fw, blob).status
+        """The firmware's status, which the Python check must give too."""
+        st = Session(fw, blob).status
+        if st == "OK":
+            fb.check_blob(blob)
+        else:
+            with pytest.raises(fb.BlobError) as e:
+                fb.check_blob(blob)
+            assert e.value.status == st, str(e.value)
+        return st
 
     flipped = bytearray(good)
     flipped[h["weights_offset"] + 5] ^= 0x10
@@ -499,6 +508,62 @@ def test_bad_blobs(fw, digits):
     C.memmove(misaligned.addr + 4, good, len(good))
     assert fh.status(fw.cim_model_open(C.byref(fh.Model()), misaligned.addr + 4,
                                        len(good))) == "ERR_ARG"
+
+
+def _header_word(blob: bytes, name: str, value: int) -> bytes:
+    return _set_word(blob, fb.field_offsets(fb.HEADER_FIELDS)[name], value)
+
+
+def _op_word(blob: bytes, op: int, name: str, value: int) -> bytes:
+    at = fb.parse_header(blob)["ops_offset"] + 4 * op * fb.OP_WORDS
+    return _set_word(blob, at + fb.field_offsets(fb.OP_FIELDS)[name], value)
+
+
+def _desc_field(blob: bytes, layer: int, name: str, value: int) -> bytes:
+    h = fb.parse_header(blob)
+    word, bit = fb.fmt.LAYOUT[name]
+    at = h["program_offset"] + 4 * (layer * fb.fmt.DESC_WORDS + word)
+    old = int.from_bytes(blob[at:at + 4], "little")
+    bits = next(f.bits for f in fb.fmt.FIELDS if f.name == name)
+    mask = ((1 << bits) - 1) << bit
+    return _set_word(blob, at, (old & ~mask) | (value << bit & mask))
+
+
+def test_header_words_must_match_the_contents(fw_tiny, digits):
+    """Header and op words that disagree with what the blob holds, with the CRC recomputed so
+    only the consistency checks can tell, are refused by the firmware (ERR_BLOB_FORMAT) and by
+    the Python validator alike. A header with param_words 1, where the descriptors need
+    every parameter record, once opened and ran with other logits."""
+    x = random_images(digits, 2, np.random.default_rng(SEED))
+    good = fb.build_blob(digits, get_config("tiny"), x, [1, 2])
+    h = fb.parse_header(good)
+    fb.check_blob(good, get_config("tiny"))
+    assert Session(fw_tiny, good).status == "OK"
+    ops = fb.parse_ops(good)
+    offload = [fb.OP_KINDS[o["kind"] - 1] for o in ops].index("OFFLOAD")
+    bad = {
+        "param_words 1": _header_word(good, "param_words", 1),
+        "param_words - 4": _header_word(good, "param_words", h["param_words"] - 4),
+        "weight_words - 1": _header_word(good, "weight_words", h["weight_words"] - 1),
+        "program_words - desc": _header_word(good, "program_words",
+                                             h["program_words"] - fb.fmt.DESC_WORDS),
+        "images_count - 1": _header_word(good, "images_count", 1),
+        "pixel_max below the images": _header_word(good, "pixel_max", int(x.max()) - 1),
+        "labels_offset + 8": _header_word(good, "labels_offset", h["labels_offset"] + 8),
+        "act_in_base + 1": _op_word(good, offload, "act_in_base",
+                                    ops[offload]["act_in_base"] + 1),
+        "act_out_base + 1": _op_word(good, offload, "act_out_base",
+                                     ops[offload]["act_out_base"] + 1),
+        "steps + 1": _op_word(good, 0, "steps", ops[0]["steps"] + 1),
+        "last on the first layer": _desc_field(good, 0, "last", 1),
+        "a layer's output past the buffer": _desc_field(good, 1, "out_base", (1 << 24) - 8),
+        "a layer's weights past weight_words": _desc_field(good, 1, "weight_base", 1000),
+    }
+    for what, blob in bad.items():
+        assert Session(fw_tiny, blob).status == "ERR_BLOB_FORMAT", what
+        with pytest.raises(fb.BlobError) as e:
+            fb.check_blob(blob)
+        assert e.value.status == "ERR_BLOB_FORMAT", (what, str(e.value))
 
 
 def test_crc32_is_zlibs(fw):

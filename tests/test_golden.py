@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import export, golden, nets
+from model import export, golden, modelfile, nets
 from model.testnets import random_net, small_specs
 
 BITS = [(w, a) for w in (1, 2, 4, 8) for a in (1, 2, 4, 8)]
@@ -122,6 +122,41 @@ CASES = {
     "output": (lambda m, a: m.update(output="conv1"), "'output' must name the last node"),
     "signed conv input": (lambda m, a: _node(m, "layer2_0_conv1").update(
         inputs=["layer2_0_shortcut"]), "is signed"),
+    # Every field's type: each once raised a bare TypeError or passed unnoticed.
+    "shape a number": (lambda m, a: _node(m, "conv1").update(shape=16),
+                       "node 'conv1': field 'shape' must be a list of 1 or 3 positive integers"),
+    "shape of floats": (lambda m, a: _node(m, "avgpool").update(shape=[8.0]),
+                        "node 'avgpool': field 'shape' must be a list"),
+    "input shape bools": (lambda m, a: m["input"].update(shape=[True, 16, 16]),
+                          "input: field 'shape' must be a list of 3 positive integers"),
+    "inputs not names": (lambda m, a: _node(m, "fc").update(inputs=[["avgpool"]]),
+                         "node 'fc': field 'inputs' must be a list of strings"),
+    "inputs a string": (lambda m, a: _node(m, "fc").update(inputs="avgpool"),
+                        "node 'fc': field 'inputs' must be a list, not 'avgpool'"),
+    "arrays not names": (lambda m, a: _node(m, "conv1").update(arrays=[{"w": 1}, "bias"]),
+                         "node 'conv1': field 'arrays' must be a list of strings"),
+    "arrays of another op": (lambda m, a: (_node(m, "maxpool").update(arrays=["weight"]),
+                                           a.update({"maxpool/weight": np.zeros(1, np.int8)})),
+                             "node 'maxpool': field 'arrays' must list \\[\\] for this maxpool"),
+    "unnamed array": (lambda m, a: a.update({"conv1": np.zeros(1, np.int8)}),
+                      "array 'conv1' is not named <node>/<array>"),
+    "scale a bool": (lambda m, a: _node(m, "fc").update(scale=True), "'scale' must be a"),
+    "scale infinite": (lambda m, a: _node(m, "fc").update(scale=float("inf")),
+                       "'scale' must be a positive finite number"),
+    "out_signed a number": (lambda m, a: _node(m, "conv1").update(out_signed=0),
+                            "field 'out_signed' must be true or false"),
+    "version a bool": (lambda m, a: m.update(version=True), "version True is not supported"),
+    "name input": (lambda m, a: _node(m, "fc").update(name="input"), "not 'input'"),
+    "name a number": (lambda m, a: _node(m, "fc").update(name=7),
+                      "node #\\d+: field 'name' must be a string, not 7"),
+    "node a list": (lambda m, a: m["nodes"].append([]), "node #\\d+ is not an object"),
+    "nodes an object": (lambda m, a: m.update(nodes={}), "field 'nodes' must be a list"),
+    "input a list": (lambda m, a: m.update(input=[1, 16, 16]), "field 'input' must be an object"),
+    "meta a list": (lambda m, a: m.update(meta=["digits"]), "field 'meta' must be an object"),
+    "classes count": (lambda m, a: m.update(classes=["a", "b"]),
+                      "'classes' names 2 classes, the output 'fc' has shape"),
+    "classes not names": (lambda m, a: m.update(classes=list(range(10))),
+                          "'classes' must be a list of strings"),
 }
 
 
@@ -132,6 +167,82 @@ def test_invalid_model_files_are_rejected(tmp_path, exported, case):
     with pytest.raises(golden.ModelFormatError, match=pattern) as e:
         golden.load(path)
     assert str(path) in str(e.value)
+
+
+def _write_raw(path, manifest, arrays):
+    """A model file written as an editor would: the manifest kept as it is (its content hash
+    not recomputed)."""
+    blob = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez_compressed(path, manifest=blob, **arrays)
+    return path
+
+
+def _same_shape_pair(arrays):
+    by_shape = {}
+    for k, v in sorted(arrays.items()):
+        by_shape.setdefault((v.shape, v.dtype.str), []).append(k)
+    for names in by_shape.values():
+        for a, b in zip(names, names[1:]):
+            if not np.array_equal(arrays[a], arrays[b]):
+                return a, b
+    raise AssertionError("no two different arrays of one shape")
+
+
+def test_changed_file_is_refused(tmp_path, exported):
+    """Edits that keep every value in range, which the range checks cannot see, are refused
+    by the content hash: the same file once loaded and computed other results."""
+    path = exported[2]
+    manifest, arrays = modelfile.read(path)
+    x = np.random.default_rng(0).integers(0, 17, (2, *golden.load(path).input_shape))
+    want = golden.run(golden.load(path), x)
+    a, b = _same_shape_pair(arrays)
+    narrowed = next(k for k, v in sorted(arrays.items()) if v.dtype == np.int64)
+    edits = {
+        "swapped": {**arrays, a: arrays[b], b: arrays[a]},
+        "cast": {**arrays, narrowed: arrays[narrowed].astype(np.int16)},
+        "one value": {**arrays, a: np.where(np.arange(arrays[a].size).reshape(
+            arrays[a].shape) == 0, -arrays[a], arrays[a]).astype(arrays[a].dtype)},
+    }
+    for what, edited in edits.items():
+        bad = _write_raw(tmp_path / f"{what.replace(' ', '_')}.npz", manifest, edited)
+        with pytest.raises(golden.ModelFormatError, match="changed after it was exported.*"
+                           "re-export"):
+            golden.load(bad)
+        # The edit is a real one: with the hash recomputed the file loads and computes
+        # something else (or, for the cast, the same: only the hash tells).
+        again = golden.load(export.save(tmp_path / "rehashed.npz", manifest, edited))
+        got = golden.run(again, x)
+        if what == "swapped":
+            assert any(not np.array_equal(got[k], want[k]) for k in want), what
+    edited = json.loads(json.dumps(manifest))
+    _node(edited, "conv1")["shift"] += 1
+    with pytest.raises(golden.ModelFormatError, match="changed after it was exported"):
+        golden.load(_write_raw(tmp_path / "shift.npz", edited, arrays))
+    stripped = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    with pytest.raises(golden.ModelFormatError, match="no valid 'content_sha256'"):
+        golden.load(_write_raw(tmp_path / "nohash.npz", stripped, arrays))
+
+
+def test_version_1_files_are_refused_until_upgraded(tmp_path, exported):
+    """A version-1 file (no hash) is refused with the way out; the upgrade keeps every array
+    and the manifest, and adds only the version and the hash."""
+    manifest, arrays = modelfile.read(exported[2])
+    old = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    old["version"] = 1
+    p = _write_raw(tmp_path / "v1.npz", old, arrays)
+    with pytest.raises(golden.ModelFormatError, match="version 1 has no content hash.*"
+                       "--upgrade"):
+        golden.load(p)
+    assert modelfile.upgrade(p) is True
+    assert modelfile.upgrade(p) is False
+    m2, a2 = modelfile.read(p)
+    assert sorted(a2) == sorted(arrays)
+    for k, v in arrays.items():
+        assert a2[k].dtype == v.dtype and a2[k].tobytes() == v.tobytes(), k
+    assert m2.pop("content_sha256") and m2.pop("version") == 2
+    assert m2 == {k: v for k, v in json.loads(json.dumps(old)).items() if k != "version"}
+    golden.load(p)
+    assert modelfile.main([str(p)]) == 0
 
 
 def test_binary_weights_must_not_be_zero(tmp_path):

@@ -165,6 +165,34 @@ def test_markdown_lists_everything():
         assert f"`{name}` offset" in doc
 
 
+_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20}
+
+
+def _size(text: str) -> int:
+    n, unit = text.split()
+    return int(n) * _UNITS[unit]
+
+
+def test_markdown_sizes_are_exact():
+    """Every size in the document reads back as the map's exact byte count: `tiny`'s 256 KiB
+    address space once printed as "0 MiB"."""
+    doc = render_markdown()
+    maps = {name: register_map(get_config(name)) for name in CONFIGS}
+    for name, m in maps.items():
+        found = re.search(rf"`{name}` (\d+ \w+) \(`addr_width` {m.addr_width}\)", doc)
+        assert found, f"no address space for {name!r}"
+        assert _size(found.group(1)) == m.span == 1 << m.addr_width, name
+    names = list(maps)
+    for w in maps["default"].windows:
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{w.name}`"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        sizes = cells[-2 * len(names) + 1::2]
+        for name, text in zip(names, sizes):
+            assert _size(text) == maps[name].window(w.name).size, (w.name, name)
+    assert [regmap.byte_size(n) for n in (0, 512, 1024, 1536, 2048 << 10, 3 << 20)] == \
+        ["0 bytes", "512 bytes", "1 KiB", "1536 bytes", "2 MiB", "3 MiB"]
+
+
 def test_declaration_errors():
     """Malformed declarations are refused with a message naming the culprit."""
     with pytest.raises(ValueError, match="does not fit 4 bits"):

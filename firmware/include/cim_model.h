@@ -2,8 +2,12 @@
  *
  * cim_model_open() checks everything the driver and the kernels rely on before anything
  * touches the hardware: magic, version, size, CRC-32, every section inside the blob, the op
- * chain and its shapes, and every workspace area inside workspace_bytes. The blob is read
- * in place (flash), never copied. */
+ * chain and its shapes, and every workspace area inside workspace_bytes; and that no header
+ * or op word disagrees with what the blob holds (the CRC only says the bytes are the ones
+ * written): the sections tile the blob, the counts and word counts are exactly what the
+ * layer descriptors and the ops address, the test images and labels are in range.
+ * compiler/firmware_blob.py's check_blob() is the same check in Python. The blob is read in
+ * place (flash), never copied. */
 #ifndef CIM_MODEL_H
 #define CIM_MODEL_H
 

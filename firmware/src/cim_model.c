@@ -1,5 +1,6 @@
 /* Model blob validation (see cim_model.h and compiler/firmware_blob.py). */
 #include "cim_model.h"
+#include "cim_regs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -45,7 +46,11 @@ uint32_t cim_crc32(uint32_t crc, const void *data, uint32_t n)
     return ~crc;
 }
 
-/* ------------------------------------------------------------------------------ checks */
+/* ------------------------------------------------------------------------------ checks
+ *
+ * All sums in 64 bits: a header word may hold anything up to 2**32 - 1, and a 32-bit sum
+ * that wraps would pass a bound it should fail. compiler/firmware_blob.py's check_blob()
+ * makes the same checks in the same order. */
 
 typedef struct {
     const cim_blob_header_t *h;
@@ -77,9 +82,10 @@ static uint64_t hwc_bytes(uint32_t h, uint32_t w, uint32_t cstride)
 
 static int geometry_ok(uint32_t in, uint32_t out, uint32_t k, uint32_t s, uint32_t p)
 {
-    if (k < 1u || k > 15u || s < 1u || s > 15u || p >= k || in + 2u * p < k)
+    uint64_t padded = (uint64_t)in + 2u * (uint64_t)p;
+    if (k < 1u || k > 15u || s < 1u || s > 15u || p >= k || padded < k)
         return 0;
-    return out == (in + 2u * p - k) / s + 1u;
+    return out == (padded - k) / s + 1u;
 }
 
 static int is_pow2(uint32_t v)
@@ -100,18 +106,24 @@ static int hwc_ok(uint32_t c, uint32_t cstride)
     return c >= 1u && cstride >= c && cstride % 4u == 0;
 }
 
+static uint64_t conv_pairs(const cim_blob_op_t *op)
+{
+    return ((uint64_t)op->out_c + 1u) / 2u;
+}
+
 static int conv_ok(const ctx_t *c, const cim_blob_op_t *op)
 {
     const cim_blob_header_t *h = c->h;
     if (op->in_c != h->in_channels || op->in_h != h->in_height || op->in_w != h->in_width
         || !geometry_ok(op->in_h, op->out_h, op->kernel, op->stride, op->pad)
         || !geometry_ok(op->in_w, op->out_w, op->kernel, op->stride, op->pad)
-        || !hwc_ok(op->out_c, op->out_cstride) || op->out_cstride < ((op->out_c + 1u) & ~1u)
+        || !hwc_ok(op->out_c, op->out_cstride) || op->out_cstride < 2u * conv_pairs(op)
         || op->out_bits < 1u || op->out_bits > 8u || op->out_signed > 1u
         || (int32_t)op->out_lo > (int32_t)op->out_hi)
         return 0;
+    /* Exactly the steps the taps take: the weight section's size follows from them. */
     uint64_t taps = (uint64_t)op->in_c * op->kernel * op->kernel;
-    if (op->steps < 1u || op->steps > CIM_CONV_MAX_STEPS || 4u * (uint64_t)op->steps < taps)
+    if (op->steps < 1u || op->steps > CIM_CONV_MAX_STEPS || op->steps != (taps + 3u) / 4u)
         return 0;
     if (op->rq_mode == CIM_RQ_FAST) {
         if (op->out_signed || op->shift != 8u - op->out_bits || op->out_lo != 0
@@ -120,10 +132,10 @@ static int conv_ok(const ctx_t *c, const cim_blob_op_t *op)
     } else if (op->rq_mode != CIM_RQ_GENERIC || op->shift < 1u || op->shift > 63u) {
         return 0;
     }
-    uint64_t cpairs = (op->out_c + 1u) / 2u;
+    uint64_t cpairs = conv_pairs(op);
     uint64_t xbytes = 16u * (uint64_t)op->steps;
-    uint64_t padded = 2u * ((uint64_t)op->in_c * (op->in_h + 2u * op->pad)
-                            * (op->in_w + 2u * op->pad) + 1u);
+    uint64_t padded = 2u * ((uint64_t)op->in_c * ((uint64_t)op->in_h + 2u * op->pad)
+                            * ((uint64_t)op->in_w + 2u * op->pad) + 1u);
     uint64_t out = hwc_bytes(op->out_h, op->out_w, op->out_cstride);
     if (!section_ok(h, op->weights_offset, cpairs * 16u * op->steps)
         || !section_ok(h, op->params_offset, 2u * cpairs * CIM_RQ_RECORD_BYTES))
@@ -157,8 +169,8 @@ static int maxpool_ok(const ctx_t *c, const cim_blob_op_t *op)
 static uint64_t act_words(const cim_blob_header_t *h, uint32_t c, uint32_t hh, uint32_t w,
                           uint32_t bits)
 {
-    uint64_t groups = (c + h->hw_rows - 1u) / h->hw_rows;
-    uint64_t slices = (bits + h->hw_a_bits - 1u) / h->hw_a_bits;
+    uint64_t groups = ((uint64_t)c + h->hw_rows - 1u) / h->hw_rows;
+    uint64_t slices = ((uint64_t)bits + h->hw_a_bits - 1u) / h->hw_a_bits;
     return (uint64_t)hh * w * groups * slices;
 }
 
@@ -187,7 +199,7 @@ static int avgpool_ok(const ctx_t *c, const cim_blob_op_t *op)
     uint64_t in = hwc_bytes(op->in_h, op->in_w, op->in_cstride);
     return hwc_ok(op->in_c, op->in_cstride) && op->in_signed <= 1u && op->out_c == op->in_c
            && area_ok(c, op->in_offset, in) && area_ok(c, op->out_offset, 4u * op->out_c)
-           && disjoint(op->in_offset, in, op->out_offset, 4u * op->out_c);
+           && disjoint(op->in_offset, in, op->out_offset, 4u * (uint64_t)op->out_c);
 }
 
 static int fc_ok(const ctx_t *c, const cim_blob_op_t *op, const cim_blob_op_t *prev)
@@ -197,13 +209,15 @@ static int fc_ok(const ctx_t *c, const cim_blob_op_t *op, const cim_blob_op_t *p
            && op->out_c == h->classes && op->out_c >= 1u
            && section_ok(h, op->weights_offset, (uint64_t)op->out_c * op->in_c)
            && section_ok(h, op->params_offset, 8u * (uint64_t)op->out_c)
-           && area_ok(c, op->in_offset, 4u * op->in_c) && area_ok(c, op->out_offset,
-                                                                  8u * op->out_c)
-           && disjoint(op->in_offset, 4u * op->in_c, op->out_offset, 8u * op->out_c);
+           && area_ok(c, op->in_offset, 4u * (uint64_t)op->in_c)
+           && area_ok(c, op->out_offset, 8u * (uint64_t)op->out_c)
+           && disjoint(op->in_offset, 4u * (uint64_t)op->in_c, op->out_offset,
+                       8u * (uint64_t)op->out_c);
 }
 
-/* The op chain: CONV, MAXPOOL..., OFFLOAD, AVGPOOL, FC. */
-static int ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n)
+/* The op chain: CONV, MAXPOOL..., OFFLOAD, AVGPOOL, FC; *offload: the OFFLOAD op. */
+static int ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n,
+                  const cim_blob_op_t **offload)
 {
     uint32_t i = 0;
     if (n < 4u || ops[0].kind != CIM_OP_CONV || !conv_ok(c, &ops[0]))
@@ -214,6 +228,7 @@ static int ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n)
     if (n - i != 3u || ops[i].kind != CIM_OP_OFFLOAD || ops[i + 1].kind != CIM_OP_AVGPOOL
         || ops[i + 2].kind != CIM_OP_FC)
         return 0;
+    *offload = &ops[i];
     return chained(&ops[i - 1], &ops[i]) && offload_ok(c, &ops[i])
            && chained(&ops[i], &ops[i + 1]) && avgpool_ok(c, &ops[i + 1])
            && fc_ok(c, &ops[i + 2], &ops[i + 1]);
@@ -224,8 +239,10 @@ static int header_ok(const cim_blob_header_t *h)
     uint64_t image = (uint64_t)h->in_channels * h->in_height * h->in_width;
     uint64_t n = h->images_count;
     return is_pow2(h->hw_rows) && h->hw_rows <= 1024u && h->hw_cols >= 1u
+           && h->hw_cols <= 1024u && is_pow2(h->hw_write_rows) && h->hw_write_rows <= h->hw_rows
            && is_pow2(h->hw_a_bits) && h->hw_a_bits <= 8u && is_pow2(h->hw_w_bits)
            && h->hw_w_bits <= 8u && h->hw_bank_words >= 1u && h->classes >= 1u
+           && h->hw_desc_words == CIM_DESC_WORDS && h->hw_param_record_words == CIM_PARAM_WORDS
            && image >= 1u && h->pixel_max >= 1u && h->pixel_max <= 255u
            && h->ops_count >= 1u && h->ops_count <= CIM_MAX_OPS
            && section_ok(h, h->ops_offset, 4u * CIM_OP_WORDS * (uint64_t)h->ops_count)
@@ -239,6 +256,135 @@ static int header_ok(const cim_blob_header_t *h)
            && section_ok(h, h->labels_offset, 4u * n)
            && section_ok(h, h->expected_offset, 8u * n * h->classes)
            && h->workspace_bytes >= CIM_WORKSPACE_ALIGN;
+}
+
+typedef struct {
+    uint32_t offset;
+    uint64_t bytes;
+} section_t;
+
+/* The sections (the header's and the ops') follow one another from the end of the header
+ * with only alignment padding between them and end at total_bytes: nothing overlaps, and no
+ * count or offset can disagree with the sizes the others give. */
+static int layout_ok(const cim_blob_header_t *h, const cim_blob_op_t *ops)
+{
+    const cim_blob_op_t *conv = &ops[0], *fc = &ops[h->ops_count - 1u];
+    uint64_t n = h->images_count;
+    section_t s[11] = {
+        {h->ops_offset, 4u * CIM_OP_WORDS * (uint64_t)h->ops_count},
+        {h->program_offset, 4u * (uint64_t)h->program_words},
+        {h->weights_offset, 4u * (uint64_t)h->weight_words},
+        {h->params_offset, 4u * (uint64_t)h->param_words},
+        {h->images_offset, n * h->in_channels * h->in_height * h->in_width},
+        {h->labels_offset, 4u * n},
+        {h->expected_offset, 8u * n * h->classes},
+        {conv->weights_offset, conv_pairs(conv) * 16u * conv->steps},
+        {conv->params_offset, 2u * conv_pairs(conv) * CIM_RQ_RECORD_BYTES},
+        {fc->weights_offset, (uint64_t)fc->out_c * fc->in_c},
+        {fc->params_offset, 8u * (uint64_t)fc->out_c},
+    };
+    const uint32_t count = sizeof s / sizeof s[0];
+    for (uint32_t i = 1; i < count; i++) {     /* insertion sort by (offset, bytes) */
+        section_t v = s[i];
+        uint32_t j = i;
+        for (; j > 0 && (s[j - 1].offset > v.offset
+                         || (s[j - 1].offset == v.offset && s[j - 1].bytes > v.bytes)); j--)
+            s[j] = s[j - 1];
+        s[j] = v;
+    }
+    uint64_t end = h->header_bytes;
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t start = (end + CIM_BLOB_SECTION_ALIGN - 1u) / CIM_BLOB_SECTION_ALIGN
+                         * CIM_BLOB_SECTION_ALIGN;
+        if (s[i].offset != start)
+            return 0;
+        end = start + s[i].bytes;
+    }
+    return end == h->total_bytes;
+}
+
+/* Activation words per pixel and channel group of a `bits`-bit tensor. */
+static uint64_t slices(const cim_blob_header_t *h, uint32_t bits)
+{
+    return ((uint64_t)bits + h->hw_a_bits - 1u) / h->hw_a_bits;
+}
+
+#define DESC(d, NAME) \
+    (((d)[CIM_DESC_##NAME##_Word] & CIM_DESC_##NAME##_Msk) >> CIM_DESC_##NAME##_Pos)
+
+/* The layer program against the header and the OFFLOAD op: a whole number of descriptors,
+ * `last` on the final one only, weight_words and param_words exactly what the descriptors
+ * address, every tensor a layer reads or writes inside the activation buffer, and the
+ * OFFLOAD's tensors those of the first layer's input and of a layer's output. */
+static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
+{
+    const cim_blob_header_t *h = m->hdr;
+    if (h->program_words % CIM_DESC_WORDS != 0)
+        return 0;
+    const uint32_t *p = (const uint32_t *)cim_model_at(m, h->program_offset);
+    uint32_t count = h->program_words / CIM_DESC_WORDS;
+    uint64_t tiles = 0, records = 0;
+    uint64_t act = 2u * (uint64_t)h->hw_bank_words;
+    int output_found = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint32_t *d = p + (uint64_t)i * CIM_DESC_WORDS;
+        if (DESC(d, LAST) != (i + 1u == count ? 1u : 0u))
+            return 0;
+        /* Every tensor the layer reads or writes inside the activation buffer. */
+        uint64_t pixels = (uint64_t)DESC(d, OUT_HEIGHT) * DESC(d, OUT_WIDTH);
+        if ((uint64_t)DESC(d, IN_BASE)
+                    + (uint64_t)DESC(d, IN_HEIGHT) * DESC(d, IN_WIDTH) * DESC(d, IN_GROUPS)
+                > act
+            || DESC(d, OUT_BASE) + pixels * DESC(d, OUT_GROUPS) * slices(h, DESC(d, OUT_BITS))
+                   > act
+            || (DESC(d, HAS_RESIDUAL)
+                && DESC(d, RES_BASE) + pixels * DESC(d, OUT_GROUPS)
+                                           * slices(h, DESC(d, RES_BITS)) > act))
+            return 0;
+        uint64_t t = (uint64_t)DESC(d, WEIGHT_BASE) + DESC(d, WEIGHT_TILES);
+        uint64_t r = (uint64_t)DESC(d, PARAM_BASE) + (uint64_t)DESC(d, COL_TILES) * h->hw_cols;
+        tiles = t > tiles ? t : tiles;
+        records = r > records ? r : records;
+        if (i == 0 && (DESC(d, IN_BASE) != offload->act_in_base
+                       || DESC(d, IN_CHANNELS) != offload->in_c
+                       || DESC(d, IN_HEIGHT) != offload->in_h
+                       || DESC(d, IN_WIDTH) != offload->in_w))
+            return 0;
+        if (DESC(d, OUT_BASE) == offload->act_out_base
+            && DESC(d, OUT_CHANNELS) == offload->out_c && DESC(d, OUT_HEIGHT) == offload->out_h
+            && DESC(d, OUT_WIDTH) == offload->out_w && DESC(d, OUT_BITS) == offload->out_bits
+            && DESC(d, OUT_SIGNED) == offload->out_signed)
+            output_found = 1;
+    }
+    uint64_t beat = ((uint64_t)h->hw_write_rows * h->hw_cols * h->hw_w_bits + 31u) / 32u;
+    uint64_t tile_words = (uint64_t)(h->hw_rows / h->hw_write_rows) * beat;
+    return output_found && h->weight_words == tiles * tile_words
+           && h->param_words == records * h->hw_param_record_words;
+}
+
+/* The contents the header describes: test images within 0..pixel_max, labels below classes,
+ * and a RQ_GENERIC conv's multipliers in the model's 16-bit range with the reserved word 0
+ * (a RQ_FAST record's are scaled, so a mode flipped in the op record shows). */
+static int contents_ok(const cim_model_t *m)
+{
+    const cim_blob_header_t *h = m->hdr;
+    const cim_blob_op_t *conv = &m->ops[0];
+    const uint8_t *px = (const uint8_t *)cim_model_at(m, h->images_offset);
+    uint64_t pixels = (uint64_t)h->images_count * h->in_channels * h->in_height * h->in_width;
+    for (uint64_t i = 0; i < pixels; i++)
+        if (px[i] > h->pixel_max)
+            return 0;
+    for (uint32_t i = 0; i < h->images_count; i++)
+        if (cim_model_label(m, i) >= h->classes)
+            return 0;
+    const cim_rq_record_t *rq = (const cim_rq_record_t *)cim_model_at(m, conv->params_offset);
+    for (uint64_t i = 0; i < 2u * conv_pairs(conv); i++) {
+        if (rq[i].reserved != 0)
+            return 0;
+        if (conv->rq_mode == CIM_RQ_GENERIC && (rq[i].mult > 32767 || rq[i].mult < -32767))
+            return 0;
+    }
+    return 1;
 }
 
 cim_status_t cim_model_open(cim_model_t *model, const void *blob, uint32_t size)
@@ -267,11 +413,13 @@ cim_status_t cim_model_open(cim_model_t *model, const void *blob, uint32_t size)
         return CIM_ERR_BLOB_FORMAT;
     ctx_t c = {h, h->workspace_bytes};
     const cim_blob_op_t *ops = (const cim_blob_op_t *)(base + h->ops_offset);
-    if (!ops_ok(&c, ops, h->ops_count))
+    const cim_blob_op_t *offload = NULL;
+    if (!ops_ok(&c, ops, h->ops_count, &offload) || !layout_ok(h, ops))
         return CIM_ERR_BLOB_FORMAT;
-    model->base = base;
-    model->hdr = h;
-    model->ops = ops;
+    cim_model_t m = {base, h, ops};
+    if (!program_ok(&m, offload) || !contents_ok(&m))
+        return CIM_ERR_BLOB_FORMAT;
+    *model = m;
     return CIM_OK;
 }
 
