@@ -34,11 +34,15 @@ WAVES ?= 0
 sim: deps
 	SIM="$(SIM)" WAVES=$(WAVES) $(PY) -m pytest -q sim
 
-# Fuzzing (not part of CI; `make sim` runs a short smoke of it): FUZZ_COUNT mutated layer
-# programs on Verilator (sim/fuzz.py), counts per outcome and failing cases in fuzz_out/.
+# Fuzzing (not part of CI; `make sim` and `make test` run short smokes of it): FUZZ_COUNT
+# mutated layer programs on Verilator (sim/fuzz.py), then FILE_FUZZ_COUNT mutated model files
+# and firmware blobs through every loader (tests/fuzz_files.py); counts per outcome, failing
+# cases under fuzz_out/.
 FUZZ_COUNT ?= 10000
+FILE_FUZZ_COUNT ?= 5000
 fuzz: deps
 	$(PY) -m sim.fuzz --count $(FUZZ_COUNT) --out fuzz_out
+	$(PY) -m tests.fuzz_files --count $(FILE_FUZZ_COUNT) --out fuzz_out/files
 
 # Simulation speed and the ResNet14 frame time on Verilator (a table; not a test).
 bench: deps
