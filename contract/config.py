@@ -209,9 +209,39 @@ CONFIGS: dict[str, HwConfig] = {
 
 
 def get_config(name: str) -> HwConfig:
-    """The named configuration; :class:`ValueError` lists the valid names otherwise."""
+    """The named configuration, or a named one with fields changed: ``"tiny:a_bits=2,w_bits=1"``
+    (``adc_bits=none`` for an ideal macro; ``double_buffer=true|false``), named
+    ``tiny_a_bits2_w_bits1``. :class:`ValueError` lists the valid names, or names the bad
+    field or value, otherwise."""
+    if not isinstance(name, str):
+        raise ValueError(f"a configuration name must be a string, not {name!r}")
+    base, _, changes = name.partition(":")
+    if base not in CONFIGS:
+        raise ValueError(f"unknown hardware configuration {base!r}; valid names: "
+                         f"{', '.join(sorted(CONFIGS))} (optionally with changed fields: "
+                         f"'tiny:a_bits=2,macros=4')")
+    if not changes:
+        return CONFIGS[base]
+    fields_ = {f for f in asdict(CONFIGS[base]) if f != "name"}
+    values, suffix = {}, []
+    for item in changes.split(","):
+        key, eq, text = (part.strip() for part in item.partition("="))
+        if key not in fields_ or not eq or not text:
+            raise ValueError(f"configuration {name!r}: {item!r} is not FIELD=VALUE with a field "
+                             f"of {', '.join(sorted(fields_))}")
+        if key == "double_buffer" and text.lower() in ("true", "false", "1", "0"):
+            value = text.lower() in ("true", "1")
+        elif key == "adc_bits" and text.lower() == "none":
+            value = None
+        else:
+            try:
+                value = int(text, 0)
+            except ValueError:
+                raise ValueError(f"configuration {name!r}: {key}={text!r} is not an integer"
+                                 ) from None
+        values[key] = value
+        suffix.append(f"{key}{str(value).lower()}")
     try:
-        return CONFIGS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown hardware configuration {name!r}; valid names: "
-                         f"{', '.join(sorted(CONFIGS))}") from None
+        return HwConfig(**{**asdict(CONFIGS[base]), **values, "name": "_".join([base, *suffix])})
+    except ValueError as e:
+        raise ValueError(f"configuration {name!r}: {e}") from None

@@ -62,6 +62,22 @@ def fit_images(x: np.ndarray, shape: tuple) -> np.ndarray:
     return data.pad_images(x, shape[1]) if x.shape[2:] != shape[1:] else x
 
 
+def model_inputs(model: golden.IntModel, count: int, *, dataset: str | None = None,
+                 data_dir: str | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``count`` input images (N, C, H, W) uint8 for ``model`` and what they are: the first
+    test images of ``dataset`` (by default the one the model records), zero-padded to its
+    input; without a dataset, random pixels of its input shape and range from ``seed``.
+    :class:`~model.data.DatasetError` names a dataset whose images do not fit the model."""
+    dataset = dataset or model.manifest.get("meta", {}).get("dataset")
+    if dataset:
+        xs, _, _ = data.load_dataset(dataset, "test", data_dir, limit=count)
+        return fit_images(xs, model.input_shape), f"the first {count} {dataset} test images"
+    hi = int(model.manifest["input"]["pixel_max"])
+    xs = np.random.default_rng(seed).integers(0, hi + 1, size=(count, *model.input_shape))
+    return xs.astype(np.uint8), (f"{count} random {list(model.input_shape)} inputs in 0..{hi} "
+                                 f"(seed {seed}; the model records no dataset)")
+
+
 def evaluate(model_path: Path, dataset: str | None, data_dir: str | None,
              limit: int | None, adc: golden.AdcModel | None = None) -> dict:
     model = golden.load(model_path)

@@ -159,9 +159,11 @@ def first_mismatch(program, memory, env) -> str | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--config", default="default")
-    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--model", required=True, help="an integer model file (.npz)")
+    ap.add_argument("--config", default="default", help="a configuration name, or one with "
+                    "changed fields ('tiny:a_bits=2'); default: default")
+    ap.add_argument("--dataset", default=None, help="default: the model's own; random "
+                    "inputs of its shape when it records none")
     ap.add_argument("--images", type=int, default=1)
     ap.add_argument("--macro-style", choices=STYLES, default="behavioral",
                     help="the macros' column adders (same results; behavioral simulates "
@@ -170,12 +172,16 @@ def main(argv=None) -> int:
     ap.add_argument("--vcd", help="write the first image's waveform to this VCD file")
     args = ap.parse_args(argv)
     from model import data
-    from model.evaluate import fit_images
-    config = get_config(args.config)
-    model = golden.load(args.model)
-    program = compiler.compile_model(model, config)
-    xs, _, _ = data.load_dataset(args.dataset, "test", limit=args.images)
-    xs = fit_images(xs, model.input_shape)
+    from model.evaluate import model_inputs
+    try:
+        config = get_config(args.config)
+        model = golden.load(args.model)
+        program = compiler.compile_model(model, config)
+        xs, what = model_inputs(model, args.images, dataset=args.dataset)
+    except (ValueError, OSError, data.DatasetError, compiler.CompileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.model} on {config.name!r}, {what}")
     analytic = cycles.network_cycles(program)
     failures, runs = 0, []
     for i, x in enumerate(xs):

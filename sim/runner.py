@@ -3,8 +3,9 @@
     python -m sim.runner --sim verilator --target tiny --module sim.tb_regs [--waves]
 
 A *target* is ``ahb`` (the bus harness alone, :class:`~sim.harness.ErrorSlave` in place of
-the accelerator) or the name of a hardware configuration (:mod:`contract.config`): the
-harness around ``cim_top`` of that configuration, from :func:`gateware.top.verilog`.
+the accelerator) or a hardware configuration (:func:`contract.config.get_config`: a name, or
+a name with changed fields such as ``tiny:a_bits=2,w_bits=1``): the harness around
+``cim_top`` of that configuration, from :func:`gateware.top.verilog`.
 
 Caching. Verilog goes to ``sim_build/<target>/``: ``tb_top.v`` (the harness, regenerated when
 ``sim/harness.py`` or a tool changes: ``tb_top.json`` records its hash and the Amaranth, Yosys,
@@ -45,7 +46,7 @@ from pathlib import Path
 from sim.seed import ENV, test_seed
 
 __all__ = ["BUILD_ROOT", "SIMULATORS", "Build", "SimFailure", "build", "generate_verilog",
-           "missing_tool", "run", "verilator_root"]
+           "missing_tool", "run", "target_folder", "verilator_root"]
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO / "sim_build"
@@ -142,6 +143,15 @@ def _fresh(record: dict, outputs: list[Path]) -> bool:
     return bool(record.get("sources"))
 
 
+def target_folder(target: str) -> Path:
+    """``sim_build/<ahb or the configuration's name>``: a configuration with changed fields
+    (``tiny:a_bits=2``) builds in ``sim_build/tiny_a_bits2``."""
+    if target == "ahb":
+        return BUILD_ROOT / target
+    from contract.config import get_config
+    return BUILD_ROOT / get_config(target).name
+
+
 def generate_verilog(target: str) -> list[Path]:
     """The Verilog files of ``target``, regenerated only when stale: the harness
     (``tb_top.v``, from ``sim/harness.py``) and, but for ``ahb``, the device (``cim_top.v``,
@@ -149,7 +159,7 @@ def generate_verilog(target: str) -> list[Path]:
     if target != "ahb":
         from contract.config import get_config
         config = get_config(target)    # a clear error for an unknown name
-    out = BUILD_ROOT / target
+    out = target_folder(target)
     files = [out / "tb_top.v"]
     with _locked(out):
         harness_src = Path(__file__).with_name("harness.py")
@@ -192,7 +202,7 @@ def _public_vlt(target: str):
     or merely not inlined, Verilator emits its code once per instance: on ``default`` (18
     macros) over 300 MB of C++ instead of about 40."""
     from cocotb_tools.runner import VerilatorControlFile
-    path = BUILD_ROOT / target / "public.vlt"
+    path = target_folder(target) / "public.vlt"
     lines = ["`verilator_config", f'public_flat_rw -module "{TOPLEVEL}" -var "*"']
     if target != "ahb":
         from gateware.emit import macro_module_name
@@ -231,7 +241,7 @@ def build(target: str, sim: str, *, waves: bool = False, verilator_args=()) -> B
     sources = generate_verilog(target)
     if sim == "verilator":
         sources = [*sources, _public_vlt(target)]
-    folder = BUILD_ROOT / target / (sim + ("-waves" if waves else ""))
+    folder = target_folder(target) / (sim + ("-waves" if waves else ""))
     args = list(VERILATOR_ARGS) + list(verilator_args) if sim == "verilator" else []
     if sim == "verilator" and target != "ahb":
         from contract.config import get_config
@@ -345,7 +355,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sim", choices=SIMULATORS, default="icarus")
-    ap.add_argument("--target", default="tiny", help="'ahb' or a configuration name")
+    ap.add_argument("--target", default="tiny", help="'ahb', a configuration name, or one "
+                    "with changed fields ('tiny:a_bits=2,w_bits=1')")
     ap.add_argument("--module", required=True, help="cocotb test module, e.g. sim.tb_regs")
     ap.add_argument("--testcase", help="run only tests whose name contains this")
     ap.add_argument("--seed", type=int)

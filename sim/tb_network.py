@@ -20,9 +20,12 @@ Environment (set by ``sim/test_sim.py`` / ``sim/bench.py``):
 ``CIM_SIM_MODEL``
     a model file (default ``models/digits_cnn_w4a4.npz``), or ``random:digits_cnn`` /
     ``random:resnet14`` for a small random W4A4 network from ``CIM_TEST_SEED``
-    (:mod:`model.testnets`), run on random pixels.
+    (:mod:`model.testnets`), run on random pixels; or several of these separated by commas,
+    run one after the other on the one build (only program, weights and parameters are
+    written again: the bus cycles each load takes are logged as the cost of switching).
 ``CIM_SIM_IMAGES``
-    images to run (default 2), the first of the dataset's test split.
+    images to run (default 2), the first of the test split of the dataset the model records
+    (random pixels of its input shape when it records none: :func:`model.evaluate.model_inputs`).
 ``CIM_SIM_REPORT``
     a JSON file to write timings and cycle counts to (``sim/bench.py``).
 """
@@ -43,8 +46,8 @@ import numpy as np
 import compiler
 from contract import program as fmt
 from hw.flow import MEASURED_DIRS, measured_name
-from model import data, golden
-from model.evaluate import fit_images
+from model import golden
+from model.evaluate import model_inputs
 from sim.ahb import Op
 from sim.cim import Device, setup_device
 from sim.regmodel import ERROR
@@ -68,16 +71,20 @@ def load_model(spec: str, seed: int, count: int, workdir: Path):
         return golden.load(path), x.numpy().astype(np.uint8), f"random {which} (seed {seed})"
     path = Path(spec) if Path(spec).is_absolute() else REPO / spec
     model = golden.load(path)
-    dataset = model.manifest.get("meta", {}).get("dataset")
-    xs, _, _ = data.load_dataset(dataset, "test", limit=count)
-    return model, fit_images(xs, model.input_shape), f"{path.name} on {dataset}"
+    xs, what = model_inputs(model, count, seed=seed)
+    return model, xs, f"{path.name} on {what}"
 
 
-def shipped_cycles(config: str) -> tuple[str, int] | None:
+def model_specs() -> list[str]:
+    """The models of ``CIM_SIM_MODEL``, in order."""
+    specs = [s.strip() for s in os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL).split(",")]
+    return [s for s in specs if s]
+
+
+def shipped_cycles(config: str, spec: str) -> tuple[str, int] | None:
     """(file, total cycles) of the RTL measurement shipped in ``models/measured/`` for the
-    model file of ``CIM_SIM_MODEL`` on ``config`` (``hw.flow``, ``build.py``'s report), if
-    there is one for this very file."""
-    spec = os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL)
+    model file ``spec`` on ``config`` (``hw.flow``, ``build.py``'s report), if there is one
+    for this very file."""
     if spec.startswith("random:"):
         return None
     model = REPO / spec
@@ -221,11 +228,14 @@ async def hidden_layers(dev: Device, program: compiler.Program, model: golden.In
     return checked
 
 
-async def prepare(dut, name: str, count: int):
-    """Device, compiled program, model, images and its description."""
-    dev = await setup_device(dut, name, idle=0.05, busy=0.05, ram_waits=1,
-                             cancel_after_error=0.5)
-    spec = os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL)
+async def prepare(dut, name: str):
+    return await setup_device(dut, name, idle=0.05, busy=0.05, ram_waits=1,
+                              cancel_after_error=0.5)
+
+
+def compile_for(dev: Device, spec: str, count: int):
+    """Compiled program, model, images and their description of model ``spec`` on the
+    device's configuration."""
     with tempfile.TemporaryDirectory() as tmp:
         model, images, what = load_model(spec, dev.env.seed, count, Path(tmp))
     program = compiler.compile_model(model, dev.regmap.config)
@@ -233,29 +243,12 @@ async def prepare(dut, name: str, count: int):
     cocotb.log.info("%s on %s: %d accelerator layers, readable after the run: %s", what,
                     dev.regmap.config.name, len(program.names),
                     ", ".join(readable_layers(program)))
-    return dev, program, model, images
+    return program, model, images
 
 
-@cocotb.test()
-async def network(dut):
-    t0 = time.perf_counter()
-    count = int(os.environ.get("CIM_SIM_IMAGES", "2"))
-    dev, program, model, images = await prepare(dut, "network", count)
+async def narrow_writes_refused(dev: Device) -> None:
+    """Narrow writes to the word-only memories are refused (and must not corrupt them)."""
     env, bus = dev.env, dev.bus
-    report = {"model": os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL),
-              "config": dev.regmap.config.name, "images": []}
-
-    if os.environ.get("CIM_SIM_REPORT"):
-        # The simulator's own pace for sim/bench.py: the bus idle, the monitor sampling.
-        w0 = time.perf_counter()
-        await env.cycles(IDLE_CYCLES)
-        report["idle"] = dict(cycles=IDLE_CYCLES, seconds=time.perf_counter() - w0)
-    # Load, as firmware does: program, weights, parameters.
-    c0, w0 = env.monitor.cycles, time.perf_counter()
-    words = await bus.load(program)
-    report["load"] = dict(words=words, cycles=env.monitor.cycles - c0,
-                          seconds=time.perf_counter() - w0)
-    # Narrow writes to the word-only memories are refused (and must not corrupt them).
     with env.monitor.master.permit("alignment"):
         for win in ("PROG", "WEIGHT", "PARAM"):
             ops = [Op(addr=bus.win_addr(win, 2), write=True, size=1, data=0xFFFF),
@@ -263,29 +256,69 @@ async def network(dut):
             await env.master.run(ops)
             env.check(all(op.resp == ERROR for op in ops), f"narrow write to {win}: OKAY")
 
-    shipped = shipped_cycles(dev.regmap.config.name)
+
+async def one_network(dev: Device, spec: str, count: int) -> dict:
+    """Load model ``spec`` over the bus (program, weights, parameters: what switching
+    networks costs), run ``count`` images against the golden model, then the layers no full
+    run leaves readable by shortened runs. Returns the load's and every image's figures."""
+    env, bus = dev.env, dev.bus
+    program, model, images = compile_for(dev, spec, count)
+    c0, w0 = env.monitor.cycles, time.perf_counter()
+    words = await bus.load(program)
+    out = {"model": spec, "images": [],
+           "load": dict(words=words, cycles=env.monitor.cycles - c0,
+                        seconds=time.perf_counter() - w0)}
+    await narrow_writes_refused(dev)
+    shipped = shipped_cycles(dev.regmap.config.name, spec)
     for k, image in enumerate(images):
         info, mismatches = await run_image(dev, program, model, image, k)
-        env.check(not mismatches, "\n".join(mismatches))
+        env.check(not mismatches, f"{spec}: " + "\n".join(mismatches))
         if shipped is not None:
             env.check(info["busy_cycles"] == shipped[1],
                       f"image {k}: {info['busy_cycles']} busy cycles, but {shipped[0]} (the "
                       f"RTL measurement shipped for build.py's report) says {shipped[1]}: "
                       f"remeasure it with sim.accel_pysim --json")
-        report["images"].append(info)
-    # The layers no full run leaves readable, on the first image.
+        out["images"].append(info)
     hidden = await hidden_layers(dev, program, model, images[0])
-    cocotb.log.info("layers checked by shortened runs: %s", ", ".join(hidden) or "none")
+    cocotb.log.info("%s: layers checked by shortened runs: %s", spec, ", ".join(hidden) or "none")
     env.check(set(hidden) | set(readable_layers(program)) == set(program.names),
-              "some layer was never compared")
-    env.check(any(i["busy_probes"] for i in report["images"]),
+              f"{spec}: some layer was never compared")
+    cocotb.log.info("%s: loaded in %d bus cycles (%d words, %.1f s); %d images bit-exact",
+                    spec, out["load"]["cycles"], words, out["load"]["seconds"], len(images))
+    return out
+
+
+@cocotb.test()
+async def network(dut):
+    """Every model of ``CIM_SIM_MODEL`` in turn on the one build: each loaded over the bus
+    (only program, weights and parameters change), each bit-exact."""
+    t0 = time.perf_counter()
+    count = int(os.environ.get("CIM_SIM_IMAGES", "2"))
+    dev = await prepare(dut, "network")
+    env = dev.env
+    report = {"model": os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL),
+              "config": dev.regmap.config.name}
+
+    if os.environ.get("CIM_SIM_REPORT"):
+        # The simulator's own pace for sim/bench.py: the bus idle, the monitor sampling.
+        w0 = time.perf_counter()
+        await env.cycles(IDLE_CYCLES)
+        report["idle"] = dict(cycles=IDLE_CYCLES, seconds=time.perf_counter() - w0)
+    networks = [await one_network(dev, spec, count) for spec in model_specs()]
+    env.check(any(i["busy_probes"] for n in networks for i in n["images"]),
               "no image ran long enough to probe the busy accelerator")
+    if len(networks) > 1:
+        cocotb.log.info("%d networks on one %s build, each bit-exact; switching (loading over "
+                        "AHB) took: %s", len(networks), dev.regmap.config.name,
+                        "; ".join(f"{n['model']} {n['load']['cycles']:,} bus cycles "
+                                  f"({n['load']['words']:,} words)" for n in networks))
     board = dev.scoreboard
-    report.update(total_cycles=env.monitor.cycles, seconds=time.perf_counter() - t0,
-                  checked=board.checked, unchecked=board.unchecked)
-    cocotb.log.info("load %d words in %d cycles, %.1f s; %d transfers checked, %d not "
-                    "predictable (busy time)", report["load"]["words"],
-                    report["load"]["cycles"], report["load"]["seconds"], board.checked,
+    # The last network's figures at the top level (sim/bench.py runs one model).
+    report.update(load=networks[-1]["load"], images=networks[-1]["images"],
+                  networks=networks, total_cycles=env.monitor.cycles,
+                  seconds=time.perf_counter() - t0, checked=board.checked,
+                  unchecked=board.unchecked)
+    cocotb.log.info("%d transfers checked, %d not predictable (busy time)", board.checked,
                     board.unchecked)
     out = os.environ.get("CIM_SIM_REPORT")
     if out:
@@ -297,8 +330,9 @@ async def corruption_is_caught(dut):
     """The comparison can fail: one weight word of the first layer written wrong (the
     others as compiled) must show up as a mismatch naming a layer, channel and position.
     Runs where ``CIM_SIM_CORRUPT=1`` (a small network; one frame)."""
-    dev, program, model, images = await prepare(dut, "corruption_is_caught", 1)
+    dev = await prepare(dut, "corruption_is_caught")
     env, bus = dev.env, dev.bus
+    program, model, images = compile_for(dev, model_specs()[0], 1)
     await bus.load(program)
     # A weight word whose corruption changes some readable output (many do not: a row of an
     # input channel that is zero everywhere in this image); the compiler's functional model,

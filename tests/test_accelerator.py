@@ -164,3 +164,20 @@ def test_invalid_descriptor(tmp_path, field, value, code):
     assert out["done"] and out["error"] and not out["busy"], out
     assert out["code"] == code, out
     assert Descriptor.unpack(bad.pack()) == bad
+
+
+def test_pysim_cli_any_model(tmp_path, capsys):
+    """``sim.accel_pysim`` takes a model that records no dataset (random inputs of its shape)
+    on a configuration with changed fields; images that do not fit the model are an error
+    message and status 2, not a traceback."""
+    from sim import accel_pysim
+    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.25, image_size=4)
+    net, _ = random_net(spec, SEED, batch=1)
+    path = export.save(tmp_path / "net.npz", *export.to_manifest(net))
+    assert "dataset" not in golden.load(path).manifest.get("meta", {})
+    assert accel_pysim.main(["--model", str(path), "--config", "tiny:macros=3"]) == 0
+    out = capsys.readouterr().out
+    assert "random [1, 4, 4] inputs" in out and "bit-exact" in out
+    assert accel_pysim.main(["--model", str(path), "--config", "tiny",
+                             "--dataset", "fashion-mnist"]) == 2
+    assert "do not fit the model input" in capsys.readouterr().err

@@ -353,6 +353,23 @@ def unelaborated(monkeypatch):
     gc.collect()  # components sit in reference cycles: collect them while still silenced
 
 
+def test_get_config_with_changed_fields():
+    """A named configuration with fields changed: its own name, the other fields kept; a bad
+    field or value is named."""
+    c = get_config("tiny:a_bits=2, w_bits=1,adc_bits=none,double_buffer=true")
+    assert (c.name, c.a_bits, c.w_bits, c.adc_bits, c.double_buffer) == (
+        "tiny_a_bits2_w_bits1_adc_bitsnone_double_buffertrue", 2, 1, None, True)
+    assert c.rows == get_config("tiny").rows and c.macros == get_config("tiny").macros
+    assert get_config("default:macros=0x10").macros == 16
+    for spec, match in [("tiny:depth=3", "'depth=3' is not FIELD=VALUE with a field of"),
+                        ("tiny:a_bits", "'a_bits' is not FIELD=VALUE"),
+                        ("tiny:a_bits=four", "a_bits='four' is not an integer"),
+                        ("tiny:a_bits=3", "configuration 'tiny:a_bits=3': a_bits must be one"),
+                        ("huge:a_bits=2", "unknown hardware configuration 'huge'")]:
+        with pytest.raises(ValueError, match=match):
+            get_config(spec)
+
+
 @pytest.mark.parametrize("kw,match", [
     ({"rows": 12}, "rows must be a power of two from 8 to 1024, not 12"),
     ({"rows": 2048}, "rows must be a power of two from 8 to 1024, not 2048"),
