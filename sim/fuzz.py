@@ -290,11 +290,14 @@ def main(argv=None) -> int:
         ok = False
     report = out / "report.json"
     if report.exists():
-        counts = json.loads(report.read_text())["counts"]
+        data = json.loads(report.read_text())
+        counts = data["counts"]
         print(f"{args.count} mutated programs on {args.config!r} (seed {seed}), "
               f"{time.perf_counter() - t0:.0f} s:")
         for k in OUTCOMES:
             print(f"  {k:<18} {counts.get(k, 0):>7}{'   (failure)' if k in FAILURES else ''}")
+        print("  refused by code: " + ", ".join(f"{k} {v}" for k, v in sorted(
+            data.get("refused_by_code", {}).items(), key=lambda kv: -kv[1])))
         print(f"report and failing cases: {out}")
     return 0 if ok else 1
 

@@ -51,6 +51,7 @@ class Fuzz:
         self.params[:len(program.param_image)] = program.param_image
         self.mirror = None
         self.counts = Counter()
+        self.codes = Counter()          # refusals by error code
         self.failures = 0
 
     # ------------------------------------------------------------ buffer words
@@ -228,6 +229,8 @@ async def fuzz_programs(dut):
                        {ErrorCode.NONE: "correct", ErrorCode.OVERFLOW: "overflow"}.get(
                            exp.code, "refused"))
             fz.counts[outcome] += 1
+            if outcome == "refused":
+                fz.codes[exp.code.name] += 1
             if bad:
                 fz.save(trial, outcome, what, words, exp, st, bad)
         if failed or (trial + 1) % every_recover == 0:
@@ -245,7 +248,7 @@ async def fuzz_programs(dut):
     seconds = time.perf_counter() - t0
     report = dict(trials=count, seed=env.seed, config=dev.regmap.config.name,
                   layers=len(program.descriptors), desc_words=DESC_WORDS,
-                  counts=dict(fz.counts), seconds=seconds,
+                  counts=dict(fz.counts), refused_by_code=dict(fz.codes), seconds=seconds,
                   cycles=env.monitor.cycles, transfers_checked=dev.scoreboard.checked)
     cocotb.log.info("fuzz: %s", report)
     if out:
