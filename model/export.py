@@ -51,8 +51,11 @@ from . import nets
 from .modelfile import FORMAT, VERSION, save
 from .quant import MULT_BITS, RES_MULT_BITS
 
-__all__ = ["FORMAT", "VERSION", "export", "save", "to_manifest"]
+__all__ = ["FORMAT", "REQUANT", "VERSION", "export", "save", "to_manifest"]
 
+REQUANT = dict(mult_bits=MULT_BITS, res_mult_bits=RES_MULT_BITS, bias_bits=48, rounding="half_up",
+               rule="clamp((acc*mult + bias + res*res_mult + 2**(shift-1)) >> shift, lo, hi)")
+"""The manifest's informative ``requant`` entry."""
 
 
 @torch.no_grad()
@@ -109,10 +112,7 @@ def to_manifest(net: nets.QuantNet, meta: dict | None = None) -> tuple[dict, dic
         format=FORMAT, version=VERSION,
         input=dict(shape=[spec.in_channels, spec.image_size, spec.image_size],
                    pixel_max=spec.pixel_max),
-        requant=dict(mult_bits=MULT_BITS, res_mult_bits=RES_MULT_BITS, bias_bits=48,
-                     rounding="half_up",
-                     rule="clamp((acc*mult + bias + res*res_mult + 2**(shift-1)) >> shift, "
-                          "lo, hi)"),
+        requant=dict(REQUANT),
         nodes=nodes, output=nodes[-1]["name"], classes=list(spec.classes),
         spec=spec.to_dict(), meta=meta or {},
     )
