@@ -138,3 +138,18 @@ def test_imported_model_compiles_and_runs_exactly_on_default():
     assert set(out) == {n["name"] for n in model.nodes if n["where"] == "accel"}
     for name, v in out.items():
         assert np.array_equal(v, gold[name]), f"seed {test_seed()}: layer {name} differs"
+
+
+def test_matmul_classifier_imports_like_gemm(tmp_path):
+    """qonnx's GemmToMatMul turns the classifier into MatMul + Add: the same fc node."""
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    model = qonnx_import.load_qonnx(BREVITAS.with_suffix(".onnx"))
+    with pytest.warns(UserWarning, match="GemmToMatMul"):
+        model = model.transform(GemmToMatMul())
+    model.save(str(tmp_path / "matmul.onnx"))
+    manifest, arrays, _ = qonnx_import.import_qonnx(tmp_path / "matmul.onnx")
+    shipped = golden.load(BREVITAS.with_suffix(".npz"))
+    fc, want = manifest["nodes"][-1], shipped.nodes[-1]
+    assert fc["op"] == "fc" and fc["inputs"] == want["inputs"]
+    for k in ("weight", "bias"):
+        assert np.array_equal(arrays[f"{fc['name']}/{k}"], shipped.array(want["name"], k))
