@@ -40,11 +40,13 @@ BENCHES = [
     # or computed exactly, a valid run bit-exact after them.
     ("fuzz", "tiny", "sim.tb_fuzz", VERILATOR, {"CIM_FUZZ_COUNT": "150"}),
     ("regs", "default", "sim.tb_regs", VERILATOR, {}),
-    # Several networks on the one default build, one after the other (the shipped digits CNN,
-    # a random ResNet14-shaped one, then the shipped ResNet14 on 10 Fashion-MNIST images).
+    # Several networks on the one default build, one after the other: the shipped digits CNN,
+    # the network imported from Brevitas (QONNX), a random ResNet14-shaped one, then the
+    # shipped ResNet14; 10 test images each.
     ("networks", "default", "sim.tb_network", VERILATOR,
-     {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz,random:resnet14,"
-                       "models/resnet14_fmnist_w4a4.npz", "CIM_SIM_IMAGES": "10"}),
+     {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz,models/fmnist_brevitas_w4a4.npz,"
+                       "random:resnet14,models/resnet14_fmnist_w4a4.npz",
+      "CIM_SIM_IMAGES": "10"}),
     # Firmware in the loop: the Cortex-M4 ELF in Unicorn drives the RTL (interrupt or polling).
     ("firmware", "tiny", "sim.tb_firmware", ("icarus",),
      {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz", "CIM_SIM_IMAGES": "2",
