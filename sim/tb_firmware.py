@@ -20,9 +20,14 @@ logged as a table (and instructions per conv1 MAC).
 Environment (``sim/test_sim.py``):
 
 ``CIM_SIM_MODEL``
-    a model file (default ``models/digits_cnn_w4a4.npz``).
+    a model file (default ``models/digits_cnn_w4a4.npz``); one that records no dataset gets
+    random inputs labelled with the golden model's classes
+    (:func:`compiler.firmware_blob.test_images`).
 ``CIM_SIM_IMAGES``
     test images embedded in the firmware and classified (default 2).
+
+The target may be any configuration, also one with changed fields (``tiny:macros=3``): the
+firmware is built with its generated constants header (``make -C firmware CONFIG=...``).
 ``CIM_SIM_WAIT``
     ``irq`` (default) or ``poll``: how the firmware waits for the accelerator.
 ``CIM_SIM_REPORT``
@@ -45,7 +50,7 @@ from compiler import firmware_blob as fb
 from model import golden
 from sim.cim import Device, setup_device
 from sim.fil import FirmwareError, Mcu, build_elf, stage_table
-from sim.testbench import REPO
+from sim.testbench import REPO, target
 
 DEFAULT_MODEL = "models/digits_cnn_w4a4.npz"
 
@@ -106,7 +111,7 @@ async def firmware(dut):
 
     w0 = time.perf_counter()
     build = REPO / "sim_build" / "firmware" / f"{cfg.name}-{path.stem}-{count}-{wait}"
-    elf = build_elf(build, model=str(path), config=cfg.name, images=count, irq=wait == "irq")
+    elf = build_elf(build, model=str(path), config=target(), images=count, irq=wait == "irq")
     build_seconds = time.perf_counter() - w0
     # Progress by print: the emulator's thread must not call into the simulator, which
     # cocotb.log does (it stamps the simulation time).

@@ -697,3 +697,16 @@ def test_conv_kernel_on_cortex_m4(arm_build, resnet):
     macs = c * oh * ow * op["in_c"] * op["kernel"] ** 2
     print(f"conv1: {count[0]:,} instructions for {macs:,} MACs = {count[0] / macs:.3f} per MAC")
     assert count[0] / macs <= 1.0
+
+
+def test_images_of_a_model_without_dataset(tmp_path):
+    """A model that records no dataset gets random inputs of its shape and range, labelled
+    with the golden model's own classes (the firmware then counts its agreement)."""
+    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.25)
+    net, _ = random_net(spec, test_seed(), batch=1)
+    model = golden.load(export.save(tmp_path / "net.npz", *export.to_manifest(net)))
+    assert "dataset" not in model.manifest.get("meta", {})
+    x, y = fb.test_images(model, 5)
+    assert x.shape == (5, *model.input_shape) and x.dtype == np.uint8
+    assert x.max() <= model.manifest["input"]["pixel_max"]
+    assert (y == golden.predict(model, x)).all()

@@ -247,3 +247,16 @@ def test_declaration_errors():
     big = dataclasses.replace(get_config("tiny"), name="big", max_groups=1 << 16)
     with pytest.raises(ValueError, match="MAX_GROUPS: reset value 65536 does not fit"):
         register_map(big)
+
+
+def test_config_block_for_any_configuration(tmp_path):
+    """A configuration with changed fields gets a constants header of its own, which
+    cim_regs.h includes through CIM_CONFIG_HEADER in place of the named blocks."""
+    cfg = get_config("tiny:a_bits=2")
+    block = regmap.render_config_block(cfg)
+    rm = register_map(cfg)
+    assert '#define CIM_CFG_NAME                "tiny_a_bits2"' in block
+    assert "#define CIM_CFG_A_BITS              2u" in block
+    assert f"#define CIM_ACT_SLICES              {rm.act_slices}u" in block
+    assert "#include CIM_CONFIG_HEADER" in render_header()
+    assert regmap.main(["--config-block", "tiny:a_bits=2"]) == 0
