@@ -51,7 +51,7 @@ from contract.config import HwConfig
 from contract.program import DESC_WORDS, PARAM_WORDS, beat_words
 
 from .actbuf import ActivationBuffer
-from .cim_macro import CIMMacro
+from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .datapath import Datapath
 from .ram import RAM
 from .sequencer import (
@@ -132,7 +132,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
                  bank_words: int | None = None, macro_module: str | None = None,
-                 ram_module: str | None = None, macro_style: str = "structural",
+                 ram_module: str | None = None, macro_style: str = DEFAULT_STYLE,
                  weight_init=None):
         if not isinstance(config, HwConfig):
             raise ValueError(f"Configuration must be a HwConfig, not {config!r}")

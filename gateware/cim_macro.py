@@ -19,6 +19,10 @@ from contract.timing import MACRO_LATENCY
 __all__ = ["CIMMacro", "adder_tree", "output_shape", "psum_shape"]
 
 STYLES = ("structural", "behavioral")
+DEFAULT_STYLE = "structural"
+"""The macro style every entry point uses unless told otherwise (the Verilog, the Amaranth
+simulations, ``sim.accel_pysim``); ``behavioral`` gives the same results and cycles
+(``tests/test_cim_macro.py``) and simulates faster."""
 """How the column sums are written: ``structural`` maps them onto carry chains (synthesis);
 ``behavioral`` is a plain adder tree of the same values, which Verilator compiles in seconds
 instead of hours (the structural macro's LUT tables become hundreds of MB of C++). Storage,

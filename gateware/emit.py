@@ -18,7 +18,7 @@ from amaranth.back import verilog as amaranth_verilog
 from contract.config import HwConfig
 
 from .accelerator import weight_ram
-from .cim_macro import CIMMacro
+from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .ram import ram_verilog
 
 __all__ = ["macro_module_name", "ram_module_name", "verilog"]
@@ -34,7 +34,7 @@ def ram_module_name(name: str) -> str:
     return f"{name}_weight_ram"
 
 
-def verilog(factory, *, config: HwConfig, name: str, macro_style: str = "structural",
+def verilog(factory, *, config: HwConfig, name: str, macro_style: str = DEFAULT_STYLE,
             **kwargs) -> str:
     """Verilog text of ``factory(config=config, macro_module=..., **kwargs)`` (a component
     class such as :class:`~gateware.accelerator.Accelerator`, or a function taking those

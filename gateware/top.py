@@ -18,6 +18,7 @@ from contract.config import HwConfig
 
 from .accelerator import Accelerator
 from .ahb import CIMSlave
+from .cim_macro import DEFAULT_STYLE
 from .emit import verilog as _emit_verilog
 from .regmap import register_map
 
@@ -101,7 +102,7 @@ class CIMTop(wiring.Component):
 
 
 def verilog(config: HwConfig, name: str = "cim_top", *, addr_width: int | None = None,
-            macro_style: str = "structural") -> str:
+            macro_style: str = DEFAULT_STYLE) -> str:
     """Verilog of :class:`CIMTop` for ``config``: module ``name`` (ports ``clk``, ``rst`` and
     those of :class:`CIMTop`), followed by the CIM macro's module, emitted once in
     ``macro_style`` (:func:`gateware.emit.verilog`)."""

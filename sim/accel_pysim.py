@@ -33,7 +33,7 @@ import compiler
 from compiler import cycles
 from contract.config import get_config
 from gateware.accelerator import Accelerator, AccelError
-from gateware.cim_macro import STYLES
+from gateware.cim_macro import DEFAULT_STYLE, STYLES
 from model import golden
 
 __all__ = ["FrameResult", "first_mismatch", "run_frame", "surviving_outputs", "write_port"]
@@ -60,7 +60,7 @@ async def write_port(ctx, dut, port, items):
 
 
 def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool = False,
-              macro_style: str = "structural", max_cycles: int = 200_000,
+              macro_style: str = DEFAULT_STYLE, max_cycles: int = 200_000,
               vcd: str | None = None) -> FrameResult:
     """Load ``program`` and the accelerator input ``x`` (C, H, W), run, read back every output
     word. ``preload_weights``: put the weight image in the weight store's initial contents
@@ -165,9 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="default: the model's own; random "
                     "inputs of its shape when it records none")
     ap.add_argument("--images", type=int, default=1)
-    ap.add_argument("--macro-style", choices=STYLES, default="behavioral",
-                    help="the macros' column adders (same results; behavioral simulates "
-                         "faster)")
+    ap.add_argument("--macro-style", choices=STYLES, default=DEFAULT_STYLE,
+                    help=f"the macros' column adders (default {DEFAULT_STYLE}, as everywhere; "
+                         "behavioral gives the same results and cycles and simulates faster)")
     ap.add_argument("--json", help="write the measured cycles here")
     ap.add_argument("--vcd", help="write the first image's waveform to this VCD file")
     args = ap.parse_args(argv)
