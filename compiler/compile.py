@@ -178,19 +178,26 @@ def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: in
         _fail(name, f"stride {s} is not supported (supported: {STRIDES})")
     if p > MAX_PADDING:
         _fail(name, f"padding {p} exceeds {MAX_PADDING}")
-    if n["w_bits"] != config.w_bits:
-        _fail(name, f"w_bits={n['w_bits']} differs from the configuration's {config.w_bits}")
+    wb = n["w_bits"]
+    if wb > config.w_bits or (config.w_bits == 1 and wb != 1):
+        _fail(name, f"w_bits={wb} does not fit the array's {config.w_bits}-bit weights (a "
+                    f"layer may use fewer bits than the array stores, not more; binary "
+                    f"arrays take only binary layers)")
     _, xbits, xsigned = _tensor_info(model, n["inputs"][0])
     if xsigned:
         _fail(name, f"its input {n['inputs'][0]!r} is signed; the array takes unsigned "
                     "activations")
-    if xbits != ab:
-        _fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations, the "
-                    f"configuration's a_bits is {ab}")
+    if xbits > config.in_bits_max:
+        _fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations, configuration "
+                    f"{config.name!r} feeds at most max_in_bits={config.in_bits_max}")
+    if config.adc_bits is not None and (wb != config.w_bits or xbits != ab):
+        _fail(name, f"with the partial-sum ADC model (adc_bits={config.adc_bits}) every layer "
+                    f"must use the array's bits (W{config.w_bits}A{ab}), not W{wb}A{xbits}: "
+                    f"the ADC rule counts the stored weight bits and the fed bit-planes")
     if n["out_bits"] > VALUE_BITS - 1:
         _fail(name, f"out_bits={n['out_bits']} exceeds the datapath's values")
-    need = accumulator_width(n["in_channels"] * k * k, config.w_bits, ab)
-    psum = signed_width(*column_range(config.rows, config.w_bits, ab))
+    need = accumulator_width(n["in_channels"] * k * k, wb, xbits)
+    psum = signed_width(*column_range(config.rows, config.w_bits, config.in_bits_max))
     if need > acc_width or psum > acc_width:
         _fail(name, f"accumulator needs {max(need, psum)} bits, the datapath holds {acc_width}")
 
@@ -229,15 +236,16 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
     the functional model only)."""
     bank_words = config.bank_words if bank_words is None else bank_words
     acc_width = config.acc_width if acc_width is None else acc_width
-    R, C, ab = config.rows, config.cols, config.a_bits
+    R, C = config.rows, config.cols
     nodes, input_name, last_use = _accel_part(model, config)
     alloc = _Allocator(config, bank_words, last_use)
     buffers = alloc.buffers
     shape, bits, signed = _tensor_info(model, input_name)
-    if bits != ab or signed or len(shape) != 3:
-        raise CompileError(f"accelerator input {input_name!r}: must be unsigned {ab}-bit "
-                           f"activations [C, H, W] (a_bits of {config.name!r}), not "
-                           f"{'signed ' if signed else ''}{bits}-bit {list(shape)}")
+    if bits > config.in_bits_max or signed or len(shape) != 3:
+        raise CompileError(f"accelerator input {input_name!r}: must be unsigned activations "
+                           f"[C, H, W] of at most {config.in_bits_max} bits (max_in_bits of "
+                           f"{config.name!r}), not {'signed ' if signed else ''}{bits}-bit "
+                           f"{list(shape)}")
     alloc.place(input_name, shape, bits, signed, 0, -1)
 
     descriptors, tiles, params, names, inputs = [], [], [], [], {}
@@ -245,7 +253,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
     for i, n in enumerate(nodes):
         name = n["name"]
         _check_conv(model, n, config, acc_width)
-        xshape = _tensor_info(model, n["inputs"][0])[0]
+        xshape, xbits, _ = _tensor_info(model, n["inputs"][0])
         k, cin, cout = n["kernel"], n["in_channels"], n["out_channels"]
         oc, oh, ow = n["shape"]
         g, j = -(-cin // R), -(-cout // C)
@@ -264,7 +272,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                  relu=int(not n["out_signed"]), out_signed=int(n["out_signed"]),
                  out_bits=n["out_bits"], shift=n["shift"], has_residual=int(res is not None),
                  res_signed=int(rsigned), res_bits=rbits, last=int(i == len(nodes) - 1),
-                 in_height=xshape[1], in_width=xshape[2], in_groups=g, out_height=oh,
+                 in_bits=xbits, in_height=xshape[1], in_width=xshape[2], in_groups=g, out_height=oh,
                  out_width=ow, out_groups=-(-cout // R), in_channels=cin, out_channels=cout,
                  col_tiles=j, row_tiles=t, weight_tiles=j * t, in_base=src.base,
                  out_base=out.base, res_base=buffers[res].base if res is not None else 0,
@@ -338,16 +346,17 @@ def read_tensor(mem, base, shape, bits, signed, a_bits):
     return v[:, :c]
 
 
-def window_addresses(d: Descriptor):
-    """``(P, T)`` addresses and pad flags of every output pixel's row tiles (output pixel
-    major, then kh, kw, channel group: the row-tile order of :mod:`contract.program`)."""
+def window_addresses(d: Descriptor, a_bits: int):
+    """``(P, T)`` addresses (of slice 0) and pad flags of every output pixel's row tiles
+    (output pixel major, then kh, kw, channel group: the row-tile order of
+    :mod:`contract.program`), for an array of ``a_bits`` lanes."""
     k, s, p, g = d.kernel, d.stride, d.padding, d.in_groups
     oy, ox = np.meshgrid(np.arange(d.out_height), np.arange(d.out_width), indexing="ij")
     kh, kw, cg = np.meshgrid(np.arange(k), np.arange(k), np.arange(g), indexing="ij")
     y = oy.reshape(-1, 1) * s - p + kh.reshape(1, -1)
     x = ox.reshape(-1, 1) * s - p + kw.reshape(1, -1)
     pad = (y < 0) | (y >= d.in_height) | (x < 0) | (x >= d.in_width)
-    addr = d.in_base + (y * d.in_width + x) * g + cg.reshape(1, -1)
+    addr = d.in_base + ((y * d.in_width + x) * g + cg.reshape(1, -1)) * slices(d.in_bits, a_bits)
     return np.where(pad, 0, addr), pad
 
 
@@ -367,7 +376,7 @@ def execute(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
     x = np.asarray(x, dtype=np.int64)
     mem = np.zeros((x.shape[0], 2 * program.bank_words, program.config.rows), dtype=np.int64)
     src = program.buffers[program.input_name]
-    write_tensor(mem, src.base, x, program.config.a_bits, program.config.a_bits)
+    write_tensor(mem, src.base, x, src.bits, program.config.a_bits)
     return execute_memory(program, mem)
 
 
@@ -382,12 +391,15 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
     R, C, ab = cfg.rows, cfg.cols, cfg.a_bits
     n = mem.shape[0]
     tw = tile_words(cfg)
-    psum_width = signed_width(*column_range(R, cfg.w_bits, ab))
+    psum_width = signed_width(*column_range(R, cfg.w_bits, cfg.in_bits_max))
     result = {}
     for index, (name, d) in enumerate(zip(program.names, program.descriptors)):
-        addr, pad = window_addresses(d)
+        addr, pad = window_addresses(d, ab)
         P, T = addr.shape
-        xs = np.where(pad[None, :, :, None], 0, mem[:, addr])       # (N, P, T, R)
+        sl = slices(d.in_bits, ab)
+        # The input's slice words, each a_bits of the value, low slice first (N, P, T, R).
+        xs = sum(mem[:, addr + s] << (s * ab) for s in range(sl))
+        xs = np.where(pad[None, :, :, None], 0, xs & ((1 << d.in_bits) - 1))
         wimg = program.weight_image[d.weight_base * tw:(d.weight_base + d.weight_tiles) * tw]
         tiles = unpack_tiles(wimg, cfg).reshape(d.col_tiles, d.row_tiles, R, C)
         recs = program.param_image.reshape(-1, PARAM_WORDS)
@@ -403,7 +415,7 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
         beats = n * P * T
         for j in range(d.col_tiles):
             psum = np.stack([adc_dot(xs[:, :, t], tiles[j, t], w_bits=cfg.w_bits,
-                                     a_bits=ab, adc_bits=cfg.adc_bits)
+                                     a_bits=d.in_bits, adc_bits=cfg.adc_bits)
                              for t in range(T)], axis=2)            # (N, P, T, C)
             lanes = slice(j * C, (j + 1) * C)
             rv = np.zeros((n, P, C), np.int64)

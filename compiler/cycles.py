@@ -1,19 +1,22 @@
 """Analytic cycle model of the accelerator: the schedule the RTL sequencer runs, in formulas.
 
 Schedule of one layer (descriptor fields in ``monospace``; ``M`` = ``config.macros``,
-``ab`` = ``a_bits``, ``wc`` = ``rows / write_rows``, the cycles to load one weight tile)
+``ab`` = ``a_bits``, ``pl`` = ``in_bits``, the bit-planes fed per pixel, ``wc`` = ``rows /
+write_rows``, the cycles to load one weight tile)
 -------------------------------------------------------------------------------------------
 * **Work.** The layer has ``J = col_tiles`` column tiles of ``T = row_tiles`` weight tiles and
   ``P = out_height * out_width`` output pixels; every tile sees all ``P`` input vectors.
 * **Copies** (:func:`copies`). When ``T < M`` the ``T`` tiles of a column tile are loaded
-  into ``cp`` groups of macros, which take turns over the pixels: the largest ``cp <= ab``
-  with ``cp * T <= M``, ``cp <= P`` and ``cp * sp <= ab``, where ``sp = max(out_sl, res_sl)``
+  into ``cp`` groups of macros, which take turns over the pixels: the largest ``cp <= pl``
+  with ``cp * T <= M``, ``cp <= P`` and ``cp * sp <= pl``, where ``sp = max(out_sl, res_sl)``
   is the number of buffer words one output (and one residual) pixel takes
   (``ceil(bits / ab)``): the write port (and the residual read port) must keep up.
 * **Rounds.** Per column tile, the row tiles go in rounds of up to ``M`` macros (with copies:
   one round of ``cp * T``); a round streams all ``P`` pixels in ``ceil(P / cp)`` *slots* of
-  ``L`` cycles: ``L = ab`` (one bit-plane per cycle), on the final round of a column tile
-  ``L = max(ab, cp * sp)``. Group ``g`` of a slot is issued at cycle ``g * sp`` of it: every
+  ``L`` cycles: ``L = pl`` (one bit-plane per cycle), on the final round of a column tile
+  ``L = max(pl, cp * sp)``. An input of more than ``ab`` bits is read as
+  ``ceil(pl / ab)`` slice words per pixel, the next one as the last plane of a slice is
+  fed. Group ``g`` of a slot is issued at cycle ``g * sp`` of it: every
   macro of the group reads its word through its own buffer port, in lockstep.
 * **Weights.** Each macro loads its next tile into its shadow copy once it has committed the
   current one (``wc + 3`` cycles after its first issue of the round, :data:`LOAD_LATENCY`);
@@ -22,7 +25,7 @@ Schedule of one layer (descriptor fields in ``monospace``; ``M`` = ``config.macr
   round switch, :data:`ROUND_GAP`). The first round of a layer waits for its first load.
 * **Per layer.** :data:`SETUP` cycles (descriptor fetch, check, set-up) before the first
   round's load, and :data:`DRAIN` cycles from the last issue to the write of the last output
-  word (``ab`` planes, macro, adder tree, :class:`~gateware.datapath.Datapath`, write), plus
+  word (``pl`` planes, macro, adder tree, :class:`~gateware.datapath.Datapath`, write), plus
   ``out_sl - 1`` for its further slices. Layers run one after the other (a layer's input is
   the previous layer's output); the last one also pays :data:`DONE`.
 
@@ -77,12 +80,12 @@ def _slices(bits: int, a_bits: int) -> int:
 
 def copies(d: Descriptor, config: HwConfig) -> int:
     """Copies of a column tile's row tiles over the macros (module docstring)."""
-    ab = config.a_bits
+    ab, pl = config.a_bits, d.in_bits
     sp = max(_slices(d.out_bits, ab), _slices(d.res_bits, ab) if d.has_residual else 0)
     pixels = d.out_height * d.out_width
     best = 1
-    for c in range(2, min(ab, config.macros) + 1):
-        if c * d.row_tiles <= config.macros and c * sp <= ab and c <= pixels:
+    for c in range(2, min(pl, config.macros) + 1):
+        if c * d.row_tiles <= config.macros and c * sp <= pl and c <= pixels:
             best = c
     return best
 
@@ -118,7 +121,7 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
     """Cycles of one layer under the schedule of the module docstring. ``ready``: the cycle
     (from the layer's start) at which its first round's tiles are loaded, from the previous
     layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program."""
-    ab, wc = config.a_bits, config.write_cycles
+    ab, wc, pl = config.a_bits, config.write_cycles, d.in_bits
     pixels = d.out_height * d.out_width
     out_sl = _slices(d.out_bits, ab)
     sp = max(out_sl, _slices(d.res_bits, ab) if d.has_residual else 0)
@@ -132,13 +135,13 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
     t = max(LAYER_START, ready) + 1             # first issue
     compute = 0
     for r, (_, final) in enumerate(rounds):
-        length = max(ab, cp * sp) if final else ab
+        length = max(pl, cp * sp) if final else pl
         compute += slots * length
         if r + 1 < len(rounds):
             t += max(slots * length, load) + ROUND_GAP
         else:
             last_start = t
-            t += (slots - 1) * length + (last_groups - 1) * sp + ab + DRAIN + out_sl - 1
+            t += (slots - 1) * length + (last_groups - 1) * sp + pl + DRAIN + out_sl - 1
     macs = pixels * d.out_channels * d.in_channels * d.kernel * d.kernel
     util = macs / (t * config.peak_macs_per_cycle)
     return LayerCycles(name, t, macs, util, len(rounds), cp, slots, compute, load,

@@ -128,6 +128,14 @@ class HwConfig:
     max_size, max_groups, max_pixels : int
         Largest input height/width, input channel-group count and output pixel count of a
         layer the sequencer accepts.
+    max_in_bits : int or None
+        Most activation bits a layer's input may have (1, 2, 4 or 8, at least ``a_bits``;
+        ``None``: ``a_bits``):
+        the macros are built for that many bit-planes per vector (their results are that
+        much wider). A layer feeds as many bit-planes as its input has bits, fewer or more
+        than ``a_bits``; an input wider than ``a_bits`` is stored as ``ceil(bits / a_bits)``
+        slice words per pixel and channel group (:mod:`contract.program`). The limit is
+        :attr:`in_bits_max`.
     """
 
     name: str
@@ -147,6 +155,7 @@ class HwConfig:
     max_size: int = 64
     max_groups: int = 16
     max_pixels: int = 1024
+    max_in_bits: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -167,12 +176,18 @@ class HwConfig:
             _check_int(name, getattr(self, name))
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.max_in_bits is not None:
+            _check_int("max_in_bits", self.max_in_bits)
+            if self.max_in_bits not in A_BITS or self.max_in_bits < self.a_bits:
+                raise ValueError(f"max_in_bits must be None or one of {A_BITS} from a_bits "
+                                 f"({self.a_bits}) on, not {self.max_in_bits}")
 
     def macro_params(self) -> dict:
-        """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro`."""
+        """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro` (whose ``a_bits`` is the
+        most bit-planes of a vector: :attr:`in_bits_max`)."""
         d = asdict(self)
-        return {k: d[k] for k in ("rows", "cols", "w_bits", "a_bits", "adc_bits", "write_rows",
-                                  "double_buffer")}
+        return {**{k: d[k] for k in ("rows", "cols", "w_bits", "adc_bits", "write_rows",
+                                     "double_buffer")}, "a_bits": self.in_bits_max}
 
     @property
     def sequencer_problem(self) -> str | None:
@@ -183,6 +198,11 @@ class HwConfig:
         if self.rows % self.cols:
             return f"Columns ({self.cols}) must divide rows ({self.rows})"
         return None
+
+    @property
+    def in_bits_max(self) -> int:
+        """Most bits (bit-planes) a layer's input may have: ``max_in_bits`` or ``a_bits``."""
+        return self.a_bits if self.max_in_bits is None else self.max_in_bits
 
     @property
     def peak_macs_per_cycle(self) -> int:
@@ -210,9 +230,9 @@ CONFIGS: dict[str, HwConfig] = {
 
 def get_config(name: str) -> HwConfig:
     """The named configuration, or a named one with fields changed: ``"tiny:a_bits=2,w_bits=1"``
-    (``adc_bits=none`` for an ideal macro; ``double_buffer=true|false``), named
-    ``tiny_a_bits2_w_bits1``. :class:`ValueError` lists the valid names, or names the bad
-    field or value, otherwise."""
+    (``adc_bits=none`` for an ideal macro, ``max_in_bits=none`` for ``a_bits``;
+    ``double_buffer=true|false``), named ``tiny_a_bits2_w_bits1``. :class:`ValueError` lists
+    the valid names, or names the bad field or value, otherwise."""
     if not isinstance(name, str):
         raise ValueError(f"a configuration name must be a string, not {name!r}")
     base, _, changes = name.partition(":")
@@ -231,7 +251,7 @@ def get_config(name: str) -> HwConfig:
                              f"of {', '.join(sorted(fields_))}")
         if key == "double_buffer" and text.lower() in ("true", "false", "1", "0"):
             value = text.lower() in ("true", "1")
-        elif key == "adc_bits" and text.lower() == "none":
+        elif key in ("adc_bits", "max_in_bits") and text.lower() == "none":
             value = None
         else:
             try:

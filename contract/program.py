@@ -90,6 +90,7 @@ FIELDS: tuple[Field, ...] = (
     Field("res_signed", 1, "the residual tensor is signed"),
     Field("res_bits", 4, "bits of the residual tensor (0 without one)"),
     Field("last", 1, "last layer of the program"),
+    Field("in_bits", 4, "input activation bits: the bit-planes fed per pixel, 1..max_in_bits"),
     Field("in_height", 12, "input height H"),
     Field("in_width", 12, "input width W"),
     Field("in_groups", 8, "input channel groups G = ceil(Cin / rows)"),
@@ -138,6 +139,7 @@ class Descriptor:
     res_signed: int
     res_bits: int
     last: int
+    in_bits: int
     in_height: int
     in_width: int
     in_groups: int
@@ -284,7 +286,8 @@ class ErrorCode(IntEnum):
     STRIDE = 2      #: stride not 1 or 2
     SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
     TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes or memories
-    FORMAT = 5      #: shift, output or residual bits illegal or disagreeing, or a reserved bit set
+    FORMAT = 5      #: shift, input, output or residual bits illegal or disagreeing, or a
+    #: reserved bit set
     PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
     OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
     OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
@@ -295,12 +298,13 @@ class ErrorCode(IntEnum):
 
 def tensor_words(d: Descriptor, config: HwConfig) -> dict[str, tuple[int, int]]:
     """``name -> (base, words)`` of the activation-buffer tensors descriptor ``d`` reads and
-    writes (``in``, ``out``, and ``res`` with a residual): ``H * W * G`` words of input
-    (``a_bits`` values: one slice), ``Ho * Wo * out_groups * S`` of output and residual
-    (``S`` slices of their bits, :func:`slices`)."""
+    writes (``in``, ``out``, and ``res`` with a residual): ``H * W * G * S`` words of input,
+    ``Ho * Wo * out_groups * S`` of output and residual (``S`` slices of their bits,
+    :func:`slices`)."""
     ab = config.a_bits
     pixels = d.out_height * d.out_width * d.out_groups
-    out = {"in": (d.in_base, d.in_height * d.in_width * d.in_groups),
+    out = {"in": (d.in_base, d.in_height * d.in_width * d.in_groups
+                  * slices(max(d.in_bits, 1), ab)),
            "out": (d.out_base, pixels * slices(max(d.out_bits, 1), ab))}
     if d.has_residual:
         out["res"] = (d.res_base, pixels * slices(max(d.res_bits, 1), ab))
@@ -352,6 +356,7 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
             or d.param_base + J * C > rec_cap):
         return ErrorCode.TILES
     if (reserved or not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
+            or not 1 <= d.in_bits <= config.in_bits_max
             or (d.out_signed and d.out_bits < 2) or d.relu == d.out_signed
             or (d.has_residual and (not 1 <= d.res_bits <= 8 or (d.res_signed and d.res_bits < 2)))
             or (not d.has_residual and (d.res_bits or d.res_signed or d.res_base))):

@@ -233,14 +233,15 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ sequencer
         wc = cfg.write_cycles
         m.submodules.fetcher = fetcher = Fetcher(
-            prog_words=self.prog_words, rows=R, cols=C, a_bits=ab, bank_words=self.bank_words,
-            max_size=self.max_size,
+            prog_words=self.prog_words, rows=R, cols=C, a_bits=ab, planes=cfg.in_bits_max,
+            bank_words=self.bank_words, max_size=self.max_size,
             max_groups=self.max_groups, max_pixels=self.max_pixels,
             tile_cap=self.weight_words // (wc * bw), rec_cap=self.param_words // PARAM_WORDS)
-        m.submodules.loader = loader = WeightLoader(macros=M, a_bits=ab, write_cycles=wc,
-                                                    addr_width=baw)
-        m.submodules.issuer = issuer = Issuer(macros=M, cols=C, a_bits=ab, addr_width=baw,
-                                              param_rows=param_rows)
+        pl = cfg.in_bits_max
+        m.submodules.loader = loader = WeightLoader(macros=M, a_bits=ab, planes=pl,
+                                                    write_cycles=wc, addr_width=baw)
+        m.submodules.issuer = issuer = Issuer(macros=M, cols=C, a_bits=ab, planes=pl,
+                                              addr_width=baw, param_rows=param_rows)
         m.submodules.residual = reader = ResidualReader(
             rows=R, cols=C, a_bits=ab, addr_width=baw, param_rows=param_rows,
             depth=RES_FIFO_DEPTH)
@@ -254,7 +255,8 @@ class Accelerator(wiring.Component):
         units = []
         for i, mac in enumerate(macros):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
-                index=i, macros=M, rows=R, a_bits=ab, write_cycles=wc, addr_width=baw,
+                index=i, macros=M, rows=R, a_bits=ab, planes=pl, write_cycles=wc,
+                addr_width=baw,
                 weight_addr_width=wmem.addr_width, weight_width=wmem.width,
                 input_layout=mac.input_layout, write_layout=mac.write_layout)
             connect(m, loader.tiles[i], unit.tile)

@@ -61,7 +61,7 @@ __all__ = ["Access", "Field", "Port", "Pulse", "RegMap", "Register", "Rise", "Wi
 MAGIC = 0x43494D41
 """Identification word: ASCII ``"CIMA"`` read as a big-endian number."""
 
-VERSION = (1, 0)
+VERSION = (2, 0)
 """Register-map version (major, minor). The major number changes when a register moves or
 changes meaning; the minor one when something is added."""
 
@@ -365,6 +365,8 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("W_BITS", 0, 4, "weight bits", c.w_bits),
               ("A_BITS", 4, 4, "activation bits", c.a_bits),
               ("ADC_BITS", 8, 4, "partial-sum ADC bits; 0: ideal macro", c.adc_bits or 0),
+              ("MAX_IN_BITS", 12, 4, "most bits (bit-planes) of a layer's input",
+               c.in_bits_max),
               ("ACC_WIDTH", 16, 8, "accumulator width of the datapath", c.acc_width)),
         const("CFG_MACROS", 0x010, "Parallelism",
               ("MACROS", 0, 16, "CIM macros", c.macros),
@@ -523,7 +525,7 @@ def _c_config_block(rm: RegMap, shared: set[str]) -> list[str]:
     for f in fields(cfg):
         if f.name == "name":
             continue
-        v = getattr(cfg, f.name)
+        v = cfg.in_bits_max if f.name == "max_in_bits" else getattr(cfg, f.name)
         v = 0 if v is None else int(v)
         out.append(f"#define {'CIM_CFG_' + f.name.upper():<27} {v}u")
     out.append(f"#define CIM_ADDR_WIDTH              {rm.addr_width}u")

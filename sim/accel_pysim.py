@@ -73,7 +73,7 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
                       weight_init=program.weight_image if preload_weights else None)
     src = program.buffers[program.input_name]
     mem = np.zeros((1, 2 * program.bank_words, R), np.int64)
-    compiler.write_tensor(mem, src.base, x[None], ab, ab)
+    compiler.write_tensor(mem, src.base, x[None], src.bits, ab)
     in_words = {src.base + i: sum(int(v) << (ab * r) for r, v in enumerate(mem[0, src.base + i]))
                 for i in range(src.words)}
     out_addrs = sorted({a.base + i for n, a in program.buffers.items()

@@ -3,11 +3,13 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 import compiler
 from compiler import cycles
+from contract.arith import weight_qmax
 from contract.config import A_BITS, W_BITS, HwConfig, get_config
 from contract.program import Descriptor
 from gateware.accelerator import Accelerator, AccelError
@@ -28,7 +30,8 @@ def _dut(program):
 
 def _check(model, program, x, seed, **run):
     env = golden.run(model, x[None])
-    res = run_frame(program, env[program.input_name][0], **run)
+    xin = x if program.input_name == "input" else env[program.input_name][0]
+    res = run_frame(program, xin, **run)
     st = res.status
     assert not st["error"], f"seed {seed}: error {st['code']}"
     assert not st["busy"]
@@ -36,11 +39,11 @@ def _check(model, program, x, seed, **run):
     print(f"\nseed {seed}: {sum(res.layers)} cycles in {res.seconds:.1f} s; counters {st}")
     for name, rtl, ana in zip(program.names, res.layers, analytic):
         print(f"  {name:<18} RTL {rtl:>7} analytic {ana.cycles:>7}")
-    # Counters: every layer ran while busy; the array computes a_bits cycles per slot and
+    # Counters: every layer ran while busy; the array computes in_bits cycles per slot and
     # round at least, and never longer than busy.
-    ab = program.config.a_bits
     assert abs(st["busy_cycles"] - sum(res.layers)) <= 2, (st, res.layers)
-    assert sum(a.rounds * a.slots * ab for a in analytic) <= st["compute"] <= st["busy_cycles"]
+    fed = sum(a.rounds * a.slots * d.in_bits for a, d in zip(analytic, program.descriptors))
+    assert fed <= st["compute"] <= st["busy_cycles"]
     for name, rtl, ana in zip(program.names, res.layers, analytic):
         assert abs(rtl - ana.cycles) <= 0.02 * ana.cycles, (
             f"layer {name}: RTL {rtl} cycles, analytic model {ana.cycles}")
@@ -101,6 +104,70 @@ def test_bit_width_matrix(tmp_path, w_bits, a_bits, width):
     channels = {d.out_channels for d in program.descriptors}
     assert channels == ({16} if width == 0.5 else {12}), channels
     _check(model, program, x.numpy()[0], SEED, macro_style="behavioral", preload_weights=True)
+
+
+def _mixed_precision_model(path, conv3_w_bits):
+    """A digits-CNN-shaped random network (6x6 input) edited to mixed precision at the integer
+    level: every conv on the accelerator, conv1 fed the raw 5-bit pixels (``pixel_max`` 16),
+    then activations of 2, 8, 3 and 4 bits, weights of 4, 2 (ternary), ``conv3_w_bits`` and 4
+    bits; each layer's shift retuned so that its outputs spread over their range."""
+    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.5, image_size=6, first_bits=4)
+    net, x = random_net(spec, SEED, batch=4)
+    manifest, arrays = export.to_manifest(net)
+    plan = {"conv1": (4, 2), "conv2": (2, 8), "conv3": (conv3_w_bits, 3),
+            "block_conv1": (4, 4), "block_conv2": (4, 4)}
+    env = {"input": x.numpy().astype(np.int64)}
+    for n in manifest["nodes"]:
+        name = n["name"]
+        if name in plan:
+            wb, ob = plan[name]
+            w = arrays[f"{name}/weight"].astype(np.int64)
+            q = weight_qmax(wb)
+            w = np.where(w >= 0, 1, -1) if wb == 1 else np.clip(
+                np.round(w * q / max(1, np.abs(w).max())), -q, q)
+            arrays[f"{name}/weight"] = w.astype(np.int8)
+            n.update(where="accel", w_bits=wb, out_bits=ob)
+            acc = golden.conv_acc(env[n["inputs"][0]], w, n["stride"], n["padding"])
+            sh = (1, -1, 1, 1)
+            y = acc * arrays[f"{name}/mult"].reshape(sh) + arrays[f"{name}/bias"].reshape(sh)
+            if len(n["inputs"]) > 1:
+                y = y + env[n["inputs"][1]] * arrays[f"{name}/res_mult"].reshape(sh)
+            top = max(1.0, float(np.percentile(np.abs(y), 90)))
+            n["shift"] = int(np.clip(np.ceil(np.log2(top / ((1 << ob) - 1))), 1, 40))
+        model = golden.IntModel(manifest, arrays)
+        env[name] = golden.run_node(model, n, *(env[i] for i in n["inputs"]))
+    model = golden.load(export.save(path, manifest, arrays))
+    return model, x.numpy()
+
+
+@pytest.mark.parametrize("a_bits,conv3_w_bits", [(4, 3), (4, 1), (2, 2)])
+def test_mixed_precision_exact(tmp_path, a_bits, conv3_w_bits):
+    """One configuration (W4, ``a_bits`` lanes, ``max_in_bits=8``) runs a mixed-precision
+    network: inputs of 5 (raw pixels), 2, 8, 3 and 4 bits (fewer bit-planes than ``a_bits``,
+    and more: 2 to 4 slice words per pixel), weights of 4, 2, ``conv3_w_bits`` and 4 bits
+    (fewer than the array stores), a residual of 3 bits; bit-exact against the golden model
+    and every layer within 2 % of the cycle model."""
+    model, xs = _mixed_precision_model(tmp_path / "mixed.npz", conv3_w_bits)
+    cfg = HwConfig(name=f"w4a{a_bits}i8", rows=16, cols=8, w_bits=4, a_bits=a_bits, macros=2,
+                   max_in_bits=8, acc_width=32)
+    program = compiler.compile_model(model, cfg)
+    assert [d.in_bits for d in program.descriptors] == [5, 2, 8, 3, 4]
+    env = golden.run(model, xs)
+    for name in program.names:
+        assert len(np.unique(env[name])) > 2, f"{name} outputs are degenerate"
+    assert np.array_equal(compiler.execute(program, xs)[program.names[-1]],
+                          env[program.names[-1]])
+    _check(model, program, xs[0], SEED, macro_style="behavioral", preload_weights=True)
+
+
+def test_mixed_precision_refused(tmp_path):
+    """Without ``max_in_bits`` the 8-bit input is refused by name; the same network compiles
+    once the configuration states it."""
+    model, _ = _mixed_precision_model(tmp_path / "mixed.npz", 3)
+    with pytest.raises(compiler.CompileError,
+                       match=r"at most 4 bits \(max_in_bits of .tiny.\), not 5-bit"):
+        compiler.compile_model(model, TINY)
+    compiler.compile_model(model, get_config("tiny:max_in_bits=8"))
 
 
 @pytest.mark.parametrize("width", [0.25, 0.5])

@@ -167,26 +167,30 @@ def test_tensor_layout_matches_actbuf():
     assert np.array_equal(compiler.read_tensor(mem, 0, (5, 2, 2), 8, True, 4), s)
 
 
+@pytest.mark.parametrize("bits", [4, 2, 8])
 @pytest.mark.parametrize("k,s,p,h,w,g", [(3, 1, 1, 5, 4, 2), (1, 2, 0, 5, 5, 1),
                                          (7, 2, 3, 9, 8, 1), (5, 1, 2, 4, 6, 3)])
-def test_window_addresses_are_the_golden_convolution(k, s, p, h, w, g):
+def test_window_addresses_are_the_golden_convolution(k, s, p, h, w, g, bits):
     """Gathering each output pixel's row tiles through ``window_addresses`` (padding read as
-    zero) and multiplying by ``layer_tiles`` is the golden model's convolution: the walk, the
-    tile order and the orientation (correlation, not flipped) agree."""
+    zero; an input wider than ``a_bits`` as its slice words) and multiplying by
+    ``layer_tiles`` is the golden model's convolution: the walk, the tile order, the slices
+    and the orientation (correlation, not flipped) agree."""
     rng = np.random.default_rng(SEED)
     cfg = get_config("tiny")
-    R = cfg.rows
+    R, ab = cfg.rows, cfg.a_bits
     cin, cout = g * R - 3, 5
-    x = rng.integers(0, 16, (1, cin, h, w))
+    x = rng.integers(0, 1 << bits, (1, cin, h, w))
     wt = rng.integers(-7, 8, (cout, cin, k, k))
-    mem = np.zeros((1, 256, R), np.int64)
-    compiler.write_tensor(mem, 17, x, 4, 4)
+    mem = np.zeros((1, 512, R), np.int64)
+    compiler.write_tensor(mem, 17, x, bits, ab)
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     d = Descriptor(**{**{f.name: 0 for f in fmt.FIELDS}, "kernel": k, "stride": s,
                       "padding": p, "in_height": h, "in_width": w, "in_groups": g,
-                      "out_height": ho, "out_width": wo, "in_base": 17})
-    addr, pad = compiler.window_addresses(d)
-    xs = np.where(pad[..., None], 0, mem[0, addr])                  # (P, T, R)
+                      "out_height": ho, "out_width": wo, "in_base": 17, "in_bits": bits})
+    addr, pad = compiler.window_addresses(d, ab)
+    sl = fmt.slices(bits, ab)
+    words = sum(mem[0, addr + i] << (i * ab) for i in range(sl))
+    xs = np.where(pad[..., None], 0, words)                         # (P, T, R)
     tiles = fmt.layer_tiles(wt, cfg)[:k * k * g]                    # column tile 0: (T, R, C)
     got = np.einsum("ptr,trc->pc", xs, tiles)[:, :cout]
     want = golden.conv_acc(x, wt, s, p)[0].reshape(cout, -1).T
@@ -208,10 +212,11 @@ def _edited(model, name, **changes):
     ("kernel", "layer 'conv3': kernel 2 is not supported"),
     ("stride", "layer 'conv3': stride 3 is not supported"),
     ("padding", "layer 'conv3': padding 4 exceeds 3"),
-    ("w_bits", "layer 'conv2': w_bits=4 differs from the configuration's 2"),
-    ("a_bits", "must be unsigned 8-bit activations"),
+    ("w_bits", "layer 'conv2': w_bits=4 does not fit the array's 2-bit weights"),
+    ("a_bits", "must be unsigned activations .* of at most 2 bits"),
     ("signed", "layer 'conv3': its input 'conv2' is signed"),
-    ("in_bits", "layer 'conv3': its input 'conv2' has 3-bit activations"),
+    ("in_bits", "layer 'conv3': its input 'conv2' has 8-bit activations, configuration "
+                "'tiny' feeds at most max_in_bits=4"),
     ("acc", "layer 'conv2': accumulator needs"),
     ("buffer", "layer 'conv2': its output .* does not fit"),
     ("adc", "adc_bits=None, the configuration 'adc' has adc_bits=3"),
@@ -227,11 +232,11 @@ def test_compile_errors(digits, case, match):
     elif case == "w_bits":
         cfg = HwConfig(name="w2", rows=16, cols=8, w_bits=2, a_bits=4, macros=2)
     elif case == "a_bits":
-        cfg = HwConfig(name="a8", rows=16, cols=8, w_bits=4, a_bits=8, macros=2)
+        cfg = HwConfig(name="a2", rows=16, cols=8, w_bits=4, a_bits=2, macros=2)
     elif case == "signed":
         model = _edited(digits, "conv2", out_signed=True)
     elif case == "in_bits":
-        model = _edited(digits, "conv2", out_bits=3)
+        model = _edited(digits, "conv2", out_bits=8)
     elif case == "acc":
         kw = dict(acc_width=12)
     elif case == "buffer":

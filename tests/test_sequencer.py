@@ -34,7 +34,7 @@ SEED = test_seed()
 TINY = get_config("tiny")
 # Five macros, four columns, four rows per beat: copies of 2 and 3, lanes within a word.
 ODD = HwConfig(name="odd", rows=16, cols=4, w_bits=4, a_bits=4, macros=5, write_rows=4,
-               bank_words=1024)
+               bank_words=1024, max_in_bits=8)
 CONFIGS = {"tiny": TINY, "odd": ODD}
 BAW = {name: (c.bank_words - 1).bit_length() for name, c in CONFIGS.items()}
 
@@ -57,11 +57,13 @@ def make_desc(rng, cfg, **kw):
     out_bits = int(kw.pop("out_bits", rng.choice([4, 8])))
     has_res = int(kw.pop("has_residual", rng.integers(0, 2)))
     res_bits = int(kw.pop("res_bits", rng.choice([4, 8]) if has_res else 0))
+    in_bits = int(kw.pop("in_bits", rng.integers(1, cfg.in_bits_max + 1)))
     J, T = -(-cout // C), k * k * G
     fields = dict(
         kernel=k, stride=s, padding=p, relu=int(out_bits == 4), out_signed=int(out_bits == 8),
         out_bits=out_bits, shift=int(rng.integers(1, MAX_SHIFT + 1)), has_residual=has_res,
         res_signed=int(has_res and rng.integers(0, 2)), res_bits=res_bits, last=0,
+        in_bits=in_bits,
         in_height=H, in_width=W, in_groups=G, out_height=(H + 2 * p - k) // s + 1,
         out_width=(W + 2 * p - k) // s + 1, out_groups=-(-cout // R), in_channels=G * R,
         out_channels=cout, col_tiles=J, row_tiles=T, weight_tiles=J * T,
@@ -112,6 +114,7 @@ def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
     tile_cap = cfg.weight_words // (cfg.write_cycles * fmt.beat_words(cfg))
     rec_cap = cfg.param_words // PARAM_WORDS
     dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
+                  planes=cfg.in_bits_max,
                   bank_words=cfg.bank_words, max_size=cfg.max_size,
                   max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
                   rec_cap=rec_cap)
@@ -267,12 +270,12 @@ def test_fetcher_runs_off_the_program():
 def tile_fields(d, cfg, j, t):
     """(beat address, kh, kw, window offset) of row tile t of column tile j: the compiler's
     tile order (t = (kh * k + kw) * G + cg; layer tile j * T + t at weight_base) and address
-    formula (word (y * W + x) * G + cg, relative to the window's corner)."""
+    formula (word ((y * W + x) * G + cg) * S, relative to the window's corner)."""
     k, G, W = d.kernel, d.in_groups, d.in_width
     kh, rest = divmod(t, k * G)
     kw, cg = divmod(rest, G)
     return ((d.weight_base + j * d.row_tiles + t) * cfg.write_cycles, kh, kw,
-            (kh * W + kw) * G + cg)
+            ((kh * W + kw) * G + cg) * _sl(d.in_bits, cfg.a_bits))
 
 
 def expected_tiles(d, cfg):
@@ -300,7 +303,8 @@ def test_loader_tiles(cfg):
     M = cfg.macros
     layers = [make_desc(rng, cfg, in_height=3, in_width=3) for _ in range(4)]
     codes = [AccelError.NONE, AccelError.NONE, AccelError.TILES, AccelError.NONE]
-    dut = WeightLoader(macros=M, a_bits=cfg.a_bits, write_cycles=cfg.write_cycles,
+    dut = WeightLoader(macros=M, a_bits=cfg.a_bits, planes=cfg.in_bits_max,
+                       write_cycles=cfg.write_cycles,
                        addr_width=BAW[name])
     got = [[] for _ in range(M)]
     passed = []
@@ -344,19 +348,22 @@ def test_loader_tiles(cfg):
 # ----------------------------------------------------------------------------- macro unit
 
 
-def test_macro_unit():
+@pytest.mark.parametrize("bits", [4, 1, 3, 8])
+def test_macro_unit(bits):
     """Tile load (beats from the weight store to the macro, ``loaded`` after wc + 3 cycles),
-    round switch, lockstep read (address and padding by the compiler's formula), bit-planes
-    MSB first with commit on the first, and the next tile loading from the commit on
-    (compiler.cycles.LOAD_LATENCY)."""
+    round switch, lockstep read (address and padding by the compiler's formula; an input of
+    more than ``a_bits`` bits as its slice words, the top one first, each read as the last
+    plane of the one above is fed), ``bits`` bit-planes MSB first with commit on the first,
+    and the next tile loading from the commit on (compiler.cycles.LOAD_LATENCY)."""
     cfg = ODD
     rng = np.random.default_rng(SEED)
     R, ab, wc, baw = cfg.rows, cfg.a_bits, cfg.write_cycles, BAW["odd"]
     mac = CIMMacro(**cfg.macro_params())
     bw = fmt.beat_words(cfg)
-    dut = MacroUnit(index=2, macros=cfg.macros, rows=R, a_bits=ab, write_cycles=wc,
-                    addr_width=baw, weight_addr_width=8, weight_width=bw * 32,
+    dut = MacroUnit(index=2, macros=cfg.macros, rows=R, a_bits=ab, planes=cfg.in_bits_max,
+                    write_cycles=wc, addr_width=baw, weight_addr_width=8, weight_width=bw * 32,
                     input_layout=mac.input_layout, write_layout=mac.write_layout)
+    sl = -(-bits // ab)
     wmem = [int(v) for v in rng.integers(0, 1 << 32, 256, dtype=np.uint64)]
     amem = {}
     wlen = len(mac.write.payload.w.as_value())
@@ -366,11 +373,13 @@ def test_macro_unit():
     pixels = [dict(first=1, count=2, y=-2, x=1, addr=100, bank=1, height=5, width=4),
               dict(first=2, count=1, y=3, x=0, addr=1020, bank=0, height=5, width=4),
               dict(first=0, count=2, y=0, x=0, addr=7, bank=0, height=5, width=4)]
+    for px in pixels:
+        px["bits"] = bits
 
     async def bench(ctx):
         cyc = 0
         plan = {2: ("tile", 0), 5: ("tile", 1), 30: ("round", None), 32: ("issue", 0),
-                32 + ab: ("issue", 1), 32 + 2 * ab: ("issue", 2)}
+                32 + bits: ("issue", 1), 32 + 2 * bits: ("issue", 2)}
         ctx.set(dut.go, 1)
         await ctx.tick()
         ctx.set(dut.go, 0)
@@ -415,21 +424,23 @@ def test_macro_unit():
     rise = [c for (_, a), (c, b) in zip(log["loaded"], log["loaded"][1:]) if b and not a]
     assert rise == [t0 + wc + 3, issue0 + wc + cycles.LOAD_LATENCY], rise
     kh, kw, off = 1, 2, 9
-    reads = []
-    for c, px in zip((32, 32 + ab, 32 + 2 * ab), pixels):
+    reads, feed = [], []
+    for c, px in zip((32, 32 + bits, 32 + 2 * bits), pixels):
         if not px["first"] <= 2 < px["first"] + px["count"]:
             continue
         y, x = px["y"] + kh, px["x"] + kw
         pad = int(not (0 <= y < px["height"] and 0 <= x < px["width"]))
-        addr = ((px["addr"] + off) % (1 << baw)) | (px["bank"] << baw)
-        reads.append((c, addr, pad))
+
+        def addr(s, px=px):
+            return ((px["addr"] + off + s) % (1 << baw)) | (px["bank"] << baw)
+        # Slice sl - 1 at the issue, slice s - 1 as plane s * ab (slice s's last) is fed.
+        reads += [(c, addr(sl - 1), pad)]
+        reads += [(c + bits - s * ab, addr(s - 1), pad) for s in reversed(range(1, sl))]
+        for b in reversed(range(bits)):
+            word = 0 if pad else amem[addr(b // ab)]
+            plane = sum(((word >> (r * ab + b % ab)) & 1) << r for r in range(R))
+            feed.append((c + bits - b, plane, int(b == 0), int(not feed and b == bits - 1)))
     assert log["reads"] == reads, f"seed {SEED}"
-    feed = []
-    for n, (c, addr, pad) in enumerate(reads):
-        word = 0 if pad else amem[addr]
-        for b in reversed(range(ab)):
-            plane = sum(((word >> (r * ab + b)) & 1) << r for r in range(R))
-            feed.append((c + ab - b, plane, int(b == 0), int(n == 0 and b == ab - 1)))
     assert log["feed"] == feed, f"seed {SEED}"
 
 
@@ -439,13 +450,13 @@ def test_macro_unit():
 def expected_rounds(d, cfg):
     """Per round: (macros, group, length, [(cycle of the slot, group g, pixel)]) from
     compiler.cycles: copies, rounds, slot length L, group g at g * sp of its slot."""
-    ab = cfg.a_bits
+    ab, pl = cfg.a_bits, d.in_bits
     cp = cycles.copies(d, cfg)
     sp = max(_sl(d.out_bits, ab), _sl(d.res_bits, ab) if d.has_residual else 0)
     P = d.out_height * d.out_width
     out = []
     for macros, final in cycles._rounds(d, cfg, cp):
-        L = max(ab, cp * sp) if final else ab
+        L = max(pl, cp * sp) if final else pl
         issues = [(pix // cp * L + pix % cp * sp, pix % cp, pix) for pix in range(P)]
         out.append((macros, macros // cp, -(-P // cp) * L, issues))
     return out
@@ -454,8 +465,8 @@ def expected_rounds(d, cfg):
 def run_issuer(cfg, layers, rng, *, credit_rate=1.0, loaded_rate=1.0):
     name = cfg.name
     M = cfg.macros
-    dut = Issuer(macros=M, cols=cfg.cols, a_bits=cfg.a_bits, addr_width=BAW[name],
-                 param_rows=cfg.param_words // (PARAM_WORDS * cfg.cols))
+    dut = Issuer(macros=M, cols=cfg.cols, a_bits=cfg.a_bits, planes=cfg.in_bits_max,
+                 addr_width=BAW[name], param_rows=cfg.param_words // (PARAM_WORDS * cfg.cols))
     ev = {"switch": [], "issue": [], "take": [], "start": [], "credits": 0, "done": None}
 
     async def bench(ctx):
@@ -487,7 +498,7 @@ def run_issuer(cfg, layers, rng, *, credit_rate=1.0, loaded_rate=1.0):
                 if ctx.get(dut.residuals.ready):
                     assert ctx.get(dut.residuals.valid)
                     ev["credits"] += 1
-                drain = n + 5       # the writer's last word, a little later
+                drain = n + 10      # the writer's last word, after the slot (<= 8 cycles)
             if ctx.get(dut.done):
                 ev["done"] = (n, ctx.get(dut.error), AccelError(ctx.get(dut.error_code)))
                 break
@@ -499,13 +510,14 @@ def run_issuer(cfg, layers, rng, *, credit_rate=1.0, loaded_rate=1.0):
 
 def check_walk(d, cfg, issues):
     """The pixels of a round in raster order, their window corners and buffer addresses by
-    the compiler's formula (base + (y * W + x) * G, in the input's bank)."""
+    the compiler's formula (base + (y * W + x) * G * S, in the input's bank)."""
     bank = cfg.bank_words
     for pix, (_, _, _, y, x, addr, b) in enumerate(issues):
         oy, ox = divmod(pix, d.out_width)
         yy, xx = oy * d.stride - d.padding, ox * d.stride - d.padding
         assert (y, x) == (yy, xx), (pix, y, x)
-        assert addr == (d.in_base + (yy * d.in_width + xx) * d.in_groups) % bank, pix
+        sl = _sl(d.in_bits, cfg.a_bits)
+        assert addr == (d.in_base + (yy * d.in_width + xx) * d.in_groups * sl) % bank, pix
         assert b == d.in_base // bank
 
 
@@ -566,7 +578,7 @@ def test_issuer_error():
     """A descriptor with a failed check stops the program with its code."""
     rng = np.random.default_rng(SEED)
     d = make_desc(rng, TINY)
-    dut = Issuer(macros=2, cols=8, a_bits=4, addr_width=12, param_rows=32)
+    dut = Issuer(macros=2, cols=8, a_bits=4, planes=4, addr_width=12, param_rows=32)
     out = {}
 
     async def bench(ctx):

@@ -26,7 +26,7 @@ extern "C" {
 #define __IOM volatile /* read / write */
 #endif
 
-#define CIM_REGMAP_VERSION_MAJOR    1u
+#define CIM_REGMAP_VERSION_MAJOR    2u
 #define CIM_REGMAP_VERSION_MINOR    0u
 #define CIM_MAGIC                   0x43494D41u /* "CIMA" */
 #define CIM_REG_BLOCK_SIZE          0x00001000UL
@@ -84,6 +84,8 @@ typedef struct {
 #define CIM_CFG_BITS_A_BITS_Msk              (0x0000000FUL << CIM_CFG_BITS_A_BITS_Pos)
 #define CIM_CFG_BITS_ADC_BITS_Pos            8u
 #define CIM_CFG_BITS_ADC_BITS_Msk            (0x0000000FUL << CIM_CFG_BITS_ADC_BITS_Pos)
+#define CIM_CFG_BITS_MAX_IN_BITS_Pos         12u
+#define CIM_CFG_BITS_MAX_IN_BITS_Msk         (0x0000000FUL << CIM_CFG_BITS_MAX_IN_BITS_Pos)
 #define CIM_CFG_BITS_ACC_WIDTH_Pos           16u
 #define CIM_CFG_BITS_ACC_WIDTH_Msk           (0x000000FFUL << CIM_CFG_BITS_ACC_WIDTH_Pos)
 #define CIM_CFG_MACROS_OFFSET                0x010u
@@ -220,6 +222,9 @@ typedef struct {
 #define CIM_DESC_LAST_Word                   0u
 #define CIM_DESC_LAST_Pos                    25u
 #define CIM_DESC_LAST_Msk                    (0x00000001UL << CIM_DESC_LAST_Pos)
+#define CIM_DESC_IN_BITS_Word                0u
+#define CIM_DESC_IN_BITS_Pos                 26u
+#define CIM_DESC_IN_BITS_Msk                 (0x0000000FUL << CIM_DESC_IN_BITS_Pos)
 #define CIM_DESC_IN_HEIGHT_Word              1u
 #define CIM_DESC_IN_HEIGHT_Pos               0u
 #define CIM_DESC_IN_HEIGHT_Msk               (0x00000FFFUL << CIM_DESC_IN_HEIGHT_Pos)
@@ -299,6 +304,7 @@ typedef struct {
 #define CIM_CFG_MAX_SIZE            64u
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
+#define CIM_CFG_MAX_IN_BITS         4u
 #define CIM_ADDR_WIDTH              18u
 #define CIM_SPAN                    0x00040000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -315,9 +321,9 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        16384u
 #define CIM_ACT_SLICES              2u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00010000u
+#define CIM_VERSION_RESET           0x00020000u
 #define CIM_CFG_ARRAY_RESET         0x00080010u
-#define CIM_CFG_BITS_RESET          0x00180044u
+#define CIM_CFG_BITS_RESET          0x00184044u
 #define CIM_CFG_MACROS_RESET        0x00020002u
 #define CIM_CFG_PROG_WORDS_RESET    0x00000100u
 #define CIM_CFG_WEIGHT_WORDS_RESET  0x00004000u
@@ -345,6 +351,7 @@ typedef struct {
 #define CIM_CFG_MAX_SIZE            64u
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
+#define CIM_CFG_MAX_IN_BITS         4u
 #define CIM_ADDR_WIDTH              22u
 #define CIM_SPAN                    0x00400000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -361,9 +368,9 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        524288u
 #define CIM_ACT_SLICES              8u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00010000u
+#define CIM_VERSION_RESET           0x00020000u
 #define CIM_CFG_ARRAY_RESET         0x00400040u
-#define CIM_CFG_BITS_RESET          0x00180044u
+#define CIM_CFG_BITS_RESET          0x00184044u
 #define CIM_CFG_MACROS_RESET        0x00040012u
 #define CIM_CFG_PROG_WORDS_RESET    0x00000400u
 #define CIM_CFG_WEIGHT_WORDS_RESET  0x00080000u

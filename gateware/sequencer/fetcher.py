@@ -9,25 +9,35 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .layer import DESC_WORDS, MAX_SHIFT, AccelError, desc_layout, descriptor_layout, slices
+from .layer import (
+    DESC_WORDS,
+    MAX_SHIFT,
+    AccelError,
+    desc_layout,
+    descriptor_layout,
+    in_slices,
+    slices,
+)
 
 __all__ = ["Fetcher", "check"]
 
 
-def check(m, d, *, rows, cols, a_bits, bank_words, max_size, max_groups, max_pixels, tile_cap,
-          rec_cap):
+def check(m, d, *, rows, cols, a_bits, planes, bank_words, max_size, max_groups, max_pixels,
+          tile_cap, rec_cap):
     """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
     what :func:`contract.program.check_descriptor` states (kernel, stride, size, tiles,
     format, channels, addresses, in that order; ``tests/test_sequencer.py`` holds the two
-    equal). ``tile_cap``: weight tiles the store holds; ``rec_cap``: parameter records."""
+    equal). ``planes``: the most input bits a layer may have; ``tile_cap``: weight tiles the
+    store holds; ``rec_cap``: parameter records."""
     code = Signal(AccelError)
     R, C, BW = rows, cols, bank_words
     baw = ceil_log2(BW)
     out_sl, res_sl, _ = slices(m, d, a_bits, name="chk_")
+    in_sl = in_slices(m, d, a_bits, name="chk_")
     # The tensors' extents (contract.program.tensor_words) and where they lie.
     in_words, out_words, res_words = Signal(32), Signal(32), Signal(32)
     group_pixels = Signal(32)
-    m.d.comb += [in_words.eq(d.in_height * d.in_width * d.in_groups),
+    m.d.comb += [in_words.eq(d.in_height * d.in_width * d.in_groups * in_sl),
                  group_pixels.eq(d.out_height * d.out_width * d.out_groups),
                  out_words.eq(group_pixels * out_sl), res_words.eq(group_pixels * res_sl)]
 
@@ -59,6 +69,7 @@ def check(m, d, *, rows, cols, a_bits, bank_words, max_size, max_groups, max_pix
     reserved = Cat(*[d[name] for name, _ in d.shape() if name.startswith("_pad")])
     with m.Elif(reserved.any() | (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
                 | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
+                | (d.in_bits == 0) | (d.in_bits > planes)
                 | (d.relu == d.out_signed)
                 | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
                                      | (d.res_signed & (d.res_bits < 2))))
@@ -93,6 +104,8 @@ class Fetcher(wiring.Component):
         Program memory words (at least ``DESC_WORDS``).
     rows, cols, a_bits : int
         The configuration's (for the tile and address checks).
+    planes : int
+        Most bits of a layer's input (``HwConfig.in_bits_max``).
     bank_words : int
         Words of an activation-buffer bank (for the address checks).
     max_size, max_groups, max_pixels, tile_cap, rec_cap : int
@@ -109,13 +122,15 @@ class Fetcher(wiring.Component):
         without ``valid``.
     """
 
-    def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, bank_words: int,
-                 max_size: int, max_groups: int, max_pixels: int, tile_cap: int, rec_cap: int):
+    def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, planes: int,
+                 bank_words: int, max_size: int, max_groups: int, max_pixels: int,
+                 tile_cap: int, rec_cap: int):
         if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
             raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
                              f"not {prog_words!r}")
         self.prog_words = prog_words
-        self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, bank_words=bank_words,
+        self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, planes=planes,
+                           bank_words=bank_words,
                            max_size=max_size, max_groups=max_groups,
                            max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap)
         super().__init__({

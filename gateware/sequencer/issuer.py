@@ -17,6 +17,7 @@ from .layer import (
     credit_signature,
     desc_layout,
     descriptor_layout,
+    in_slices,
     slices,
 )
 
@@ -34,10 +35,11 @@ class Issuer(wiring.Component):
     ``layer_done``; ``STOP`` raises ``done``.
 
     A round (``issue.macros = copies * group`` macros, ``group`` row tiles starting at ``tb``)
-    streams the ``P`` output pixels in slots of ``L`` cycles: ``L = a_bits``, on the final
-    round of a column tile ``max(a_bits, copies * sp)``. Group ``g`` of a slot (macros ``g *
-    group ..``) gets its pixel at cycle ``g * sp`` of the slot. On a final round of a layer
-    with a residual a pixel waits (the slot stalls) until the residual reader offers a credit.
+    streams the ``P`` output pixels in slots of ``L`` cycles: ``L = in_bits`` (the layer's
+    bit-planes), on the final round of a column tile ``max(in_bits, copies * sp)``. Group
+    ``g`` of a slot (macros ``g * group ..``) gets its pixel at cycle ``g * sp`` of the slot.
+    On a final round of a layer with a residual a pixel waits (the slot stalls) until the
+    residual reader offers a credit.
 
     Latency: a descriptor taken in cycle ``n`` (``NEXT``) is checked in ``n + 1`` and
     set up in ``n + 2`` (``ctrl.start``); ``RWAIT`` from ``n + 3`` on
@@ -50,6 +52,8 @@ class Issuer(wiring.Component):
     ----------
     macros, cols, a_bits : int
         The configuration's.
+    planes : int
+        Most bit-planes a layer feeds (``HwConfig.in_bits_max``).
     addr_width : int
         Bits of an activation-buffer bank offset.
     param_rows : int
@@ -81,9 +85,9 @@ class Issuer(wiring.Component):
         The issuer waits for a round's tiles or for a residual (the stall counter).
     """
 
-    def __init__(self, *, macros: int, cols: int, a_bits: int, addr_width: int,
+    def __init__(self, *, macros: int, cols: int, a_bits: int, planes: int, addr_width: int,
                  param_rows: int):
-        self.macros, self.cols, self.a_bits = macros, cols, a_bits
+        self.macros, self.cols, self.a_bits, self.planes = macros, cols, a_bits, planes
         self.addr_width = addr_width
         super().__init__({
             "start": In(1), "go": Out(1), "busy": Out(1), "done": Out(1), "error": Out(1),
@@ -105,11 +109,13 @@ class Issuer(wiring.Component):
         code = Signal(AccelError)   # the check code of desc
         fault = Signal(AccelError)  # a run-time error of this layer (sticky until STOP)
         out_sl, res_sl, sp = slices(m, desc, ab)
-        cp_c = copies(m, desc, sp, a_bits=ab, macros=M)
+        in_sl = in_slices(m, desc, ab)
+        cp_c = copies(m, desc, sp, planes=self.planes, macros=M)
         # Registered per layer (CHECK, SETUP), per round and per slot.
         w = SimpleNamespace(
-            cp=Signal(range(ab + 1)),   # copies of the row tiles (pixels per slot)
-            wg_words=Signal(baw),       # W * G: one input row
+            cp=Signal(range(self.planes + 1)),  # copies of the row tiles (pixels per slot)
+            gw=Signal(baw),             # G * in_sl: one input pixel
+            wg_words=Signal(baw),       # W * G * in_sl: one input row
             l_fin=Signal(4),            # slot length of a final round
             first_addr=Signal(baw),     # word of input pixel (-p, -p)
             j=Signal(8),                # column tile
@@ -129,7 +135,7 @@ class Issuer(wiring.Component):
                      iss.macros.eq(w.cp * iss.count)]
         m.d.comb += [ctrl.desc.eq(desc), ctrl.out_sl.eq(out_sl), ctrl.res_sl.eq(res_sl),
                      iss.bank.eq(desc.in_base[baw]), iss.height.eq(desc.in_height),
-                     iss.width.eq(desc.in_width)]
+                     iss.width.eq(desc.in_width), iss.bits.eq(desc.in_bits)]
         ready_round = Signal()
         m.d.comb += ready_round.eq(
             Cat(*[self.loaded[i] | (iss.macros <= i) for i in range(M)]).all())
@@ -151,7 +157,9 @@ class Issuer(wiring.Component):
                 m.d.sync += [ctrl.pixels.eq(desc.out_height * desc.out_width),
                              ctrl.out_pitch.eq(desc.out_groups * out_sl),
                              ctrl.res_pitch.eq(desc.out_groups * res_sl),
-                             w.wg_words.eq(desc.in_width * desc.in_groups), w.cp.eq(cp_c),
+                             w.gw.eq(desc.in_groups * in_sl),
+                             w.wg_words.eq(desc.in_width * desc.in_groups * in_sl),
+                             w.cp.eq(cp_c),
                              ctrl.param_row.eq(desc.param_base >> ceil_log2(self.cols))]
                 with m.If(code != AccelError.NONE):
                     m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
@@ -161,8 +169,9 @@ class Issuer(wiring.Component):
             with m.State("SETUP"):
                 m.d.comb += ctrl.start.eq(1)
                 m.d.sync += [w.first_addr.eq(desc.in_base[:baw]
-                                             - p * (w.wg_words + desc.in_groups)),
-                             w.l_fin.eq(Mux(w.cp * sp > ab, w.cp * sp, ab)),
+                                             - p * (w.wg_words + w.gw)),
+                             w.l_fin.eq(Mux(w.cp * sp > desc.in_bits, w.cp * sp,
+                                            desc.in_bits)),
                              w.j.eq(0), w.tb.eq(0)]
                 m.next = "RWAIT"
             with m.State("RWAIT"):
@@ -204,13 +213,13 @@ class Issuer(wiring.Component):
         """The ``RUN`` state (called inside it): the slots and groups of one round and the
         output-pixel walk. Sets ``m.next`` for the next round; returns a comb signal that is
         high when the layer's last round ends."""
-        M, ab = self.macros, self.a_bits
+        M = self.macros
         iss, ctrl = self.issue, self.ctrl
-        J, s, p, G = desc.col_tiles, desc.stride, desc.padding, desc.in_groups
+        J, s, p, G = desc.col_tiles, desc.stride, desc.padding, w.gw
         final, gs = w.final, iss.count
         slot_len = Signal(4)
         res_need = Signal()
-        m.d.comb += [slot_len.eq(Mux(final, w.l_fin, ab)),
+        m.d.comb += [slot_len.eq(Mux(final, w.l_fin, desc.in_bits)),
                      res_need.eq(final & desc.has_residual)]
         due = Signal()
         slot_end = Signal()

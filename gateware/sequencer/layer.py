@@ -85,7 +85,7 @@ def desc_layout() -> data.StructLayout:
 def tile_layout(*, addr_width: int) -> data.StructLayout:
     """A weight tile handed to a macro: the weight-store ``addr`` of its first beat and its
     tap ``(kh, kw)`` with ``off``, the word offset of the tap in the input window
-    (``(kh * W + kw) * G + cg``)."""
+    (``((kh * W + kw) * G + cg) * S``, ``S`` the input's slice words)."""
     return data.StructLayout({"addr": 32, "kh": 3, "kw": 3, "off": addr_width})
 
 
@@ -102,14 +102,22 @@ def slices(m, desc, a_bits: int, name: str = ""):
     return o, r, q
 
 
-def copies(m, desc, sp, *, a_bits: int, macros: int, name: str = ""):
+def in_slices(m, desc, a_bits: int, name: str = ""):
+    """Buffer words per input pixel and channel group of the layer ``desc`` (comb signal):
+    ``ceil(in_bits / a_bits)``."""
+    s_ = Signal(4, name=f"{name}in_sl")
+    m.d.comb += s_.eq((desc.in_bits + a_bits - 1) >> ceil_log2(a_bits))
+    return s_
+
+
+def copies(m, desc, sp, *, planes: int, macros: int, name: str = ""):
     """Copies of the row tiles (comb signal; :func:`compiler.cycles.copies`): as many as fit the
     macros, the pixels, and the output (and residual) ports, which take ``sp`` cycles per
-    pixel against ``a_bits`` per slot."""
-    c_ = Signal(range(a_bits + 1), name=f"{name}copies")
+    pixel against ``in_bits`` (at most ``planes``) per slot."""
+    c_ = Signal(range(planes + 1), name=f"{name}copies")
     m.d.comb += c_.eq(1)
-    for c in range(2, min(a_bits, macros) + 1):
-        with m.If((desc.row_tiles * c <= macros) & (sp * c <= a_bits)
+    for c in range(2, min(planes, macros) + 1):
+        with m.If((desc.row_tiles * c <= macros) & (sp * c <= desc.in_bits)
                   & (desc.out_height * desc.out_width >= c)):
             m.d.comb += c_.eq(c)
     return c_
@@ -169,6 +177,9 @@ class IssueSignature(wiring.Signature):
         The input tensor's bank.
     height, width : ``Out(12)``
         Input size: taps outside read zeros.
+    bits : ``Out(4)``
+        The layer's ``in_bits``: bit-planes fed per pixel (``ceil(bits / a_bits)`` slice
+        words of the input, at consecutive addresses from ``addr``).
     """
 
     def __init__(self, *, macros: int, addr_width: int):
@@ -176,7 +187,7 @@ class IssueSignature(wiring.Signature):
             "round": Out(1), "macros": Out(range(macros + 1)), "valid": Out(1),
             "first": Out(range(macros + 1)), "count": Out(range(macros + 1)),
             "y": Out(signed(17)), "x": Out(signed(17)), "addr": Out(addr_width),
-            "bank": Out(1), "height": Out(12), "width": Out(12),
+            "bank": Out(1), "height": Out(12), "width": Out(12), "bits": Out(4),
         })
 
 

@@ -9,7 +9,15 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .layer import AccelError, copies, desc_layout, descriptor_layout, slices, tile_layout
+from .layer import (
+    AccelError,
+    copies,
+    desc_layout,
+    descriptor_layout,
+    in_slices,
+    slices,
+    tile_layout,
+)
 
 __all__ = ["WeightLoader", "tap_layout"]
 
@@ -21,20 +29,20 @@ def tap_layout(addr_width: int) -> data.StructLayout:
                               "rowoff": addr_width})
 
 
-def step(m, st, *, tiles, groups, kernel, row_words):
+def step(m, st, *, tiles, groups, kernel, row_words, group_words):
     """The tap after ``st`` (a comb view of :func:`tap_layout`): tile ``t + 1``, or back to
-    tile 0 after ``tiles - 1`` (copies repeat the tiles). ``row_words``: ``W * G``, the words
-    of one input row."""
+    tile 0 after ``tiles - 1`` (copies repeat the tiles). ``row_words``: ``W * G * S``, the
+    words of one input row; ``group_words``: ``S``, the slice words of one channel group."""
     n = Signal(st.shape())
     m.d.comb += n.t.eq(st.t + 1)
     with m.If(st.t + 1 == tiles):
         m.d.comb += n.eq(0)
     with m.Elif(st.cg + 1 != groups):
-        m.d.comb += [n.kh.eq(st.kh), n.kw.eq(st.kw), n.cg.eq(st.cg + 1), n.off.eq(st.off + 1),
-                     n.rowoff.eq(st.rowoff)]
+        m.d.comb += [n.kh.eq(st.kh), n.kw.eq(st.kw), n.cg.eq(st.cg + 1),
+                     n.off.eq(st.off + group_words), n.rowoff.eq(st.rowoff)]
     with m.Elif(st.kw + 1 != kernel):
-        m.d.comb += [n.kh.eq(st.kh), n.kw.eq(st.kw + 1), n.cg.eq(0), n.off.eq(st.off + 1),
-                     n.rowoff.eq(st.rowoff)]
+        m.d.comb += [n.kh.eq(st.kh), n.kw.eq(st.kw + 1), n.cg.eq(0),
+                     n.off.eq(st.off + group_words), n.rowoff.eq(st.rowoff)]
     with m.Else():
         m.d.comb += [n.kh.eq(st.kh + 1), n.kw.eq(0), n.cg.eq(0),
                      n.off.eq(st.rowoff + row_words), n.rowoff.eq(st.rowoff + row_words)]
@@ -63,6 +71,8 @@ class WeightLoader(wiring.Component):
     ----------
     macros, a_bits : int
         The configuration's.
+    planes : int
+        Most bit-planes a layer feeds (``HwConfig.in_bits_max``).
     write_cycles : int
         Weight-store beats per tile (``rows / write_rows``), a power of two.
     addr_width : int
@@ -80,10 +90,11 @@ class WeightLoader(wiring.Component):
         One tile per transfer to each macro unit.
     """
 
-    def __init__(self, *, macros: int, a_bits: int, write_cycles: int, addr_width: int):
+    def __init__(self, *, macros: int, a_bits: int, planes: int, write_cycles: int,
+                 addr_width: int):
         if write_cycles < 1 or write_cycles & (write_cycles - 1):
             raise ValueError(f"Write cycles must be a power of two, not {write_cycles!r}")
-        self.macros, self.a_bits = macros, a_bits
+        self.macros, self.a_bits, self.planes = macros, a_bits, planes
         self.write_cycles, self.addr_width = write_cycles, addr_width
         tile = stream.Signature(tile_layout(addr_width=addr_width))
         super().__init__({
@@ -109,15 +120,17 @@ class WeightLoader(wiring.Component):
         j = Signal(8)               # column tile
         tb = Signal(16)             # first row tile of the round
         i = Signal(range(M + 2))    # next macro of the round
-        cp = Signal(range(self.a_bits + 1))
+        cp = Signal(range(self.planes + 1))
         wg = Signal(self.addr_width)
+        gs = Signal(4)              # slice words per channel group
         colptr = Signal(32)         # beat address of tile 0 of column tile j
         st = Signal(tap_layout(self.addr_width))
         final = Signal()            # the round holds row tile T - 1
         nact = Signal(range(M + 1))     # macros of the round
         T = desc.row_tiles
         m.d.comb += [final.eq(tb + M >= T), nact.eq(cp * Mux(final, T - tb, M))]
-        walk = dict(tiles=T, groups=desc.in_groups, kernel=desc.kernel, row_words=wg)
+        walk = dict(tiles=T, groups=desc.in_groups, kernel=desc.kernel, row_words=wg,
+                    group_words=gs)
         st1 = step(m, st, **walk)
         st2 = step(m, st1, **walk)
 
@@ -145,13 +158,15 @@ class WeightLoader(wiring.Component):
 
         # A descriptor goes on to the issuer in any case; a valid one is walked.
         _, _, sp = slices(m, inp.payload.desc, self.a_bits, "in_")
-        in_cp = copies(m, inp.payload.desc, sp, a_bits=self.a_bits, macros=M, name="in_")
+        in_cp = copies(m, inp.payload.desc, sp, planes=self.planes, macros=M, name="in_")
+        in_sl = in_slices(m, inp.payload.desc, self.a_bits, "in_")
         m.d.comb += [inp.ready.eq(~on & queue.w_rdy), queue.w_data.eq(inp.payload),
                      queue.w_en.eq(inp.valid & inp.ready)]
         with m.If(inp.valid & inp.ready & (inp.payload.code == AccelError.NONE)):
             d = inp.payload.desc
             m.d.sync += [desc.eq(d), on.eq(1), j.eq(0), tb.eq(0), i.eq(0), cp.eq(in_cp),
-                         wg.eq(d.in_width * d.in_groups), colptr.eq(d.weight_base << wsh),
+                         wg.eq(d.in_width * d.in_groups * in_sl), gs.eq(in_sl),
+                         colptr.eq(d.weight_base << wsh),
                          st.eq(0)]
         with m.Elif(push0):
             n_i = i + 1 + push1

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .layer import IssueSignature, act_read_signature, tile_layout
 
@@ -30,14 +31,19 @@ class MacroUnit(wiring.Component):
     When a pixel is issued to the unit's group (``issue.valid``, ``index`` in ``issue.first
     .. issue.first + issue.count - 1``) the unit reads the tap's word for the pixel through its
     own activation-buffer port (``pad`` outside the input); the word arrives the next cycle and
-    the unit feeds its ``a_bits`` bit-planes, most significant first, one per cycle (the
-    macro's input is always ready while its output is: the collector never stalls it).
+    the unit feeds the layer's ``issue.bits`` bit-planes, most significant first, one per
+    cycle (the macro's input is always ready while its output is: the collector never stalls
+    it). An input of more than ``a_bits`` bits has ``S = ceil(bits / a_bits)`` slice words per
+    pixel (slice ``s`` holds bits ``s * a_bits ..``): the unit reads slice ``S - 1`` at the
+    issue, and slice ``s - 1`` in the cycle it feeds slice ``s``'s last plane, so each word
+    arrives as its first plane is due (the port is the unit's own; the next pixel's read comes
+    a slot, at least ``bits`` cycles, after the issue).
 
     Latency: a tile transferred in cycle ``n`` with nothing loaded is pending in ``n + 1``,
     read in cycles ``n + 2 .. n + write_cycles + 1``, written to the macro in ``n + 3 .. n +
     write_cycles + 2``, and ``loaded`` from cycle ``n + write_cycles + 3``. With a tile loaded,
     loading starts the cycle after its commit instead. A pixel issued in cycle ``n`` is fed in
-    cycles ``n + 1 .. n + a_bits`` (``active``), the first plane after a round switch with
+    cycles ``n + 1 .. n + bits`` (``active``), the first plane after a round switch with
     ``commit``.
 
     Parameters
@@ -46,6 +52,8 @@ class MacroUnit(wiring.Component):
         The macro's index (its position in the groups of the issuer).
     macros, rows, a_bits : int
         The configuration's.
+    planes : int
+        Most bit-planes a layer feeds (``HwConfig.in_bits_max``).
     write_cycles : int
         Beats per tile.
     addr_width : int
@@ -78,12 +86,12 @@ class MacroUnit(wiring.Component):
         A bit-plane is fed this cycle.
     """
 
-    def __init__(self, *, index: int, macros: int, rows: int, a_bits: int, write_cycles: int,
-                 addr_width: int, weight_addr_width: int, weight_width: int, input_layout,
-                 write_layout):
+    def __init__(self, *, index: int, macros: int, rows: int, a_bits: int, planes: int,
+                 write_cycles: int, addr_width: int, weight_addr_width: int, weight_width: int,
+                 input_layout, write_layout):
         if not isinstance(index, int) or not 0 <= index < macros:
             raise ValueError(f"Index must be an integer from 0 to {macros - 1}, not {index!r}")
-        self.index, self.rows, self.a_bits = index, rows, a_bits
+        self.index, self.rows, self.a_bits, self.planes = index, rows, a_bits, planes
         self.write_cycles = write_cycles
         super().__init__({
             "go": In(1),
@@ -136,29 +144,46 @@ class MacroUnit(wiring.Component):
                 m.d.sync += cnt.eq(cnt + 1)
 
         # ------------------------------------------------------------ activations
-        # Lockstep read: the word of this macro's tap for the issued pixel.
+        # Lockstep read: the word of this macro's tap for the issued pixel, its top slice
+        # first; the lower slices are read as the planes before them are fed.
         port = self.act
         yy = Signal(signed(18))
         xx = Signal(signed(18))
         sel = Signal()
+        base = Signal(len(tap.off))     # bank offset of the pixel's slice 0
+        pad = Signal()
+        n_sl = Signal(4)                # the layer's slices: ceil(bits / a_bits)
+        sh = ceil_log2(ab)
         m.d.comb += [yy.eq(iss.y + tap.kh), xx.eq(iss.x + tap.kw),
                      sel.eq(iss.valid & (iss.first <= self.index)
                             & (iss.first + iss.count > self.index)),
-                     port.addr.eq(Cat((iss.addr + tap.off)[:len(tap.off)], iss.bank)),
-                     port.pad.eq((yy < 0) | (yy >= iss.height) | (xx < 0)
-                                 | (xx >= iss.width)),
-                     port.en.eq(sel)]
-        # The word arrives next cycle and stays on port.data for the a_bits planes (the
-        # port's next read is a slot, at least a_bits cycles, later).
+                     base.eq(iss.addr + tap.off),
+                     pad.eq((yy < 0) | (yy >= iss.height) | (xx < 0) | (xx >= iss.width)),
+                     n_sl.eq((iss.bits + ab - 1) >> sh)]
+        rd_base = Signal(len(tap.off))  # the pixel being fed: slice 0, bank, padding
+        rd_bank = Signal()
+        rd_pad = Signal()
+        bidx = Signal(range(max(self.planes, 2)))
+        low = bidx[:sh]                 # the plane's bit in its slice word
+        reread = Signal()               # read the next lower slice (this plane ends a slice)
+        m.d.comb += reread.eq(self.active & ((low == 0) if sh else 1) & (bidx != 0))
+        m.d.comb += [
+            port.addr.eq(Mux(sel, Cat((base + n_sl - 1)[:len(tap.off)], iss.bank),
+                             Cat((rd_base + (bidx >> sh) - 1)[:len(tap.off)], rd_bank))),
+            port.pad.eq(Mux(sel, pad, rd_pad)),
+            port.en.eq(sel | reread)]
+        # The word arrives next cycle and stays on port.data for its planes.
         commit = Signal()
-        bidx = Signal(range(ab))
         word = port.data.as_value()
         planes = [Cat(*[word[r * ab + b] for r in range(R)]) for b in range(ab)]
         plane = Signal(R)
-        with m.Switch(bidx):
-            for b in range(ab):
-                with m.Case(b):
-                    m.d.comb += plane.eq(planes[b])
+        if ab == 1:
+            m.d.comb += plane.eq(planes[0])
+        else:
+            with m.Switch(low):
+                for b in range(ab):
+                    with m.Case(b):
+                        m.d.comb += plane.eq(planes[b])
         feed = self.feed
         m.d.comb += [feed.valid.eq(self.active), feed.payload.plane.eq(plane),
                      feed.payload.last.eq(bidx == 0), feed.payload.commit.eq(commit),
@@ -170,7 +195,8 @@ class MacroUnit(wiring.Component):
         with m.If(commit_now):
             m.d.sync += full.eq(0)
         with m.If(sel):
-            m.d.sync += [self.active.eq(1), bidx.eq(ab - 1), commit.eq(first), first.eq(0)]
+            m.d.sync += [self.active.eq(1), bidx.eq(iss.bits - 1), commit.eq(first),
+                         first.eq(0), rd_base.eq(base), rd_bank.eq(iss.bank), rd_pad.eq(pad)]
         with m.If(self.go):
             m.d.sync += [pend.eq(0), loading.eq(0), full.eq(0), self.loaded.eq(0), first.eq(0),
                          self.active.eq(0)]
