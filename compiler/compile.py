@@ -40,10 +40,13 @@ from contract.program import (
     layer_tiles,
     pack_params,
     pack_tiles,
+    planes,
+    slice_shifts,
     slices,
     tile_words,
     unpack_params,
     unpack_tiles,
+    weight_slices,
 )
 from model import golden
 
@@ -179,17 +182,21 @@ def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: in
     if p > MAX_PADDING:
         _fail(name, f"padding {p} exceeds {MAX_PADDING}")
     wb = n["w_bits"]
-    if wb > config.w_bits or (config.w_bits == 1 and wb != 1):
+    if wb > config.w_bits_max:
         _fail(name, f"w_bits={wb} does not fit the array's {config.w_bits}-bit weights (a "
-                    f"layer may use fewer bits than the array stores, not more; binary "
-                    f"arrays take only binary layers)")
+                    f"layer may use up to {config.w_bits_max} bits: "
+                    + ("binary arrays take only binary layers)" if config.w_bits == 1 else
+                       "two digits)"))
     _, xbits, xsigned = _tensor_info(model, n["inputs"][0])
     if xsigned:
         _fail(name, f"its input {n['inputs'][0]!r} is signed; the array takes unsigned "
                     "activations")
-    if xbits > config.in_bits_max:
-        _fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations, configuration "
-                    f"{config.name!r} feeds at most max_in_bits={config.in_bits_max}")
+    need_planes = xbits + (config.w_bits if weight_slices(wb, config) > 1 else 0)
+    if need_planes > config.planes_max:
+        wide = f" + {config.w_bits} for its {wb}-bit weights" if need_planes > xbits else ""
+        _fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations{wide}: "
+                    f"{need_planes} bit-planes per pixel, configuration {config.name!r} feeds "
+                    f"at most max_planes={config.planes_max}")
     if config.adc_bits is not None and (wb != config.w_bits or xbits != ab):
         _fail(name, f"with the partial-sum ADC model (adc_bits={config.adc_bits}) every layer "
                     f"must use the array's bits (W{config.w_bits}A{ab}), not W{wb}A{xbits}: "
@@ -197,7 +204,12 @@ def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: in
     if n["out_bits"] > VALUE_BITS - 1:
         _fail(name, f"out_bits={n['out_bits']} exceeds the datapath's values")
     need = accumulator_width(n["in_channels"] * k * k, wb, xbits)
-    psum = signed_width(*column_range(config.rows, config.w_bits, config.in_bits_max))
+    if weight_slices(wb, config) > 1:
+        # The running sum after the high and low digits' tiles is x . (w - 2**(wb - 1)).
+        bound = (n["in_channels"] * k * k * ((1 << (wb - 1)) + (1 << (config.w_bits - 1)))
+                 * ((1 << xbits) - 1))
+        need = signed_width(-bound, bound)
+    psum = signed_width(*column_range(config.rows, config.w_bits, config.planes_max))
     if need > acc_width or psum > acc_width:
         _fail(name, f"accumulator needs {max(need, psum)} bits, the datapath holds {acc_width}")
 
@@ -243,7 +255,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
     shape, bits, signed = _tensor_info(model, input_name)
     if bits > config.in_bits_max or signed or len(shape) != 3:
         raise CompileError(f"accelerator input {input_name!r}: must be unsigned activations "
-                           f"[C, H, W] of at most {config.in_bits_max} bits (max_in_bits of "
+                           f"[C, H, W] of at most {config.in_bits_max} bits (max_planes of "
                            f"{config.name!r}), not {'signed ' if signed else ''}{bits}-bit "
                            f"{list(shape)}")
     alloc.place(input_name, shape, bits, signed, 0, -1)
@@ -257,7 +269,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         k, cin, cout = n["kernel"], n["in_channels"], n["out_channels"]
         oc, oh, ow = n["shape"]
         g, j = -(-cin // R), -(-cout // C)
-        t = k * k * g
+        t = weight_slices(n["w_bits"], config) * k * k * g
         res = n["inputs"][1] if len(n["inputs"]) > 1 else None
         rbits, rsigned = (0, False)
         if res is not None:
@@ -266,7 +278,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                 _fail(name, f"residual {res!r} ({rbits} bits) cannot be read from the buffer")
         src = buffers[n["inputs"][0]]
         out = alloc.place(name, (oc, oh, ow), n["out_bits"], n["out_signed"], 1 - src.bank, i)
-        tiles.append(layer_tiles(model.array(name, "weight"), config))
+        tiles.append(layer_tiles(model.array(name, "weight"), config, n["w_bits"]))
         params.append(_params(model, name, j * C, res is not None))
         d = dict(kernel=k, stride=n["stride"], padding=n["padding"],
                  relu=int(not n["out_signed"]), out_signed=int(n["out_signed"]),
@@ -275,6 +287,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                  in_bits=xbits, in_height=xshape[1], in_width=xshape[2], in_groups=g, out_height=oh,
                  out_width=ow, out_groups=-(-cout // R), in_channels=cin, out_channels=cout,
                  col_tiles=j, row_tiles=t, weight_tiles=j * t, in_base=src.base,
+                 w_bits=n["w_bits"],
                  out_base=out.base, res_base=buffers[res].base if res is not None else 0,
                  weight_base=tile_count, param_base=param_count)
         for f in FIELDS:
@@ -356,7 +369,8 @@ def window_addresses(d: Descriptor, a_bits: int):
     y = oy.reshape(-1, 1) * s - p + kh.reshape(1, -1)
     x = ox.reshape(-1, 1) * s - p + kw.reshape(1, -1)
     pad = (y < 0) | (y >= d.in_height) | (x < 0) | (x >= d.in_width)
-    addr = d.in_base + ((y * d.in_width + x) * g + cg.reshape(1, -1)) * slices(d.in_bits, a_bits)
+    addr = d.in_base + ((y * d.in_width + x) * g + cg.reshape(1, -1)) * slices(d.in_bits,
+                                                                            a_bits)
     return np.where(pad, 0, addr), pad
 
 
@@ -391,11 +405,12 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
     R, C, ab = cfg.rows, cfg.cols, cfg.a_bits
     n = mem.shape[0]
     tw = tile_words(cfg)
-    psum_width = signed_width(*column_range(R, cfg.w_bits, cfg.in_bits_max))
+    psum_width = signed_width(*column_range(R, cfg.w_bits, cfg.planes_max))
     result = {}
     for index, (name, d) in enumerate(zip(program.names, program.descriptors)):
         addr, pad = window_addresses(d, ab)
-        P, T = addr.shape
+        P, T0 = addr.shape
+        T = d.row_tiles         # T0 per weight slice (contract.program: wide weights)
         sl = slices(d.in_bits, ab)
         # The input's slice words, each a_bits of the value, low slice first (N, P, T, R).
         xs = sum(mem[:, addr + s] << (s * ab) for s in range(sl))
@@ -414,8 +429,10 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
         last = np.tile(np.arange(T) == T - 1, n * P)
         beats = n * P * T
         for j in range(d.col_tiles):
-            psum = np.stack([adc_dot(xs[:, :, t], tiles[j, t], w_bits=cfg.w_bits,
-                                     a_bits=d.in_bits, adc_bits=cfg.adc_bits)
+            pl = planes(d, cfg)
+            shifts = slice_shifts(cfg) if weight_slices(d.w_bits, cfg) > 1 else (0,)
+            psum = np.stack([adc_dot(xs[:, :, t % T0] << shifts[t // T0], tiles[j, t],
+                                     w_bits=cfg.w_bits, a_bits=pl, adc_bits=cfg.adc_bits)
                              for t in range(T)], axis=2)            # (N, P, T, C)
             lanes = slice(j * C, (j + 1) * C)
             rv = np.zeros((n, P, C), np.int64)

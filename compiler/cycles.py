@@ -1,8 +1,9 @@
 """Analytic cycle model of the accelerator: the schedule the RTL sequencer runs, in formulas.
 
 Schedule of one layer (descriptor fields in ``monospace``; ``M`` = ``config.macros``,
-``ab`` = ``a_bits``, ``pl`` = ``in_bits``, the bit-planes fed per pixel, ``wc`` = ``rows /
-write_rows``, the cycles to load one weight tile)
+``ab`` = ``a_bits``, ``pl`` = :func:`contract.program.planes`, the bit-planes fed per pixel
+(``in_bits``, plus the array's ``w_bits`` for wide weights), ``wc`` = ``rows / write_rows``,
+the cycles to load one weight tile)
 -------------------------------------------------------------------------------------------
 * **Work.** The layer has ``J = col_tiles`` column tiles of ``T = row_tiles`` weight tiles and
   ``P = out_height * out_width`` output pixels; every tile sees all ``P`` input vectors.
@@ -46,7 +47,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from contract.config import HwConfig, get_config
-from contract.program import DESC_WORDS, Descriptor
+from contract.program import DESC_WORDS, Descriptor, planes
 from contract.timing import DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
@@ -80,7 +81,7 @@ def _slices(bits: int, a_bits: int) -> int:
 
 def copies(d: Descriptor, config: HwConfig) -> int:
     """Copies of a column tile's row tiles over the macros (module docstring)."""
-    ab, pl = config.a_bits, d.in_bits
+    ab, pl = config.a_bits, planes(d, config)
     sp = max(_slices(d.out_bits, ab), _slices(d.res_bits, ab) if d.has_residual else 0)
     pixels = d.out_height * d.out_width
     best = 1
@@ -121,7 +122,7 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
     """Cycles of one layer under the schedule of the module docstring. ``ready``: the cycle
     (from the layer's start) at which its first round's tiles are loaded, from the previous
     layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program."""
-    ab, wc, pl = config.a_bits, config.write_cycles, d.in_bits
+    ab, wc, pl = config.a_bits, config.write_cycles, planes(d, config)
     pixels = d.out_height * d.out_width
     out_sl = _slices(d.out_bits, ab)
     sp = max(out_sl, _slices(d.res_bits, ab) if d.has_residual else 0)

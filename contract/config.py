@@ -44,12 +44,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["CONFIGS", "HwConfig", "check_macro_params", "get_config"]
+__all__ = ["CONFIGS", "MAX_PLANES", "HwConfig", "check_macro_params", "get_config"]
 
 ROWS_RANGE = (8, 1024)
 COLS_RANGE = (1, 1024)
 W_BITS = (1, 2, 4, 8)
 A_BITS = (1, 2, 4, 8)
+MAX_PLANES = 16
+"""Most bit-planes a macro takes per vector: an 8-bit input shifted by an 8-bit array's
+weight digit (:mod:`contract.program`, wide weights)."""
 MAX_MACROS = 256
 MEMORY_FIELDS = ("bank_words", "prog_words", "weight_words", "param_words")
 
@@ -78,8 +81,9 @@ def check_macro_params(*, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=
         raise ValueError(f"cols must be from {lo} to {hi}, not {cols}")
     if w_bits not in W_BITS:
         raise ValueError(f"w_bits must be one of {', '.join(map(str, W_BITS))}, not {w_bits}")
-    if a_bits not in A_BITS:
-        raise ValueError(f"a_bits must be one of {', '.join(map(str, A_BITS))}, not {a_bits}")
+    if not 1 <= a_bits <= MAX_PLANES:
+        raise ValueError(f"a_bits (bit-planes per vector) must be from 1 to {MAX_PLANES}, "
+                         f"not {a_bits}")
     if adc_bits is not None:
         _check_int("adc_bits", adc_bits)
         # A clipping ADC with as many bits as the count itself clips nothing: ask for None.
@@ -128,14 +132,14 @@ class HwConfig:
     max_size, max_groups, max_pixels : int
         Largest input height/width, input channel-group count and output pixel count of a
         layer the sequencer accepts.
-    max_in_bits : int or None
-        Most activation bits a layer's input may have (1, 2, 4 or 8, at least ``a_bits``;
-        ``None``: ``a_bits``):
-        the macros are built for that many bit-planes per vector (their results are that
-        much wider). A layer feeds as many bit-planes as its input has bits, fewer or more
+    max_planes : int or None
+        Most bit-planes the macros take per pixel (``a_bits`` to 16; ``None``: ``a_bits``):
+        the macros are built for that many (their results are that much wider). A layer
+        feeds as many bit-planes as its input has bits (``in_bits``, 1 to 8, fewer or more
         than ``a_bits``; an input wider than ``a_bits`` is stored as ``ceil(bits / a_bits)``
-        slice words per pixel and channel group (:mod:`contract.program`). The limit is
-        :attr:`in_bits_max`.
+        slice words per pixel and channel group), plus ``w_bits`` when its weights are wider
+        than the array's (two digits, :mod:`contract.program`). The limit is
+        :attr:`planes_max`.
     """
 
     name: str
@@ -155,11 +159,15 @@ class HwConfig:
     max_size: int = 64
     max_groups: int = 16
     max_pixels: int = 1024
-    max_in_bits: int | None = None
+    max_planes: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"name must be an identifier, not {self.name!r}")
+        _check_int("a_bits", self.a_bits)
+        if self.a_bits not in A_BITS:
+            raise ValueError(f"a_bits must be one of {', '.join(map(str, A_BITS))}, "
+                             f"not {self.a_bits}")
         check_macro_params(**self.macro_params())
         _check_int("macros", self.macros)
         if not 1 <= self.macros <= MAX_MACROS:
@@ -176,18 +184,18 @@ class HwConfig:
             _check_int(name, getattr(self, name))
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.max_in_bits is not None:
-            _check_int("max_in_bits", self.max_in_bits)
-            if self.max_in_bits not in A_BITS or self.max_in_bits < self.a_bits:
-                raise ValueError(f"max_in_bits must be None or one of {A_BITS} from a_bits "
-                                 f"({self.a_bits}) on, not {self.max_in_bits}")
+        if self.max_planes is not None:
+            _check_int("max_planes", self.max_planes)
+            if not self.a_bits <= self.max_planes <= MAX_PLANES:
+                raise ValueError(f"max_planes must be None or from a_bits ({self.a_bits}) to "
+                                 f"{MAX_PLANES}, not {self.max_planes}")
 
     def macro_params(self) -> dict:
         """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro` (whose ``a_bits`` is the
-        most bit-planes of a vector: :attr:`in_bits_max`)."""
+        most bit-planes of a vector: :attr:`planes_max`)."""
         d = asdict(self)
         return {**{k: d[k] for k in ("rows", "cols", "w_bits", "adc_bits", "write_rows",
-                                     "double_buffer")}, "a_bits": self.in_bits_max}
+                                     "double_buffer")}, "a_bits": self.planes_max}
 
     @property
     def sequencer_problem(self) -> str | None:
@@ -200,9 +208,20 @@ class HwConfig:
         return None
 
     @property
+    def planes_max(self) -> int:
+        """Most bit-planes fed per pixel: ``max_planes`` or ``a_bits``."""
+        return self.a_bits if self.max_planes is None else self.max_planes
+
+    @property
     def in_bits_max(self) -> int:
-        """Most bits (bit-planes) a layer's input may have: ``max_in_bits`` or ``a_bits``."""
-        return self.a_bits if self.max_in_bits is None else self.max_in_bits
+        """Most bits a layer's input may have (at most 8: activations are bytes)."""
+        return min(8, self.planes_max)
+
+    @property
+    def w_bits_max(self) -> int:
+        """Most weight bits of a layer: twice the array's (two digits: wide weights), or the
+        array's own when it is binary (a 1-bit digit cannot store the offset digit)."""
+        return 1 if self.w_bits == 1 else 2 * self.w_bits
 
     @property
     def peak_macs_per_cycle(self) -> int:
@@ -230,7 +249,7 @@ CONFIGS: dict[str, HwConfig] = {
 
 def get_config(name: str) -> HwConfig:
     """The named configuration, or a named one with fields changed: ``"tiny:a_bits=2,w_bits=1"``
-    (``adc_bits=none`` for an ideal macro, ``max_in_bits=none`` for ``a_bits``;
+    (``adc_bits=none`` for an ideal macro, ``max_planes=none`` for ``a_bits``;
     ``double_buffer=true|false``), named ``tiny_a_bits2_w_bits1``. :class:`ValueError` lists
     the valid names, or names the bad field or value, otherwise."""
     if not isinstance(name, str):
@@ -251,7 +270,7 @@ def get_config(name: str) -> HwConfig:
                              f"of {', '.join(sorted(fields_))}")
         if key == "double_buffer" and text.lower() in ("true", "false", "1", "0"):
             value = text.lower() in ("true", "1")
-        elif key in ("adc_bits", "max_in_bits") and text.lower() == "none":
+        elif key in ("adc_bits", "max_planes") and text.lower() == "none":
             value = None
         else:
             try:

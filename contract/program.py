@@ -23,6 +23,17 @@ zero-filled (for binary weights the stored code 0, i.e. -1: those rows only ever
 activations, since a tensor's lanes past its channels are written as zeros, and those columns
 are never written back).
 
+**Wide weights.** A layer whose ``w_bits`` exceeds the array's ``wb`` (up to ``2 * wb``;
+not on a binary array) is stored as three weight slices of ``k * k * G`` row tiles each,
+``T = 3 * k * k * G``, row tile ``t = s * k * k * G + (kh * k + kw) * G + cg`` of slice
+``s``: the high digit ``w >> wb`` (``s = 0``), the low digit in offset binary ``(w mod 2**wb)
+- 2**(wb - 1)`` (``s = 1``), and ``+1`` on every row below ``Cin`` and column below ``Cout``
+(``s = 2``). Every digit fits ``wb`` bits, and ``w = 2**wb * hi + lo + 2**(wb - 1)``, so the
+layer's dot product is ``2**wb * (x . hi) + (x . lo) + 2**(wb - 1) * (x . 1)``: the macro
+fed ``x`` shifted left by ``SLICE_SHIFTS`` ``(wb, 0, wb - 1)`` bit-planes on slice ``s``'s
+tiles computes each term (:func:`planes`: ``in_bits + wb`` planes per pixel), and the
+running sum over the row tiles adds them.
+
 A layer's tiles are stored column tile major: tile ``j * T + t`` of the layer is image tile
 ``weight_base + j * T + t``. A tile is ``rows // write_rows`` write beats (beat ``a`` holds
 tile rows ``a * write_rows .. a * write_rows + write_rows - 1``), each beat the macro's write
@@ -67,8 +78,9 @@ from .config import HwConfig
 
 __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "PARAM_FIELDS", "PARAM_WORDS", "Descriptor",
            "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "layer_tiles",
-           "pack_params", "pack_tiles", "reserved_bits", "slices", "tensor_words", "tile_words",
-           "unpack_params", "unpack_tiles"]
+           "pack_params", "pack_tiles", "planes", "reserved_bits", "slice_shifts", "slices",
+           "tensor_words", "tile_words", "unpack_params", "unpack_tiles", "weight_digits",
+           "weight_slices"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,8 @@ FIELDS: tuple[Field, ...] = (
     Field("res_signed", 1, "the residual tensor is signed"),
     Field("res_bits", 4, "bits of the residual tensor (0 without one)"),
     Field("last", 1, "last layer of the program"),
-    Field("in_bits", 4, "input activation bits: the bit-planes fed per pixel, 1..max_in_bits"),
+    Field("in_bits", 4, "input activation bits, 1..8 (bit-planes fed per pixel: in_bits, plus "
+          "the array's w_bits with wide weights, at most max_planes)"),
     Field("in_height", 12, "input height H"),
     Field("in_width", 12, "input width W"),
     Field("in_groups", 8, "input channel groups G = ceil(Cin / rows)"),
@@ -103,6 +116,8 @@ FIELDS: tuple[Field, ...] = (
     Field("row_tiles", 16, "row tiles T = k * k * G"),
     Field("weight_tiles", 16, "weight tiles of the layer, J * T"),
     Field("in_base", 24, "word address of the input tensor"),
+    Field("w_bits", 4, "weight bits of the layer, 1..2 * the array's: wider ones are three "
+          "weight slices"),
     Field("out_base", 24, "word address of the output tensor"),
     Field("res_base", 24, "word address of the residual tensor (0 without one)"),
     Field("weight_base", 32, "first image tile of the layer"),
@@ -152,6 +167,7 @@ class Descriptor:
     row_tiles: int
     weight_tiles: int
     in_base: int
+    w_bits: int
     out_base: int
     res_base: int
     weight_base: int
@@ -234,16 +250,47 @@ def tile_words(config: HwConfig) -> int:
     return config.write_cycles * beat_words(config)
 
 
-def layer_tiles(weight: np.ndarray, config: HwConfig) -> np.ndarray:
-    """``(J * T, rows, cols)`` weight tiles of a ``(Cout, Cin, k, k)`` conv, image order."""
-    cout, cin, k, _ = weight.shape
+def weight_slices(w_bits: int, config: HwConfig) -> int:
+    """Weight slices of a layer of ``w_bits`` (module docstring): 3 when wider than the
+    array's, else 1."""
+    return 3 if w_bits > config.w_bits else 1
+
+
+def slice_shifts(config: HwConfig) -> tuple[int, int, int]:
+    """Bit-planes the input is shifted by on the tiles of weight slice 0, 1, 2 of a layer with
+    wide weights."""
+    return config.w_bits, 0, config.w_bits - 1
+
+
+def planes(d: Descriptor, config: HwConfig) -> int:
+    """Bit-planes fed per pixel: ``in_bits``, plus the array's ``w_bits`` with wide weights."""
+    return d.in_bits + (config.w_bits if weight_slices(d.w_bits, config) > 1 else 0)
+
+
+def weight_digits(weight: np.ndarray, w_bits: int, config: HwConfig) -> np.ndarray:
+    """``(S, Cout, Cin, k, k)`` digits of a layer's weights, one per weight slice (module
+    docstring: the weights themselves, or high, offset-binary low and the ones)."""
+    weight = np.asarray(weight, dtype=np.int64)
+    if weight_slices(w_bits, config) == 1:
+        return weight[None]
+    wb = config.w_bits
+    return np.stack([weight >> wb, (weight & ((1 << wb) - 1)) - (1 << (wb - 1)),
+                     np.ones_like(weight)])
+
+
+def layer_tiles(weight: np.ndarray, config: HwConfig, w_bits: int | None = None) -> np.ndarray:
+    """``(J * T, rows, cols)`` weight tiles of a ``(Cout, Cin, k, k)`` conv of ``w_bits``
+    (default: the array's), image order."""
+    digits = weight_digits(weight, config.w_bits if w_bits is None else w_bits, config)
+    n, cout, cin, k, _ = digits.shape
     R, C = config.rows, config.cols
     g, j = -(-cin // R), -(-cout // C)
-    w = np.zeros((j * C, g * R, k, k), dtype=np.int64)
-    w[:cout, :cin] = weight
-    # (J, C, G, R, kh, kw) -> (J, kh, kw, G, R, C): tile (j, t = (kh*k + kw)*G + cg).
-    w = w.reshape(j, C, g, R, k, k).transpose(0, 4, 5, 2, 3, 1)
-    return w.reshape(j * k * k * g, R, C)
+    w = np.zeros((n, j * C, g * R, k, k), dtype=np.int64)
+    w[:, :cout, :cin] = digits
+    # (S, J, C, G, R, kh, kw) -> (J, S, kh, kw, G, R, C): tile (j, t = s*k*k*G + (kh*k + kw)*G
+    # + cg).
+    w = w.reshape(n, j, C, g, R, k, k).transpose(1, 0, 5, 6, 3, 4, 2)
+    return w.reshape(j * n * k * k * g, R, C)
 
 
 def pack_tiles(tiles: np.ndarray, config: HwConfig) -> np.ndarray:
@@ -286,8 +333,8 @@ class ErrorCode(IntEnum):
     STRIDE = 2      #: stride not 1 or 2
     SIZE = 3        #: sizes zero, too large, or output size inconsistent with the input
     TILES = 4       #: zero tiles, or tile counts inconsistent with the shapes or memories
-    FORMAT = 5      #: shift, input, output or residual bits illegal or disagreeing, or a
-    #: reserved bit set
+    FORMAT = 5      #: shift, input, weight, output or residual bits illegal or disagreeing,
+    #: too many bit-planes, or a reserved bit set
     PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
     OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
     OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
@@ -349,7 +396,8 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
             or d.out_width != (W + 2 * p - k) // s + 1
             or d.out_height * d.out_width > config.max_pixels or d.out_groups == 0):
         return ErrorCode.SIZE
-    if (J == 0 or T == 0 or T != k * k * G or d.weight_tiles != J * T
+    if (J == 0 or T == 0 or T != weight_slices(d.w_bits, config) * k * k * G
+            or d.weight_tiles != J * T
             or d.out_channels == 0 or d.out_channels > J * C or d.out_channels + C <= J * C
             or d.out_groups * R < J * C
             or d.weight_base + d.weight_tiles > tile_cap or d.param_base % C
@@ -357,6 +405,7 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
         return ErrorCode.TILES
     if (reserved or not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
             or not 1 <= d.in_bits <= config.in_bits_max
+            or not 1 <= d.w_bits <= config.w_bits_max or planes(d, config) > config.planes_max
             or (d.out_signed and d.out_bits < 2) or d.relu == d.out_signed
             or (d.has_residual and (not 1 <= d.res_bits <= 8 or (d.res_signed and d.res_bits < 2)))
             or (not d.has_residual and (d.res_bits or d.res_signed or d.res_base))):

@@ -233,15 +233,18 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ sequencer
         wc = cfg.write_cycles
         m.submodules.fetcher = fetcher = Fetcher(
-            prog_words=self.prog_words, rows=R, cols=C, a_bits=ab, planes=cfg.in_bits_max,
+            prog_words=self.prog_words, rows=R, cols=C, a_bits=ab, w_bits=cfg.w_bits,
+            planes=cfg.planes_max,
             bank_words=self.bank_words, max_size=self.max_size,
             max_groups=self.max_groups, max_pixels=self.max_pixels,
             tile_cap=self.weight_words // (wc * bw), rec_cap=self.param_words // PARAM_WORDS)
-        pl = cfg.in_bits_max
-        m.submodules.loader = loader = WeightLoader(macros=M, a_bits=ab, planes=pl,
-                                                    write_cycles=wc, addr_width=baw)
-        m.submodules.issuer = issuer = Issuer(macros=M, cols=C, a_bits=ab, planes=pl,
-                                              addr_width=baw, param_rows=param_rows)
+        pl = cfg.planes_max
+        m.submodules.loader = loader = WeightLoader(macros=M, a_bits=ab, w_bits=cfg.w_bits,
+                                                    planes=pl, write_cycles=wc,
+                                                    addr_width=baw)
+        m.submodules.issuer = issuer = Issuer(macros=M, cols=C, a_bits=ab, w_bits=cfg.w_bits,
+                                              planes=pl, addr_width=baw,
+                                              param_rows=param_rows)
         m.submodules.residual = reader = ResidualReader(
             rows=R, cols=C, a_bits=ab, addr_width=baw, param_rows=param_rows,
             depth=RES_FIFO_DEPTH)

@@ -174,7 +174,7 @@ class CIMMacro(wiring.Component):
         Weight bits: 2, 4 or 8 (two's complement), or 1 (binary weights: a stored 1 is +1,
         a stored 0 is -1).
     a_bits : int
-        Largest number of bit-planes per vector (1, 2, 4 or 8): it sizes the result. A
+        Largest number of bit-planes per vector (1 to 16): it sizes the result. A
         vector may have fewer planes (its ``last`` comes earlier): a narrower input then
         takes fewer cycles and gives the same result as zero-padding its high bits.
     adc_bits : int or None

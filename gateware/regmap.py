@@ -365,8 +365,8 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("W_BITS", 0, 4, "weight bits", c.w_bits),
               ("A_BITS", 4, 4, "activation bits", c.a_bits),
               ("ADC_BITS", 8, 4, "partial-sum ADC bits; 0: ideal macro", c.adc_bits or 0),
-              ("MAX_IN_BITS", 12, 4, "most bits (bit-planes) of a layer's input",
-               c.in_bits_max),
+              ("MAX_PLANES", 12, 4, "most bits (bit-planes) of a layer's input",
+               c.planes_max),
               ("ACC_WIDTH", 16, 8, "accumulator width of the datapath", c.acc_width)),
         const("CFG_MACROS", 0x010, "Parallelism",
               ("MACROS", 0, 16, "CIM macros", c.macros),
@@ -525,7 +525,7 @@ def _c_config_block(rm: RegMap, shared: set[str]) -> list[str]:
     for f in fields(cfg):
         if f.name == "name":
             continue
-        v = cfg.in_bits_max if f.name == "max_in_bits" else getattr(cfg, f.name)
+        v = cfg.planes_max if f.name == "max_planes" else getattr(cfg, f.name)
         v = 0 if v is None else int(v)
         out.append(f"#define {'CIM_CFG_' + f.name.upper():<27} {v}u")
     out.append(f"#define CIM_ADDR_WIDTH              {rm.addr_width}u")

@@ -106,16 +106,16 @@ def test_bit_width_matrix(tmp_path, w_bits, a_bits, width):
     _check(model, program, x.numpy()[0], SEED, macro_style="behavioral", preload_weights=True)
 
 
-def _mixed_precision_model(path, conv3_w_bits):
+def _mixed_precision_model(path, w_bits):
     """A digits-CNN-shaped random network (6x6 input) edited to mixed precision at the integer
     level: every conv on the accelerator, conv1 fed the raw 5-bit pixels (``pixel_max`` 16),
-    then activations of 2, 8, 3 and 4 bits, weights of 4, 2 (ternary), ``conv3_w_bits`` and 4
-    bits; each layer's shift retuned so that its outputs spread over their range."""
-    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.5, image_size=6, first_bits=4)
+    then activations of 2, 8, 3 and 4 bits; weights of ``w_bits`` (one per conv); each layer's
+    shift retuned so that its outputs spread over their range."""
+    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.5, image_size=6, first_bits=8)
     net, x = random_net(spec, SEED, batch=4)
     manifest, arrays = export.to_manifest(net)
-    plan = {"conv1": (4, 2), "conv2": (2, 8), "conv3": (conv3_w_bits, 3),
-            "block_conv1": (4, 4), "block_conv2": (4, 4)}
+    names = ("conv1", "conv2", "conv3", "block_conv1", "block_conv2")
+    plan = dict(zip(names, zip(w_bits, (2, 8, 3, 4, 4))))
     env = {"input": x.numpy().astype(np.int64)}
     for n in manifest["nodes"]:
         name = n["name"]
@@ -140,18 +140,22 @@ def _mixed_precision_model(path, conv3_w_bits):
     return model, x.numpy()
 
 
-@pytest.mark.parametrize("a_bits,conv3_w_bits", [(4, 3), (4, 1), (2, 2)])
-def test_mixed_precision_exact(tmp_path, a_bits, conv3_w_bits):
-    """One configuration (W4, ``a_bits`` lanes, ``max_in_bits=8``) runs a mixed-precision
+@pytest.mark.parametrize("a_bits,w_bits,planes", [
+    (4, (4, 2, 3, 4, 4), 8), (4, (4, 2, 1, 4, 4), 8), (2, (4, 2, 2, 4, 4), 8),
+    (4, (8, 2, 6, 5, 4), 12), (2, (7, 3, 8, 4, 8), 12)])
+def test_mixed_precision_exact(tmp_path, a_bits, w_bits, planes):
+    """One configuration (W4, ``a_bits`` lanes, ``max_planes``) runs a mixed-precision
     network: inputs of 5 (raw pixels), 2, 8, 3 and 4 bits (fewer bit-planes than ``a_bits``,
-    and more: 2 to 4 slice words per pixel), weights of 4, 2, ``conv3_w_bits`` and 4 bits
-    (fewer than the array stores), a residual of 3 bits; bit-exact against the golden model
-    and every layer within 2 % of the cycle model."""
-    model, xs = _mixed_precision_model(tmp_path / "mixed.npz", conv3_w_bits)
-    cfg = HwConfig(name=f"w4a{a_bits}i8", rows=16, cols=8, w_bits=4, a_bits=a_bits, macros=2,
-                   max_in_bits=8, acc_width=32)
+    and more: 2 to 4 slice words per pixel), weights of ``w_bits`` (fewer than the array
+    stores, and more: wide weights in three weight slices, up to 8-bit weights on 8-bit
+    inputs, 12 planes), a residual of 3 bits; bit-exact against the golden model and every
+    layer within 2 % of the cycle model."""
+    model, xs = _mixed_precision_model(tmp_path / "mixed.npz", w_bits)
+    cfg = HwConfig(name=f"w4a{a_bits}p{planes}", rows=16, cols=8, w_bits=4, a_bits=a_bits,
+                   macros=2, max_planes=planes, acc_width=32)
     program = compiler.compile_model(model, cfg)
     assert [d.in_bits for d in program.descriptors] == [5, 2, 8, 3, 4]
+    assert [d.w_bits for d in program.descriptors] == list(w_bits)
     env = golden.run(model, xs)
     for name in program.names:
         assert len(np.unique(env[name])) > 2, f"{name} outputs are degenerate"
@@ -161,13 +165,20 @@ def test_mixed_precision_exact(tmp_path, a_bits, conv3_w_bits):
 
 
 def test_mixed_precision_refused(tmp_path):
-    """Without ``max_in_bits`` the 8-bit input is refused by name; the same network compiles
+    """Without ``max_planes`` the 8-bit input is refused by name; the same network compiles
     once the configuration states it."""
-    model, _ = _mixed_precision_model(tmp_path / "mixed.npz", 3)
+    model, _ = _mixed_precision_model(tmp_path / "mixed.npz", (4, 2, 3, 4, 4))
     with pytest.raises(compiler.CompileError,
-                       match=r"at most 4 bits \(max_in_bits of .tiny.\), not 5-bit"):
+                       match=r"at most 4 bits \(max_planes of .tiny.\), not 5-bit"):
         compiler.compile_model(model, TINY)
-    compiler.compile_model(model, get_config("tiny:max_in_bits=8"))
+    compiler.compile_model(model, get_config("tiny:max_planes=8"))
+    wide, _ = _mixed_precision_model(tmp_path / "wide.npz", (4, 2, 8, 4, 4))
+    with pytest.raises(compiler.CompileError, match="'conv3': its input 'conv2' has 8-bit "
+                       r"activations \+ 4 for its 8-bit weights: 12 bit-planes per pixel"):
+        compiler.compile_model(wide, get_config("tiny:max_planes=8"))
+    with pytest.raises(compiler.CompileError, match="w_bits=8 does not fit the array's 2-bit"):
+        compiler.compile_model(wide, get_config("tiny:w_bits=2,max_planes=16"))
+    compiler.compile_model(wide, get_config("tiny:max_planes=12"))
 
 
 @pytest.mark.parametrize("width", [0.25, 0.5])

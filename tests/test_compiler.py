@@ -212,11 +212,13 @@ def _edited(model, name, **changes):
     ("kernel", "layer 'conv3': kernel 2 is not supported"),
     ("stride", "layer 'conv3': stride 3 is not supported"),
     ("padding", "layer 'conv3': padding 4 exceeds 3"),
-    ("w_bits", "layer 'conv2': w_bits=4 does not fit the array's 2-bit weights"),
+    ("w_bits", "layer 'conv2': w_bits=4 does not fit the array's 1-bit weights .* binary"),
+    ("planes", "layer 'conv2': its input 'conv1' has 4-bit activations \\+ 2 for its 4-bit "
+               "weights: 6 bit-planes per pixel, configuration 'w2' feeds at most max_planes=4"),
     ("a_bits", "must be unsigned activations .* of at most 2 bits"),
     ("signed", "layer 'conv3': its input 'conv2' is signed"),
-    ("in_bits", "layer 'conv3': its input 'conv2' has 8-bit activations, configuration "
-                "'tiny' feeds at most max_in_bits=4"),
+    ("in_bits", "layer 'conv3': its input 'conv2' has 8-bit activations: 8 bit-planes per "
+                "pixel, configuration 'tiny' feeds at most max_planes=4"),
     ("acc", "layer 'conv2': accumulator needs"),
     ("buffer", "layer 'conv2': its output .* does not fit"),
     ("adc", "adc_bits=None, the configuration 'adc' has adc_bits=3"),
@@ -230,6 +232,8 @@ def test_compile_errors(digits, case, match):
     if case in ("kernel", "stride", "padding"):
         model = _edited(digits, "conv3", **{case: {"kernel": 2, "stride": 3, "padding": 4}[case]})
     elif case == "w_bits":
+        cfg = HwConfig(name="w1", rows=16, cols=8, w_bits=1, a_bits=4, macros=2)
+    elif case == "planes":
         cfg = HwConfig(name="w2", rows=16, cols=8, w_bits=2, a_bits=4, macros=2)
     elif case == "a_bits":
         cfg = HwConfig(name="a2", rows=16, cols=8, w_bits=4, a_bits=2, macros=2)

@@ -34,7 +34,7 @@ SEED = test_seed()
 TINY = get_config("tiny")
 # Five macros, four columns, four rows per beat: copies of 2 and 3, lanes within a word.
 ODD = HwConfig(name="odd", rows=16, cols=4, w_bits=4, a_bits=4, macros=5, write_rows=4,
-               bank_words=1024, max_in_bits=8)
+               bank_words=1024, max_planes=12)
 CONFIGS = {"tiny": TINY, "odd": ODD}
 BAW = {name: (c.bank_words - 1).bit_length() for name, c in CONFIGS.items()}
 
@@ -58,12 +58,17 @@ def make_desc(rng, cfg, **kw):
     has_res = int(kw.pop("has_residual", rng.integers(0, 2)))
     res_bits = int(kw.pop("res_bits", rng.choice([4, 8]) if has_res else 0))
     in_bits = int(kw.pop("in_bits", rng.integers(1, cfg.in_bits_max + 1)))
-    J, T = -(-cout // C), k * k * G
+    # Wide weights (three weight slices) where the planes allow them.
+    wide = cfg.w_bits > 1 and in_bits + cfg.w_bits <= cfg.planes_max and rng.random() < 0.5
+    w_bits = int(kw.pop("w_bits", rng.integers(cfg.w_bits + 1, cfg.w_bits_max + 1) if wide
+                        else rng.integers(1, cfg.w_bits + 1)))
+    n_sw = 3 if w_bits > cfg.w_bits else 1
+    J, T = -(-cout // C), n_sw * k * k * G
     fields = dict(
         kernel=k, stride=s, padding=p, relu=int(out_bits == 4), out_signed=int(out_bits == 8),
         out_bits=out_bits, shift=int(rng.integers(1, MAX_SHIFT + 1)), has_residual=has_res,
         res_signed=int(has_res and rng.integers(0, 2)), res_bits=res_bits, last=0,
-        in_bits=in_bits,
+        in_bits=in_bits, w_bits=w_bits,
         in_height=H, in_width=W, in_groups=G, out_height=(H + 2 * p - k) // s + 1,
         out_width=(W + 2 * p - k) // s + 1, out_groups=-(-cout // R), in_channels=G * R,
         out_channels=cout, col_tiles=J, row_tiles=T, weight_tiles=J * T,
@@ -114,7 +119,7 @@ def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
     tile_cap = cfg.weight_words // (cfg.write_cycles * fmt.beat_words(cfg))
     rec_cap = cfg.param_words // PARAM_WORDS
     dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
-                  planes=cfg.in_bits_max,
+                  w_bits=cfg.w_bits, planes=cfg.planes_max,
                   bank_words=cfg.bank_words, max_size=cfg.max_size,
                   max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
                   rec_cap=rec_cap)
@@ -272,10 +277,12 @@ def tile_fields(d, cfg, j, t):
     tile order (t = (kh * k + kw) * G + cg; layer tile j * T + t at weight_base) and address
     formula (word ((y * W + x) * G + cg) * S, relative to the window's corner)."""
     k, G, W = d.kernel, d.in_groups, d.in_width
-    kh, rest = divmod(t, k * G)
+    sw, rest = divmod(t, k * k * G)
+    kh, rest = divmod(rest, k * G)
     kw, cg = divmod(rest, G)
+    shift = fmt.slice_shifts(cfg)[sw] if fmt.weight_slices(d.w_bits, cfg) > 1 else 0
     return ((d.weight_base + j * d.row_tiles + t) * cfg.write_cycles, kh, kw,
-            ((kh * W + kw) * G + cg) * _sl(d.in_bits, cfg.a_bits))
+            ((kh * W + kw) * G + cg) * _sl(d.in_bits, cfg.a_bits), shift)
 
 
 def expected_tiles(d, cfg):
@@ -303,7 +310,7 @@ def test_loader_tiles(cfg):
     M = cfg.macros
     layers = [make_desc(rng, cfg, in_height=3, in_width=3) for _ in range(4)]
     codes = [AccelError.NONE, AccelError.NONE, AccelError.TILES, AccelError.NONE]
-    dut = WeightLoader(macros=M, a_bits=cfg.a_bits, planes=cfg.in_bits_max,
+    dut = WeightLoader(macros=M, a_bits=cfg.a_bits, w_bits=cfg.w_bits, planes=cfg.planes_max,
                        write_cycles=cfg.write_cycles,
                        addr_width=BAW[name])
     got = [[] for _ in range(M)]
@@ -327,7 +334,7 @@ def test_loader_tiles(cfg):
             for i, t in enumerate(dut.tiles):
                 if ctx.get(t.valid) and readies[i]:
                     p = ctx.get(t.payload)
-                    got[i].append((p.addr, p.kh, p.kw, p.off))
+                    got[i].append((p.addr, p.kh, p.kw, p.off, p.shift))
                     took.append(i)
             per_cycle.append(took)
             if ctx.get(dut.layers.valid):
@@ -348,19 +355,22 @@ def test_loader_tiles(cfg):
 # ----------------------------------------------------------------------------- macro unit
 
 
-@pytest.mark.parametrize("bits", [4, 1, 3, 8])
-def test_macro_unit(bits):
+@pytest.mark.parametrize("bits,shift,planes", [(4, 0, 4), (1, 0, 1), (3, 0, 3), (8, 0, 8),
+                                               (8, 4, 12), (8, 0, 12), (8, 3, 12), (3, 4, 7)])
+def test_macro_unit(bits, shift, planes):
     """Tile load (beats from the weight store to the macro, ``loaded`` after wc + 3 cycles),
     round switch, lockstep read (address and padding by the compiler's formula; an input of
     more than ``a_bits`` bits as its slice words, the top one first, each read as the last
     plane of the one above is fed), ``bits`` bit-planes MSB first with commit on the first,
-    and the next tile loading from the commit on (compiler.cycles.LOAD_LATENCY)."""
+    and the next tile loading from the commit on (compiler.cycles.LOAD_LATENCY). A tile of a
+    layer with wide weights feeds ``planes`` planes: the input shifted left by its ``shift``,
+    zeros around it."""
     cfg = ODD
     rng = np.random.default_rng(SEED)
     R, ab, wc, baw = cfg.rows, cfg.a_bits, cfg.write_cycles, BAW["odd"]
     mac = CIMMacro(**cfg.macro_params())
     bw = fmt.beat_words(cfg)
-    dut = MacroUnit(index=2, macros=cfg.macros, rows=R, a_bits=ab, planes=cfg.in_bits_max,
+    dut = MacroUnit(index=2, macros=cfg.macros, rows=R, a_bits=ab, planes=cfg.planes_max,
                     write_cycles=wc, addr_width=baw, weight_addr_width=8, weight_width=bw * 32,
                     input_layout=mac.input_layout, write_layout=mac.write_layout)
     sl = -(-bits // ab)
@@ -368,18 +378,18 @@ def test_macro_unit(bits):
     amem = {}
     wlen = len(mac.write.payload.w.as_value())
     log = {"writes": [], "loaded": [], "feed": [], "reads": []}
-    tiles = [(40, 1, 2, 9), (80, 0, 1, 5)]
+    tiles = [(40, 1, 2, 9, shift), (80, 0, 1, 5, shift)]
     # Macro 2 is in the groups of pixels 0 and 1, not 2; pixel 0's tap is in the padding.
     pixels = [dict(first=1, count=2, y=-2, x=1, addr=100, bank=1, height=5, width=4),
               dict(first=2, count=1, y=3, x=0, addr=1020, bank=0, height=5, width=4),
               dict(first=0, count=2, y=0, x=0, addr=7, bank=0, height=5, width=4)]
     for px in pixels:
-        px["bits"] = bits
+        px["bits"], px["planes"] = bits, planes
 
     async def bench(ctx):
         cyc = 0
         plan = {2: ("tile", 0), 5: ("tile", 1), 30: ("round", None), 32: ("issue", 0),
-                32 + bits: ("issue", 1), 32 + 2 * bits: ("issue", 2)}
+                32 + planes: ("issue", 1), 32 + 2 * planes: ("issue", 2)}
         ctx.set(dut.go, 1)
         await ctx.tick()
         ctx.set(dut.go, 0)
@@ -388,8 +398,9 @@ def test_macro_unit(bits):
             ctx.set(dut.tile.valid, what == "tile")
             if what == "tile":
                 assert ctx.get(dut.tile.ready)
-                a, kh, kw, off = tiles[arg]
-                ctx.set(dut.tile.payload, {"addr": a, "kh": kh, "kw": kw, "off": off})
+                a, kh, kw, off, sh = tiles[arg]
+                ctx.set(dut.tile.payload, {"addr": a, "kh": kh, "kw": kw, "off": off,
+                                           "shift": sh})
             ctx.set(dut.issue.round, what == "round")
             ctx.set(dut.issue.macros, 3)
             ctx.set(dut.issue.valid, what == "issue")
@@ -425,7 +436,7 @@ def test_macro_unit(bits):
     assert rise == [t0 + wc + 3, issue0 + wc + cycles.LOAD_LATENCY], rise
     kh, kw, off = 1, 2, 9
     reads, feed = [], []
-    for c, px in zip((32, 32 + bits, 32 + 2 * bits), pixels):
+    for c, px in zip((32, 32 + planes, 32 + 2 * planes), pixels):
         if not px["first"] <= 2 < px["first"] + px["count"]:
             continue
         y, x = px["y"] + kh, px["x"] + kw
@@ -433,13 +444,17 @@ def test_macro_unit(bits):
 
         def addr(s, px=px):
             return ((px["addr"] + off + s) % (1 << baw)) | (px["bank"] << baw)
-        # Slice sl - 1 at the issue, slice s - 1 as plane s * ab (slice s's last) is fed.
+        # Slice sl - 1 at the issue, slice s - 1 as input bit s * ab (slice s's last) is fed
+        # (plane s * ab + shift, in cycle c + planes - plane).
         reads += [(c, addr(sl - 1), pad)]
-        reads += [(c + bits - s * ab, addr(s - 1), pad) for s in reversed(range(1, sl))]
-        for b in reversed(range(bits)):
-            word = 0 if pad else amem[addr(b // ab)]
-            plane = sum(((word >> (r * ab + b % ab)) & 1) << r for r in range(R))
-            feed.append((c + bits - b, plane, int(b == 0), int(not feed and b == bits - 1)))
+        reads += [(c + planes - (s * ab + shift), addr(s - 1), pad)
+                  for s in reversed(range(1, sl))]
+        for b in reversed(range(planes)):
+            j = b - shift
+            word = 0 if pad or not 0 <= j < bits else amem[addr(j // ab)]
+            plane = sum(((word >> (r * ab + j % ab)) & 1) << r for r in range(R))
+            feed.append((c + planes - b, plane, int(b == 0),
+                         int(not feed and b == planes - 1)))
     assert log["reads"] == reads, f"seed {SEED}"
     assert log["feed"] == feed, f"seed {SEED}"
 
@@ -450,7 +465,7 @@ def test_macro_unit(bits):
 def expected_rounds(d, cfg):
     """Per round: (macros, group, length, [(cycle of the slot, group g, pixel)]) from
     compiler.cycles: copies, rounds, slot length L, group g at g * sp of its slot."""
-    ab, pl = cfg.a_bits, d.in_bits
+    ab, pl = cfg.a_bits, fmt.planes(d, cfg)
     cp = cycles.copies(d, cfg)
     sp = max(_sl(d.out_bits, ab), _sl(d.res_bits, ab) if d.has_residual else 0)
     P = d.out_height * d.out_width
@@ -465,7 +480,8 @@ def expected_rounds(d, cfg):
 def run_issuer(cfg, layers, rng, *, credit_rate=1.0, loaded_rate=1.0):
     name = cfg.name
     M = cfg.macros
-    dut = Issuer(macros=M, cols=cfg.cols, a_bits=cfg.a_bits, planes=cfg.in_bits_max,
+    dut = Issuer(macros=M, cols=cfg.cols, a_bits=cfg.a_bits, w_bits=cfg.w_bits,
+                 planes=cfg.planes_max,
                  addr_width=BAW[name], param_rows=cfg.param_words // (PARAM_WORDS * cfg.cols))
     ev = {"switch": [], "issue": [], "take": [], "start": [], "credits": 0, "done": None}
 
@@ -498,7 +514,7 @@ def run_issuer(cfg, layers, rng, *, credit_rate=1.0, loaded_rate=1.0):
                 if ctx.get(dut.residuals.ready):
                     assert ctx.get(dut.residuals.valid)
                     ev["credits"] += 1
-                drain = n + 10      # the writer's last word, after the slot (<= 8 cycles)
+                drain = n + 18      # the writer's last word, after the slot (<= 16 cycles)
             if ctx.get(dut.done):
                 ev["done"] = (n, ctx.get(dut.error), AccelError(ctx.get(dut.error_code)))
                 break
@@ -578,7 +594,7 @@ def test_issuer_error():
     """A descriptor with a failed check stops the program with its code."""
     rng = np.random.default_rng(SEED)
     d = make_desc(rng, TINY)
-    dut = Issuer(macros=2, cols=8, a_bits=4, planes=4, addr_width=12, param_rows=32)
+    dut = Issuer(macros=2, cols=8, a_bits=4, w_bits=4, planes=4, addr_width=12, param_rows=32)
     out = {}
 
     async def bench(ctx):
@@ -672,7 +688,7 @@ def test_collector(cfg, pixels):
                     result_layout=mac.output_layout, psum_layout=dp.in_layout)
     T = int(rng.integers(1, 2 * M + 2))
     d = make_desc(rng, cfg, has_residual=1, res_bits=4, kernel=1, stride=1, in_groups=T,
-                  in_height=1, in_width=pixels)
+                  in_height=1, in_width=pixels, w_bits=cfg.w_bits)
     d = dataclasses.replace(d, col_tiles=2, param_base=C * 3)
     P = d.out_height * d.out_width
     assert P == pixels

@@ -84,8 +84,8 @@ typedef struct {
 #define CIM_CFG_BITS_A_BITS_Msk              (0x0000000FUL << CIM_CFG_BITS_A_BITS_Pos)
 #define CIM_CFG_BITS_ADC_BITS_Pos            8u
 #define CIM_CFG_BITS_ADC_BITS_Msk            (0x0000000FUL << CIM_CFG_BITS_ADC_BITS_Pos)
-#define CIM_CFG_BITS_MAX_IN_BITS_Pos         12u
-#define CIM_CFG_BITS_MAX_IN_BITS_Msk         (0x0000000FUL << CIM_CFG_BITS_MAX_IN_BITS_Pos)
+#define CIM_CFG_BITS_MAX_PLANES_Pos          12u
+#define CIM_CFG_BITS_MAX_PLANES_Msk          (0x0000000FUL << CIM_CFG_BITS_MAX_PLANES_Pos)
 #define CIM_CFG_BITS_ACC_WIDTH_Pos           16u
 #define CIM_CFG_BITS_ACC_WIDTH_Msk           (0x000000FFUL << CIM_CFG_BITS_ACC_WIDTH_Pos)
 #define CIM_CFG_MACROS_OFFSET                0x010u
@@ -261,6 +261,9 @@ typedef struct {
 #define CIM_DESC_IN_BASE_Word                5u
 #define CIM_DESC_IN_BASE_Pos                 0u
 #define CIM_DESC_IN_BASE_Msk                 (0x00FFFFFFUL << CIM_DESC_IN_BASE_Pos)
+#define CIM_DESC_W_BITS_Word                 5u
+#define CIM_DESC_W_BITS_Pos                  24u
+#define CIM_DESC_W_BITS_Msk                  (0x0000000FUL << CIM_DESC_W_BITS_Pos)
 #define CIM_DESC_OUT_BASE_Word               6u
 #define CIM_DESC_OUT_BASE_Pos                0u
 #define CIM_DESC_OUT_BASE_Msk                (0x00FFFFFFUL << CIM_DESC_OUT_BASE_Pos)
@@ -304,7 +307,7 @@ typedef struct {
 #define CIM_CFG_MAX_SIZE            64u
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
-#define CIM_CFG_MAX_IN_BITS         4u
+#define CIM_CFG_MAX_PLANES          4u
 #define CIM_ADDR_WIDTH              18u
 #define CIM_SPAN                    0x00040000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -351,7 +354,7 @@ typedef struct {
 #define CIM_CFG_MAX_SIZE            64u
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
-#define CIM_CFG_MAX_IN_BITS         4u
+#define CIM_CFG_MAX_PLANES          4u
 #define CIM_ADDR_WIDTH              22u
 #define CIM_SPAN                    0x00400000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL

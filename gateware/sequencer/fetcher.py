@@ -16,24 +16,27 @@ from .layer import (
     desc_layout,
     descriptor_layout,
     in_slices,
+    layer_planes,
     slices,
 )
 
 __all__ = ["Fetcher", "check"]
 
 
-def check(m, d, *, rows, cols, a_bits, planes, bank_words, max_size, max_groups, max_pixels,
-          tile_cap, rec_cap):
+def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max_groups,
+          max_pixels, tile_cap, rec_cap):
     """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
     what :func:`contract.program.check_descriptor` states (kernel, stride, size, tiles,
     format, channels, addresses, in that order; ``tests/test_sequencer.py`` holds the two
-    equal). ``planes``: the most input bits a layer may have; ``tile_cap``: weight tiles the
-    store holds; ``rec_cap``: parameter records."""
+    equal). ``planes``: the most bit-planes fed per pixel (``HwConfig.planes_max``);
+    ``tile_cap``: weight tiles the store holds; ``rec_cap``: parameter records."""
     code = Signal(AccelError)
     R, C, BW = rows, cols, bank_words
     baw = ceil_log2(BW)
     out_sl, res_sl, _ = slices(m, d, a_bits, name="chk_")
     in_sl = in_slices(m, d, a_bits, name="chk_")
+    pl = layer_planes(m, d, w_bits, name="chk_")
+    w_max = 1 if w_bits == 1 else 2 * w_bits        # HwConfig.w_bits_max
     # The tensors' extents (contract.program.tensor_words) and where they lie.
     in_words, out_words, res_words = Signal(32), Signal(32), Signal(32)
     group_pixels = Signal(32)
@@ -59,7 +62,9 @@ def check(m, d, *, rows, cols, a_bits, planes, bank_words, max_size, max_groups,
                 | (d.out_height != ho_exp) | (d.out_width != wo_exp)
                 | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)):
         m.d.comb += code.eq(AccelError.SIZE)
-    with m.Elif((J == 0) | (T == 0) | (T != k * k * G) | (d.weight_tiles != J * T)
+    with m.Elif((J == 0) | (T == 0)
+                | (T != Mux(d.w_bits > w_bits, 3 * (k * k * G), k * k * G))
+                | (d.weight_tiles != J * T)
                 | (d.out_channels == 0) | (d.out_channels > J * C)
                 | (d.out_channels + C <= J * C) | (d.out_groups * R < J * C)
                 | (d.weight_base + d.weight_tiles > tile_cap)
@@ -69,7 +74,8 @@ def check(m, d, *, rows, cols, a_bits, planes, bank_words, max_size, max_groups,
     reserved = Cat(*[d[name] for name, _ in d.shape() if name.startswith("_pad")])
     with m.Elif(reserved.any() | (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
                 | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
-                | (d.in_bits == 0) | (d.in_bits > planes)
+                | (d.in_bits == 0) | (d.in_bits > min(8, planes))
+                | (d.w_bits == 0) | (d.w_bits > w_max) | (pl > planes)
                 | (d.relu == d.out_signed)
                 | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
                                      | (d.res_signed & (d.res_bits < 2))))
@@ -102,10 +108,10 @@ class Fetcher(wiring.Component):
     ----------
     prog_words : int
         Program memory words (at least ``DESC_WORDS``).
-    rows, cols, a_bits : int
-        The configuration's (for the tile and address checks).
+    rows, cols, a_bits, w_bits : int
+        The configuration's (for the tile, bit-width and address checks).
     planes : int
-        Most bits of a layer's input (``HwConfig.in_bits_max``).
+        Most bit-planes fed per pixel (``HwConfig.planes_max``).
     bank_words : int
         Words of an activation-buffer bank (for the address checks).
     max_size, max_groups, max_pixels, tile_cap, rec_cap : int
@@ -122,14 +128,14 @@ class Fetcher(wiring.Component):
         without ``valid``.
     """
 
-    def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, planes: int,
-                 bank_words: int, max_size: int, max_groups: int, max_pixels: int,
-                 tile_cap: int, rec_cap: int):
+    def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, w_bits: int,
+                 planes: int, bank_words: int, max_size: int, max_groups: int,
+                 max_pixels: int, tile_cap: int, rec_cap: int):
         if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
             raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
                              f"not {prog_words!r}")
         self.prog_words = prog_words
-        self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, planes=planes,
+        self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, w_bits=w_bits, planes=planes,
                            bank_words=bank_words,
                            max_size=max_size, max_groups=max_groups,
                            max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap)

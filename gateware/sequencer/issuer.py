@@ -18,6 +18,7 @@ from .layer import (
     desc_layout,
     descriptor_layout,
     in_slices,
+    layer_planes,
     slices,
 )
 
@@ -35,8 +36,9 @@ class Issuer(wiring.Component):
     ``layer_done``; ``STOP`` raises ``done``.
 
     A round (``issue.macros = copies * group`` macros, ``group`` row tiles starting at ``tb``)
-    streams the ``P`` output pixels in slots of ``L`` cycles: ``L = in_bits`` (the layer's
-    bit-planes), on the final round of a column tile ``max(in_bits, copies * sp)``. Group
+    streams the ``P`` output pixels in slots of ``L`` cycles: ``L = planes`` (the layer's
+    bit-planes per pixel), on the final round of a column tile ``max(planes, copies * sp)``.
+    Group
     ``g`` of a slot (macros ``g * group ..``) gets its pixel at cycle ``g * sp`` of the slot.
     On a final round of a layer with a residual a pixel waits (the slot stalls) until the
     residual reader offers a credit.
@@ -50,10 +52,10 @@ class Issuer(wiring.Component):
 
     Parameters
     ----------
-    macros, cols, a_bits : int
+    macros, cols, a_bits, w_bits : int
         The configuration's.
     planes : int
-        Most bit-planes a layer feeds (``HwConfig.in_bits_max``).
+        Most bit-planes a layer feeds (``HwConfig.planes_max``).
     addr_width : int
         Bits of an activation-buffer bank offset.
     param_rows : int
@@ -85,9 +87,10 @@ class Issuer(wiring.Component):
         The issuer waits for a round's tiles or for a residual (the stall counter).
     """
 
-    def __init__(self, *, macros: int, cols: int, a_bits: int, planes: int, addr_width: int,
-                 param_rows: int):
+    def __init__(self, *, macros: int, cols: int, a_bits: int, w_bits: int, planes: int,
+                 addr_width: int, param_rows: int):
         self.macros, self.cols, self.a_bits, self.planes = macros, cols, a_bits, planes
+        self.w_bits = w_bits
         self.addr_width = addr_width
         super().__init__({
             "start": In(1), "go": Out(1), "busy": Out(1), "done": Out(1), "error": Out(1),
@@ -110,18 +113,19 @@ class Issuer(wiring.Component):
         fault = Signal(AccelError)  # a run-time error of this layer (sticky until STOP)
         out_sl, res_sl, sp = slices(m, desc, ab)
         in_sl = in_slices(m, desc, ab)
-        cp_c = copies(m, desc, sp, planes=self.planes, macros=M)
+        pl = layer_planes(m, desc, self.w_bits)
+        cp_c = copies(m, desc, sp, pl, planes=self.planes, macros=M)
         # Registered per layer (CHECK, SETUP), per round and per slot.
         w = SimpleNamespace(
             cp=Signal(range(self.planes + 1)),  # copies of the row tiles (pixels per slot)
             gw=Signal(baw),             # G * in_sl: one input pixel
             wg_words=Signal(baw),       # W * G * in_sl: one input row
-            l_fin=Signal(4),            # slot length of a final round
+            l_fin=Signal(5),            # slot length of a final round
             first_addr=Signal(baw),     # word of input pixel (-p, -p)
             j=Signal(8),                # column tile
             tb=Signal(16),              # first row tile of the round
-            ph=Signal(4),               # cycle of the slot
-            grp=Signal(4),              # group of the slot
+            ph=Signal(5),               # cycle of the slot
+            grp=Signal(range(self.planes + 2)),  # group of the slot
             gphase=Signal(8),           # the cycle of the slot that issues group grp
             pix=Signal(24), oy=Signal(16), ox=Signal(16),  # the pixel issued next
             line_addr=Signal(baw),      # word of its row's first window
@@ -135,7 +139,8 @@ class Issuer(wiring.Component):
                      iss.macros.eq(w.cp * iss.count)]
         m.d.comb += [ctrl.desc.eq(desc), ctrl.out_sl.eq(out_sl), ctrl.res_sl.eq(res_sl),
                      iss.bank.eq(desc.in_base[baw]), iss.height.eq(desc.in_height),
-                     iss.width.eq(desc.in_width), iss.bits.eq(desc.in_bits)]
+                     iss.width.eq(desc.in_width), iss.bits.eq(desc.in_bits),
+                     iss.planes.eq(pl)]
         ready_round = Signal()
         m.d.comb += ready_round.eq(
             Cat(*[self.loaded[i] | (iss.macros <= i) for i in range(M)]).all())
@@ -170,8 +175,7 @@ class Issuer(wiring.Component):
                 m.d.comb += ctrl.start.eq(1)
                 m.d.sync += [w.first_addr.eq(desc.in_base[:baw]
                                              - p * (w.wg_words + w.gw)),
-                             w.l_fin.eq(Mux(w.cp * sp > desc.in_bits, w.cp * sp,
-                                            desc.in_bits)),
+                             w.l_fin.eq(Mux(w.cp * sp > pl, w.cp * sp, pl)),
                              w.j.eq(0), w.tb.eq(0)]
                 m.next = "RWAIT"
             with m.State("RWAIT"):
@@ -217,9 +221,9 @@ class Issuer(wiring.Component):
         iss, ctrl = self.issue, self.ctrl
         J, s, p, G = desc.col_tiles, desc.stride, desc.padding, w.gw
         final, gs = w.final, iss.count
-        slot_len = Signal(4)
+        slot_len = Signal(5)
         res_need = Signal()
-        m.d.comb += [slot_len.eq(Mux(final, w.l_fin, desc.in_bits)),
+        m.d.comb += [slot_len.eq(Mux(final, w.l_fin, iss.planes)),
                      res_need.eq(final & desc.has_residual)]
         due = Signal()
         slot_end = Signal()

@@ -85,8 +85,10 @@ def desc_layout() -> data.StructLayout:
 def tile_layout(*, addr_width: int) -> data.StructLayout:
     """A weight tile handed to a macro: the weight-store ``addr`` of its first beat and its
     tap ``(kh, kw)`` with ``off``, the word offset of the tap in the input window
-    (``((kh * W + kw) * G + cg) * S``, ``S`` the input's slice words)."""
-    return data.StructLayout({"addr": 32, "kh": 3, "kw": 3, "off": addr_width})
+    (``((kh * W + kw) * G + cg) * S``, ``S`` the input's slice words), and ``shift``, the
+    bit-planes its input is shifted by (its weight slice's, :func:`contract.program.
+    slice_shifts`; 0 for a layer without wide weights)."""
+    return data.StructLayout({"addr": 32, "kh": 3, "kw": 3, "off": addr_width, "shift": 4})
 
 
 def slices(m, desc, a_bits: int, name: str = ""):
@@ -110,14 +112,23 @@ def in_slices(m, desc, a_bits: int, name: str = ""):
     return s_
 
 
-def copies(m, desc, sp, *, planes: int, macros: int, name: str = ""):
+def layer_planes(m, desc, w_bits: int, name: str = ""):
+    """Bit-planes fed per pixel of the layer ``desc`` (comb signal;
+    :func:`contract.program.planes`): ``in_bits``, plus the array's ``w_bits`` when the
+    layer's weights are wider (three weight slices)."""
+    p_ = Signal(5, name=f"{name}planes")
+    m.d.comb += p_.eq(desc.in_bits + Mux(desc.w_bits > w_bits, w_bits, 0))
+    return p_
+
+
+def copies(m, desc, sp, pl, *, planes: int, macros: int, name: str = ""):
     """Copies of the row tiles (comb signal; :func:`compiler.cycles.copies`): as many as fit the
     macros, the pixels, and the output (and residual) ports, which take ``sp`` cycles per
-    pixel against ``in_bits`` (at most ``planes``) per slot."""
+    pixel against ``pl`` (:func:`layer_planes`, at most ``planes``) per slot."""
     c_ = Signal(range(planes + 1), name=f"{name}copies")
     m.d.comb += c_.eq(1)
     for c in range(2, min(planes, macros) + 1):
-        with m.If((desc.row_tiles * c <= macros) & (sp * c <= desc.in_bits)
+        with m.If((desc.row_tiles * c <= macros) & (sp * c <= pl)
                   & (desc.out_height * desc.out_width >= c)):
             m.d.comb += c_.eq(c)
     return c_
@@ -178,8 +189,11 @@ class IssueSignature(wiring.Signature):
     height, width : ``Out(12)``
         Input size: taps outside read zeros.
     bits : ``Out(4)``
-        The layer's ``in_bits``: bit-planes fed per pixel (``ceil(bits / a_bits)`` slice
-        words of the input, at consecutive addresses from ``addr``).
+        The layer's ``in_bits`` (``ceil(bits / a_bits)`` slice words of the input, at
+        consecutive addresses from ``addr``).
+    planes : ``Out(5)``
+        Bit-planes fed per pixel (:func:`layer_planes`): the input shifted by the tile's
+        ``shift``, zeros around it.
     """
 
     def __init__(self, *, macros: int, addr_width: int):
@@ -188,6 +202,7 @@ class IssueSignature(wiring.Signature):
             "first": Out(range(macros + 1)), "count": Out(range(macros + 1)),
             "y": Out(signed(17)), "x": Out(signed(17)), "addr": Out(addr_width),
             "bank": Out(1), "height": Out(12), "width": Out(12), "bits": Out(4),
+            "planes": Out(5),
         })
 
 

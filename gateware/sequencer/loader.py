@@ -15,6 +15,7 @@ from .layer import (
     desc_layout,
     descriptor_layout,
     in_slices,
+    layer_planes,
     slices,
     tile_layout,
 )
@@ -23,18 +24,20 @@ __all__ = ["WeightLoader", "tap_layout"]
 
 
 def tap_layout(addr_width: int) -> data.StructLayout:
-    """Position of the tap walk: row tile ``t = (kh * k + kw) * G + cg``, its word offset
-    ``off`` in the input window, and ``rowoff``, the offset of ``(kh, 0, 0)``."""
-    return data.StructLayout({"t": 16, "kh": 3, "kw": 3, "cg": 8, "off": addr_width,
+    """Position of the tap walk: row tile ``t = sw * k * k * G + (kh * k + kw) * G + cg`` (``sw``
+    the weight slice), its word offset ``off`` in the input window, and ``rowoff``, the offset
+    of ``(kh, 0, 0)``."""
+    return data.StructLayout({"t": 16, "sw": 2, "kh": 3, "kw": 3, "cg": 8, "off": addr_width,
                               "rowoff": addr_width})
 
 
 def step(m, st, *, tiles, groups, kernel, row_words, group_words):
-    """The tap after ``st`` (a comb view of :func:`tap_layout`): tile ``t + 1``, or back to
-    tile 0 after ``tiles - 1`` (copies repeat the tiles). ``row_words``: ``W * G * S``, the
-    words of one input row; ``group_words``: ``S``, the slice words of one channel group."""
+    """The tap after ``st`` (a comb view of :func:`tap_layout`): tile ``t + 1`` (after a weight
+    slice's last tap, the next slice's first), or back to tile 0 after ``tiles - 1`` (copies
+    repeat the tiles). ``row_words``: ``W * G * S``, the words of one input row;
+    ``group_words``: ``S``, the slice words of one channel group."""
     n = Signal(st.shape())
-    m.d.comb += n.t.eq(st.t + 1)
+    m.d.comb += [n.t.eq(st.t + 1), n.sw.eq(st.sw)]
     with m.If(st.t + 1 == tiles):
         m.d.comb += n.eq(0)
     with m.Elif(st.cg + 1 != groups):
@@ -43,9 +46,11 @@ def step(m, st, *, tiles, groups, kernel, row_words, group_words):
     with m.Elif(st.kw + 1 != kernel):
         m.d.comb += [n.kh.eq(st.kh), n.kw.eq(st.kw + 1), n.cg.eq(0),
                      n.off.eq(st.off + group_words), n.rowoff.eq(st.rowoff)]
-    with m.Else():
+    with m.Elif(st.kh + 1 != kernel):
         m.d.comb += [n.kh.eq(st.kh + 1), n.kw.eq(0), n.cg.eq(0),
                      n.off.eq(st.rowoff + row_words), n.rowoff.eq(st.rowoff + row_words)]
+    with m.Else():
+        m.d.comb += n.sw.eq(st.sw + 1)      # the next weight slice's tap (0, 0, 0)
     return n
 
 
@@ -69,10 +74,10 @@ class WeightLoader(wiring.Component):
 
     Parameters
     ----------
-    macros, a_bits : int
+    macros, a_bits, w_bits : int
         The configuration's.
     planes : int
-        Most bit-planes a layer feeds (``HwConfig.in_bits_max``).
+        Most bit-planes a layer feeds (``HwConfig.planes_max``).
     write_cycles : int
         Weight-store beats per tile (``rows / write_rows``), a power of two.
     addr_width : int
@@ -90,11 +95,12 @@ class WeightLoader(wiring.Component):
         One tile per transfer to each macro unit.
     """
 
-    def __init__(self, *, macros: int, a_bits: int, planes: int, write_cycles: int,
-                 addr_width: int):
+    def __init__(self, *, macros: int, a_bits: int, w_bits: int, planes: int,
+                 write_cycles: int, addr_width: int):
         if write_cycles < 1 or write_cycles & (write_cycles - 1):
             raise ValueError(f"Write cycles must be a power of two, not {write_cycles!r}")
         self.macros, self.a_bits, self.planes = macros, a_bits, planes
+        self.w_bits = w_bits
         self.write_cycles, self.addr_width = write_cycles, addr_width
         tile = stream.Signature(tile_layout(addr_width=addr_width))
         super().__init__({
@@ -123,6 +129,7 @@ class WeightLoader(wiring.Component):
         cp = Signal(range(self.planes + 1))
         wg = Signal(self.addr_width)
         gs = Signal(4)              # slice words per channel group
+        wide = Signal()             # three weight slices
         colptr = Signal(32)         # beat address of tile 0 of column tile j
         st = Signal(tap_layout(self.addr_width))
         final = Signal()            # the round holds row tile T - 1
@@ -155,10 +162,19 @@ class WeightLoader(wiring.Component):
                          t.payload.addr.eq(colptr + (sel.t << wsh)),
                          t.payload.kh.eq(sel.kh), t.payload.kw.eq(sel.kw),
                          t.payload.off.eq(sel.off)]
+            # The weight slice's input shift (contract.program.slice_shifts).
+            wb = self.w_bits
+            with m.If(wide):
+                with m.Switch(sel.sw):
+                    for s_, v in enumerate((wb, 0, wb - 1)):
+                        with m.Case(s_):
+                            m.d.comb += t.payload.shift.eq(v)
 
         # A descriptor goes on to the issuer in any case; a valid one is walked.
         _, _, sp = slices(m, inp.payload.desc, self.a_bits, "in_")
-        in_cp = copies(m, inp.payload.desc, sp, planes=self.planes, macros=M, name="in_")
+        in_pl = layer_planes(m, inp.payload.desc, self.w_bits, "in_")
+        in_cp = copies(m, inp.payload.desc, sp, in_pl, planes=self.planes, macros=M,
+                       name="in_")
         in_sl = in_slices(m, inp.payload.desc, self.a_bits, "in_")
         m.d.comb += [inp.ready.eq(~on & queue.w_rdy), queue.w_data.eq(inp.payload),
                      queue.w_en.eq(inp.valid & inp.ready)]
@@ -166,6 +182,7 @@ class WeightLoader(wiring.Component):
             d = inp.payload.desc
             m.d.sync += [desc.eq(d), on.eq(1), j.eq(0), tb.eq(0), i.eq(0), cp.eq(in_cp),
                          wg.eq(d.in_width * d.in_groups * in_sl), gs.eq(in_sl),
+                         wide.eq(d.w_bits > self.w_bits),
                          colptr.eq(d.weight_base << wsh),
                          st.eq(0)]
         with m.Elif(push0):

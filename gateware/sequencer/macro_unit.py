@@ -37,13 +37,15 @@ class MacroUnit(wiring.Component):
     pixel (slice ``s`` holds bits ``s * a_bits ..``): the unit reads slice ``S - 1`` at the
     issue, and slice ``s - 1`` in the cycle it feeds slice ``s``'s last plane, so each word
     arrives as its first plane is due (the port is the unit's own; the next pixel's read comes
-    a slot, at least ``bits`` cycles, after the issue).
+    a slot, at least ``planes`` cycles, after the issue). A tile of a layer with wide weights
+    has a ``shift``: the unit feeds ``issue.planes`` planes, the input's bits at planes
+    ``shift .. shift + bits - 1`` and zeros elsewhere (the input times ``2**shift``).
 
     Latency: a tile transferred in cycle ``n`` with nothing loaded is pending in ``n + 1``,
     read in cycles ``n + 2 .. n + write_cycles + 1``, written to the macro in ``n + 3 .. n +
     write_cycles + 2``, and ``loaded`` from cycle ``n + write_cycles + 3``. With a tile loaded,
     loading starts the cycle after its commit instead. A pixel issued in cycle ``n`` is fed in
-    cycles ``n + 1 .. n + bits`` (``active``), the first plane after a round switch with
+    cycles ``n + 1 .. n + planes`` (``active``), the first plane after a round switch with
     ``commit``.
 
     Parameters
@@ -53,7 +55,7 @@ class MacroUnit(wiring.Component):
     macros, rows, a_bits : int
         The configuration's.
     planes : int
-        Most bit-planes a layer feeds (``HwConfig.in_bits_max``).
+        Most bit-planes a layer feeds (``HwConfig.planes_max``).
     write_cycles : int
         Beats per tile.
     addr_width : int
@@ -160,16 +162,20 @@ class MacroUnit(wiring.Component):
                      base.eq(iss.addr + tap.off),
                      pad.eq((yy < 0) | (yy >= iss.height) | (xx < 0) | (xx >= iss.width)),
                      n_sl.eq((iss.bits + ab - 1) >> sh)]
-        rd_base = Signal(len(tap.off))  # the pixel being fed: slice 0, bank, padding
+        rd_base = Signal(len(tap.off))  # the pixel being fed: slice 0, bank, padding, bits
         rd_bank = Signal()
         rd_pad = Signal()
-        bidx = Signal(range(max(self.planes, 2)))
-        low = bidx[:sh]                 # the plane's bit in its slice word
+        rd_bits = Signal(4)
+        bidx = Signal(range(max(self.planes, 2)))   # the plane fed (planes - 1 .. 0)
+        jj = Signal(signed(7))          # its bit of the input (shifted by the tile's shift)
+        data_plane = Signal()           # 0 <= jj < bits: a plane of the input, else zeros
+        m.d.comb += [jj.eq(bidx - tap.shift), data_plane.eq((jj >= 0) & (jj < rd_bits))]
+        low = jj.as_unsigned()[:sh]     # the plane's bit in its slice word
         reread = Signal()               # read the next lower slice (this plane ends a slice)
-        m.d.comb += reread.eq(self.active & ((low == 0) if sh else 1) & (bidx != 0))
+        m.d.comb += reread.eq(self.active & data_plane & ((low == 0) if sh else 1) & (jj != 0))
         m.d.comb += [
             port.addr.eq(Mux(sel, Cat((base + n_sl - 1)[:len(tap.off)], iss.bank),
-                             Cat((rd_base + (bidx >> sh) - 1)[:len(tap.off)], rd_bank))),
+                             Cat((rd_base + (jj >> sh) - 1)[:len(tap.off)], rd_bank))),
             port.pad.eq(Mux(sel, pad, rd_pad)),
             port.en.eq(sel | reread)]
         # The word arrives next cycle and stays on port.data for its planes.
@@ -185,7 +191,8 @@ class MacroUnit(wiring.Component):
                     with m.Case(b):
                         m.d.comb += plane.eq(planes[b])
         feed = self.feed
-        m.d.comb += [feed.valid.eq(self.active), feed.payload.plane.eq(plane),
+        m.d.comb += [feed.valid.eq(self.active),
+                     feed.payload.plane.eq(Mux(data_plane, plane, 0)),
                      feed.payload.last.eq(bidx == 0), feed.payload.commit.eq(commit),
                      commit_now.eq(self.active & commit)]
         with m.If(self.active):
@@ -195,8 +202,9 @@ class MacroUnit(wiring.Component):
         with m.If(commit_now):
             m.d.sync += full.eq(0)
         with m.If(sel):
-            m.d.sync += [self.active.eq(1), bidx.eq(iss.bits - 1), commit.eq(first),
-                         first.eq(0), rd_base.eq(base), rd_bank.eq(iss.bank), rd_pad.eq(pad)]
+            m.d.sync += [self.active.eq(1), bidx.eq(iss.planes - 1), commit.eq(first),
+                         first.eq(0), rd_base.eq(base), rd_bank.eq(iss.bank), rd_pad.eq(pad),
+                         rd_bits.eq(iss.bits)]
         with m.If(self.go):
             m.d.sync += [pend.eq(0), loading.eq(0), full.eq(0), self.loaded.eq(0), first.eq(0),
                          self.active.eq(0)]
