@@ -33,6 +33,8 @@ from contract.config import HwConfig
 from contract.program import (
     DESC_WORDS,
     FIELDS,
+    OP_CONV,
+    OP_MAXPOOL,
     PARAM_WORDS,
     Descriptor,
     ErrorCode,
@@ -172,8 +174,11 @@ class _Allocator:
 def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: int) -> None:
     """Refuse, by name, a node the array and the datapath cannot run."""
     name, ab = n["name"], config.a_bits
+    if n["op"] == "maxpool":
+        _check_pool(model, n, config)
+        return
     if n["op"] != "conv":
-        _fail(name, f"op {n['op']!r} does not run on the accelerator (only conv)")
+        _fail(name, f"op {n['op']!r} does not run on the accelerator (conv and maxpool do)")
     k, s, p = n["kernel"], n["stride"], n["padding"]
     if k not in KERNELS:
         _fail(name, f"kernel {k} is not supported (supported: {KERNELS})")
@@ -214,6 +219,22 @@ def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: in
         _fail(name, f"accumulator needs {max(need, psum)} bits, the datapath holds {acc_width}")
 
 
+def _check_pool(model: golden.IntModel, n: dict, config: HwConfig) -> None:
+    """Refuse, by name, a max pooling the pooler cannot run."""
+    name, k, s, p = n["name"], n["kernel"], n["stride"], n["padding"]
+    if not 1 <= k <= 7:
+        _fail(name, f"max-pooling kernel {k} is not supported (1 to 7)")
+    if s not in STRIDES:
+        _fail(name, f"stride {s} is not supported (supported: {STRIDES})")
+    if p > MAX_PADDING:
+        _fail(name, f"padding {p} exceeds {MAX_PADDING}")
+    _, xbits, _ = _tensor_info(model, n["inputs"][0])
+    if xbits > config.a_bits:
+        _fail(name, f"its input {n['inputs'][0]!r} has {xbits}-bit activations: the pooler "
+                    f"takes one buffer word per pixel and group, at most a_bits="
+                    f"{config.a_bits} bits")
+
+
 def _params(model: golden.IntModel, name: str, channels: int, residual: bool) -> np.ndarray:
     """The layer's parameter records, zero-padded to ``channels``."""
     def padded(array):
@@ -236,6 +257,24 @@ def _check_descriptor(name: str, d: Descriptor, config: HwConfig, bank_words: in
     if code != ErrorCode.NONE:
         _fail(name, f"the sequencer would refuse its descriptor ({code.name}: "
                     f"{check_descriptor.__module__}.check_descriptor); {d}")
+
+
+def _pool_descriptor(model: golden.IntModel, n: dict, alloc: _Allocator, i: int,
+                     last: bool) -> Descriptor:
+    """A max-pooling layer's descriptor (``op`` 1: no tiles, parameters or residual; the
+    output in the input's format), its output placed in the other bank."""
+    xshape, xbits, _ = _tensor_info(model, n["inputs"][0])
+    src = alloc.buffers[n["inputs"][0]]
+    c, oh, ow = n["shape"]
+    out = alloc.place(n["name"], (c, oh, ow), xbits, False, 1 - src.bank, i)
+    g = -(-c // alloc.config.rows)
+    zero = {f.name: 0 for f in FIELDS}
+    return Descriptor(**{**zero, "op": OP_MAXPOOL, "kernel": n["kernel"], "stride": n["stride"],
+                         "padding": n["padding"], "relu": 1, "out_bits": xbits,
+                         "in_bits": xbits, "last": int(last), "in_height": xshape[1],
+                         "in_width": xshape[2], "in_groups": g, "out_height": oh,
+                         "out_width": ow, "out_groups": g, "in_channels": c,
+                         "out_channels": c, "in_base": src.base, "out_base": out.base})
 
 
 def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int | None = None,
@@ -266,6 +305,11 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         name = n["name"]
         _check_conv(model, n, config, acc_width)
         xshape, xbits, _ = _tensor_info(model, n["inputs"][0])
+        if n["op"] == "maxpool":
+            descriptors.append(_pool_descriptor(model, n, alloc, i, last=i == len(nodes) - 1))
+            names.append(name)
+            inputs[name] = list(n["inputs"])
+            continue
         k, cin, cout = n["kernel"], n["in_channels"], n["out_channels"]
         oc, oh, ow = n["shape"]
         g, j = -(-cin // R), -(-cout // C)
@@ -284,11 +328,11 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                  relu=int(not n["out_signed"]), out_signed=int(n["out_signed"]),
                  out_bits=n["out_bits"], shift=n["shift"], has_residual=int(res is not None),
                  res_signed=int(rsigned), res_bits=rbits, last=int(i == len(nodes) - 1),
-                 in_bits=xbits, in_height=xshape[1], in_width=xshape[2], in_groups=g, out_height=oh,
-                 out_width=ow, out_groups=-(-cout // R), in_channels=cin, out_channels=cout,
-                 col_tiles=j, row_tiles=t, weight_tiles=j * t, in_base=src.base,
-                 w_bits=n["w_bits"],
-                 out_base=out.base, res_base=buffers[res].base if res is not None else 0,
+                 in_bits=xbits, op=OP_CONV, in_height=xshape[1], in_width=xshape[2],
+                 in_groups=g, out_height=oh, out_width=ow, out_groups=-(-cout // R),
+                 in_channels=cin, out_channels=cout, col_tiles=j, row_tiles=t,
+                 weight_tiles=j * t, in_base=src.base, w_bits=n["w_bits"], out_base=out.base,
+                 res_base=buffers[res].base if res is not None else 0,
                  weight_base=tile_count, param_base=param_count)
         for f in FIELDS:
             if not 0 <= d[f.name] < 1 << f.bits:
@@ -300,8 +344,10 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         inputs[name] = list(n["inputs"])
         tile_count += j * t
         param_count += j * C
-    weight_image = pack_tiles(np.concatenate(tiles), config)
-    param_image = np.concatenate(params).reshape(-1)
+    weight_image = pack_tiles(np.concatenate(tiles) if tiles else
+                              np.zeros((0, R, C), np.int64), config)
+    param_image = (np.concatenate(params) if params else
+                   np.zeros((0, PARAM_WORDS), np.uint32)).reshape(-1)
     program_len = len(descriptors) * DESC_WORDS
     for what, words, cap in (("layer program", program_len, "prog_words"),
                              ("weight image", len(weight_image), "weight_words"),
@@ -409,6 +455,16 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
     result = {}
     for index, (name, d) in enumerate(zip(program.names, program.descriptors)):
         addr, pad = window_addresses(d, ab)
+        if d.op == OP_MAXPOOL:
+            # (N, P, k*k*G, R) words of the windows, zeros for the padding; max per group.
+            xs = np.where(pad[None, :, :, None], 0, mem[:, addr] & ((1 << d.in_bits) - 1))
+            G = d.in_groups
+            y = xs.reshape(n, addr.shape[0], -1, G, R).max(axis=2)      # (N, P, G, R)
+            y = y.reshape(n, d.out_height, d.out_width, G * R)[..., :d.out_channels]
+            y = y.transpose(0, 3, 1, 2)
+            write_tensor(mem, d.out_base, y, d.out_bits, ab)
+            result[name] = read_tensor(mem, d.out_base, y.shape[1:], d.out_bits, False, ab)
+            continue
         P, T0 = addr.shape
         T = d.row_tiles         # T0 per weight slice (contract.program: wide weights)
         sl = slices(d.in_bits, ab)

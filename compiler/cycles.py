@@ -47,13 +47,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from contract.config import HwConfig, get_config
-from contract.program import DESC_WORDS, Descriptor, planes
+from contract.program import DESC_WORDS, OP_MAXPOOL, Descriptor, planes
 from contract.timing import DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
 from .compile import Program, compile_model
 
-__all__ = ["LayerCycles", "copies", "layer_cycles", "network_cycles"]
+__all__ = ["LayerCycles", "copies", "layer_cycles", "network_cycles", "pool_cycles"]
 
 FIRST_READY = DESC_WORDS + 5
 """Cycles from ``start`` to the first layer's first weight tile being loaded, beyond ``wc``:
@@ -117,11 +117,32 @@ def _rounds(d: Descriptor, config: HwConfig, cp: int) -> list[tuple[int, bool]]:
     return col * d.col_tiles
 
 
+POOL_START = 2
+"""Cycles from a max-pooling layer's start to its first read: check (1), the issuer's
+``POOL``, which starts the pooler (1)."""
+POOL_END = 2
+"""Cycles from a max-pooling layer's last read to the next layer's start: the write of its
+last word (with ``layer_done``), the issuer's ``DRAIN``."""
+
+
+def pool_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
+    """Cycles of a max-pooling layer: one buffer read per window tap, ``P * G * k * k``."""
+    pixels = d.out_height * d.out_width
+    reads = pixels * d.in_groups * d.kernel * d.kernel
+    t = POOL_START + reads + POOL_END
+    # The next layer's descriptor is fetched and its first tiles loaded while this one runs
+    # (counted as for a program's first layer, from this layer's start: an upper bound).
+    first = FIRST_READY + (config.macros - 1) // 2 + config.write_cycles
+    return LayerCycles(name, t, 0, 0.0, 0, 1, 0, reads, 0, first - t)
+
+
 def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
                  ready: int | None = None) -> LayerCycles:
     """Cycles of one layer under the schedule of the module docstring. ``ready``: the cycle
     (from the layer's start) at which its first round's tiles are loaded, from the previous
     layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program."""
+    if d.op == OP_MAXPOOL:
+        return pool_cycles(d, config, name)
     ab, wc, pl = config.a_bits, config.write_cycles, planes(d, config)
     pixels = d.out_height * d.out_width
     out_sl = _slices(d.out_bits, ab)

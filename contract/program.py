@@ -12,6 +12,12 @@ significant bits first, into consecutive words; a field that does not fit in wha
 a word starts the next one (no field straddles two words). :data:`LAYOUT` lists every
 field's word and bit offset; :meth:`Descriptor.pack` / :meth:`Descriptor.unpack` convert.
 
+A descriptor's ``op`` is 0 for a convolution and 1 for a max pooling, which has no weight
+tiles, parameter records or residual (those fields, ``shift`` and ``w_bits`` are zero) and
+writes its output in its input's format (``out_bits = in_bits <= a_bits``, one slice word
+per pixel and channel group, ``relu`` 1), with the same channels; :func:`check_descriptor`
+states both sets of rules.
+
 Weight image
 ------------
 ``R x C`` = ``rows x cols`` of the configuration, ``G = ceil(Cin / R)`` input channel groups,
@@ -76,7 +82,8 @@ import numpy as np
 from .arith import KERNELS, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, STRIDES
 from .config import HwConfig
 
-__all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "PARAM_FIELDS", "PARAM_WORDS", "Descriptor",
+__all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "OP_CONV", "OP_MAXPOOL", "PARAM_FIELDS",
+           "PARAM_WORDS", "Descriptor",
            "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "layer_tiles",
            "pack_params", "pack_tiles", "planes", "reserved_bits", "slice_shifts", "slices",
            "tensor_words", "tile_words", "unpack_params", "unpack_tiles", "weight_digits",
@@ -104,6 +111,7 @@ FIELDS: tuple[Field, ...] = (
     Field("last", 1, "last layer of the program"),
     Field("in_bits", 4, "input activation bits, 1..8 (bit-planes fed per pixel: in_bits, plus "
           "the array's w_bits with wide weights, at most max_planes)"),
+    Field("op", 2, "0: convolution; 1: max pooling (no weights, parameters or residual)"),
     Field("in_height", 12, "input height H"),
     Field("in_width", 12, "input width W"),
     Field("in_groups", 8, "input channel groups G = ceil(Cin / rows)"),
@@ -155,6 +163,7 @@ class Descriptor:
     res_bits: int
     last: int
     in_bits: int
+    op: int
     in_height: int
     in_width: int
     in_groups: int
@@ -338,9 +347,48 @@ class ErrorCode(IntEnum):
     PROGRAM = 6     #: ran off the end of program memory without a ``last`` descriptor
     OVERFLOW = 7    #: a running sum left the accumulator (the compiler's width check failed)
     OVERRUN = 8     #: the schedule lost a result (a sequencer bug: please report it)
-    CHANNELS = 9    #: channel counts disagree with the channel groups
+    CHANNELS = 9    #: channel counts disagree with the channel groups (or, pooling, each other)
     ADDRESS = 10    #: a tensor leaves its buffer bank, or the output is in its input's bank
     #: or over the residual
+    OP = 11         #: an operation other than convolution (0) or max pooling (1)
+
+
+OP_CONV, OP_MAXPOOL = 0, 1
+"""Descriptor ``op`` values."""
+
+
+def _check_pool(d: Descriptor, config: HwConfig, bank_words: int, reserved: bool) -> ErrorCode:
+    """:func:`check_descriptor` of a max-pooling descriptor past its size check: no tiles or
+    parameters; the output the input's format (one slice word of ``in_bits <= a_bits`` per
+    pixel and group, unsigned); the same channels; addresses as for a convolution."""
+    R = config.rows
+    if d.col_tiles or d.row_tiles or d.weight_tiles or d.weight_base or d.param_base:
+        return ErrorCode.TILES
+    if (reserved or d.shift or not 1 <= d.in_bits <= config.a_bits
+            or d.out_bits != d.in_bits or d.out_signed or not d.relu or d.w_bits
+            or d.has_residual or d.res_bits or d.res_signed or d.res_base):
+        return ErrorCode.FORMAT
+    if (d.in_channels == 0 or d.in_channels != d.out_channels or d.in_groups != d.out_groups
+            or d.in_channels > d.in_groups * R or d.in_channels + R <= d.in_groups * R):
+        return ErrorCode.CHANNELS
+    return _check_addresses(d, config, bank_words)
+
+
+def _check_addresses(d: Descriptor, config: HwConfig, bank_words: int) -> ErrorCode:
+    """The ``ADDRESS`` check: every tensor inside its bank, the output in the other bank from
+    the input and off the residual."""
+    regions = tensor_words(d, config)
+    for base, words in regions.values():
+        if base >= 2 * bank_words or base % bank_words + words > bank_words:
+            return ErrorCode.ADDRESS
+    (ib, _), (ob, ow) = regions["in"], regions["out"]
+    if ib // bank_words == ob // bank_words:
+        return ErrorCode.ADDRESS
+    if d.has_residual:
+        rb, rw = regions["res"]
+        if rb < ob + ow and ob < rb + rw:
+            return ErrorCode.ADDRESS
+    return ErrorCode.NONE
 
 
 def tensor_words(d: Descriptor, config: HwConfig) -> dict[str, tuple[int, int]]:
@@ -386,7 +434,10 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
     H, W, G, T, J = d.in_height, d.in_width, d.in_groups, d.row_tiles, d.col_tiles
     tile_cap = max(config.weight_words, beat_words(config)) // tile_words(config)
     rec_cap = config.param_words // PARAM_WORDS
-    if k not in KERNELS:
+    pool = d.op == OP_MAXPOOL
+    if d.op not in (OP_CONV, OP_MAXPOOL):
+        return ErrorCode.OP
+    if (not 1 <= k <= 7) if pool else k not in KERNELS:
         return ErrorCode.KERNEL
     if s not in STRIDES:
         return ErrorCode.STRIDE
@@ -394,8 +445,11 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
             or H + 2 * p < k or W + 2 * p < k
             or d.out_height != (H + 2 * p - k) // s + 1
             or d.out_width != (W + 2 * p - k) // s + 1
-            or d.out_height * d.out_width > config.max_pixels or d.out_groups == 0):
+            or d.out_height * d.out_width > config.max_pixels or d.out_groups == 0
+            or (pool and p >= k)):
         return ErrorCode.SIZE
+    if pool:
+        return _check_pool(d, config, bank_words, reserved)
     if (J == 0 or T == 0 or T != weight_slices(d.w_bits, config) * k * k * G
             or d.weight_tiles != J * T
             or d.out_channels == 0 or d.out_channels > J * C or d.out_channels + C <= J * C
@@ -413,15 +467,4 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
     if (d.in_channels == 0 or d.in_channels > G * R or d.in_channels + R <= G * R
             or d.out_channels + R <= d.out_groups * R):
         return ErrorCode.CHANNELS
-    regions = tensor_words(d, config)
-    for base, words in regions.values():
-        if base >= 2 * bank_words or base % bank_words + words > bank_words:
-            return ErrorCode.ADDRESS
-    (ib, _), (ob, ow) = regions["in"], regions["out"]
-    if ib // bank_words == ob // bank_words:
-        return ErrorCode.ADDRESS
-    if d.has_residual:
-        rb, rw = regions["res"]
-        if rb < ob + ow and ob < rb + rw:
-            return ErrorCode.ADDRESS
-    return ErrorCode.NONE
+    return _check_addresses(d, config, bank_words)

@@ -60,6 +60,7 @@ from .sequencer import (
     Fetcher,
     Issuer,
     MacroUnit,
+    Pooler,
     ResidualReader,
     WeightLoader,
     Writer,
@@ -255,6 +256,7 @@ class Accelerator(wiring.Component):
         m.submodules.writer = writer = Writer(rows=R, cols=C, a_bits=ab, addr_width=baw,
                                               param_rows=param_rows,
                                               result_layout=dp.out_layout)
+        m.submodules.pooler = pooler = Pooler(rows=R, a_bits=ab, addr_width=baw)
         units = []
         for i, mac in enumerate(macros):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
@@ -265,7 +267,15 @@ class Accelerator(wiring.Component):
             connect(m, loader.tiles[i], unit.tile)
             connect(m, unit.weights, wmem.reads[i])
             connect(m, unit.write, mac.write)
-            connect(m, unit.act, act.reads[i])
+            if i:
+                connect(m, unit.act, act.reads[i])
+            else:
+                # Port 0 is the pooler's while it runs (the macros are idle then).
+                port, mine = act.reads[0], pooler.busy
+                m.d.comb += [port.addr.eq(Mux(mine, pooler.act.addr, unit.act.addr)),
+                             port.pad.eq(Mux(mine, pooler.act.pad, unit.act.pad)),
+                             port.en.eq(Mux(mine, pooler.act.en, unit.act.en)),
+                             unit.act.data.eq(port.data), pooler.act.data.eq(port.data)]
             connect(m, unit.feed, mac.input)
             connect(m, mac.output, collector.results[i])
             m.d.comb += [unit.go.eq(issuer.go), issuer.loaded[i].eq(unit.loaded)]
@@ -283,7 +293,9 @@ class Accelerator(wiring.Component):
         connect(m, dp.o_stream, writer.results)
         desc = issuer.ctrl.desc
         m.d.comb += [fetcher.go.eq(issuer.go), loader.go.eq(issuer.go),
-                     issuer.start.eq(self.start), issuer.layer_done.eq(writer.layer_done),
+                     issuer.start.eq(self.start),
+                     issuer.layer_done.eq(writer.layer_done | pooler.done),
+                     pooler.start.eq(issuer.pool_start), pooler.desc.eq(issuer.ctrl.desc),
                      issuer.overrun.eq(collector.overrun), issuer.overflow.eq(writer.overflow),
                      dp.shift.eq(desc.shift), dp.out_bits.eq(desc.out_bits),
                      dp.out_signed.eq(desc.out_signed), dp.has_residual.eq(desc.has_residual),
@@ -294,7 +306,10 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ bus ports
         # The buffer's write port: the writer's while busy, the bus's otherwise.
         aws = act.w_stream
-        with m.If(issuer.busy):
+        with m.If(pooler.busy):
+            m.d.comb += [aws.valid.eq(pooler.write.valid), aws.payload.eq(pooler.write.payload),
+                         act.write_bank.eq(pooler.bank)]
+        with m.Elif(issuer.busy):
             m.d.comb += [aws.valid.eq(writer.write.valid), aws.payload.eq(writer.write.payload),
                          act.write_bank.eq(writer.bank)]
         with m.Else():

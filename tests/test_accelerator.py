@@ -259,3 +259,35 @@ def test_pysim_cli_any_model(tmp_path, capsys):
     assert accel_pysim.main(["--model", str(path), "--config", "tiny",
                              "--dataset", "fashion-mnist"]) == 2
     assert "do not fit the model input" in capsys.readouterr().err
+
+
+def _stem_on_accelerator(path, image_size):
+    """A small random ResNet14 (3-channel input, one block per stage) with its first
+    convolution (7x7 stride 2, 8-bit weights on the raw 8-bit pixels) and its max pooling
+    moved to the accelerator."""
+    spec = dataclasses.replace(small_specs(4, 4)[1], image_size=image_size, first_bits=8)
+    net, x = random_net(spec, SEED, batch=2)
+    manifest, arrays = export.to_manifest(net)
+    for n in manifest["nodes"]:
+        if n["name"] in ("conv1", "maxpool"):
+            n["where"] = "accel"
+    return golden.load(export.save(path, manifest, arrays)), x.numpy()
+
+
+def test_max_pooling_exact(tmp_path):
+    """Max pooling on the accelerator (the pooler: 3x3 stride 2 padding 1 after the first
+    convolution, which runs on the raw 8-bit pixels with 8-bit weights): bit-exact against
+    the golden model, every layer within 2 % of the cycle model."""
+    model, xs = _stem_on_accelerator(tmp_path / "stem.npz", 8)
+    cfg = HwConfig(name="tiny_p12", rows=16, cols=8, w_bits=4, a_bits=4, macros=2,
+                   max_planes=12, acc_width=32)
+    program = compiler.compile_model(model, cfg)
+    assert program.names[:2] == ["conv1", "maxpool"]
+    d = program.descriptors[1]
+    assert (d.op, d.kernel, d.stride, d.padding, d.in_bits) == (1, 3, 2, 1, 4)
+    env = golden.run(model, xs)
+    got = compiler.execute(program, xs)
+    for name in program.names:
+        assert np.array_equal(got[name], env[name]), name
+    _check(model, program, xs[0], SEED, macro_style="behavioral", preload_weights=True,
+           max_cycles=200_000)

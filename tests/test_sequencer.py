@@ -68,7 +68,7 @@ def make_desc(rng, cfg, **kw):
         kernel=k, stride=s, padding=p, relu=int(out_bits == 4), out_signed=int(out_bits == 8),
         out_bits=out_bits, shift=int(rng.integers(1, MAX_SHIFT + 1)), has_residual=has_res,
         res_signed=int(has_res and rng.integers(0, 2)), res_bits=res_bits, last=0,
-        in_bits=in_bits, w_bits=w_bits,
+        in_bits=in_bits, w_bits=w_bits, op=0,
         in_height=H, in_width=W, in_groups=G, out_height=(H + 2 * p - k) // s + 1,
         out_width=(W + 2 * p - k) // s + 1, out_groups=-(-cout // R), in_channels=G * R,
         out_channels=cout, col_tiles=J, row_tiles=T, weight_tiles=J * T,
@@ -106,6 +106,27 @@ def set_ctrl(ctx, ctrl, d, cfg, *, busy=1):
 
 
 # ----------------------------------------------------------------------------- fetcher
+
+
+def make_pool_desc(rng, cfg, **kw):
+    """A random valid max-pooling descriptor (op 1), as the compiler sets it."""
+    R = cfg.rows
+    H, W = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+    k = int(rng.integers(1, min(H, W) + 1))
+    s = int(rng.choice([1, 2]))
+    p = int(rng.integers(0, min(k - 1, 3) + 1))
+    G = int(rng.integers(1, 3))
+    c = int(rng.integers((G - 1) * R + 1, G * R + 1))
+    bits = int(rng.integers(1, cfg.a_bits + 1))
+    zero = {f.name: 0 for f in fmt.FIELDS}
+    fields = {**zero, "op": 1, "kernel": k, "stride": s, "padding": p, "relu": 1,
+              "out_bits": bits, "in_bits": bits, "in_height": H, "in_width": W,
+              "in_groups": G, "out_height": (H + 2 * p - k) // s + 1,
+              "out_width": (W + 2 * p - k) // s + 1, "out_groups": G, "in_channels": c,
+              "out_channels": c, "in_base": int(rng.integers(0, 64)),
+              "out_base": cfg.bank_words + int(rng.integers(0, 64))}
+    fields.update(kw)
+    return Descriptor(**fields)
 
 
 def run_fetcher(cfg, program, rng, *, prog_words=64):
@@ -177,14 +198,16 @@ def test_fetcher_first_offer():
 
 @pytest.mark.parametrize("cfg", ["tiny", "odd"])
 def test_fetcher_check_codes(cfg):
-    """Random mutations of valid descriptors: the code is the reference check's, and the
-    fetcher stops after the first failed one (or the one with last)."""
+    """Random mutations of valid descriptors (convolutions and max poolings): the code is the
+    reference check's, and the fetcher stops after the first failed one (or the one with
+    last)."""
     cfg = CONFIGS[cfg]
     rng = np.random.default_rng(SEED)
     names = [f.name for f in fmt.FIELDS]
     bits = {f.name: f.bits for f in fmt.FIELDS}
-    for trial in range(40):
-        prog = [make_desc(rng, cfg) for _ in range(3)]
+    for trial in range(60):
+        prog = [make_pool_desc(rng, cfg) if rng.random() < 0.3 else make_desc(rng, cfg)
+                for _ in range(3)]
         bad = int(rng.integers(0, 3))
         name = names[int(rng.integers(0, len(names)))]
         val = int(rng.integers(0, 1 << min(bits[name], 12)))

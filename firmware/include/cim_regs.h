@@ -185,6 +185,7 @@ typedef struct {
 #define CIM_STATUS_ERROR_CODE_OVERRUN        8u
 #define CIM_STATUS_ERROR_CODE_CHANNELS       9u
 #define CIM_STATUS_ERROR_CODE_ADDRESS        10u
+#define CIM_STATUS_ERROR_CODE_OP             11u
 
 /* Memory layouts (compiler). */
 #define CIM_DESC_WORDS              10u /* words per layer descriptor */
@@ -225,6 +226,9 @@ typedef struct {
 #define CIM_DESC_IN_BITS_Word                0u
 #define CIM_DESC_IN_BITS_Pos                 26u
 #define CIM_DESC_IN_BITS_Msk                 (0x0000000FUL << CIM_DESC_IN_BITS_Pos)
+#define CIM_DESC_OP_Word                     0u
+#define CIM_DESC_OP_Pos                      30u
+#define CIM_DESC_OP_Msk                      (0x00000003UL << CIM_DESC_OP_Pos)
 #define CIM_DESC_IN_HEIGHT_Word              1u
 #define CIM_DESC_IN_HEIGHT_Pos               0u
 #define CIM_DESC_IN_HEIGHT_Msk               (0x00000FFFUL << CIM_DESC_IN_HEIGHT_Pos)

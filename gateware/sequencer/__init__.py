@@ -7,8 +7,9 @@ from .issuer import Issuer
 from .layer import AccelError, IssueSignature, LayerSignature
 from .loader import WeightLoader
 from .macro_unit import MacroUnit
+from .pooler import Pooler
 from .residual import ResidualReader
 from .writer import Writer
 
 __all__ = ["AccelError", "Collector", "Fetcher", "IssueSignature", "Issuer", "LayerSignature",
-           "MacroUnit", "ResidualReader", "WeightLoader", "Writer"]
+           "MacroUnit", "Pooler", "ResidualReader", "WeightLoader", "Writer"]

@@ -12,6 +12,8 @@ from amaranth.utils import ceil_log2
 from .layer import (
     DESC_WORDS,
     MAX_SHIFT,
+    OP_CONV,
+    OP_MAXPOOL,
     AccelError,
     desc_layout,
     descriptor_layout,
@@ -26,10 +28,11 @@ __all__ = ["Fetcher", "check"]
 def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max_groups,
           max_pixels, tile_cap, rec_cap):
     """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
-    what :func:`contract.program.check_descriptor` states (kernel, stride, size, tiles,
-    format, channels, addresses, in that order; ``tests/test_sequencer.py`` holds the two
-    equal). ``planes``: the most bit-planes fed per pixel (``HwConfig.planes_max``);
-    ``tile_cap``: weight tiles the store holds; ``rec_cap``: parameter records."""
+    what :func:`contract.program.check_descriptor` states (op, kernel, stride, size, tiles,
+    format, channels, addresses, in that order, a max-pooling descriptor by its own rules;
+    ``tests/test_sequencer.py`` holds the two equal). ``planes``: the most bit-planes fed per
+    pixel (``HwConfig.planes_max``); ``tile_cap``: weight tiles the store holds; ``rec_cap``:
+    parameter records."""
     code = Signal(AccelError)
     R, C, BW = rows, cols, bank_words
     baw = ceil_log2(BW)
@@ -53,37 +56,53 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
     T, J = d.row_tiles, d.col_tiles
     m.d.comb += [ho_exp.eq(((H + 2 * p - k) >> (s == 2)) + 1),
                  wo_exp.eq(((W + 2 * p - k) >> (s == 2)) + 1)]
-    with m.If(~k[0] | (k > 7)):
+    pool = d.op == OP_MAXPOOL
+    reserved = Cat(*[d[name] for name, _ in d.shape() if name.startswith("_pad")])
+    no_res = (d.res_bits == 0) & ~d.res_signed & (d.res_base == 0)
+    channels = ((d.in_channels == 0) | (d.in_channels > d.in_groups * R)
+                | (d.in_channels + R <= d.in_groups * R))
+    with m.If((d.op != OP_CONV) & ~pool):
+        m.d.comb += code.eq(AccelError.OP)
+    with m.Elif(Mux(pool, (k == 0) | (k > 7), ~k[0] | (k > 7))):
         m.d.comb += code.eq(AccelError.KERNEL)
     with m.Elif((s != 1) & (s != 2)):
         m.d.comb += code.eq(AccelError.STRIDE)
     with m.Elif((H == 0) | (W == 0) | (G == 0) | (H > max_size) | (W > max_size)
                 | (G > max_groups) | (H + 2 * p < k) | (W + 2 * p < k)
                 | (d.out_height != ho_exp) | (d.out_width != wo_exp)
-                | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)):
+                | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)
+                | (pool & (p >= k))):
         m.d.comb += code.eq(AccelError.SIZE)
-    with m.Elif((J == 0) | (T == 0)
-                | (T != Mux(d.w_bits > w_bits, 3 * (k * k * G), k * k * G))
-                | (d.weight_tiles != J * T)
-                | (d.out_channels == 0) | (d.out_channels > J * C)
-                | (d.out_channels + C <= J * C) | (d.out_groups * R < J * C)
-                | (d.weight_base + d.weight_tiles > tile_cap)
-                | (d.param_base[:ceil_log2(C)] != 0)
-                | (d.param_base + J * C > rec_cap)):
+    with m.Elif(Mux(pool,
+                    (J != 0) | (T != 0) | (d.weight_tiles != 0) | (d.weight_base != 0)
+                    | (d.param_base != 0),
+                    (J == 0) | (T == 0)
+                    | (T != Mux(d.w_bits > w_bits, 3 * (k * k * G), k * k * G))
+                    | (d.weight_tiles != J * T)
+                    | (d.out_channels == 0) | (d.out_channels > J * C)
+                    | (d.out_channels + C <= J * C) | (d.out_groups * R < J * C)
+                    | (d.weight_base + d.weight_tiles > tile_cap)
+                    | (d.param_base[:ceil_log2(C)] != 0)
+                    | (d.param_base + J * C > rec_cap))):
         m.d.comb += code.eq(AccelError.TILES)
-    reserved = Cat(*[d[name] for name, _ in d.shape() if name.startswith("_pad")])
-    with m.Elif(reserved.any() | (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
-                | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
-                | (d.in_bits == 0) | (d.in_bits > min(8, planes))
-                | (d.w_bits == 0) | (d.w_bits > w_max) | (pl > planes)
-                | (d.relu == d.out_signed)
-                | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
-                                     | (d.res_signed & (d.res_bits < 2))))
-                | (~d.has_residual & ((d.res_bits != 0) | d.res_signed | (d.res_base != 0)))):
+    with m.Elif(reserved.any() | Mux(
+            pool,
+            (d.shift != 0) | (d.in_bits == 0) | (d.in_bits > a_bits)
+            | (d.out_bits != d.in_bits) | d.out_signed | ~d.relu | (d.w_bits != 0)
+            | d.has_residual | ~no_res,
+            (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
+            | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
+            | (d.in_bits == 0) | (d.in_bits > min(8, planes))
+            | (d.w_bits == 0) | (d.w_bits > w_max) | (pl > planes)
+            | (d.relu == d.out_signed)
+            | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
+                                 | (d.res_signed & (d.res_bits < 2))))
+            | (~d.has_residual & ~no_res))):
         m.d.comb += code.eq(AccelError.FORMAT)
-    with m.Elif((d.in_channels == 0) | (d.in_channels > d.in_groups * R)
-                | (d.in_channels + R <= d.in_groups * R)
-                | (d.out_channels + R <= d.out_groups * R)):
+    with m.Elif(channels | Mux(pool,
+                               (d.in_channels != d.out_channels)
+                               | (d.in_groups != d.out_groups),
+                               d.out_channels + R <= d.out_groups * R)):
         m.d.comb += code.eq(AccelError.CHANNELS)
     with m.Elif(outside(d.in_base, in_words) | outside(d.out_base, out_words)
                 | (d.has_residual & outside(d.res_base, res_words))

@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .layer import (
+    OP_MAXPOOL,
     AccelError,
     IssueSignature,
     LayerSignature,
@@ -80,7 +81,10 @@ class Issuer(wiring.Component):
     residuals : ``In(credit_signature())``
         Credits: a residual is in the FIFO for the next final-round pixel.
     layer_done : ``In(1)``
-        The writer wrote the layer's last word.
+        The writer (or, max pooling, the pooler) wrote the layer's last word.
+    pool_start : ``Out(1)``
+        Pulse: the pooler runs the layer ``ctrl.desc`` (a max-pooling descriptor: ``CHECK``
+        goes to ``POOL``, which pulses this, then ``DRAIN``).
     overrun, overflow : ``In(1)``
         Run-time errors (kept until the layer ends, then the program stops).
     waiting : ``Out(1)``
@@ -101,7 +105,7 @@ class Issuer(wiring.Component):
             "ctrl": Out(LayerSignature(param_rows=param_rows)),
             "residuals": In(credit_signature()),
             "layer_done": In(1), "overrun": In(1), "overflow": In(1),
-            "waiting": Out(1),
+            "waiting": Out(1), "pool_start": Out(1),
         })
 
     def elaborate(self, platform):
@@ -169,8 +173,14 @@ class Issuer(wiring.Component):
                 with m.If(code != AccelError.NONE):
                     m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
                     m.next = "STOP"
+                with m.Elif(desc.op == OP_MAXPOOL):
+                    m.next = "POOL"
                 with m.Else():
                     m.next = "SETUP"
+            with m.State("POOL"):
+                # The pooler runs the layer and ends it with layer_done.
+                m.d.comb += self.pool_start.eq(1)
+                m.next = "DRAIN"
             with m.State("SETUP"):
                 m.d.comb += ctrl.start.eq(1)
                 m.d.sync += [w.first_addr.eq(desc.in_base[:baw]

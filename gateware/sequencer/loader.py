@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .layer import (
+    OP_CONV,
     AccelError,
     copies,
     desc_layout,
@@ -58,8 +59,8 @@ class WeightLoader(wiring.Component):
     """Takes each checked descriptor from the fetcher, walks the layer's rounds (column tile
     ``j``, first row tile ``tb`` of the round, copies) and pushes every macro of a round its
     tile: the weight-store address of tile ``j * T + t`` of the layer and its tap. It passes
-    every descriptor on to the issuer through a two-entry queue, failed ones too (without
-    walking them).
+    every descriptor on to the issuer through a two-entry queue, failed ones and max-pooling
+    ones too (without walking them: they have no tiles).
 
     Two macros per cycle (``i`` and ``i + 1``; a round may last only ``rows / write_rows``
     cycles): a tile goes to macro ``i`` when its ``tiles[i].ready`` is high (its pending slot
@@ -178,7 +179,8 @@ class WeightLoader(wiring.Component):
         in_sl = in_slices(m, inp.payload.desc, self.a_bits, "in_")
         m.d.comb += [inp.ready.eq(~on & queue.w_rdy), queue.w_data.eq(inp.payload),
                      queue.w_en.eq(inp.valid & inp.ready)]
-        with m.If(inp.valid & inp.ready & (inp.payload.code == AccelError.NONE)):
+        with m.If(inp.valid & inp.ready & (inp.payload.code == AccelError.NONE)
+                  & (inp.payload.desc.op == OP_CONV)):
             d = inp.payload.desc
             m.d.sync += [desc.eq(d), on.eq(1), j.eq(0), tb.eq(0), i.eq(0), cp.eq(in_cp),
                          wg.eq(d.in_width * d.in_groups * in_sl), gs.eq(in_sl),
