@@ -129,14 +129,37 @@ def test_firmware_on_fake_accelerator(elfs, want, wait):
 
 def test_block_counts_equal_instruction_counts(elfs):
     """Counting per translated block (with the corrections where a block is left early or a
-    marker written mid-block) gives the per-instruction counts, whatever the slicing."""
-    ref, _ = run(elfs["irq"], count="code", slice_instructions=10**9)
+    marker written mid-block) gives the per-instruction counts, whatever the slicing: the
+    instructions, the estimated cycles and the bus cycles, per stage and frame."""
+    waits = fil.read_waits(register_map(TINY))
+    ref, _ = run(elfs["irq"], count="code", slice_instructions=10**9, read_waits=waits)
+    assert ref.cycles > 1.2 * ref.instructions and ref.bus_cycles > ref.bus_reads
+    assert ref.cycles == sum(ref.setup_cycles.values()) + sum(
+        sum(f.values()) for f in ref.frame_cycles)
     for kw in (dict(count="block", slice_instructions=10**9),
                dict(count="block", slice_instructions=997),
                dict(count="code", slice_instructions=131)):
-        r, _ = run(elfs["irq"], **kw)
+        r, _ = run(elfs["irq"], read_waits=waits, **kw)
         assert (r.setup, r.frames, r.instructions) == (ref.setup, ref.frames,
                                                        ref.instructions), kw
+        assert (r.setup_cycles, r.frame_cycles, r.cycles) == (
+            ref.setup_cycles, ref.frame_cycles, ref.cycles), kw
+        assert (r.setup_bus_cycles, r.frame_bus_cycles, r.bus_cycles) == (
+            ref.setup_bus_cycles, ref.frame_bus_cycles, ref.bus_cycles), kw
+
+
+@pytest.mark.parametrize("wait", ["irq", "poll"])
+def test_every_instruction_has_a_cycle_class(elfs, wait):
+    """The whole code of the firmware (every executable section without its literal pools)
+    decodes, and every instruction has a class of the Cortex-M4 table (sim/m4_cycles.py);
+    an unknown one would raise."""
+    from sim import m4_cycles as m4
+    ranges = m4.code_ranges(elfs[wait])
+    prog = m4.program(elfs[wait])
+    assert sum(i.size for i in prog.values()) == sum(len(code) for _, code in ranges) > 8000
+    classes = {i.cls for i in prog.values()}
+    assert {"load", "store", "multiply", "branch", "it", "load_multiple"} <= classes
+    assert all(i.cls in m4.CLASSES for i in prog.values())
 
 
 def test_dwt_cycle_counter(elfs):
