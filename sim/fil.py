@@ -76,7 +76,7 @@ from gateware.regmap import CIM_BASE, RegMap
 from . import m4_cycles as m4
 
 __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", "build_elf",
-           "read_waits", "stage_table"]
+           "frame_totals", "read_waits", "stage_stats", "stage_table"]
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH, FLASH_BYTES = 0x0000_0000, 4 << 20
@@ -222,6 +222,42 @@ class Run:
     cycles: int = 0
     bus_cycles: int = 0
     accel_cycles: list[int] = field(default_factory=list)   # per frame, CYCLES_TOTAL as read
+
+
+WAIT_STAGES = ("OFFLOAD_WAIT", IRQ_STAGE)      # the core waiting for the accelerator
+
+
+def frame_totals(run: Run) -> list[dict[str, int]]:
+    """Per frame: ``instructions``; ``cycles``, the core's estimated cycles; of which
+    ``bus_cycles``, the data phases of its transfers to the accelerator, ``wait_cycles``, the
+    time it waits for the accelerator (``OFFLOAD_WAIT`` and the interrupt), and
+    ``compute_cycles``, the rest (the polls of a polling wait count as waiting, not as bus
+    cycles, there); ``accel_cycles``, the accelerator's own count (``CYCLES_TOTAL``, 0 if not
+    read)."""
+    out = []
+    for k, (ins, cyc, bus) in enumerate(zip(run.frames, run.frame_cycles,
+                                            run.frame_bus_cycles)):
+        c, b = sum(cyc.values()), sum(bus.values())
+        wait = sum(cyc.get(s, 0) for s in WAIT_STAGES)
+        b -= sum(bus.get(s, 0) for s in WAIT_STAGES)
+        out.append(dict(instructions=sum(ins.values()), cycles=c, bus_cycles=b,
+                        wait_cycles=wait, compute_cycles=c - b - wait,
+                        accel_cycles=run.accel_cycles[k] if k < len(run.accel_cycles) else 0))
+    return out
+
+
+def stage_stats(run: Run) -> dict[str, dict[str, float]]:
+    """Per stage: mean ``instructions``, ``cycles`` and ``bus_cycles`` per frame, and the
+    setup's (before the first frame) ``setup_instructions`` and ``setup_cycles``."""
+    n = max(len(run.frames), 1)
+    names = [s for s in (*STAGES, IRQ_STAGE)
+             if any(s in f for f in (*run.frames, *run.frame_cycles, run.setup,
+                                     run.setup_cycles))]
+    return {s: dict(instructions=sum(f.get(s, 0) for f in run.frames) / n,
+                    cycles=sum(f.get(s, 0) for f in run.frame_cycles) / n,
+                    bus_cycles=sum(f.get(s, 0) for f in run.frame_bus_cycles) / n,
+                    setup_instructions=run.setup.get(s, 0),
+                    setup_cycles=run.setup_cycles.get(s, 0)) for s in names}
 
 
 def stage_table(run: Run, conv_macs: int | None = None) -> str:

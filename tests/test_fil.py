@@ -102,8 +102,11 @@ def run(elf, bus=None, **kw):
 @pytest.mark.parametrize("wait", ["irq", "poll"])
 def test_firmware_on_fake_accelerator(elfs, want, wait):
     """The whole application: DONE, every frame's logits equal to the golden model's, one
-    interrupt per frame when it waits for them, every stage of every frame counted."""
-    r, bus = run(elfs[wait])
+    interrupt per frame when it waits for them, every stage of every frame counted, in
+    instructions and in estimated cycles (split into computing, bus and waiting)."""
+    rm = register_map(TINY)
+    r, bus = run(elfs[wait], read_waits=fil.read_waits(rm),
+                 accel_cycles_at=rm.register("CYCLES_TOTAL").offset)
     res = r.results
     assert res["magic"] == fb.RESULTS_MAGIC and res["state"] == 1 and res["status"] == 0
     assert res["images"] == res["exact"] == res["agree"] == IMAGES
@@ -120,6 +123,14 @@ def test_firmware_on_fake_accelerator(elfs, want, wait):
         assert f.get("IRQ", 0) > 0 if wait == "irq" else "IRQ" not in f
     total = sum(r.setup.values()) + sum(sum(f.values()) for f in r.frames)
     assert total == r.instructions
+    assert [set(f) for f in r.frames] == [set(f) for f in r.frame_cycles]
+    for t in fil.frame_totals(r):
+        assert t["compute_cycles"] + t["bus_cycles"] + t["wait_cycles"] == t["cycles"]
+        assert t["instructions"] < t["cycles"] < 3 * t["instructions"]
+        assert t["bus_cycles"] > 0 and t["accel_cycles"] > 0
+    stats = fil.stage_stats(r)
+    assert stats["LOAD"]["setup_cycles"] == r.setup_cycles["LOAD"]
+    assert stats["CONV"]["cycles"] == sum(f["CONV"] for f in r.frame_cycles) / IMAGES
     # The model load goes out in posted blocks: every word of the three images once.
     h = fb.parse_header(fil.Mcu(elfs[wait], FakeBus(FakeAccelerator(TINY)),
                                 window_bytes=WINDOW).blob())
