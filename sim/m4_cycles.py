@@ -70,7 +70,7 @@ CLASSES: dict[str, Class] = {
                         "a load, 3.3.2); LDR PC: 2 + P"),
     "store": Class(1, 0, "3.3.2: STR Rx,[Ry,#imm] is always one cycle (Table 3-1: 2, of which "
                          "the data phase overlaps the next instruction): STR, STRB, STRH: 1"),
-    "load_double": Class(1, 2, "Table 3-1: LDRD, STRD: 1 + N (N = 2)"),
+    "load_double": Class(3, 0, "Table 3-1: LDRD, STRD: 1 + N, N = 2 words"),
     "load_multiple": Class(1, 1, "Table 3-1: LDM, POP: 1 + N; with PC 1 + N + P"),
     "store_multiple": Class(1, 1, "Table 3-1: STM, PUSH: 1 + N"),
     "branch": Class(1, 0, "Table 3-1: B, BL, BX, BLX: 1 + P taken, conditional B not taken 1"),
@@ -174,8 +174,6 @@ def _classify(i) -> Insn:
     elif cls == "fp_multiple":
         listed = regs[0 if name in ("vpush", "vpop") else 1:]
         n = sum(2 if C.ARM_REG_D0 <= r <= C.ARM_REG_D31 else 1 for r in listed)
-    elif cls == "load_double":
-        n = 1                                              # per_reg 2 is N for the pair
     cycles = c.cycles + c.per_reg * n
     if cls == "fp" and name == "vmov" and len(regs) >= 3:
         cls, cycles = "fp_move2", CLASSES["fp_move2"].cycles
@@ -296,7 +294,7 @@ def table() -> str:
     rows = ["| class | cycles | instructions (capstone names) | TRM |",
             "| --- | ---: | --- | --- |"]
     for name, c in CLASSES.items():
-        cyc = f"{c.cycles}" + (f" + {c.per_reg}N" if c.per_reg else "")
+        cyc = f"{c.cycles} + N" if c.per_reg else f"{c.cycles}"
         names = ", ".join(sorted(m for m, k in MNEMONICS.items() if k == name)) or "vmov"
         rows.append(f"| {name} | {cyc} | {names} | {c.source} |")
     return "\n".join(rows)
