@@ -186,17 +186,6 @@ def read_waits(regmap: RegMap) -> tuple[tuple[int, int, int], ...]:
 # ----------------------------------------------------------------------------- counts
 
 
-def _thumb_lengths(code: bytes) -> list[int]:
-    """Byte length of each Thumb instruction in ``code`` (a whole number of them)."""
-    out, i = [], 0
-    while i < len(code):
-        hw = code[i] | code[i + 1] << 8
-        n = 4 if hw >> 11 in (0b11101, 0b11110, 0b11111) else 2
-        out.append(n)
-        i += n
-    return out
-
-
 @dataclass
 class Run:
     """What a run left: the results record, per-stage instruction counts and the logits of
