@@ -5,7 +5,8 @@ Covers what the cocotb bench (``sim/tb_firmware.py``) relies on, in seconds: the
 the MMIO window with posted writes, the System Control Space (DWT cycle counter, NVIC), the
 exception entry and return (also when interrupts land in the middle of computations), bus
 faults, and the per-stage instruction accounting (per block, against per instruction).
-Needs ``arm-none-eabi-gcc`` and ``unicorn`` (skipped with the reason without them).
+Needs ``arm-none-eabi-gcc``, ``unicorn`` and ``capstone`` (skipped with the reason without
+them).
 """
 
 import random
@@ -23,6 +24,7 @@ from sim.seed import test_seed
 from .firmware_host import FakeAccelerator
 
 pytest.importorskip("unicorn", reason="the unicorn package runs the firmware ELF")
+pytest.importorskip("capstone", reason="capstone decodes the firmware for the cycle estimate")
 from sim import fil  # noqa: E402  (imports unicorn)
 
 SEED = test_seed()
