@@ -34,11 +34,10 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
   at again, so the handler's clearing write is seen, as on the core.
 * time: the backend's transfers take bus time; a slice of instructions without a bus
   transfer (computing, or spinning on RAM waiting for the interrupt) lets the hardware run
-  one cycle per instruction, stopping early when the IRQ line rises. A backend that knows
-  the hardware is idle skips that time (the RTL bench: between a STATUS read that shows it
-  idle and the next START), so the core's computing costs no simulation while the wait for
-  the interrupt costs the accelerator's cycles. The core's own measure is its instruction
-  count.
+  the slice's estimated core cycles (below), stopping early when the IRQ line rises. A
+  backend that knows the hardware is idle skips that time (the RTL bench: between a STATUS
+  read that shows it idle and the next START), so the core's computing costs no simulation
+  while the wait for the interrupt costs the accelerator's cycles.
 * instruction counts: every executed instruction is charged to the stage the firmware is
   in (``cim_results.marker``, written at every stage boundary), per frame (a frame starts
   at each CONV marker), and to ``IRQ`` while the handler runs. Instructions are counted as
@@ -46,6 +45,15 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
   (default) counts per translated block, with exact corrections where a marker or the final
   state is written mid-block; ``count="code"`` counts instruction by instruction (about 6x
   slower; the tests hold one against the other).
+* cycle estimate: alongside, the Cortex-M4 cycles of the instructions issued, from the
+  TRM's table (:mod:`sim.m4_cycles`, ``firmware/README.md`` "Cycle estimate"): each block's
+  cost is worked out once (cached per block), the rules that span two instructions (a load
+  pipelined after a load, IT folded after a 16-bit instruction) applied at the block's first
+  instruction from what the last one left, and a conditional branch that ends a block costs
+  the refill when the next block is not the one after it (taken). Plus the exception entry
+  (12) and return (10), and the accelerator's wait states on reads (``read_waits``), which
+  also count, with one cycle per transfer, as the stage's bus cycles. ``DWT_CYCCNT`` still
+  counts instructions (the firmware's ``stage_cycles``).
 """
 
 from __future__ import annotations
@@ -62,17 +70,20 @@ import unicorn as U
 from unicorn import arm_const as A
 
 from compiler import firmware_blob as fb
-from gateware.regmap import CIM_BASE
+from contract.timing import ACTBUF_LATENCY
+from gateware.regmap import CIM_BASE, RegMap
+
+from . import m4_cycles as m4
 
 __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", "build_elf",
-           "stage_table"]
+           "frame_totals", "read_waits", "stage_stats", "stage_table"]
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH, FLASH_BYTES = 0x0000_0000, 4 << 20
 RAM, RAM_BYTES = 0x2000_0000, 512 << 10
 SCS, SCS_BYTES = 0xE000_0000, 1 << 20
 EXC_RETURN = 0xFFFF_FFF9
-RETURN_CYCLES = 10                     # Cortex-M4 exception return (to thread mode)
+RETURN_CYCLES = m4.EXCEPTION_RETURN    # Cortex-M4 exception return (to thread mode)
 EXCP_EXCEPTION_EXIT = 8                # QEMU's exception number for a branch to EXC_RETURN
 RESULTS = fb.field_offsets(fb.RESULTS_FIELDS)
 STAGES = fb.STAGES                     # marker values
@@ -163,18 +174,16 @@ def build_elf(build: Path, *, model: str, config: str, images: int, irq: bool) -
     return Path(build) / "cim_fw.elf"
 
 
+def read_waits(regmap: RegMap) -> tuple[tuple[int, int, int], ...]:
+    """The wait states the accelerator's slave inserts, as :class:`Mcu` takes them: reads of
+    the activation window wait for the buffer RAM (``gateware/ahb.py``: the word is read from
+    the registered address, :data:`contract.timing.ACTBUF_LATENCY` cycles); register
+    accesses, the other windows and every write have none."""
+    return tuple((w.offset, w.offset + w.size, ACTBUF_LATENCY) for w in regmap.windows
+                 if w.name == "ACT")
+
+
 # ----------------------------------------------------------------------------- counts
-
-
-def _thumb_lengths(code: bytes) -> list[int]:
-    """Byte length of each Thumb instruction in ``code`` (a whole number of them)."""
-    out, i = [], 0
-    while i < len(code):
-        hw = code[i] | code[i + 1] << 8
-        n = 4 if hw >> 11 in (0b11101, 0b11110, 0b11111) else 2
-        out.append(n)
-        i += n
-    return out
 
 
 @dataclass
@@ -191,26 +200,85 @@ class Run:
     bus_reads: int
     bus_writes: int
     stage_bus: dict[str, list[int]] = field(default_factory=dict)   # stage -> [reads, writes]
+    # The Cortex-M4 cycle estimate (sim/m4_cycles.py), booked like the instructions: the
+    # core's cycles (its stalls on the accelerator's wait states included) and, apart, the
+    # data-phase cycles of its transfers to the accelerator (one per transfer plus the
+    # slave's wait states; part of the core's cycles, not in addition to them).
+    setup_cycles: dict[str, int] = field(default_factory=dict)
+    frame_cycles: list[dict[str, int]] = field(default_factory=list)
+    setup_bus_cycles: dict[str, int] = field(default_factory=dict)
+    frame_bus_cycles: list[dict[str, int]] = field(default_factory=list)
+    cycles: int = 0
+    bus_cycles: int = 0
+    accel_cycles: list[int] = field(default_factory=list)   # per frame, CYCLES_TOTAL as read
+
+
+WAIT_STAGES = ("OFFLOAD_WAIT", IRQ_STAGE)      # the core waiting for the accelerator
+
+
+def frame_totals(run: Run) -> list[dict[str, int]]:
+    """Per frame: ``instructions``; ``cycles``, the core's estimated cycles; of which
+    ``bus_cycles``, the data phases of its transfers to the accelerator, ``wait_cycles``, the
+    time it waits for the accelerator (``OFFLOAD_WAIT`` and the interrupt), and
+    ``compute_cycles``, the rest (the polls of a polling wait count as waiting, not as bus
+    cycles, there); ``accel_cycles``, the accelerator's own count (``CYCLES_TOTAL``, 0 if not
+    read)."""
+    out = []
+    for k, (ins, cyc, bus) in enumerate(zip(run.frames, run.frame_cycles,
+                                            run.frame_bus_cycles)):
+        c, b = sum(cyc.values()), sum(bus.values())
+        wait = sum(cyc.get(s, 0) for s in WAIT_STAGES)
+        b -= sum(bus.get(s, 0) for s in WAIT_STAGES)
+        out.append(dict(instructions=sum(ins.values()), cycles=c, bus_cycles=b,
+                        wait_cycles=wait, compute_cycles=c - b - wait,
+                        accel_cycles=run.accel_cycles[k] if k < len(run.accel_cycles) else 0))
+    return out
+
+
+def stage_stats(run: Run) -> dict[str, dict[str, float]]:
+    """Per stage: mean ``instructions``, ``cycles`` and ``bus_cycles`` per frame, and the
+    setup's (before the first frame) ``setup_instructions`` and ``setup_cycles``."""
+    n = max(len(run.frames), 1)
+    names = [s for s in (*STAGES, IRQ_STAGE)
+             if any(s in f for f in (*run.frames, *run.frame_cycles, run.setup,
+                                     run.setup_cycles))]
+    return {s: dict(instructions=sum(f.get(s, 0) for f in run.frames) / n,
+                    cycles=sum(f.get(s, 0) for f in run.frame_cycles) / n,
+                    bus_cycles=sum(f.get(s, 0) for f in run.frame_bus_cycles) / n,
+                    setup_instructions=run.setup.get(s, 0),
+                    setup_cycles=run.setup_cycles.get(s, 0)) for s in names}
 
 
 def stage_table(run: Run, conv_macs: int | None = None) -> str:
-    """A Markdown table of instructions per stage: setup, mean per frame, and per conv MAC."""
+    """A Markdown table per stage: instructions and estimated Cortex-M4 cycles before the
+    first frame (setup) and per frame (mean, min and max instructions), the cycles per
+    instruction, and the bus cycles to the accelerator per frame; then per conv MAC."""
     names = [s for s in (*STAGES[1:], "IDLE", IRQ_STAGE)
-             if any(f.get(s) for f in run.frames) or run.setup.get(s)]
-    rows = ["| stage | setup | per frame (mean) | min | max |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+             if any(f.get(s) for f in run.frames) or run.setup.get(s)
+             or any(f.get(s) for f in run.frame_cycles) or run.setup_cycles.get(s)]
+    rows = ["| stage | setup | cycles | per frame (mean) | min | max | cycles per frame | CPI "
+            "| bus cycles per frame |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     n = max(len(run.frames), 1)
-    for s in names:
-        per = [f.get(s, 0) for f in run.frames] or [0]
-        rows.append(f"| {s} | {run.setup.get(s, 0):,} | {sum(per) / n:,.0f} | {min(per):,} "
-                    f"| {max(per):,} |")
-    total = [sum(f.values()) for f in run.frames] or [0]
-    rows.append(f"| total | {sum(run.setup.values()):,} | {sum(total) / n:,.0f} | "
-                f"{min(total):,} | {max(total):,} |")
+
+    def mean(books: list[dict[str, int]], s: str | None) -> float:
+        return sum(f.get(s, 0) if s else sum(f.values()) for f in books) / n
+
+    for s in [*names, None]:
+        per = [f.get(s, 0) if s else sum(f.values()) for f in run.frames] or [0]
+        setup = run.setup.get(s, 0) if s else sum(run.setup.values())
+        setup_c = run.setup_cycles.get(s, 0) if s else sum(run.setup_cycles.values())
+        ins, cyc = mean(run.frames, s), mean(run.frame_cycles, s)
+        cpi = f"{cyc / ins:.2f}" if ins else "-"
+        rows.append(f"| {s or 'total'} | {setup:,} | {setup_c:,} | {ins:,.0f} | {min(per):,} "
+                    f"| {max(per):,} | {cyc:,.0f} | {cpi} | {mean(run.frame_bus_cycles, s):,.0f} |")
+    if any(run.accel_cycles):
+        rows.append(f"\naccelerator: {sum(run.accel_cycles) / n:,.0f} cycles per frame "
+                    "(CYCLES_TOTAL)")
     if conv_macs:
-        conv = sum(f.get("CONV", 0) for f in run.frames) / n
+        conv, conv_c = mean(run.frames, "CONV"), mean(run.frame_cycles, "CONV")
         rows.append(f"\nconv1: {conv:,.0f} instructions for {conv_macs:,} MACs = "
-                    f"{conv / conv_macs:.3f} per MAC")
+                    f"{conv / conv_macs:.3f} per MAC, {conv_c / conv_macs:.3f} cycles per MAC")
     return "\n".join(rows)
 
 
@@ -228,15 +296,25 @@ class Mcu:
     slice_instructions : instructions between interrupt checks at most.
     max_instructions : the run fails when the firmware has not finished by then.
     count : ``"block"`` or ``"code"`` (module docstring).
+    read_waits : ``(start, end, waits)`` offset ranges of the window whose reads the slave
+        answers with wait states (:func:`sim.m4_cycles.read_waits` of the register map);
+        other accesses have none.
+    accel_cycles_at : offset of the accelerator's cycle counter (``CYCLES_TOTAL``): the last
+        value the firmware reads in a frame is that frame's accelerator cycles.
     log : called with a line of progress (model loaded, each frame) if given.
     """
 
     def __init__(self, elf: Path, bus: Bus, *, window_bytes: int, irq_n: int = 0,
                  slice_instructions: int = 2_000,
-                 max_instructions: int = 500_000_000, count: str = "block", log=None):
+                 max_instructions: int = 500_000_000, count: str = "block",
+                 read_waits: tuple[tuple[int, int, int], ...] = (),
+                 accel_cycles_at: int | None = None, log=None):
         if count not in ("block", "code"):
             raise ValueError(f"count must be 'block' or 'code', not {count!r}")
         self.elf = Elf.load(elf)
+        # Every instruction of the code, classified once: an unknown one fails here.
+        self.program = m4.program(elf)
+        self.read_waits, self.accel_cycles_at = tuple(read_waits), accel_cycles_at
         self.bus, self.irq_n = bus, irq_n
         self.window_bytes = window_bytes
         self.slice = slice_instructions
@@ -260,14 +338,21 @@ class Mcu:
         uc.hook_add(U.UC_HOOK_MEM_WRITE, self._on_state, begin=state, end=state + 3)
         uc.hook_add(U.UC_HOOK_INTR, self._on_intr)
         self._logits_at: tuple[int, int] | None = None      # workspace address, bytes
-        self._lengths: dict[tuple[int, int], list[int]] = {}
+        self._units: dict[tuple[int, int], tuple[list[int], list[m4.Insn], list[int]]] = {}
         # Counting state.
-        self.instructions = 0
-        self._block = (0, 0, [])                  # address, size, instruction lengths
+        self.instructions = self.cycles = self.bus_cycles = 0
+        self._block = (0, 0, [], [])              # address, size, lengths, cycles
         self._it = (0, 0)                         # code counting: the IT block charged
+        self._prev: m4.State | None = None        # what the last instruction leaves the next
+        self._pending: tuple[int, int] | None = None   # a conditional branch: (next, cycles)
         self._slice_end = 0
         self._stage, self._frames = "IDLE", []
         self._setup: dict[str, int] = {}
+        self._frame_cycles: list[dict[str, int]] = []
+        self._setup_cycles: dict[str, int] = {}
+        self._frame_bus: list[dict[str, int]] = []
+        self._setup_bus: dict[str, int] = {}
+        self._accel: list[int] = []
         self._stage_bus: dict[str, list[int]] = {}
         self._logits: list[np.ndarray] = []
         self._cyccnt_base = 0
@@ -315,58 +400,115 @@ class Mcu:
         return np.frombuffer(bytes(self.uc.mem_read(at, size)), "<i8").copy()
 
     # ------------------------------------------------------------------ counting
-    def _charge(self, n: int, stage: str | None = None) -> None:
+    def _charge(self, n: int, cycles: int, stage: str | None = None, bus: int = 0) -> None:
         s = stage or (IRQ_STAGE if self._active is not None else self._stage)
-        book = self._frames[-1] if self._frames else self._setup
-        book[s] = book.get(s, 0) + n
+        framed = bool(self._frames)
+        for book, v in ((self._frames[-1] if framed else self._setup, n),
+                        (self._frame_cycles[-1] if framed else self._setup_cycles, cycles),
+                        (self._frame_bus[-1] if framed else self._setup_bus, bus)):
+            if v:
+                book[s] = book.get(s, 0) + v
+
+    def _unit(self, address: int, end: int):
+        """The instructions from ``address`` to ``end`` (their lengths, records and cycles
+        when nothing precedes them), or None (and a fault) if that is not the ELF's code."""
+        insns, a = [], address
+        while a < end:
+            i = self.program.get(a)
+            if i is None:
+                self._fault = FirmwareError(f"executing 0x{a:08x}, not an instruction of the "
+                                            "ELF's code")
+                self._end_slice("fault")
+                return None
+            insns.append(i)
+            a = i.end
+        return [i.size for i in insns], insns, m4.cost(insns)
+
+    def _taken(self, address: int) -> None:
+        """The core reached ``address``: the last conditional branch was taken if that is
+        not the instruction after it (then it costs the refill and pipelines nothing)."""
+        if self._pending is not None:
+            after, cycles = self._pending
+            self._pending = None
+            if address != after:
+                self.cycles += cycles
+                self._charge(0, cycles)
+                self._prev = None
+
+    def _issue(self, unit, address: int, size: int, code: bool) -> None:
+        lengths, insns, cycles = unit
+        adjust = m4.adjust(insns[0], self._prev)
+        if adjust:
+            cycles = [cycles[0] + adjust, *cycles[1:]]
+        last = insns[-1]
+        self._prev = m4.after(last)
+        self._pending = (last.end, last.taken) if last.taken else None
+        self._block = (address, size, [size], cycles[:1]) if code else \
+            (address, size, lengths, cycles)
+        n, c = len(lengths), sum(cycles)
+        self.instructions += n
+        self.cycles += c
+        self._charge(n, c)
 
     def _on_block(self, uc, address, size, _):
+        self._taken(address)
         if self._stop is not None or self.instructions >= self._slice_end:
             uc.emu_stop()                 # the block does not run: it is charged next slice
             return
         key = (address, size)
-        lengths = self._lengths.get(key)
-        if lengths is None:
-            lengths = self._lengths[key] = _thumb_lengths(bytes(uc.mem_read(address, size)))
-        self._block = (address, size, lengths)
-        self.instructions += len(lengths)
-        self._charge(len(lengths))
+        unit = self._units.get(key)
+        if unit is None:
+            unit = self._units[key] = self._unit(address, address + size)
+            if unit is None:
+                uc.emu_stop()
+                return
+        self._issue(unit, address, size, code=False)
 
     def _on_code(self, uc, address, size, _):
         # Unicorn calls this hook only for the instructions of an IT block whose condition
         # passes; the core issues all of them, so the IT instruction charges its block.
         if self._it[0] <= address < self._it[1]:
             return
+        self._taken(address)
         if self._stop is not None or self.instructions >= self._slice_end:
             uc.emu_stop()                 # the instruction does not run
             return
-        n = 1
-        hw = int.from_bytes(uc.mem_read(address, 2), "little")
-        if hw >> 8 == 0xBF and hw & 0xF:          # IT (mask != 0; the rest are hints)
-            count = 4 - (hw & -hw).bit_length() + 1
-            lengths = _thumb_lengths(bytes(uc.mem_read(address + 2, 4 * count)))[:count]
-            self._it = (address + 2, address + 2 + sum(lengths))
-            n += count
-        self._block = (address, size, [size])
-        self.instructions += n
-        self._charge(n)
+        key = (address, 0)
+        unit = self._units.get(key)
+        if unit is None:
+            insn = self.program.get(address)
+            end = address + size
+            if insn is not None and insn.cls == "it":
+                count = len(insn.mnemonic.split()[0]) - 1       # it, itt, ite, ittee...
+                for _ in range(count):
+                    nxt = self.program.get(end)
+                    end = nxt.end if nxt is not None else end + 2
+            unit = self._units[key] = self._unit(address, end)
+            if unit is None:
+                uc.emu_stop()
+                return
+        if len(unit[0]) > 1:
+            self._it = (address + size, address + sum(unit[0]))
+        self._issue(unit, address, size, code=True)
 
-    def _after(self, pc: int, including: bool) -> int:
+    def _after(self, pc: int, including: bool) -> tuple[int, int]:
         """Instructions of the current block from ``pc`` on (``including`` the one at pc),
-        which the block hook charged but which have not run yet."""
-        address, size, lengths = self._block
+        which the block hook charged but which have not run yet, and their cycles."""
+        address, size, lengths, cycles = self._block
         if not address <= pc < address + size:
-            return 0
-        n, a = 0, address
-        for ln in lengths:
+            return 0, 0
+        n = c = 0
+        a = address
+        for ln, cy in zip(lengths, cycles):
             if a > pc or (including and a == pc):
                 n += 1
+                c += cy
             a += ln
-        return n
+        return n, c
 
     def _retired(self, pc: int) -> int:
         """Instructions retired before the one at ``pc`` (which is running)."""
-        return self.instructions - self._after(pc, including=True)
+        return self.instructions - self._after(pc, including=True)[0]
 
     def _pc(self) -> int:
         return self.uc.reg_read(A.UC_ARM_REG_PC)
@@ -376,10 +518,13 @@ class Mcu:
             return                                   # main() clearing the record bytewise
         self._flush()
         new = STAGES[value] if value < len(STAGES) else f"stage{value}"
-        tail = self._after(self._pc(), including=False)
-        self._charge(-tail)
+        tail, tail_cycles = self._after(self._pc(), including=False)
+        self._charge(-tail, -tail_cycles)
         if new == "CONV":
             self._frames.append({})
+            self._frame_cycles.append({})
+            self._frame_bus.append({})
+            self._accel.append(0)
         if self._stage == "FC" and new == "IDLE":
             self._logits.append(self._logits_now())
             if self.log:
@@ -390,14 +535,16 @@ class Mcu:
             self.log(f"model loaded: {self.bus_writes:,} words written, "
                      f"{self.instructions:,} instructions ({time.perf_counter() - self._t0:.1f} s)")
         self._stage = new
-        self._charge(tail)
+        self._charge(tail, tail_cycles)
 
     def _on_state(self, uc, _access, address, size, value, _):
         if address == RAM + RESULTS["state"] and size == 4 and value in (1, 2):
             # The count ends with this store: what the block holds after it does not run.
-            tail = self._after(self._pc(), including=False)
+            tail, tail_cycles = self._after(self._pc(), including=False)
             self.instructions -= tail
-            self._charge(-tail)
+            self.cycles -= tail_cycles
+            self._charge(-tail, -tail_cycles)
+            self._pending = None
             self._done = True
             self._end_slice("done")
 
@@ -451,6 +598,14 @@ class Mcu:
             self._end_slice("fault")
             return 0
         data, resp, irq = self.bus.read(offset)
+        # The core stalls for the slave's wait states; the transfer's data phase is one
+        # cycle more (the load's own second cycle, already in its class's 2).
+        waits = next((w for start, end, w in self.read_waits if start <= offset < end), 0)
+        self.cycles += waits
+        self.bus_cycles += 1 + waits
+        self._charge(0, waits, bus=1 + waits)
+        if offset == self.accel_cycles_at and self._accel:
+            self._accel[-1] = data
         self._transfer(irq, reads=1, writes=0)
         if resp:
             self._fault = BusFault(f"ERROR on a read at 0x{CIM_BASE + offset:08x} (pc "
@@ -464,6 +619,8 @@ class Mcu:
                                         f"{CIM_BASE + offset:08x} (pc 0x{self._pc():08x})")
             self._end_slice("fault")
             return
+        self.bus_cycles += 1               # no wait states on writes; the store is posted
+        self._charge(0, 0, bus=1)
         p = self._posted
         if p is not None and offset == p[0] + 4 * len(p[1]) and len(p[1]) < 256:
             p[1].append(value)
@@ -526,6 +683,9 @@ class Mcu:
         self._active = [uc.reg_read(r) for r in _FP_SAVED]
         self.nvic_pending &= ~(1 << self.irq_n)
         self.irqs += 1
+        self.cycles += m4.EXCEPTION_ENTRY
+        self._charge(0, m4.EXCEPTION_ENTRY, IRQ_STAGE)
+        self._prev = self._pending = None
         uc.reg_write(A.UC_ARM_REG_SP, sp)
         uc.reg_write(A.UC_ARM_REG_LR, EXC_RETURN)
         uc.reg_write(A.UC_ARM_REG_XPSR, 1 << 24)          # Thumb; flags and IT state clear
@@ -544,6 +704,9 @@ class Mcu:
         uc.reg_write(A.UC_ARM_REG_SP, sp + 32 + (4 if frame[7] >> 9 & 1 else 0))
         for r, v in zip(_FP_SAVED, self._active):
             uc.reg_write(r, v)
+        self.cycles += RETURN_CYCLES
+        self._charge(0, RETURN_CYCLES, IRQ_STAGE)
+        self._prev = self._pending = None
         self._active = None
         self._resume_at = frame[6]
 
@@ -559,7 +722,7 @@ class Mcu:
                 raise FirmwareError(f"no result after {self.instructions:,} instructions "
                                     f"(pc 0x{pc:08x}, stage {self._stage})")
             self._stop, self._slice_transfers = None, 0
-            start = self.instructions
+            start, start_cycles = self.instructions, self.cycles
             self._slice_end = start + self.slice
             self._resume_at = None
             try:
@@ -579,12 +742,13 @@ class Mcu:
                 # (sampled at once, a registered IRQ would still read high and re-enter).
                 self._flush()
                 self._irq_line = self.bus.idle(RETURN_CYCLES)
-            self._block = (0, 0, [])
+            self._block = (0, 0, [], [])
             self._flush()
             if self._done:
                 break
             if not self._slice_transfers and self._stop is None:
-                self._irq_line = self.bus.idle(self.instructions - start)
+                # The hardware runs while the core runs: the slice's estimated cycles.
+                self._irq_line = self.bus.idle(self.cycles - start_cycles)
             if self._irq_ready():
                 uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
                 self._enter()
@@ -592,4 +756,7 @@ class Mcu:
         return Run(results=self.results(), setup=dict(self._setup), frames=list(self._frames),
                    logits=list(self._logits), instructions=self.instructions, irqs=self.irqs,
                    bus_reads=self.bus_reads, bus_writes=self.bus_writes,
-                   stage_bus=dict(self._stage_bus))
+                   stage_bus=dict(self._stage_bus), setup_cycles=dict(self._setup_cycles),
+                   frame_cycles=list(self._frame_cycles), setup_bus_cycles=dict(self._setup_bus),
+                   frame_bus_cycles=list(self._frame_bus), cycles=self.cycles,
+                   bus_cycles=self.bus_cycles, accel_cycles=list(self._accel))

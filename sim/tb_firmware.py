@@ -14,8 +14,10 @@ Checked: the run ends DONE; every image's logits, read from the emulator's RAM a
 its frame, equal the golden model's (:func:`model.golden.run` on the dataset's test images,
 which must equal the ones embedded in the ELF), and so do the classes; the firmware's own
 counts (``exact``, ``agree``) agree; in interrupt mode one interrupt per frame was taken. A
-failure names the image, the logit and the seed. The instructions per stage and frame are
-logged as a table (and instructions per conv1 MAC).
+failure names the image, the logit and the seed. The instructions and the estimated
+Cortex-M4 cycles (:mod:`sim.m4_cycles`) per stage and frame are logged as a table (and per
+conv1 MAC), with each frame's split into computing, bus and waiting cycles against the
+accelerator's own cycle count.
 
 Environment (``sim/test_sim.py``):
 
@@ -31,7 +33,13 @@ firmware is built with its generated constants header (``make -C firmware CONFIG
 ``CIM_SIM_WAIT``
     ``irq`` (default) or ``poll``: how the firmware waits for the accelerator.
 ``CIM_SIM_REPORT``
-    a JSON file to write the instruction counts, timings and results to.
+    a JSON file to write the instruction and cycle counts, timings and results to: besides
+    the instructions (``setup``, ``frames``: stage -> count) the estimated core cycles alike
+    (``setup_cycles``, ``frame_cycles``, and the bus cycles ``setup_bus_cycles``,
+    ``frame_bus_cycles``), ``stages`` (per stage: mean ``instructions``, ``cycles``,
+    ``bus_cycles`` per frame, ``setup_instructions``, ``setup_cycles``), ``frame_totals`` (per
+    frame, :func:`sim.fil.frame_totals`) and their mean ``frame_mean``; ``cycles`` is the
+    simulated bus clock, ``core_cycles`` the core's estimate.
 """
 
 from __future__ import annotations
@@ -49,7 +57,15 @@ from cocotb.triggers import ClockCycles, First, RisingEdge
 from compiler import firmware_blob as fb
 from model import golden
 from sim.cim import Device, setup_device
-from sim.fil import FirmwareError, Mcu, build_elf, stage_table
+from sim.fil import (
+    FirmwareError,
+    Mcu,
+    build_elf,
+    frame_totals,
+    read_waits,
+    stage_stats,
+    stage_table,
+)
 from sim.testbench import REPO, target
 
 DEFAULT_MODEL = "models/digits_cnn_w4a4.npz"
@@ -116,6 +132,8 @@ async def firmware(dut):
     # Progress by print: the emulator's thread must not call into the simulator, which
     # cocotb.log does (it stamps the simulation time).
     mcu = Mcu(elf, RtlBus(dev), window_bytes=1 << dev.regmap.addr_width,
+              read_waits=read_waits(dev.regmap),
+              accel_cycles_at=dev.regmap.register("CYCLES_TOTAL").offset,
               log=lambda line: print(f"firmware: {line}", flush=True))
     blob = mcu.blob()
     h = fb.parse_header(blob)
@@ -157,6 +175,14 @@ async def firmware(dut):
     conv = fb.parse_ops(blob)[0]
     macs = conv["out_c"] * conv["out_h"] * conv["out_w"] * conv["in_c"] * conv["kernel"] ** 2
     table = stage_table(run, macs)
+    totals = frame_totals(run)
+    mean = {k: sum(t[k] for t in totals) / max(len(totals), 1) for k in totals[0]} \
+        if totals else {}
+    if mean:
+        table += ("\nper frame (mean, estimated Cortex-M4 cycles): {cycles:,.0f} core cycles = "
+                  "{compute_cycles:,.0f} computing + {bus_cycles:,.0f} on the bus to the "
+                  "accelerator + {wait_cycles:,.0f} waiting for it; the accelerator: "
+                  "{accel_cycles:,.0f} cycles".format(**mean))
     correct = sum(int(c == y) for c, y in zip(r["classes"], labels))
     cocotb.log.info("firmware DONE: %d images, logits equal to the golden model's, %d of %d "
                     "classes equal the labels; %d instructions, %d interrupts, %d bus reads, "
@@ -172,4 +198,9 @@ async def firmware(dut):
             bus_reads=run.bus_reads, bus_writes=run.bus_writes, stage_bus=run.stage_bus,
             cycles=cycles, accel_cycles=r["accel_cycles"], stage_cycles=r["stage_cycles"],
             seconds=time.perf_counter() - t0, build_seconds=build_seconds,
-            run_seconds=run_seconds, correct=correct), indent=1))
+            run_seconds=run_seconds, correct=correct,
+            # The Cortex-M4 cycle estimate (sim/m4_cycles.py, firmware/README.md).
+            core_cycles=run.cycles, core_bus_cycles=run.bus_cycles,
+            setup_cycles=run.setup_cycles, frame_cycles=run.frame_cycles,
+            setup_bus_cycles=run.setup_bus_cycles, frame_bus_cycles=run.frame_bus_cycles,
+            stages=stage_stats(run), frame_totals=totals, frame_mean=mean), indent=1))

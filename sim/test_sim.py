@@ -62,13 +62,14 @@ BENCHES = [
 
 def _missing_for(module: str) -> str | None:
     """What a bench needs besides the simulator (the firmware benches: the ARM toolchain
-    that builds the ELF and the emulator that runs it)."""
+    that builds the ELF, the emulator that runs it and the decoder of its cycle estimate)."""
     if module != "sim.tb_firmware":
         return None
     if shutil.which("arm-none-eabi-gcc") is None:
         return "arm-none-eabi-gcc not found (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi)"
-    if importlib.util.find_spec("unicorn") is None:
-        return "the unicorn package is not installed"
+    for package in ("unicorn", "capstone"):
+        if importlib.util.find_spec(package) is None:
+            return f"the {package} package is not installed"
     return None
 
 

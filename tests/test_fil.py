@@ -5,7 +5,8 @@ Covers what the cocotb bench (``sim/tb_firmware.py``) relies on, in seconds: the
 the MMIO window with posted writes, the System Control Space (DWT cycle counter, NVIC), the
 exception entry and return (also when interrupts land in the middle of computations), bus
 faults, and the per-stage instruction accounting (per block, against per instruction).
-Needs ``arm-none-eabi-gcc`` and ``unicorn`` (skipped with the reason without them).
+Needs ``arm-none-eabi-gcc``, ``unicorn`` and ``capstone`` (skipped with the reason without
+them).
 """
 
 import random
@@ -23,6 +24,7 @@ from sim.seed import test_seed
 from .firmware_host import FakeAccelerator
 
 pytest.importorskip("unicorn", reason="the unicorn package runs the firmware ELF")
+pytest.importorskip("capstone", reason="capstone decodes the firmware for the cycle estimate")
 from sim import fil  # noqa: E402  (imports unicorn)
 
 SEED = test_seed()
@@ -102,8 +104,11 @@ def run(elf, bus=None, **kw):
 @pytest.mark.parametrize("wait", ["irq", "poll"])
 def test_firmware_on_fake_accelerator(elfs, want, wait):
     """The whole application: DONE, every frame's logits equal to the golden model's, one
-    interrupt per frame when it waits for them, every stage of every frame counted."""
-    r, bus = run(elfs[wait])
+    interrupt per frame when it waits for them, every stage of every frame counted, in
+    instructions and in estimated cycles (split into computing, bus and waiting)."""
+    rm = register_map(TINY)
+    r, bus = run(elfs[wait], read_waits=fil.read_waits(rm),
+                 accel_cycles_at=rm.register("CYCLES_TOTAL").offset)
     res = r.results
     assert res["magic"] == fb.RESULTS_MAGIC and res["state"] == 1 and res["status"] == 0
     assert res["images"] == res["exact"] == res["agree"] == IMAGES
@@ -120,6 +125,14 @@ def test_firmware_on_fake_accelerator(elfs, want, wait):
         assert f.get("IRQ", 0) > 0 if wait == "irq" else "IRQ" not in f
     total = sum(r.setup.values()) + sum(sum(f.values()) for f in r.frames)
     assert total == r.instructions
+    assert [set(f) for f in r.frames] == [set(f) for f in r.frame_cycles]
+    for t in fil.frame_totals(r):
+        assert t["compute_cycles"] + t["bus_cycles"] + t["wait_cycles"] == t["cycles"]
+        assert t["instructions"] < t["cycles"] < 3 * t["instructions"]
+        assert t["bus_cycles"] > 0 and t["accel_cycles"] > 0
+    stats = fil.stage_stats(r)
+    assert stats["LOAD"]["setup_cycles"] == r.setup_cycles["LOAD"]
+    assert stats["CONV"]["cycles"] == sum(f["CONV"] for f in r.frame_cycles) / IMAGES
     # The model load goes out in posted blocks: every word of the three images once.
     h = fb.parse_header(fil.Mcu(elfs[wait], FakeBus(FakeAccelerator(TINY)),
                                 window_bytes=WINDOW).blob())
@@ -129,14 +142,37 @@ def test_firmware_on_fake_accelerator(elfs, want, wait):
 
 def test_block_counts_equal_instruction_counts(elfs):
     """Counting per translated block (with the corrections where a block is left early or a
-    marker written mid-block) gives the per-instruction counts, whatever the slicing."""
-    ref, _ = run(elfs["irq"], count="code", slice_instructions=10**9)
+    marker written mid-block) gives the per-instruction counts, whatever the slicing: the
+    instructions, the estimated cycles and the bus cycles, per stage and frame."""
+    waits = fil.read_waits(register_map(TINY))
+    ref, _ = run(elfs["irq"], count="code", slice_instructions=10**9, read_waits=waits)
+    assert ref.cycles > 1.2 * ref.instructions and ref.bus_cycles > ref.bus_reads
+    assert ref.cycles == sum(ref.setup_cycles.values()) + sum(
+        sum(f.values()) for f in ref.frame_cycles)
     for kw in (dict(count="block", slice_instructions=10**9),
                dict(count="block", slice_instructions=997),
                dict(count="code", slice_instructions=131)):
-        r, _ = run(elfs["irq"], **kw)
+        r, _ = run(elfs["irq"], read_waits=waits, **kw)
         assert (r.setup, r.frames, r.instructions) == (ref.setup, ref.frames,
                                                        ref.instructions), kw
+        assert (r.setup_cycles, r.frame_cycles, r.cycles) == (
+            ref.setup_cycles, ref.frame_cycles, ref.cycles), kw
+        assert (r.setup_bus_cycles, r.frame_bus_cycles, r.bus_cycles) == (
+            ref.setup_bus_cycles, ref.frame_bus_cycles, ref.bus_cycles), kw
+
+
+@pytest.mark.parametrize("wait", ["irq", "poll"])
+def test_every_instruction_has_a_cycle_class(elfs, wait):
+    """The whole code of the firmware (every executable section without its literal pools)
+    decodes, and every instruction has a class of the Cortex-M4 table (sim/m4_cycles.py);
+    an unknown one would raise."""
+    from sim import m4_cycles as m4
+    ranges = m4.code_ranges(elfs[wait])
+    prog = m4.program(elfs[wait])
+    assert sum(i.size for i in prog.values()) == sum(len(code) for _, code in ranges) > 8000
+    classes = {i.cls for i in prog.values()}
+    assert {"load", "store", "multiply", "branch", "it", "load_multiple"} <= classes
+    assert all(i.cls in m4.CLASSES for i in prog.values())
 
 
 def test_dwt_cycle_counter(elfs):
