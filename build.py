@@ -16,11 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from compiler.partition import PARTITIONS
 from contract.config import CONFIGS, get_config
 from gateware.cache import DEFAULT_DIR
 from hw import estimate
 from hw.flow import REPO, BuildError, build, format_performance
 from hw.platform import board_names, load_board
+from hw.system import format_system
 
 SIM = "sim"
 DEFAULT_MODEL = "models/resnet14_fmnist_w4a4.npz"
@@ -38,6 +40,10 @@ def main(argv=None) -> int:
                                                         "default)")
     ap.add_argument("--model", default=DEFAULT_MODEL,
                     help=f"integer model file to compile (default: {DEFAULT_MODEL})")
+    ap.add_argument("--partition", default="file", choices=list(PARTITIONS),
+                    help="which layers the compiled program runs on the accelerator: "
+                         + "; ".join(f"{k}: {v}" for k, v in PARTITIONS.items())
+                         + " (default: file)")
     ap.add_argument("--out", type=Path, help="output folder (default: build/<board>)")
     ap.add_argument("--package", help="FPGA package (default: the board file's)")
     ap.add_argument("--speed", help="speed grade, e.g. 2-e (default: the board file's)")
@@ -75,13 +81,15 @@ def main(argv=None) -> int:
     try:
         report = build(board=board, config=config, model_path=Path(args.model), out=out,
                        cache=args.cache, clock_mhz=clock_mhz, estimate=args.estimate,
-                       run_vivado=not args.no_vivado)
+                       run_vivado=not args.no_vivado, partition_name=args.partition)
     except BuildError as e:
         print(f"build.py: error: {e}", file=sys.stderr)
         return 1
 
     print()
     print(format_performance(report["performance"], args.model, config))
+    print()
+    print(format_system(report["system"]))
     if "estimate" in report:
         e = report["estimate"]
         print()

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler import Program, compile_model
+from compiler import Program, compile_model, partition
 from compiler.cycles import network_cycles
 from contract.config import HwConfig
 from gateware.cache import emitted
@@ -59,6 +59,7 @@ from .integration import (
     smoke_test_tcl,
 )
 from .platform import Board, BoardPlatform
+from .system import system_report
 
 __all__ = ["ACCEL", "BuildError", "Progress", "accelerator_rtlil", "accelerator_verilog",
            "build"]
@@ -315,9 +316,10 @@ def format_performance(perf: dict, model: str, cfg: HwConfig) -> str:
         return s + (f", {f['rtl']:,.0f} (RTL)" if f["rtl"] is not None else "")
 
     L += [f"RTL cycles: {perf['rtl_note']}",
-          f"FPS at {REFERENCE_MHZ:g} MHz: {both(f10)}",
-          f"FPS at {perf['clock_mhz']:g} MHz: {both(fc)}  (the clock is not timing-checked "
-          "here: that needs Vivado)"]
+          f"Accelerator alone (its layers only, not the system), FPS at {REFERENCE_MHZ:g} MHz: "
+          f"{both(f10)}",
+          f"Accelerator alone, FPS at {perf['clock_mhz']:g} MHz: {both(fc)}  (the clock is "
+          "not timing-checked here: that needs Vivado)"]
     return "\n".join(L)
 
 
@@ -326,23 +328,26 @@ def format_performance(perf: dict, model: str, cfg: HwConfig) -> str:
 
 def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
           cache: Path | None, clock_mhz: float, estimate: bool = False,
-          run_vivado: bool = True, progress: Progress | None = None) -> dict:
+          run_vivado: bool = True, progress: Progress | None = None,
+          partition_name: str = "file") -> dict:
     """Write every artifact of a build under ``out`` and return the report (also written to
     ``out/report.json``). ``board`` None is the simulation-only build. Raises
     :class:`BuildError` for a bad model, a model that does not compile for ``config``, a failed
     estimate or Vivado run; whether the design fits is the report's ``estimate.over``. An
-    earlier build in ``out`` is left alone until the model has compiled, then replaced."""
+    earlier build in ``out`` is left alone until the model has compiled, then replaced.
+    ``partition_name`` (:mod:`compiler.partition`) chooses which layers the compiled program
+    runs on the accelerator; the report's ``system`` key compares every partition."""
     fpga = board is not None
     if estimate and not fpga:
         raise BuildError("--estimate needs an FPGA board (its capacity), not 'sim'")
-    steps = 4 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
+    steps = 5 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
     progress = progress or Progress(steps)
     out = Path(out)
     report: dict = {"generator": "build.py", "board": None, "config": dataclasses.asdict(config)}
 
     with progress.step("compile the model"):
         try:
-            model = golden.load(model_path)
+            model = partition(golden.load(model_path), partition_name)
             program = compile_model(model, config)
         except golden.ModelFormatError as e:
             raise BuildError(f"bad model file: {e}") from None
@@ -357,7 +362,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
         progress.detail(f"{len(program.names)} layers, {len(program.weight_image):,} weight "
                         "words")
     report["model"] = {"path": str(model_path), "sha256": _sha(Path(model_path)),
-                       "layers": len(program.names)}
+                       "layers": len(program.names), "partition": partition_name}
 
     with progress.step("cycles per frame"):
         mpath = measured_path(model_path, config)
@@ -365,6 +370,8 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
                                        model_sha256=report["model"]["sha256"])
         perf = performance(program, clock_mhz=clock_mhz, measured=measured, note=note)
     report["performance"] = perf
+    with progress.step("system end to end (every partition)"):
+        report["system"] = system_report(Path(model_path), config)
 
     with progress.step(f"accelerator Verilog ({config.name})"):
         verilog, vinfo = accelerator_verilog(config, cache=cache)
