@@ -215,16 +215,20 @@ MEASURED_DIRS = ("build/measured", "models/measured")
 ones shipped beside the models."""
 
 
-def measured_name(model_path: Path | str, config: str) -> str:
-    """File name of an RTL measurement of ``model_path`` on configuration ``config``."""
-    return f"{Path(model_path).stem}_{config}.json"
+def measured_name(model_path: Path | str, config: str, partition_name: str = "file") -> str:
+    """File name of an RTL measurement of ``model_path`` on configuration ``config`` (and
+    partition ``partition_name`` other than the file's own)."""
+    split = "" if partition_name == "file" else f"_{partition_name}"
+    return f"{Path(model_path).stem}_{config}{split}.json"
 
 
-def measured_path(model_path: Path, config: HwConfig, root: Path = REPO) -> Path:
+def measured_path(model_path: Path, config: HwConfig, root: Path = REPO,
+                  partition_name: str = "file") -> Path:
     """Where an RTL measurement of ``model_path`` on ``config`` is:
-    ``<dir>/<model stem>_<config>.json`` in the first of :data:`MEASURED_DIRS` that has one
-    (the first of them when none has)."""
-    paths = [root / d / measured_name(model_path, config.name) for d in MEASURED_DIRS]
+    ``<dir>/<model stem>_<config>[_<partition>].json`` in the first of :data:`MEASURED_DIRS`
+    that has one (the first of them when none has)."""
+    paths = [root / d / measured_name(model_path, config.name, partition_name)
+             for d in MEASURED_DIRS]
     return next((p for p in paths if p.exists()), paths[0])
 
 
@@ -365,7 +369,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
                        "layers": len(program.names), "partition": partition_name}
 
     with progress.step("cycles per frame"):
-        mpath = measured_path(model_path, config)
+        mpath = measured_path(model_path, config, partition_name=partition_name)
         measured, note = load_measured(mpath, config, program.names,
                                        model_sha256=report["model"]["sha256"])
         perf = performance(program, clock_mhz=clock_mhz, measured=measured, note=note)

@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="default: the model's own; random "
                     "inputs of its shape when it records none")
     ap.add_argument("--images", type=int, default=1)
+    ap.add_argument("--partition", default="file", choices=list(compiler.PARTITIONS),
+                    help="which layers run on the accelerator (compiler.partition; default: "
+                         "file, the model file's split)")
     ap.add_argument("--macro-style", choices=STYLES, default=DEFAULT_STYLE,
                     help=f"the macros' column adders (default {DEFAULT_STYLE}, as everywhere; "
                          "behavioral gives the same results and cycles and simulates faster)")
@@ -175,7 +178,7 @@ def main(argv=None) -> int:
     from model.evaluate import model_inputs
     try:
         config = get_config(args.config)
-        model = golden.load(args.model)
+        model = compiler.partition(golden.load(args.model), args.partition)
         program = compiler.compile_model(model, config)
         xs, what = model_inputs(model, args.images, dataset=args.dataset)
     except (ValueError, OSError, data.DatasetError, compiler.CompileError) as e:
@@ -185,7 +188,7 @@ def main(argv=None) -> int:
     analytic = cycles.network_cycles(program)
     failures, runs = 0, []
     for i, x in enumerate(xs):
-        env = golden.run(model, x[None])
+        env = {"input": x[None].astype(np.int64), **golden.run(model, x[None])}
         r = run_frame(program, env[program.input_name][0], preload_weights=True,
                       macro_style=args.macro_style, vcd=args.vcd if i == 0 else None)
         bad = first_mismatch(program, r.memory, env)
@@ -206,7 +209,8 @@ def main(argv=None) -> int:
     print(f"{'total':<20} {rtl_total:>7} {ana_total:>8} {rtl_total - ana_total:>+6} "
           f"{macs / (rtl_total * config.peak_macs_per_cycle):>8.1%}")
     if args.json:
-        out = dict(model=args.model, config=config.name, images=len(xs),
+        out = dict(model=args.model, config=config.name, partition=args.partition,
+                   images=len(xs),
                    model_sha256=hashlib.sha256(Path(args.model).read_bytes()).hexdigest(),
                    bit_exact=failures == 0, macro_style=args.macro_style,
                    layers={n: c for n, c in zip(program.names, runs[0].layers)},

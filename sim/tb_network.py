@@ -20,7 +20,9 @@ Environment (set by ``sim/test_sim.py`` / ``sim/bench.py``):
 ``CIM_SIM_MODEL``
     a model file (default ``models/digits_cnn_w4a4.npz``), or ``random:digits_cnn`` /
     ``random:resnet14`` for a small random W4A4 network from ``CIM_TEST_SEED``
-    (:mod:`model.testnets`), run on random pixels; or several of these separated by commas,
+    (:mod:`model.testnets`), run on random pixels; ``MODEL@PARTITION`` for another split of
+    its layers (``@stem``: the first convolution and max pooling on the accelerator too,
+    :mod:`compiler.partition`); or several of these separated by commas,
     run one after the other on the one build (only program, weights and parameters are
     written again: the bus cycles each load takes are logged as the cost of switching).
 ``CIM_SIM_IMAGES``
@@ -59,7 +61,12 @@ IDLE_CYCLES = 2000
 
 
 def load_model(spec: str, seed: int, count: int, workdir: Path):
-    """(IntModel, images (N, C, H, W) uint8, description) for ``CIM_SIM_MODEL``."""
+    """(IntModel, images (N, C, H, W) uint8, description) for ``CIM_SIM_MODEL``; a spec
+    ``MODEL@PARTITION`` runs the model under that partition (:mod:`compiler.partition`)."""
+    spec, _, split = spec.partition("@")
+    if split:
+        model, images, what = load_model(spec, seed, count, workdir)
+        return compiler.partition(model, split), images, f"{what}, partition {split!r}"
     if spec.startswith("random:"):
         from model import export
         from model.testnets import random_net, small_specs
@@ -85,7 +92,7 @@ def shipped_cycles(config: str, spec: str) -> tuple[str, int] | None:
     """(file, total cycles) of the RTL measurement shipped in ``models/measured/`` for the
     model file ``spec`` on ``config`` (``hw.flow``, ``build.py``'s report), if there is one
     for this very file."""
-    if spec.startswith("random:"):
+    if spec.startswith("random:") or "@" in spec:
         return None
     model = REPO / spec
     path = REPO / MEASURED_DIRS[-1] / measured_name(model, config)
@@ -143,7 +150,7 @@ async def run_image(dev: Device, program: compiler.Program, model: golden.IntMod
     read back and compare. Returns (timings and counts, mismatch messages per layer)."""
     env, bus = dev.env, dev.bus
     w0, c0 = time.perf_counter(), env.monitor.cycles
-    golden_env = golden.run(model, image[None])
+    golden_env = {"input": image[None].astype(np.int64), **golden.run(model, image[None])}
     await bus.write_tensor(program.buffers[program.input_name],
                            golden_env[program.input_name][0])
     use_irq = k % 2 == 0
@@ -198,7 +205,7 @@ async def hidden_layers(dev: Device, program: compiler.Program, model: golden.In
     output read and compared; the descriptor is restored afterwards. Returns the layers
     checked (failures go through the bench's check)."""
     env, bus = dev.env, dev.bus
-    golden_env = golden.run(model, image[None])
+    golden_env = {"input": image[None].astype(np.int64), **golden.run(model, image[None])}
     src = program.buffers[program.input_name]
     checked = []
     for i, name in enumerate(program.names):
@@ -337,7 +344,8 @@ async def corruption_is_caught(dut):
     # A weight word whose corruption changes some readable output (many do not: a row of an
     # input channel that is zero everywhere in this image); the compiler's functional model,
     # which equals the golden model, decides.
-    x = golden.run(model, images[0][None])[program.input_name]
+    x = {"input": images[0][None].astype(np.int64),
+         **golden.run(model, images[0][None])}[program.input_name]
     readable = readable_layers(program)
     for _ in range(200):
         index = env.rng.randrange(len(program.weight_image))

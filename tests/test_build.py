@@ -86,7 +86,7 @@ def test_every_artifact(tiny_build):
         assert info["sha256"] == flow._sha(out / rel)
         assert info["bytes"] == (out / rel).stat().st_size
     # The progress display and the table.
-    assert "[1/6] compile the model" in proc.stderr
+    assert "[1/7] compile the model" in proc.stderr
     assert "total per frame" in proc.stdout and "FPS at 10 MHz" in proc.stdout
 
 
@@ -542,3 +542,17 @@ def test_zero_meminit_is_dropped():
     assert "$meminit_v2" in il
     stripped = estimate.strip_zero_meminit(il)
     assert "$meminit_v2" not in stripped and "$memwr_v2" in stripped
+
+
+def test_report_system(tiny_build):
+    """The report's system key compares every partition (compiler.partition): the analytic
+    accelerator cycles, or why the partition does not compile for the configuration (the
+    digits model's 5-bit pixels into its first convolution: tiny feeds 4 bit-planes)."""
+    out, _ = tiny_build
+    s = report_of(out)["system"]
+    assert s["clock_mhz"] == 10.0 and set(s["partitions"]) == {"file", "stem", "mcu"}
+    assert s["partitions"]["file"]["accel_cycles_analytic"] > 0
+    assert s["partitions"]["mcu"]["accel_cycles_analytic"] == 0
+    stem = s["partitions"]["stem"]
+    assert stem["accel_cycles_analytic"] is None
+    assert "at most 4 bits (max_planes of 'tiny'), not 5-bit" in stem["compile_error"]
