@@ -104,11 +104,16 @@ __all__ = ["HEADER_FIELDS", "OP_FIELDS", "BlobError", "build_blob", "check_blob"
            "parse_header", "render_header"]
 
 MAGIC = 0x424D4943          # "CIMB" as little-endian bytes
-VERSION = 1
+VERSION = 2
 SECTION_ALIGN = 8
 WORKSPACE_ALIGN = 4096
-CONV_MAX_STEPS = WORKSPACE_ALIGN // 16   # one pixel pair's im2col must fit below the alignment
+CONV_MAX_STEPS = 1024   # 4096 taps: 16 KiB of im2col vectors per pixel pair
 RQ_RECORD_BYTES = 16
+MAX_OPS = 64
+PARTITIONS = ("ACCEL", "MCU")
+"""What runs where (the header's ``partition``, numbered from 1): ``ACCEL`` the first conv
+and the pooling and classifier on the MCU, the middle layers on the accelerator; ``MCU``
+every layer on the MCU, no accelerator used."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ HEADER_FIELDS: tuple[Field, ...] = (
     Field("in_width", "input image width"),
     Field("pixel_max", "largest input pixel value"),
     Field("classes", "logits of the last op"),
+    Field("partition", "CIM_PARTITION_*"),
     Field("ops_offset", "byte offset of the op records"),
     Field("ops_count", "number of op records"),
     Field("program_offset", "byte offset of the layer program"),
@@ -171,12 +177,12 @@ RQ_MODES = ("FAST", "GENERIC")
 
 OP_FIELDS: tuple[Field, ...] = (
     Field("kind", "CIM_OP_*"),
-    Field("in_offset", "workspace byte offset of the input (not CONV)"),
+    Field("in_offset", "workspace byte offset of the input (not the CONV on the image)"),
     Field("out_offset", "workspace byte offset of the output"),
     Field("in_c", "input channels (FC: features)"),
     Field("in_h", "input height"),
     Field("in_w", "input width"),
-    Field("in_cstride", "bytes per input pixel (HWC tensors)"),
+    Field("in_cstride", "bytes per input pixel (HWC tensors); 0: the CONV on the image (CHW)"),
     Field("in_signed", "input values are signed"),
     Field("out_c", "output channels (AVGPOOL, FC: features)"),
     Field("out_h", "output height"),
@@ -202,6 +208,11 @@ OP_FIELDS: tuple[Field, ...] = (
     Field("act_in_bits", "bits per input value in the buffer (OFFLOAD)"),
     Field("act_out_base", "activation-buffer word address of the output (OFFLOAD)"),
     Field("act_out_bits", "bits per output value in the buffer (OFFLOAD)"),
+    Field("w_bytes", "CONV weights: 2 signed 16-bit pairs, 1 signed bytes for SXTB16"),
+    Field("residual", "1: the CONV adds res * res_mult before the shift"),
+    Field("res_offset", "workspace byte offset of the residual (CONV)"),
+    Field("res_cstride", "bytes per residual pixel (CONV)"),
+    Field("res_signed", "residual values are signed (CONV)"),
 )
 OP_WORDS = len(OP_FIELDS)
 
@@ -275,39 +286,67 @@ def conv_weight_words(weight: np.ndarray) -> np.ndarray:
     return words.transpose(0, 2, 1).reshape(-1).astype(np.uint32)
 
 
+def conv_weight_bytes(weight: np.ndarray) -> np.ndarray:
+    """int8 bytes of a ``(Cout, Cin, k, k)`` conv in the firmware's SXTB16 layout (``w_bytes``
+    1): per channel pair and step, a word of each channel whose bytes are taps 0, 2, 1, 3 of
+    the step, so SXTB16 gives the tap pair (0, 1) and SXTB16 with ROR #8 the pair (2, 3)."""
+    cout = weight.shape[0]
+    taps = weight.reshape(cout, -1).astype(np.int64)
+    steps = -(-taps.shape[1] // 4)
+    w = np.zeros((_align(cout, 2), 4 * steps), np.int64)
+    w[:cout, :taps.shape[1]] = taps
+    w = w.reshape(-1, 2, steps, 4)[..., [0, 2, 1, 3]]       # (pair q, channel, step, byte)
+    return w.transpose(0, 2, 1, 3).reshape(-1).astype(np.int8)
+
+
 def requant_constants(node: dict, mult: np.ndarray, bias: np.ndarray, weight: np.ndarray,
-                      in_max: int, *, allow_fast: bool = True
-                      ) -> tuple[str, int, np.ndarray, np.ndarray]:
-    """``(rq_mode, shift, mult, bias)`` of a conv on the MCU (see the module docstring).
+                      in_max: int, *, allow_fast: bool = True, res_mult: np.ndarray | None = None,
+                      res_max: int = 0) -> tuple[str, int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(rq_mode, shift, mult, bias, res_mult)`` of a conv on the MCU (see the module
+    docstring); ``res_max``: the largest magnitude of the residual.
 
     ``RQ_FAST`` when ``allow_fast`` and, for every channel and every accumulator the inputs
     ``0 .. in_max`` can produce, the scaled multiply-accumulate stays inside 64 bits and the
-    scaled multiplier inside 32; otherwise ``RQ_GENERIC``."""
+    scaled multipliers inside 32; otherwise ``RQ_GENERIC``. The dot product itself must fit
+    the 32-bit SMLAD accumulator."""
     s, bits = node["shift"], node["out_bits"]
     m = [int(v) for v in mult]
     b = [int(v) + (1 << (s - 1)) for v in bias]
+    r = [0] * len(m) if res_mult is None else [int(v) for v in res_mult]
     w = weight.reshape(weight.shape[0], -1).astype(np.int64)
-    acc_max = [in_max * int(max(np.clip(r, 0, None).sum(), -np.clip(r, None, 0).sum()))
-               for r in w]
+    acc_max = [in_max * int(max(np.clip(row, 0, None).sum(), -np.clip(row, None, 0).sum()))
+               for row in w]
+    if max(acc_max) >= 1 << 31:
+        raise BlobError(f"layer {node['name']!r}: the dot product does not fit 32 bits")
+
+    def fits(ms, bs, rs):
+        return all(a * abs(mv) + abs(bv) + res_max * abs(rv) < 1 << 63
+                   for a, mv, bv, rv in zip(acc_max, ms, bs, rs))
+
     d = 8 - bits
     k = 32 - s + d
     if allow_fast and not node["out_signed"] and k >= 0:
-        mk = [v << k for v in m]
-        bk = [v << k for v in b]
-        if all(abs(v) < 1 << 31 for v in mk) and all(
-                a * abs(mv) + abs(bv) < 1 << 63 for a, mv, bv in zip(acc_max, mk, bk)):
-            return "FAST", d, np.array(mk, np.int64), np.array(bk, np.int64)
-    if any(a * abs(mv) + abs(bv) >= 1 << 63 for a, mv, bv in zip(acc_max, m, b)):
+        mk, bk, rk = ([v << k for v in x] for x in (m, b, r))
+        if all(abs(v) < 1 << 31 for v in mk + rk) and fits(mk, bk, rk):
+            return ("FAST", d, np.array(mk, np.int64), np.array(bk, np.int64),
+                    np.array(rk, np.int64))
+    if not fits(m, b, r):
         raise BlobError(f"layer {node['name']!r}: requantization does not fit 64 bits")
-    return "GENERIC", s, np.array(m, np.int64), np.array(b, np.int64)
+    return "GENERIC", s, np.array(m, np.int64), np.array(b, np.int64), np.array(r, np.int64)
 
 
-def rq_records(mult: np.ndarray, bias: np.ndarray, channels: int) -> bytes:
-    """:data:`RQ_RECORD_BYTES` records (bias int64, mult int32, zero), zero-padded to
-    ``channels``."""
-    rec = np.zeros(channels, dtype=[("bias", "<i8"), ("mult", "<i4"), ("zero", "<i4")])
+RQ_DTYPE = np.dtype([("bias", "<i8"), ("mult", "<i4"), ("res_mult", "<i4")])
+
+
+def rq_records(mult: np.ndarray, bias: np.ndarray, channels: int,
+               res_mult: np.ndarray | None = None) -> bytes:
+    """:data:`RQ_RECORD_BYTES` records (bias int64, mult int32, res_mult int32: 0 without a
+    residual), zero-padded to ``channels``."""
+    rec = np.zeros(channels, dtype=RQ_DTYPE)
     rec["bias"][:len(bias)] = bias
     rec["mult"][:len(mult)] = mult
+    if res_mult is not None:
+        rec["res_mult"][:len(res_mult)] = res_mult
     return rec.tobytes()
 
 
@@ -372,105 +411,265 @@ def _chain(model: golden.IntModel, program: compiler.Program) -> tuple[list, lis
     return pre, post
 
 
-def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | None = None,
-               labels: np.ndarray | None = None, *, fast_requant: bool = True) -> bytes:
-    """The firmware blob of ``model`` compiled for ``config``, with optional test images
-    ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``fast_requant=False``
-    gives every MCU conv ``RQ_GENERIC`` (the portable path, to compare). :class:`BlobError`
-    (or :class:`~compiler.CompileError`) says why a model cannot be built."""
+def _conv_op(model: golden.IntModel, node: dict, sec: _Sections, in_max: int, fast: bool,
+             w_bytes: int, res_max: int | None = None) -> dict:
+    """The fields of a ``CONV`` op that follow from the node, its weights (added to ``sec``)
+    and requantization records; ``res_max`` (the residual's largest magnitude) for a conv
+    with a residual. The caller adds the input, residual and workspace fields."""
+    name = node["name"]
+    wgt = model.array(name, "weight")
+    k, cin, cout = node["kernel"], node["in_channels"], node["out_channels"]
+    steps = -(-cin * k * k // 4)
+    if steps > CONV_MAX_STEPS:
+        raise BlobError(f"layer {name!r}: {cin * k * k} taps per output; the firmware "
+                        f"takes at most {4 * CONV_MAX_STEPS}")
+    residual = res_max is not None
+    mode, shift, mult, bias, rmult = requant_constants(
+        node, model.array(name, "mult"), model.array(name, "bias"), wgt, in_max,
+        allow_fast=fast, res_mult=model.array(name, "res_mult") if residual else None,
+        res_max=res_max or 0)
+    lo, hi = golden.act_range(node["out_bits"], node["out_signed"])
+    _, oh, ow = node["shape"]
+    packed = conv_weight_words(wgt) if w_bytes == 2 else conv_weight_bytes(wgt)
+    return _new_op(kind=OP_KINDS.index("CONV") + 1, in_c=cin, out_c=cout, out_h=oh, out_w=ow,
+                out_cstride=cstride(cout), out_bits=node["out_bits"],
+                out_signed=int(node["out_signed"]), out_lo=lo & 0xFFFFFFFF, out_hi=hi,
+                kernel=k, stride=node["stride"], pad=node["padding"],
+                rq_mode=RQ_MODES.index(mode) + 1, shift=shift, steps=steps, w_bytes=w_bytes,
+                residual=int(residual), weights_offset=sec.add(packed.tobytes()),
+                params_offset=sec.add(rq_records(mult, bias, _align(cout, 2),
+                                                 rmult if residual else None)))
+
+
+def _new_op(**f) -> dict:
+    rec = {fl.name: 0 for fl in OP_FIELDS}
+    rec.update(f)
+    return rec
+
+
+def _fc_op(model: golden.IntModel, fc: dict, sec: _Sections) -> dict:
+    if fc["w_bits"] > 8 or weight_qmax(fc["w_bits"]) > 127:
+        raise BlobError(f"layer {fc['name']!r}: FC weights wider than 8 bits")
+    fcw = model.array(fc["name"], "weight").astype(np.int8)
+    fcb = model.array(fc["name"], "bias").astype("<i8")
+    return _new_op(kind=OP_KINDS.index("FC") + 1, in_c=fc["in_features"], in_h=1, in_w=1,
+                   in_signed=1, out_c=fc["out_features"], out_h=1, out_w=1, out_signed=1,
+                   weights_offset=sec.add(fcw.tobytes()), params_offset=sec.add(fcb.tobytes()))
+
+
+def _out_bytes(op: dict) -> int:
+    """Workspace bytes of an op's output: HWC bytes, AVGPOOL's int32 sums, FC's int64
+    logits."""
+    kind = OP_KINDS[op["kind"] - 1]
+    if kind in ("CONV", "MAXPOOL", "OFFLOAD"):
+        return _hwc(op["out_h"], op["out_w"], op["out_cstride"])
+    return (4 if kind == "AVGPOOL" else 8) * op["out_c"]
+
+
+def _padded_halfwords(op: dict) -> int:
+    """Halfwords of a CONV's zero-padded 16-bit input, with the zero for the pad taps."""
+    return op["in_c"] * (op["in_h"] + 2 * op["pad"]) * (op["in_w"] + 2 * op["pad"]) + 1
+
+
+def _accel_ops(model: golden.IntModel, config: HwConfig, sec: _Sections, hdr: dict,
+               fast: bool) -> tuple[list[dict], compiler.Program]:
+    """The ``ACCEL`` partition: conv, maxpools, the accelerator's program, avgpool, fc."""
     program = compiler.compile_model(model, config)
     pre, post = _chain(model, program)
-    sec = _Sections()
-    hdr = {f.name: 0 for f in HEADER_FIELDS}
     c, h, w = model.input_shape
-    hdr.update(_hw_words(config), in_channels=c, in_height=h, in_width=w,
-               pixel_max=model.manifest["input"]["pixel_max"],
-               classes=post[-1]["out_features"])
-
     ops = []
     # Workspace: [im2col, ending at WORKSPACE_ALIGN] [region 0] [region 1] [gather table,
     # padded image]; op i writes region i % 2 and reads the other, so the chain ping-pongs.
     region_bytes = [0, 0]
     outs = []
 
-    def op(**f):
-        rec = {fl.name: 0 for fl in OP_FIELDS}
-        rec.update(f)
-        ops.append(rec)
-        return rec
-
     conv = pre[0]
-    wgt = model.array(conv["name"], "weight")
-    k, cin, cout = conv["kernel"], conv["in_channels"], conv["out_channels"]
-    steps = -(-cin * k * k // 4)
-    if steps > CONV_MAX_STEPS:
-        raise BlobError(f"layer {conv['name']!r}: {cin * k * k} taps per output; the firmware "
-                        f"takes at most {4 * CONV_MAX_STEPS}")
-    mode, shift, mult, bias = requant_constants(
-        conv, model.array(conv["name"], "mult"), model.array(conv["name"], "bias"), wgt,
-        hdr["pixel_max"], allow_fast=fast_requant)
-    lo, hi = golden.act_range(conv["out_bits"], conv["out_signed"])
+    ops.append(_conv_op(model, conv, sec, hdr["pixel_max"], fast, 2))
+    ops[0].update(in_h=h, in_w=w)
+    steps = ops[0]["steps"]
+    base = _align(16 * steps, WORKSPACE_ALIGN)
+    ops[0]["im2col_offset"] = base - 16 * steps
     _, oh, ow = conv["shape"]
-    op(kind=OP_KINDS.index("CONV") + 1, in_c=cin, in_h=h, in_w=w, out_c=cout, out_h=oh,
-       out_w=ow, out_cstride=cstride(cout), out_bits=conv["out_bits"],
-       out_signed=int(conv["out_signed"]), out_lo=lo & 0xFFFFFFFF, out_hi=hi, kernel=k,
-       stride=conv["stride"], pad=conv["padding"], rq_mode=RQ_MODES.index(mode) + 1,
-       shift=shift, steps=steps, im2col_offset=WORKSPACE_ALIGN - 16 * steps,
-       weights_offset=sec.add(conv_weight_words(wgt).tobytes()),
-       params_offset=sec.add(rq_records(mult, bias, _align(cout, 2))))
+    cout = conv["out_channels"]
     outs.append(hwc_bytes(cout, oh, ow))
     shape, signed = (cout, oh, ow), bool(conv["out_signed"])
     for n in pre[1:]:
         nc, nh, nw = n["shape"]
-        op(kind=OP_KINDS.index("MAXPOOL") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
-           in_cstride=cstride(shape[0]), in_signed=int(signed), out_c=nc, out_h=nh, out_w=nw,
-           out_cstride=cstride(nc), out_signed=int(signed), kernel=n["kernel"],
-           stride=n["stride"], pad=n["padding"])
+        ops.append(_new_op(
+            kind=OP_KINDS.index("MAXPOOL") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
+            in_cstride=cstride(shape[0]), in_signed=int(signed), out_c=nc, out_h=nh, out_w=nw,
+            out_cstride=cstride(nc), out_signed=int(signed), kernel=n["kernel"],
+            stride=n["stride"], pad=n["padding"]))
         outs.append(hwc_bytes(nc, nh, nw))
         shape = (nc, nh, nw)
     src = program.buffers[program.input_name]
     dst = program.buffers[post[0]["inputs"][0]]
-    op(kind=OP_KINDS.index("OFFLOAD") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
-       in_cstride=cstride(shape[0]), out_c=dst.shape[0], out_h=dst.shape[1],
-       out_w=dst.shape[2], out_cstride=cstride(dst.shape[0]), out_bits=dst.bits,
-       out_signed=int(dst.signed), act_in_base=src.base, act_in_bits=src.bits,
-       act_out_base=dst.base, act_out_bits=dst.bits)
+    ops.append(_new_op(
+        kind=OP_KINDS.index("OFFLOAD") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
+        in_cstride=cstride(shape[0]), out_c=dst.shape[0], out_h=dst.shape[1],
+        out_w=dst.shape[2], out_cstride=cstride(dst.shape[0]), out_bits=dst.bits,
+        out_signed=int(dst.signed), act_in_base=src.base, act_in_bits=src.bits,
+        act_out_base=dst.base, act_out_bits=dst.bits))
     outs.append(hwc_bytes(*dst.shape))
-    op(kind=OP_KINDS.index("AVGPOOL") + 1, in_c=dst.shape[0], in_h=dst.shape[1],
-       in_w=dst.shape[2], in_cstride=cstride(dst.shape[0]), in_signed=int(dst.signed),
-       out_c=dst.shape[0], out_h=1, out_w=1, out_signed=1)
+    ops.append(_new_op(
+        kind=OP_KINDS.index("AVGPOOL") + 1, in_c=dst.shape[0], in_h=dst.shape[1],
+        in_w=dst.shape[2], in_cstride=cstride(dst.shape[0]), in_signed=int(dst.signed),
+        out_c=dst.shape[0], out_h=1, out_w=1, out_signed=1))
     outs.append(4 * dst.shape[0])
-    fc = post[1]
-    fcw = model.array(fc["name"], "weight").astype(np.int8)
-    fcb = model.array(fc["name"], "bias").astype("<i8")
-    op(kind=OP_KINDS.index("FC") + 1, in_c=fc["in_features"], in_h=1, in_w=1, in_signed=1,
-       out_c=fc["out_features"], out_h=1, out_w=1, out_signed=1,
-       weights_offset=sec.add(fcw.tobytes()), params_offset=sec.add(fcb.tobytes()))
-    outs.append(8 * fc["out_features"])
-    if fc["w_bits"] > 8 or weight_qmax(fc["w_bits"]) > 127:
-        raise BlobError(f"layer {fc['name']!r}: FC weights wider than 8 bits")
+    ops.append(_fc_op(model, post[1], sec))
+    outs.append(8 * post[1]["out_features"])
 
     for i, nbytes in enumerate(outs):
         region_bytes[i % 2] = max(region_bytes[i % 2], _align(nbytes))
-    region = [WORKSPACE_ALIGN, WORKSPACE_ALIGN + region_bytes[0]]
+    region = [base, base + region_bytes[0]]
     for i, rec in enumerate(ops):
         rec["out_offset"] = region[i % 2]
         rec["in_offset"] = region[(i - 1) % 2] if i else 0
     scratch = region[1] + region_bytes[1]
-    padded = cin * (h + 2 * conv["padding"]) * (w + 2 * conv["padding"]) + 1
     ops[0].update(gather_offset=scratch, padded_offset=scratch + 16 * steps)
-    hdr["workspace_bytes"] = _align(scratch + 16 * steps + 2 * padded)
+    hdr["workspace_bytes"] = _align(scratch + 16 * steps + 2 * _padded_halfwords(ops[0]))
+    return ops, program
+
+
+def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool) -> list[dict]:
+    """The ``MCU`` partition: one op per node, in the model's order. The first node is a conv
+    on the image; convs and maxpools read HWC bytes (a conv's residual too), an avgpool reads
+    HWC bytes, an fc an avgpool's sums, and the last node is the fc (the logits)."""
+    c, h, w = model.input_shape
+    nodes = model.nodes
+    where = f"{model.path}: the MCU partition"
+    if nodes[0]["op"] != "conv" or nodes[0]["inputs"] != ["input"]:
+        raise BlobError(f"{where} starts with a conv on the input")
+    if nodes[-1]["op"] != "fc":
+        raise BlobError(f"{where} ends with the fc that gives the logits")
+    # name -> (op index, kind, shape, signed, largest magnitude)
+    made: dict[str, tuple] = {}
+    reads: list[list[str]] = []
+    ops = []
+
+    def hwc_input(n, name, unsigned=True):
+        src = made.get(name)
+        if src is None or src[1] not in ("CONV", "MAXPOOL") or (unsigned and src[3]):
+            raise BlobError(f"{where}: node {n['name']!r} reads {name!r}, which is not "
+                            f"{'an unsigned ' if unsigned else 'a '}conv or maxpool output")
+        return src
+
+    for i, n in enumerate(nodes):
+        if i and "input" in n["inputs"]:
+            raise BlobError(f"{where}: only the first node may read the input")
+        op = n["op"]
+        if op == "conv":
+            res = hwc_input(n, n["inputs"][1], unsigned=False) if len(n["inputs"]) == 2 \
+                else None
+            if i == 0:
+                rec = _conv_op(model, n, sec, hdr["pixel_max"], fast, 2)
+                rec.update(in_h=h, in_w=w)
+            else:
+                src = hwc_input(n, n["inputs"][0])
+                rec = _conv_op(model, n, sec, src[4], fast, 1,
+                               None if res is None else res[4])
+                rec.update(in_h=src[2][1], in_w=src[2][2], in_cstride=cstride(src[2][0]))
+            if res is not None:
+                rec.update(res_cstride=cstride(res[2][0]), res_signed=int(res[3]))
+            lo, hi = golden.act_range(n["out_bits"], n["out_signed"])
+            made[n["name"]] = (i, "CONV", tuple(n["shape"]), bool(n["out_signed"]),
+                               max(-lo, hi))
+        elif op == "maxpool":
+            src = hwc_input(n, n["inputs"][0])
+            nc, nh, nw = n["shape"]
+            rec = _new_op(kind=OP_KINDS.index("MAXPOOL") + 1, in_c=nc, in_h=src[2][1],
+                          in_w=src[2][2], in_cstride=cstride(nc), out_c=nc, out_h=nh,
+                          out_w=nw, out_cstride=cstride(nc), kernel=n["kernel"],
+                          stride=n["stride"], pad=n["padding"])
+            made[n["name"]] = (i, "MAXPOOL", tuple(n["shape"]), False, src[4])
+        elif op == "avgpool":
+            src = hwc_input(n, n["inputs"][0], unsigned=False)
+            sc, sh, sw = src[2]
+            rec = _new_op(kind=OP_KINDS.index("AVGPOOL") + 1, in_c=sc, in_h=sh, in_w=sw,
+                          in_cstride=cstride(sc), in_signed=int(src[3]), out_c=sc, out_h=1,
+                          out_w=1, out_signed=1)
+            made[n["name"]] = (i, "AVGPOOL", (sc,), True, 0)
+        else:
+            src = made.get(n["inputs"][0])
+            if src is None or src[1] != "AVGPOOL" or i != len(nodes) - 1:
+                raise BlobError(f"{where}: the fc must be the last node and read an avgpool")
+            rec = _fc_op(model, n, sec)
+            made[n["name"]] = (i, "FC", (n["out_features"],), True, 0)
+        ops.append(rec)
+        reads.append([x for x in n["inputs"] if x != "input"])
+
+    # Scratch shared by every conv: [im2col, ending on a WORKSPACE_ALIGN boundary] [gather
+    # table] [padded image]; then the tensors, each placed at the lowest offset where it
+    # overlaps no tensor still to be read.
+    steps = max(o["steps"] for o in ops if o["kind"] == OP_KINDS.index("CONV") + 1)
+    padded = max(_padded_halfwords(o) for o in ops if o["kind"] == OP_KINDS.index("CONV") + 1)
+    base = _align(16 * steps, WORKSPACE_ALIGN)
+    scratch_end = _align(base + 16 * steps) + 2 * padded
+    last_read = {n["name"]: max([j for j, r in enumerate(reads) if n["name"] in r],
+                                default=len(nodes)) for n in nodes}
+    placed: dict[str, tuple[int, int]] = {}
+    for i, (n, rec) in enumerate(zip(nodes, ops)):
+        size = _out_bytes(rec)
+        live = sorted(v for k, v in placed.items() if last_read[k] >= i)
+        at = _align(scratch_end)
+        for start, end in live:
+            if at + size <= start:
+                break
+            at = max(at, _align(end))
+        placed[n["name"]] = (at, at + size)
+        rec["out_offset"] = at
+        if rec["kind"] == OP_KINDS.index("CONV") + 1:
+            rec.update(im2col_offset=base - 16 * rec["steps"], gather_offset=base,
+                       padded_offset=_align(base + 16 * steps))
+        if reads[i]:
+            rec["in_offset"] = placed[reads[i][0]][0]
+        if rec.get("residual"):
+            rec["res_offset"] = placed[reads[i][1]][0]
+    hdr["workspace_bytes"] = _align(max(end for _, end in placed.values()))
+    return ops
+
+
+def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | None = None,
+               labels: np.ndarray | None = None, *, fast_requant: bool = True,
+               partition: str = "accel") -> bytes:
+    """The firmware blob of ``model`` compiled for ``config``, with optional test images
+    ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``partition``: ``"accel"``
+    (the middle layers on the accelerator) or ``"mcu"`` (every layer on the MCU; no
+    accelerator program, ``config`` only recorded). ``fast_requant=False`` gives every MCU
+    conv ``RQ_GENERIC`` (the portable path, to compare). :class:`BlobError` (or
+    :class:`~compiler.CompileError`) says why a model cannot be built."""
+    if partition not in ("accel", "mcu"):
+        raise BlobError(f"partition must be 'accel' or 'mcu', not {partition!r}")
+    sec = _Sections()
+    hdr = {f.name: 0 for f in HEADER_FIELDS}
+    c, h, w = model.input_shape
+    last = model.nodes[-1]
+    if last["op"] != "fc":
+        raise BlobError(f"{model.path}: the last node must be the fc giving the logits")
+    hdr.update(_hw_words(config), in_channels=c, in_height=h, in_width=w,
+               pixel_max=model.manifest["input"]["pixel_max"],
+               classes=last["out_features"],
+               partition=PARTITIONS.index(partition.upper()) + 1)
+    if partition == "accel":
+        ops, program = _accel_ops(model, config, sec, hdr, fast_requant)
+        prog = program.program_words().astype("<u4")
+        wimg = program.weight_image.astype("<u4")
+        pimg = program.param_image.astype("<u4")
+    else:
+        ops = _mcu_ops(model, sec, hdr, fast_requant)
+        prog = wimg = pimg = np.zeros(0, "<u4")
+    if len(ops) > MAX_OPS:
+        raise BlobError(f"{len(ops)} ops; the firmware takes at most {MAX_OPS}")
 
     hdr["ops_count"] = len(ops)
     hdr["ops_offset"] = sec.add(np.array([[r[f.name] for f in OP_FIELDS] for r in ops],
                                          dtype="<u4").tobytes())
-    prog = program.program_words().astype("<u4")
     hdr["program_words"] = len(prog)
     hdr["program_offset"] = sec.add(prog.tobytes())
-    hdr["weight_words"] = len(program.weight_image)
-    hdr["weights_offset"] = sec.add(program.weight_image.astype("<u4").tobytes())
-    hdr["param_words"] = len(program.param_image)
-    hdr["params_offset"] = sec.add(program.param_image.astype("<u4").tobytes())
+    hdr["weight_words"] = len(wimg)
+    hdr["weights_offset"] = sec.add(wimg.tobytes())
+    hdr["param_words"] = len(pimg)
+    hdr["params_offset"] = sec.add(pimg.tobytes())
 
     if images is None:
         images = np.zeros((0, c, h, w), np.uint8)
@@ -544,68 +743,147 @@ def _hwc(h: int, w: int, cs: int) -> int:
     return _align(h * w, 2) * cs
 
 
-def _check_ops(h: dict, ops: list[dict]) -> dict:
-    """``ops_ok`` of cim_model.c: the chain, its shapes, its sections and workspace areas;
-    returns the OFFLOAD op."""
-    ws = h["workspace_bytes"]
+def _kind(op: dict) -> str | None:
+    return OP_KINDS[op["kind"] - 1] if 1 <= op["kind"] <= len(OP_KINDS) else None
 
-    def area(offset, size):
-        return offset % 8 == 0 and offset + size <= ws
 
+class _Ws:
+    """Workspace areas: inside the workspace, 8-byte aligned; and disjointness."""
+
+    def __init__(self, h: dict):
+        self.ws = h["workspace_bytes"]
+
+    def area(self, offset, size):
+        return offset % 8 == 0 and offset + size <= self.ws
+
+    @staticmethod
     def disjoint(a, alen, b, blen):
         return a + alen <= b or b + blen <= a
+
+
+def _conv_areas(c: dict) -> list[tuple[int, int]]:
+    """The workspace areas a CONV writes: im2col, gather table, padded image, output."""
+    xbytes = 16 * c["steps"]
+    padded = 2 * (c["in_c"] * (c["in_h"] + 2 * c["pad"]) * (c["in_w"] + 2 * c["pad"]) + 1)
+    return [(c["im2col_offset"], xbytes), (c["gather_offset"], xbytes),
+            (c["padded_offset"], padded),
+            (c["out_offset"], _hwc(c["out_h"], c["out_w"], c["out_cstride"]))]
+
+
+def _written(op: dict) -> list[tuple[int, int]]:
+    """Every workspace area an op writes."""
+    if _kind(op) == "CONV":
+        return _conv_areas(op)
+    return [(op["out_offset"], _out_bytes(op))]
+
+
+def _conv_weight_bytes(c: dict) -> int:
+    return (c["out_c"] + 1) // 2 * (16 if c["w_bytes"] == 2 else 8) * c["steps"]
+
+
+def _check_conv(h: dict, c: dict, i: int) -> None:
+    """``conv_ok``: a CONV's shapes, requantization fields, sections and workspace areas
+    (its own: what it reads against what it writes)."""
+    ws = _Ws(h)
+    cpairs = (c["out_c"] + 1) // 2
+    taps = c["in_c"] * c["kernel"] ** 2
+    lo, hi = _s32(c["out_lo"]), _s32(c["out_hi"])
+    bits = c["out_bits"]
+    rng = ((-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if c["out_signed"]
+           else (0, (1 << bits) - 1))
+    image = c["in_cstride"] == 0
+    reads = [] if image else [(c["in_offset"], _hwc(c["in_h"], c["in_w"], c["in_cstride"]))]
+    if c["residual"] == 1:
+        reads.append((c["res_offset"], _hwc(c["out_h"], c["out_w"], c["res_cstride"])))
+    _require((c["in_c"], c["in_h"], c["in_w"], c["in_offset"], c["in_signed"])
+             == (h["in_channels"], h["in_height"], h["in_width"], 0, 0) if image
+             else _hwc_ok(c["in_c"], c["in_cstride"]) and c["in_signed"] == 0,
+             f"CONV op {i}: input shape or layout")
+    _require(_geometry(c["in_h"], c["out_h"], c["kernel"], c["stride"], c["pad"])
+             and _geometry(c["in_w"], c["out_w"], c["kernel"], c["stride"], c["pad"])
+             and _hwc_ok(c["out_c"], c["out_cstride"]) and c["out_cstride"] >= 2 * cpairs
+             and 1 <= bits <= 8 and c["out_signed"] <= 1
+             and (bits >= 2 or not c["out_signed"]) and (lo, hi) == rng,
+             f"CONV op {i}: shapes, geometry or output range inconsistent")
+    _require(1 <= c["steps"] <= CONV_MAX_STEPS and c["steps"] == -(-taps // 4),
+             f"CONV op {i}: steps {c['steps']}, the {taps} taps take {-(-taps // 4)}")
+    if c["rq_mode"] == RQ_MODES.index("FAST") + 1:
+        _require(not c["out_signed"] and c["shift"] == 8 - bits, f"CONV op {i}: RQ_FAST fields")
+    else:
+        _require(c["rq_mode"] == RQ_MODES.index("GENERIC") + 1 and 1 <= c["shift"] <= 63,
+                 f"CONV op {i}: rq_mode or shift")
+    _require(c["w_bytes"] in (1, 2) and c["residual"] <= 1
+             and (_hwc_ok(c["out_c"], c["res_cstride"]) and c["res_signed"] <= 1
+                  if c["residual"] else
+                  (c["res_offset"], c["res_cstride"], c["res_signed"]) == (0, 0, 0)),
+             f"CONV op {i}: weight format or residual fields")
+    _require(_section(h, c["weights_offset"], _conv_weight_bytes(c))
+             and _section(h, c["params_offset"], 2 * cpairs * RQ_RECORD_BYTES),
+             f"CONV op {i}: weights or requantization records outside the blob")
+    areas = _conv_areas(c)
+    xbytes = 16 * c["steps"]
+    _require(all(ws.area(*a) for a in areas + reads)
+             and (c["im2col_offset"] + xbytes) % WORKSPACE_ALIGN == 0
+             and all(ws.disjoint(*a, *b) for j, a in enumerate(areas) for b in areas[j + 1:])
+             and all(ws.disjoint(*a, *r) for a in areas for r in reads),
+             f"CONV op {i}: workspace areas outside the workspace or overlapping")
+
+
+def _pool_ok(h: dict, op: dict) -> bool:
+    """``maxpool_ok``."""
+    ws = _Ws(h)
+    fin = _hwc(op["in_h"], op["in_w"], op["in_cstride"])
+    fout = _hwc(op["out_h"], op["out_w"], op["out_cstride"])
+    return (op["in_signed"] == 0 and op["out_signed"] == 0
+            and op["out_c"] == op["in_c"] and op["out_cstride"] == op["in_cstride"]
+            and _hwc_ok(op["in_c"], op["in_cstride"])
+            and _geometry(op["in_h"], op["out_h"], op["kernel"], op["stride"], op["pad"])
+            and _geometry(op["in_w"], op["out_w"], op["kernel"], op["stride"], op["pad"])
+            and ws.area(op["in_offset"], fin) and ws.area(op["out_offset"], fout)
+            and ws.disjoint(op["in_offset"], fin, op["out_offset"], fout))
+
+
+def _avgpool_ok(h: dict, avg: dict) -> bool:
+    ws = _Ws(h)
+    fin = _hwc(avg["in_h"], avg["in_w"], avg["in_cstride"])
+    return (_hwc_ok(avg["in_c"], avg["in_cstride"])
+            and avg["in_signed"] <= 1 and avg["out_c"] == avg["in_c"]
+            and ws.area(avg["in_offset"], fin) and ws.area(avg["out_offset"], 4 * avg["out_c"])
+            and ws.disjoint(avg["in_offset"], fin, avg["out_offset"], 4 * avg["out_c"]))
+
+
+def _fc_ok(h: dict, fc: dict) -> bool:
+    ws = _Ws(h)
+    return (fc["out_c"] == h["classes"] and fc["out_c"] >= 1
+            and _section(h, fc["weights_offset"], fc["out_c"] * fc["in_c"])
+            and _section(h, fc["params_offset"], 8 * fc["out_c"])
+            and ws.area(fc["in_offset"], 4 * fc["in_c"])
+            and ws.area(fc["out_offset"], 8 * fc["out_c"])
+            and ws.disjoint(fc["in_offset"], 4 * fc["in_c"], fc["out_offset"], 8 * fc["out_c"]))
+
+
+def _check_ops(h: dict, ops: list[dict]) -> dict | None:
+    """``ops_ok`` of cim_model.c: the chain of the blob's partition, its shapes, its sections
+    and workspace areas; returns the OFFLOAD op (None for the MCU partition)."""
+    if h["partition"] == PARTITIONS.index("MCU") + 1:
+        _check_mcu_ops(h, ops)
+        return None
+    ws = _Ws(h)
 
     def chained(prev, op):
         return all(op[f"in_{f}"] == prev[f"out_{f}"] for f in
                    ("c", "h", "w", "cstride", "signed", "offset"))
 
-    kinds = [OP_KINDS[o["kind"] - 1] if 1 <= o["kind"] <= len(OP_KINDS) else None
-             for o in ops]
+    kinds = [_kind(o) for o in ops]
     n = len(ops)
     _require(n >= 4 and kinds[0] == "CONV", f"op 0 is {kinds[0]}, not CONV")
     c = ops[0]
-    cpairs = (c["out_c"] + 1) // 2
-    taps = c["in_c"] * c["kernel"] ** 2
-    _require(c["in_c"] == h["in_channels"] and c["in_h"] == h["in_height"]
-             and c["in_w"] == h["in_width"]
-             and _geometry(c["in_h"], c["out_h"], c["kernel"], c["stride"], c["pad"])
-             and _geometry(c["in_w"], c["out_w"], c["kernel"], c["stride"], c["pad"])
-             and _hwc_ok(c["out_c"], c["out_cstride"]) and c["out_cstride"] >= 2 * cpairs
-             and 1 <= c["out_bits"] <= 8 and c["out_signed"] <= 1
-             and _s32(c["out_lo"]) <= _s32(c["out_hi"]),
-             "CONV: shapes, geometry or output range inconsistent")
-    _require(1 <= c["steps"] <= CONV_MAX_STEPS and c["steps"] == -(-taps // 4),
-             f"CONV: steps {c['steps']}, the {taps} taps take {-(-taps // 4)}")
-    if c["rq_mode"] == RQ_MODES.index("FAST") + 1:
-        _require(not c["out_signed"] and c["shift"] == 8 - c["out_bits"] and c["out_lo"] == 0
-                 and c["out_hi"] == (1 << c["out_bits"]) - 1, "CONV: RQ_FAST fields")
-    else:
-        _require(c["rq_mode"] == RQ_MODES.index("GENERIC") + 1 and 1 <= c["shift"] <= 63,
-                 "CONV: rq_mode or shift")
-    xbytes = 16 * c["steps"]
-    padded = 2 * (c["in_c"] * (c["in_h"] + 2 * c["pad"]) * (c["in_w"] + 2 * c["pad"]) + 1)
-    out = _hwc(c["out_h"], c["out_w"], c["out_cstride"])
-    _require(_section(h, c["weights_offset"], cpairs * 16 * c["steps"])
-             and _section(h, c["params_offset"], 2 * cpairs * RQ_RECORD_BYTES),
-             "CONV: weights or requantization records outside the blob")
-    areas = [(c["im2col_offset"], xbytes), (c["gather_offset"], xbytes),
-             (c["padded_offset"], padded), (c["out_offset"], out)]
-    _require(all(area(*a) for a in areas)
-             and (c["im2col_offset"] + xbytes) % WORKSPACE_ALIGN == 0
-             and all(disjoint(*a, *b) for i, a in enumerate(areas) for b in areas[i + 1:]),
-             "CONV: workspace areas outside the workspace or overlapping")
+    _require(c["in_cstride"] == 0 and c["w_bytes"] == 2 and c["residual"] == 0,
+             "CONV: the ACCEL partition's conv reads the image with 16-bit weights")
+    _check_conv(h, c, 0)
     i = 1
     while i < n and kinds[i] == "MAXPOOL":
-        p, op = ops[i - 1], ops[i]
-        fin = _hwc(op["in_h"], op["in_w"], op["in_cstride"])
-        fout = _hwc(op["out_h"], op["out_w"], op["out_cstride"])
-        _require(chained(p, op) and op["in_signed"] == 0 and op["out_signed"] == 0
-                 and op["out_c"] == op["in_c"] and op["out_cstride"] == op["in_cstride"]
-                 and _hwc_ok(op["in_c"], op["in_cstride"])
-                 and _geometry(op["in_h"], op["out_h"], op["kernel"], op["stride"], op["pad"])
-                 and _geometry(op["in_w"], op["out_w"], op["kernel"], op["stride"], op["pad"])
-                 and area(op["in_offset"], fin) and area(op["out_offset"], fout)
-                 and disjoint(op["in_offset"], fin, op["out_offset"], fout),
+        _require(chained(ops[i - 1], ops[i]) and _pool_ok(h, ops[i]),
                  f"MAXPOOL op {i}: inconsistent with its input, geometry or workspace")
         i += 1
     _require(n - i == 3 and kinds[i:] == ["OFFLOAD", "AVGPOOL", "FC"],
@@ -628,24 +906,63 @@ def _check_ops(h: dict, ops: list[dict]) -> dict:
                                                 off["act_in_bits"]) <= act
              and off["act_out_base"] + act_words(off["out_c"], off["out_h"], off["out_w"],
                                                  off["act_out_bits"]) <= act
-             and area(off["in_offset"], fin) and area(off["out_offset"], fout)
-             and disjoint(off["in_offset"], fin, off["out_offset"], fout),
+             and ws.area(off["in_offset"], fin) and ws.area(off["out_offset"], fout)
+             and ws.disjoint(off["in_offset"], fin, off["out_offset"], fout),
              "OFFLOAD: inconsistent with its input, the activation buffer or the workspace")
-    fin = _hwc(avg["in_h"], avg["in_w"], avg["in_cstride"])
-    _require(chained(off, avg) and _hwc_ok(avg["in_c"], avg["in_cstride"])
-             and avg["in_signed"] <= 1 and avg["out_c"] == avg["in_c"]
-             and area(avg["in_offset"], fin) and area(avg["out_offset"], 4 * avg["out_c"])
-             and disjoint(avg["in_offset"], fin, avg["out_offset"], 4 * avg["out_c"]),
+    _require(chained(off, avg) and _avgpool_ok(h, avg),
              "AVGPOOL: inconsistent with its input or the workspace")
-    _require(chained(off, avg) and fc["in_c"] == avg["out_c"]
-             and fc["in_offset"] == avg["out_offset"] and fc["out_c"] == h["classes"]
-             and fc["out_c"] >= 1
-             and _section(h, fc["weights_offset"], fc["out_c"] * fc["in_c"])
-             and _section(h, fc["params_offset"], 8 * fc["out_c"])
-             and area(fc["in_offset"], 4 * fc["in_c"]) and area(fc["out_offset"], 8 * fc["out_c"])
-             and disjoint(fc["in_offset"], 4 * fc["in_c"], fc["out_offset"], 8 * fc["out_c"]),
+    _require(fc["in_c"] == avg["out_c"] and fc["in_offset"] == avg["out_offset"]
+             and _fc_ok(h, fc),
              "FC: inconsistent with its input, the classes, the blob or the workspace")
     return off
+
+
+def _check_mcu_ops(h: dict, ops: list[dict]) -> None:
+    """``mcu_ops_ok``: every op valid on its own; op 0 the CONV on the image, the last the FC;
+    every tensor an op reads is the output of the latest earlier op that wrote at its
+    offset, of the shape and kind the reader takes, and no op in between (nor the reader)
+    writes over it."""
+    kinds = [_kind(o) for o in ops]
+    _require(kinds[0] == "CONV" and ops[0]["in_cstride"] == 0 and kinds[-1] == "FC"
+             and all(k in ("CONV", "MAXPOOL", "AVGPOOL", "FC") for k in kinds),
+             f"the MCU partition's ops are {kinds}: CONV first, FC last, no OFFLOAD")
+    for i, op in enumerate(ops):
+        kind = kinds[i]
+        reads = []      # (offset, bytes, producer kinds, c, h, w, cstride, signed)
+        if kind == "CONV":
+            _require(i == 0 or op["in_cstride"] != 0, f"CONV op {i} reads the image")
+            _check_conv(h, op, i)
+            if i:
+                reads.append((op["in_offset"], ("CONV", "MAXPOOL"), op["in_c"], op["in_h"],
+                              op["in_w"], op["in_cstride"], op["in_signed"]))
+            if op["residual"]:
+                reads.append((op["res_offset"], ("CONV", "MAXPOOL"), op["out_c"],
+                              op["out_h"], op["out_w"], op["res_cstride"], op["res_signed"]))
+        elif kind == "MAXPOOL":
+            _require(_pool_ok(h, op), f"MAXPOOL op {i}: geometry or workspace")
+            reads.append((op["in_offset"], ("CONV", "MAXPOOL"), op["in_c"], op["in_h"],
+                          op["in_w"], op["in_cstride"], op["in_signed"]))
+        elif kind == "AVGPOOL":
+            _require(_avgpool_ok(h, op) and op["out_signed"] == 1,
+                     f"AVGPOOL op {i}: shapes or workspace")
+            reads.append((op["in_offset"], ("CONV", "MAXPOOL"), op["in_c"], op["in_h"],
+                          op["in_w"], op["in_cstride"], op["in_signed"]))
+        else:
+            _require(i == len(ops) - 1 and _fc_ok(h, op), f"FC op {i}: not last, or "
+                     "inconsistent with the classes, the blob or the workspace")
+            reads.append((op["in_offset"], ("AVGPOOL",), op["in_c"], 1, 1, 0, 1))
+        for offset, producers, c, hh, w, cs, signed in reads:
+            size = 4 * c if producers == ("AVGPOOL",) else _hwc(hh, w, cs)
+            j = max((j for j in range(i) if ops[j]["out_offset"] == offset), default=None)
+            p = ops[j] if j is not None else None
+            _require(p is not None and kinds[j] in producers
+                     and (p["out_c"], p["out_h"], p["out_w"], p["out_signed"]) == (
+                         c, hh, w, signed)
+                     and (kinds[j] == "AVGPOOL" or p["out_cstride"] == cs),
+                     f"op {i} reads a tensor at {offset} that no earlier op wrote so")
+            _require(all(_Ws.disjoint(offset, size, *a)
+                         for m in range(j + 1, i + 1) for a in _written(ops[m])),
+                     f"op {i} reads a tensor at {offset} that an op after op {j} overwrote")
 
 
 def _s32(v: int) -> int:
@@ -654,10 +971,8 @@ def _s32(v: int) -> int:
 
 def _check_layout(h: dict, ops: list[dict]) -> None:
     """``layout_ok``: the sections tile the blob from the header to ``total_bytes``."""
-    conv, fc = ops[0], ops[-1]
     n = h["images_count"]
-    cpairs = (conv["out_c"] + 1) // 2
-    sections = sorted([
+    sections = [
         (h["ops_offset"], 4 * OP_WORDS * h["ops_count"], "ops"),
         (h["program_offset"], 4 * h["program_words"], "program"),
         (h["weights_offset"], 4 * h["weight_words"], "weights"),
@@ -665,11 +980,16 @@ def _check_layout(h: dict, ops: list[dict]) -> None:
         (h["images_offset"], n * h["in_channels"] * h["in_height"] * h["in_width"], "images"),
         (h["labels_offset"], 4 * n, "labels"),
         (h["expected_offset"], 8 * n * h["classes"], "expected"),
-        (conv["weights_offset"], cpairs * 16 * conv["steps"], "CONV weights"),
-        (conv["params_offset"], 2 * cpairs * RQ_RECORD_BYTES, "CONV records"),
-        (fc["weights_offset"], fc["out_c"] * fc["in_c"], "FC weights"),
-        (fc["params_offset"], 8 * fc["out_c"], "FC biases"),
-    ], key=lambda s: s[:2])
+    ]
+    for i, op in enumerate(ops):
+        if _kind(op) == "CONV":
+            sections += [(op["weights_offset"], _conv_weight_bytes(op), f"CONV {i} weights"),
+                         (op["params_offset"], (op["out_c"] + 1) // 2 * 2 * RQ_RECORD_BYTES,
+                          f"CONV {i} records")]
+        elif _kind(op) == "FC":
+            sections += [(op["weights_offset"], op["out_c"] * op["in_c"], f"FC {i} weights"),
+                         (op["params_offset"], 8 * op["out_c"], f"FC {i} biases")]
+    sections = sorted(sections    , key=lambda s: s[:2])
     end = h["header_bytes"]
     for offset, size, name in sections:
         _require(offset == _align(end), f"section {name} at byte {offset}, where the one "
@@ -718,8 +1038,9 @@ def _check_program(blob: bytes, h: dict, off: dict) -> None:
              f"{h['hw_param_record_words']} words")
 
 
-def _check_contents(blob: bytes, h: dict, conv: dict) -> None:
-    """``contents_ok``: images, labels and the CONV records as the header describes them."""
+def _check_contents(blob: bytes, h: dict, ops: list[dict]) -> None:
+    """``contents_ok``: images, labels and every CONV's records as the header and ops
+    describe them."""
     n = h["images_count"]
     px = np.frombuffer(blob, np.uint8, n * h["in_channels"] * h["in_height"] * h["in_width"],
                        h["images_offset"])
@@ -728,12 +1049,19 @@ def _check_contents(blob: bytes, h: dict, conv: dict) -> None:
     labels = _u32(blob, h["labels_offset"], n)
     _require(not n or int(labels.max()) < h["classes"],
              f"a test label is not below classes {h['classes']}")
-    rec = np.frombuffer(blob, [("bias", "<i8"), ("mult", "<i4"), ("zero", "<i4")],
-                        (conv["out_c"] + 1) // 2 * 2, conv["params_offset"])
-    _require(not rec["zero"].any(), "CONV: a requantization record's reserved word is not 0")
-    if conv["rq_mode"] == RQ_MODES.index("GENERIC") + 1:
-        _require(np.abs(rec["mult"].astype(np.int64)).max() <= (1 << 15) - 1,
-                 "CONV: RQ_GENERIC multipliers outside 16 bits (RQ_FAST records?)")
+    for i, conv in enumerate(ops):
+        if _kind(conv) != "CONV":
+            continue
+        rec = np.frombuffer(blob, RQ_DTYPE, (conv["out_c"] + 1) // 2 * 2,
+                            conv["params_offset"])
+        rm = rec["res_mult"].astype(np.int64)
+        _require(conv["residual"] or not rm.any(),
+                 f"CONV op {i}: a res_mult without a residual")
+        if conv["rq_mode"] == RQ_MODES.index("GENERIC") + 1:
+            _require(np.abs(rec["mult"].astype(np.int64)).max() <= (1 << 15) - 1
+                     and np.abs(rm).max() <= (1 << 23) - 1,
+                     f"CONV op {i}: RQ_GENERIC multipliers outside 16 bits or residual "
+                     "multipliers outside 24 (RQ_FAST records?)")
 
 
 def check_blob(blob: bytes, config: HwConfig | None = None) -> tuple[dict, list[dict]]:
@@ -765,8 +1093,9 @@ def check_blob(blob: bytes, config: HwConfig | None = None) -> tuple[dict, list[
         ops = parse_ops(blob)
         off = _check_ops(h, ops)
         _check_layout(h, ops)
-        _check_program(blob, h, off)
-        _check_contents(blob, h, ops[0])
+        if off is not None:
+            _check_program(blob, h, off)
+        _check_contents(blob, h, ops)
         if config is not None:
             want = _hw_words(config)
             diff = [k for k, v in want.items() if h[k] != v]
@@ -791,9 +1120,14 @@ def _check_header(h: dict) -> None:
              and h["hw_param_record_words"] == fmt.PARAM_WORDS
              and image >= 1 and 1 <= h["pixel_max"] <= 255,
              "header: hardware words, image shape, classes or pixel_max out of range")
-    _require(1 <= h["ops_count"] <= 16
+    mcu = h["partition"] == PARTITIONS.index("MCU") + 1
+    _require(1 <= h["partition"] <= len(PARTITIONS)
+             and (h["program_words"] == h["weight_words"] == h["param_words"] == 0 if mcu
+                  else h["program_words"] >= 1),
+             "header: partition, or accelerator images in an MCU blob")
+    _require(1 <= h["ops_count"] <= MAX_OPS
              and _section(h, h["ops_offset"], 4 * OP_WORDS * h["ops_count"])
-             and 1 <= h["program_words"] <= h["hw_prog_words"]
+             and h["program_words"] <= h["hw_prog_words"]
              and _section(h, h["program_offset"], 4 * h["program_words"])
              and h["weight_words"] <= h["hw_weight_words"]
              and _section(h, h["weights_offset"], 4 * h["weight_words"])
@@ -877,6 +1211,10 @@ def render_header() -> str:
         f"#define CIM_RQ_RECORD_BYTES     {RQ_RECORD_BYTES}u",
         f"#define CIM_WORKSPACE_ALIGN     {WORKSPACE_ALIGN}u",
         f"#define CIM_CONV_MAX_STEPS      {CONV_MAX_STEPS}u /* 4 taps per step */",
+        f"#define CIM_BLOB_MAX_OPS        {MAX_OPS}u",
+        "",
+        "/* Partitions (header word partition). */",
+        *[f"#define CIM_PARTITION_{k:<10}{i + 1}u" for i, k in enumerate(PARTITIONS)],
         "",
         "/* Op kinds. */",
         *[f"#define CIM_OP_{k:<17}{i + 1}u" for i, k in enumerate(OP_KINDS)],
@@ -892,7 +1230,7 @@ def render_header() -> str:
         "typedef struct {",
         "    int64_t bias;",
         "    int32_t mult;",
-        "    int32_t reserved;",
+        "    int32_t res_mult;   /* 0 without a residual */",
         "} cim_rq_record_t;",
         "",
         "/* Stages of a frame (cim_results_t.marker, .stage_cycles). */",
