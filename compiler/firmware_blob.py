@@ -1261,6 +1261,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=8,
                    help="test images to embed from the model's dataset (0: none)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--partition", choices=("accel", "mcu"), default="accel",
+                   help="accel: the middle layers on the accelerator; mcu: every layer on "
+                        "the MCU")
     p.add_argument("--out", help="write the blob here")
     p.add_argument("--header", nargs="?", const=str(HEADER_PATH), default=None,
                    help="write the C declarations (default: firmware/include/cim_format.h) "
@@ -1279,7 +1282,7 @@ def main(argv=None) -> int:
         x = y = None
         if args.images:
             x, y = test_images(model, args.images, args.data_dir)
-        blob = build_blob(model, config, x, y)
+        blob = build_blob(model, config, x, y, partition=args.partition)
     except (ValueError, data.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -1287,7 +1290,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(blob)
     h = parse_header(blob)
-    print(f"{out}: {len(blob):,} bytes, {args.model} for {config.name!r}, "
+    print(f"{out}: {len(blob):,} bytes, {args.model} for {config.name!r} ({args.partition}), "
           f"{h['images_count']} test images, workspace {h['workspace_bytes']:,} bytes")
     return 0
 

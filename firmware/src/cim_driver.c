@@ -113,6 +113,10 @@ static int busy(const cim_dev_t *dev)
 
 cim_status_t cim_load_model(cim_dev_t *dev, const cim_model_t *model)
 {
+    if (!dev || !model || !model->base)
+        return CIM_ERR_ARG;
+    if (model->hdr->partition == CIM_PARTITION_MCU)
+        return CIM_OK;      /* every layer runs on the MCU: nothing to write */
     cim_status_t st = cim_check_model(dev, model);
     if (st != CIM_OK)
         return st;
