@@ -181,8 +181,8 @@ async def firmware(dut):
     if out:
         Path(out).write_text(json.dumps(dict(
             model=spec, config=cfg.name, images=count, wait=wait, setup=run.setup,
-            frames=run.frames, conv1_macs=macs, partition=partition, instructions=run.instructions, irqs=run.irqs,
+            frames=run.frames, conv1_macs=macs, instructions=run.instructions, irqs=run.irqs,
             bus_reads=run.bus_reads, bus_writes=run.bus_writes, stage_bus=run.stage_bus,
             cycles=cycles, accel_cycles=r["accel_cycles"], stage_cycles=r["stage_cycles"],
             seconds=time.perf_counter() - t0, build_seconds=build_seconds,
-            run_seconds=run_seconds, correct=correct), indent=1))
+            run_seconds=run_seconds, correct=correct, partition=partition), indent=1))
