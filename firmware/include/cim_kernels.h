@@ -35,8 +35,8 @@ uint32_t cim_argmax64(const int64_t *v, uint32_t n);
 
 /* The conv's channel loop for one pixel pair, in Cortex-M4 assembly (cim_conv_m4.S), for
  * 16-bit (cim_conv_channels_m4) and 8-bit weights (cim_conv_channels_q7_m4). Used for
- * CIM_RQ_FAST convs without a residual when CIM_HAVE_DSP; the C loop in cim_kernels.c is
- * the reference. */
+ * CIM_RQ_FAST convs without a residual when CIM_HAVE_DSP (the others: cim_conv_dots_*, and
+ * the requantization in C); the C loops in cim_kernels.c are the reference. */
 typedef struct {
     const uint32_t *x;        /* im2col vectors of the two pixels; x + 4 * steps is aligned
                                  to CIM_WORKSPACE_ALIGN */
@@ -51,5 +51,10 @@ typedef struct {
 
 void cim_conv_channels_m4(const cim_conv_job_t *job);
 void cim_conv_channels_q7_m4(const cim_conv_job_t *job);
+
+/* The dot products alone: for every channel pair, four int32 accumulators (pixel A channel
+ * 0, A 1, B 0, B 1) stored from out_a on (4-byte aligned; rq, out_b and d unused). */
+void cim_conv_dots_m4(const cim_conv_job_t *job);
+void cim_conv_dots_q7_m4(const cim_conv_job_t *job);
 
 #endif /* CIM_KERNELS_H */

@@ -7,7 +7,9 @@
  * cim_conv_channels_m4 takes the weights as signed 16-bit pairs (w_bytes 2), and
  * cim_conv_channels_q7_m4 as signed bytes (w_bytes 1), which two SXTB16 per weight word
  * widen to the two 16-bit pairs of a step, as CMSIS-NN does (four instructions more per
- * step, half the flash).
+ * step, half the flash). The cim_conv_dots_* variants store the four accumulators of each
+ * channel pair (int32 A.c0, A.c1, B.c0, B.c1 at job->out_a) instead, for the C code to
+ * requantize: RQ_GENERIC, signed outputs, residuals.
  * The C loop conv_channels_c() in cim_kernels.c is the reference; both give the golden
  * model's integers.
  *
@@ -94,7 +96,7 @@
     strb    r3, [\out], #1
     .endm
 
-    .macro CONV_CHANNELS name, step, step_bytes
+    .macro CONV_CHANNELS name, step, step_bytes, dots
     .global \name
     .type \name, %function
     .thumb_func
@@ -143,6 +145,9 @@
     bne     \name\()_body
 
     ldmia   sp, {r0, r5, r6, r7, r8}
+    .if \dots
+    stmia   r6!, {r10, r11, r12, lr}    /* the accumulators A.c0, A.c1, B.c0, B.c1 */
+    .else
     ldrd    r2, r3, [r0]            /* channel c0 */
     ldr     r4, [r0, #8]
     REQUANT r10, r4, r6
@@ -154,6 +159,7 @@
     ldrd    r2, r3, [r0, #16]
     REQUANT lr, r4, r7
     adds    r0, r0, #32
+    .endif
     subs    r8, r8, #1
     stmia   sp, {r0, r5, r6, r7, r8}
     bne     \name\()_pair
@@ -167,5 +173,7 @@
     .thumb
     .text
 
-    CONV_CHANNELS cim_conv_channels_m4, STEP16, 40
-    CONV_CHANNELS cim_conv_channels_q7_m4, STEP8, 56
+    CONV_CHANNELS cim_conv_channels_m4, STEP16, 40, 0
+    CONV_CHANNELS cim_conv_channels_q7_m4, STEP8, 56, 0
+    CONV_CHANNELS cim_conv_dots_m4, STEP16, 40, 1
+    CONV_CHANNELS cim_conv_dots_q7_m4, STEP8, 56, 1

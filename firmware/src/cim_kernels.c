@@ -122,17 +122,21 @@ static inline int32_t res_value(const uint8_t *p, uint32_t sgn)
     return sgn ? (int32_t)(((uint32_t)*p ^ 0x80u) - 0x80u) : (int32_t)*p;
 }
 
-/* Every channel pair of one pixel pair, in C. res_a / res_b: the residual pixels (NULL
- * without). */
-static void conv_channels_c(const cim_blob_op_t *op, const conv_geom_t *g, const uint32_t *x,
-                            const uint32_t *w, const cim_rq_record_t *rq, uint8_t *out_a,
-                            uint8_t *out_b, const uint8_t *res_a, const uint8_t *res_b)
+/* Words of weights per channel pair. */
+static uint32_t conv_pair_words(const cim_blob_op_t *op, const conv_geom_t *g)
 {
-    const rq_rule_t q = {op->rq_mode == CIM_RQ_FAST, op->shift, (int32_t)op->out_lo,
-                         (int32_t)op->out_hi};
+    return op->w_bytes == 1u ? g->pairs : 2u * g->pairs;
+}
+
+#if !CIM_CONV_ASM
+/* The dot products of `n` channel pairs of one pixel pair, in C (cim_conv_dots_m4 and
+ * cim_conv_dots_q7_m4 in assembly): acc[4 c ..] = A.c0, A.c1, B.c0, B.c1 of pair c. */
+static void conv_dots_c(const cim_blob_op_t *op, const conv_geom_t *g, const uint32_t *x,
+                        const uint32_t *w, uint32_t n, int32_t *acc)
+{
     const int q7 = op->w_bytes == 1u;
-    const uint32_t wstride = q7 ? g->pairs : 2u * g->pairs;    /* words per channel pair */
-    for (uint32_t c = 0; c < g->channel_pairs; c++, w += wstride, rq += 2) {
+    const uint32_t wstride = conv_pair_words(op, g);
+    for (uint32_t c = 0; c < n; c++, w += wstride, acc += 4) {
         int32_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;   /* pixel, channel */
         if (q7) {
             for (uint32_t s = 0; s < g->pairs / 2u; s++) {
@@ -155,6 +159,23 @@ static void conv_channels_c(const cim_blob_op_t *op, const conv_geom_t *g, const
                 b1 = cim_smlad(xb, w1, b1);
             }
         }
+        acc[0] = a0;
+        acc[1] = a1;
+        acc[2] = b0;
+        acc[3] = b1;
+    }
+}
+#endif
+
+/* The outputs of channel pairs q0 .. q0 + n - 1 of one pixel pair from their accumulators;
+ * res_a / res_b: the residual pixels (NULL without). */
+static void conv_requant(const cim_blob_op_t *op, const int32_t *acc, uint32_t q0, uint32_t n,
+                         const cim_rq_record_t *rq, uint8_t *out_a, uint8_t *out_b,
+                         const uint8_t *res_a, const uint8_t *res_b)
+{
+    const rq_rule_t q = {op->rq_mode == CIM_RQ_FAST, op->shift, (int32_t)op->out_lo,
+                         (int32_t)op->out_hi};
+    for (uint32_t c = q0; c < q0 + n; c++, acc += 4) {
         int32_t ra0 = 0, ra1 = 0, rb0 = 0, rb1 = 0;
         if (res_a) {
             const uint32_t sgn = op->res_signed;
@@ -165,13 +186,18 @@ static void conv_channels_c(const cim_blob_op_t *op, const conv_geom_t *g, const
                 rb1 = res_value(res_b + 2u * c + 1u, sgn);
             }
         }
+        const cim_rq_record_t *r = rq + 2u * c;
         uint8_t *oa = out_a + 2u * c, *ob = out_b + 2u * c;
-        oa[0] = requant(&q, a0, ra0, &rq[0]);
-        oa[1] = requant(&q, a1, ra1, &rq[1]);
-        ob[0] = requant(&q, b0, rb0, &rq[0]);
-        ob[1] = requant(&q, b1, rb1, &rq[1]);
+        oa[0] = requant(&q, acc[0], ra0, &r[0]);
+        oa[1] = requant(&q, acc[1], ra1, &r[1]);
+        ob[0] = requant(&q, acc[2], rb0, &r[0]);
+        ob[1] = requant(&q, acc[3], rb1, &r[1]);
     }
 }
+
+/* Channel pairs per dot-product call on the requantization-in-C path (their accumulators
+ * live on the stack). */
+#define CONV_CHUNK 16u
 
 void cim_conv(const cim_blob_op_t *op, const uint8_t *in, const uint32_t *weights,
               const cim_rq_record_t *rq, uint8_t *ws)
@@ -183,17 +209,22 @@ void cim_conv(const cim_blob_op_t *op, const uint8_t *in, const uint32_t *weight
     uint8_t *out = ws + op->out_offset;
     const uint8_t *res = op->residual ? ws + op->res_offset : NULL;
     const uint32_t npix = op->out_h * op->out_w, s = op->stride;
+    const uint32_t wstride = conv_pair_words(op, &g);
+    int32_t acc[4u * CONV_CHUNK];
 
     conv_prepare(op, &g, in, ws);
 #if CIM_CONV_ASM
     cim_conv_job_t job;
     job.x = x;
     job.x_end = x + 4u * op->steps;
-    job.w = weights;
     job.rq = rq;
-    job.channel_pairs = g.channel_pairs;
+    job.out_b = NULL;
     job.d = op->shift;
-    const int use_asm = op->rq_mode == CIM_RQ_FAST && !op->residual;
+    const int fused = op->rq_mode == CIM_RQ_FAST && !op->residual;
+    void (*channels)(const cim_conv_job_t *) =
+        op->w_bytes == 1u ? cim_conv_channels_q7_m4 : cim_conv_channels_m4;
+    void (*dots)(const cim_conv_job_t *) =
+        op->w_bytes == 1u ? cim_conv_dots_q7_m4 : cim_conv_dots_m4;
 #endif
     /* Pixels in pairs (p, p + 1); an odd last pixel is paired with itself and its twin's
      * results go to the pad pixel the workspace has for it. */
@@ -205,19 +236,30 @@ void cim_conv(const cim_blob_op_t *op, const uint8_t *in, const uint32_t *weight
                     padded + 2u * (yb * s * g.wp + xb * s), x);
         uint8_t *out_a = out + p * op->out_cstride, *out_b = out_a + op->out_cstride;
 #if CIM_CONV_ASM
-        if (use_asm) {
+        if (fused) {        /* dot products and requantization in assembly */
+            job.w = weights;
             job.out_a = out_a;
             job.out_b = out_b;
-            if (op->w_bytes == 1u)
-                cim_conv_channels_q7_m4(&job);
-            else
-                cim_conv_channels_m4(&job);
+            job.channel_pairs = g.channel_pairs;
+            channels(&job);
             continue;
         }
 #endif
         const uint8_t *res_a = res ? res + p * op->res_cstride : NULL;
-        conv_channels_c(op, &g, x, weights, rq, out_a, out_b, res_a,
-                        res ? res_a + (pb - p) * op->res_cstride : NULL);
+        const uint8_t *res_b = res ? res_a + (pb - p) * op->res_cstride : NULL;
+        for (uint32_t q0 = 0; q0 < g.channel_pairs; q0 += CONV_CHUNK) {
+            uint32_t n = g.channel_pairs - q0 < CONV_CHUNK ? g.channel_pairs - q0 : CONV_CHUNK;
+            const uint32_t *w = weights + q0 * wstride;
+#if CIM_CONV_ASM
+            job.w = w;
+            job.out_a = (uint8_t *)acc;
+            job.channel_pairs = n;
+            dots(&job);
+#else
+            conv_dots_c(op, &g, x, w, n, acc);
+#endif
+            conv_requant(op, acc, q0, n, rq, out_a, out_b, res_a, res_b);
+        }
     }
 }
 
