@@ -15,6 +15,9 @@ Layout (version :data:`VERSION`, every integer little-endian)
     to ``total_bytes``, so it covers the rest of the header and every section. The
     ``hw_*`` words are the :class:`~contract.config.HwConfig` the program was compiled for
     (``hw_adc_bits`` 0: an ideal macro); the driver refuses hardware that differs.
+    ``partition`` (:data:`PARTITIONS`): ``ACCEL``, the middle layers on the accelerator, or
+    ``MCU``, every layer on the MCU: no program, weight or parameter image (their words 0,
+    their sections empty), and the driver writes nothing into the hardware.
 sections
     At the byte offsets the header gives, each a multiple of :data:`SECTION_ALIGN`:
     ``ops`` (``ops_count`` records of :data:`OP_FIELDS`, one word each), ``program`` (the
@@ -33,18 +36,25 @@ sections
     :func:`check_blob` and the firmware's ``cim_model_open`` refuse a blob where any header
     or op word disagrees with the contents: the CRC only says the bytes are the ones written.
 
-The MCU's part of the network is a chain of ops, run in order: ``CONV`` (the first layer,
-reading the input image), any number of ``MAXPOOL``, ``OFFLOAD`` (the accelerator program),
-``AVGPOOL`` and ``FC``. Each op reads the previous op's output (``CONV``: the image) and writes
-its own, at the ``in_offset`` / ``out_offset`` bytes of the caller's workspace
+The MCU's part of the network is a list of ops, run in order. ``ACCEL`` partition: ``CONV``
+(the first layer, reading the input image), any number of ``MAXPOOL``, ``OFFLOAD`` (the
+accelerator program), ``AVGPOOL`` and ``FC``, each op reading the previous op's output.
+``MCU`` partition: one op per node of the model, in its order: op 0 the ``CONV`` on the
+image, then ``CONV`` (reading HWC bytes, with an optional residual), ``MAXPOOL``,
+``AVGPOOL``, and last the ``FC``; every tensor an op reads (input, residual) is the output of
+the latest earlier op that wrote at that offset, of the shape and kind the op takes, and no
+op in between (nor the reader) writes over it (the generator places every tensor at the
+lowest offset where it overlaps none still to be read). Ops read and write at the
+``in_offset`` / ``res_offset`` / ``out_offset`` bytes of the caller's workspace
 (``workspace_bytes``, aligned to :data:`WORKSPACE_ALIGN`). Tensors there are HWC: pixel
 ``(y, x)`` channel ``c`` is byte ``(y * W + x) * cstride + c`` (``cstride``: channels rounded up
 to a multiple of 4; what the pad channels hold is undefined); ``AVGPOOL`` writes signed 32-bit
-sums, ``FC`` signed 64-bit logits. ``CONV`` also uses three scratch areas there: the im2col
-vectors of two output pixels (``16 * steps`` bytes ending on a :data:`WORKSPACE_ALIGN`
-boundary, which the Cortex-M4 kernel's loop tests instead of a counter), the gather table
-(two 32-bit byte offsets per tap pair) and the image zero-padded to 16-bit pixels
-(``in_c x (in_h + 2 pad) x (in_w + 2 pad)`` plus one zero halfword for the pad taps).
+sums, ``FC`` signed 64-bit logits. ``CONV`` also uses three scratch areas there (shared by
+every conv of the ``MCU`` partition): the im2col vectors of two output pixels (``16 * steps``
+bytes ending on a :data:`WORKSPACE_ALIGN` boundary, which the Cortex-M4 kernel's loop tests
+instead of a counter), the gather table (two 32-bit byte offsets per tap pair) and the input
+zero-padded to 16-bit pixels, planar (``in_c x (in_h + 2 pad) x (in_w + 2 pad)`` plus one
+zero halfword for the pad taps). ``in_cstride`` 0 marks the conv on the image (CHW).
 
 ``CONV`` data (at ``weights_offset`` and ``params_offset`` of the blob)
     Weights as signed 16-bit pairs for the Cortex-M4's dual 16-bit multiply-accumulate
@@ -53,17 +63,25 @@ boundary, which the Cortex-M4 kernel's loop tests instead of a counter), the gat
     ``2q + 1`` form pair ``q``; its ``4 * steps`` words are, for tap pair ``p``, the word of
     channel ``2q`` then the word of channel ``2q + 1``, each holding tap ``2p`` in bits 0..15
     and tap ``2p + 1`` in bits 16..31. The firmware lays out the im2col vectors of two
-    output pixels the same way, so one load serves two multiply-accumulates. Then one
-    :data:`RQ_RECORD_BYTES` record per (padded) output channel: signed 64-bit ``bias``,
-    signed 32-bit ``mult``, 32-bit zero. With ``acc`` the channel's dot product:
+    output pixels the same way, so one load serves two multiply-accumulates. That is
+    ``w_bytes`` 2; with ``w_bytes`` 1 (the ``MCU`` partition's convs after the first, half the
+    flash) the weights are signed bytes, per channel pair and step of four taps a word of
+    channel ``2q`` then one of ``2q + 1``, holding taps ``4s, 4s + 2, 4s + 1, 4s + 3`` in
+    bytes 0..3: SXTB16 widens it to the pair ``(4s, 4s + 1)``, SXTB16 ROR #8 to
+    ``(4s + 2, 4s + 3)`` (:func:`conv_weight_bytes`). Then one :data:`RQ_RECORD_BYTES`
+    record per (padded) output channel: signed 64-bit ``bias``, signed 32-bit ``mult``,
+    signed 32-bit ``res_mult`` (0 without a residual). With ``acc`` the channel's dot product
+    and ``y = acc * mult + bias``, plus ``res * res_mult`` with a residual (``res`` its value
+    at the output's place, signed when ``res_signed``):
 
-    ``rq_mode = RQ_GENERIC``: ``out = clamp((acc * mult + bias) >> shift, lo, hi)``, where
-    ``bias`` already holds the rounding term ``2**(S-1)`` and ``shift`` is ``S``.
+    ``rq_mode = RQ_GENERIC``: ``out = clamp(y >> shift, lo, hi)``, where ``bias`` already
+    holds the rounding term ``2**(S-1)`` and ``shift`` is ``S``; ``out_lo``, ``out_hi`` are
+    the golden model's clamp range of ``out_bits`` and ``out_signed``.
 
     ``rq_mode = RQ_FAST`` (chosen where it is exact for every possible ``acc``: an unsigned
     output and the bounds of :func:`requant_constants`): ``mult = M << k``, ``bias = (B +
-    2**(S-1)) << k`` with ``k = 32 - S + d``, ``d = 8 - out_bits`` (in ``shift``); then
-    ``out = usat8((acc * mult + bias) >> 32) >> d``. The high word of one 32x32+64 bit
+    2**(S-1)) << k`` (``res_mult = R << k``) with ``k = 32 - S + d``, ``d = 8 - out_bits``
+    (in ``shift``); then ``out = usat8(y >> 32) >> d``. The high word of one 32x32+64 bit
     multiply-accumulate (SMLAL), an 8-bit unsigned saturation (USAT) and a shift: the same
     integer as the golden rule, since ``floor(floor(y / 2**(S-d)) / 2**d) = floor(y / 2**S)``
     and clamping before the last shift clamps ``[0, 2**out_bits - 1]``.
