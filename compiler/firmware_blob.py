@@ -126,6 +126,7 @@ VERSION = 2
 SECTION_ALIGN = 8
 WORKSPACE_ALIGN = 4096
 CONV_MAX_STEPS = 1024   # 4096 taps: 16 KiB of im2col vectors per pixel pair
+CONV16_MAX_STEPS = WORKSPACE_ALIGN // 16   # with 16-bit weights: within one aligned block
 RQ_RECORD_BYTES = 16
 MAX_OPS = 64
 PARTITIONS = ("ACCEL", "MCU")
@@ -502,6 +503,10 @@ def _accel_ops(model: golden.IntModel, config: HwConfig, sec: _Sections, hdr: di
     outs = []
 
     conv = pre[0]
+    taps = conv["in_channels"] * conv["kernel"] ** 2
+    if taps > 4 * CONV16_MAX_STEPS:
+        raise BlobError(f"layer {conv['name']!r}: {taps} taps per output; the ACCEL "
+                        f"partition's first conv takes at most {4 * CONV16_MAX_STEPS}")
     ops.append(_conv_op(model, conv, sec, hdr["pixel_max"], fast, 2))
     ops[0].update(in_h=h, in_w=w)
     steps = ops[0]["steps"]
@@ -579,8 +584,10 @@ def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool) -> l
         if op == "conv":
             res = hwc_input(n, n["inputs"][1], unsigned=False) if len(n["inputs"]) == 2 \
                 else None
-            if i == 0:
-                rec = _conv_op(model, n, sec, hdr["pixel_max"], fast, 2)
+            if i == 0:     # 16-bit weights where they fit one block (fewer instructions)
+                taps = n["in_channels"] * n["kernel"] ** 2
+                rec = _conv_op(model, n, sec, hdr["pixel_max"], fast,
+                               2 if taps <= 4 * CONV16_MAX_STEPS else 1)
                 rec.update(in_h=h, in_w=w)
             else:
                 src = hwc_input(n, n["inputs"][0])
@@ -831,6 +838,7 @@ def _check_conv(h: dict, c: dict, i: int) -> None:
         _require(c["rq_mode"] == RQ_MODES.index("GENERIC") + 1 and 1 <= c["shift"] <= 63,
                  f"CONV op {i}: rq_mode or shift")
     _require(c["w_bytes"] in (1, 2) and c["residual"] <= 1
+             and (c["w_bytes"] == 1 or c["steps"] <= CONV16_MAX_STEPS)
              and (_hwc_ok(c["out_c"], c["res_cstride"]) and c["res_signed"] <= 1
                   if c["residual"] else
                   (c["res_offset"], c["res_cstride"], c["res_signed"]) == (0, 0, 0)),
@@ -1229,6 +1237,7 @@ def render_header() -> str:
         f"#define CIM_RQ_RECORD_BYTES     {RQ_RECORD_BYTES}u",
         f"#define CIM_WORKSPACE_ALIGN     {WORKSPACE_ALIGN}u",
         f"#define CIM_CONV_MAX_STEPS      {CONV_MAX_STEPS}u /* 4 taps per step */",
+        f"#define CIM_CONV16_MAX_STEPS    {CONV16_MAX_STEPS}u /* with 16-bit weights */",
         f"#define CIM_BLOB_MAX_OPS        {MAX_OPS}u",
         "",
         "/* Partitions (header word partition). */",

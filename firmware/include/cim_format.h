@@ -17,6 +17,7 @@
 #define CIM_RQ_RECORD_BYTES     16u
 #define CIM_WORKSPACE_ALIGN     4096u
 #define CIM_CONV_MAX_STEPS      1024u /* 4 taps per step */
+#define CIM_CONV16_MAX_STEPS    256u /* with 16-bit weights */
 #define CIM_BLOB_MAX_OPS        64u
 
 /* Partitions (header word partition). */

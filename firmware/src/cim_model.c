@@ -181,7 +181,8 @@ static int conv_ok(const ctx_t *c, const cim_blob_op_t *op)
     } else if (op->rq_mode != CIM_RQ_GENERIC || op->shift < 1u || op->shift > 63u) {
         return 0;
     }
-    if ((op->w_bytes != 1u && op->w_bytes != 2u) || op->residual > 1u)
+    if ((op->w_bytes != 1u && op->w_bytes != 2u) || op->residual > 1u
+        || (op->w_bytes == 2u && op->steps > CIM_CONV16_MAX_STEPS))
         return 0;
     if (op->residual) {
         if (!hwc_ok(op->out_c, op->res_cstride) || op->res_signed > 1u)
