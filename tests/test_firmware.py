@@ -458,6 +458,18 @@ def _set_word(blob: bytes, offset: int, value: int) -> bytes:
     return _recrc(b)
 
 
+def blob_status(fw, blob):
+    """The firmware's status for a blob, which the Python check must give too."""
+    st = Session(fw, blob).status
+    if st == "OK":
+        fb.check_blob(blob)
+    else:
+        with pytest.raises(fb.BlobError) as e:
+            fb.check_blob(blob)
+        assert e.value.status == st, str(e.value)
+    return st
+
+
 def test_bad_blobs(fw, digits):
     good = fb.build_blob(digits, get_config("tiny"), random_images(
         digits, 2, np.random.default_rng(SEED)))
@@ -465,15 +477,7 @@ def test_bad_blobs(fw, digits):
     assert Session(fw, good).status == "OK"
 
     def status(blob):
-        """The firmware's status, which the Python check must give too."""
-        st = Session(fw, blob).status
-        if st == "OK":
-            fb.check_blob(blob)
-        else:
-            with pytest.raises(fb.BlobError) as e:
-                fb.check_blob(blob)
-            assert e.value.status == st, str(e.value)
-        return st
+        return blob_status(fw, blob)
 
     flipped = bytearray(good)
     flipped[h["weights_offset"] + 5] ^= 0x10
@@ -692,18 +696,6 @@ def test_mcu_partition_needs_no_accelerator(fw_tiny, digits):
     assert s.attach(fh.FakeAccelerator(get_config("tiny"))) == "OK"
     assert fh.status(fw_tiny.cim_load_model(C.byref(s.dev), C.byref(s.model))) == "OK"
     assert not s.fake.writes and not s.fake.errors
-
-
-def blob_status(fw, blob):
-    """The firmware's status for a blob, which the Python check must give too."""
-    st = Session(fw, blob).status
-    if st == "OK":
-        fb.check_blob(blob)
-    else:
-        with pytest.raises(fb.BlobError) as e:
-            fb.check_blob(blob)
-        assert e.value.status == st, str(e.value)
-    return st
 
 
 def test_bad_mcu_blobs(fw, digits):
