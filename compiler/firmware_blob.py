@@ -439,9 +439,10 @@ def _conv_op(model: golden.IntModel, node: dict, sec: _Sections, in_max: int, fa
     wgt = model.array(name, "weight")
     k, cin, cout = node["kernel"], node["in_channels"], node["out_channels"]
     steps = -(-cin * k * k // 4)
-    if steps > CONV_MAX_STEPS:
+    limit = CONV_MAX_STEPS if w_bytes == 1 else CONV16_MAX_STEPS
+    if steps > limit:
         raise BlobError(f"layer {name!r}: {cin * k * k} taps per output; the firmware "
-                        f"takes at most {4 * CONV_MAX_STEPS}")
+                        f"takes at most {4 * limit} with {8 * w_bytes}-bit weights")
     residual = res_max is not None
     mode, shift, mult, bias, rmult = requant_constants(
         node, model.array(name, "mult"), model.array(name, "bias"), wgt, in_max,
@@ -503,10 +504,6 @@ def _accel_ops(model: golden.IntModel, config: HwConfig, sec: _Sections, hdr: di
     outs = []
 
     conv = pre[0]
-    taps = conv["in_channels"] * conv["kernel"] ** 2
-    if taps > 4 * CONV16_MAX_STEPS:
-        raise BlobError(f"layer {conv['name']!r}: {taps} taps per output; the ACCEL "
-                        f"partition's first conv takes at most {4 * CONV16_MAX_STEPS}")
     ops.append(_conv_op(model, conv, sec, hdr["pixel_max"], fast, 2))
     ops[0].update(in_h=h, in_w=w)
     steps = ops[0]["steps"]
@@ -554,10 +551,13 @@ def _accel_ops(model: golden.IntModel, config: HwConfig, sec: _Sections, hdr: di
     return ops, program
 
 
-def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool) -> list[dict]:
+def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool,
+             w_bytes: int | None) -> list[dict]:
     """The ``MCU`` partition: one op per node, in the model's order. The first node is a conv
     on the image; convs and maxpools read HWC bytes (a conv's residual too), an avgpool reads
-    HWC bytes, an fc an avgpool's sums, and the last node is the fc (the logits)."""
+    HWC bytes, an fc an avgpool's sums, and the last node is the fc (the logits). Conv
+    weights: ``w_bytes``, or (None) 16-bit where the im2col vectors fit one aligned block
+    (:data:`CONV16_MAX_STEPS`), 8-bit otherwise."""
     c, h, w = model.input_shape
     nodes = model.nodes
     where = f"{model.path}: the MCU partition"
@@ -582,16 +582,16 @@ def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool) -> l
             raise BlobError(f"{where}: only the first node may read the input")
         op = n["op"]
         if op == "conv":
+            steps = -(-n["in_channels"] * n["kernel"] ** 2 // 4)
+            wb = w_bytes or (2 if steps <= CONV16_MAX_STEPS else 1)
             res = hwc_input(n, n["inputs"][1], unsigned=False) if len(n["inputs"]) == 2 \
                 else None
-            if i == 0:     # 16-bit weights where they fit one block (fewer instructions)
-                taps = n["in_channels"] * n["kernel"] ** 2
-                rec = _conv_op(model, n, sec, hdr["pixel_max"], fast,
-                               2 if taps <= 4 * CONV16_MAX_STEPS else 1)
+            if i == 0:
+                rec = _conv_op(model, n, sec, hdr["pixel_max"], fast, wb)
                 rec.update(in_h=h, in_w=w)
             else:
                 src = hwc_input(n, n["inputs"][0])
-                rec = _conv_op(model, n, sec, src[4], fast, 1,
+                rec = _conv_op(model, n, sec, src[4], fast, wb,
                                None if res is None else res[4])
                 rec.update(in_h=src[2][1], in_w=src[2][2], in_cstride=cstride(src[2][0]))
             if res is not None:
@@ -656,15 +656,20 @@ def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool) -> l
 
 def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | None = None,
                labels: np.ndarray | None = None, *, fast_requant: bool = True,
-               partition: str = "accel") -> bytes:
+               partition: str = "accel", mcu_w_bytes: int | None = None) -> bytes:
     """The firmware blob of ``model`` compiled for ``config``, with optional test images
     ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``partition``: ``"accel"``
     (the middle layers on the accelerator) or ``"mcu"`` (every layer on the MCU; no
     accelerator program, ``config`` only recorded). ``fast_requant=False`` gives every MCU
-    conv ``RQ_GENERIC`` (the portable path, to compare). :class:`BlobError` (or
-    :class:`~compiler.CompileError`) says why a model cannot be built."""
+    conv ``RQ_GENERIC`` (the portable path, to compare). ``mcu_w_bytes`` (MCU partition):
+    1 stores every conv's weights as bytes (half the flash), 2 as 16-bit pairs (fewer
+    instructions; at most :data:`CONV16_MAX_STEPS` steps), None picks 2 where it can.
+    :class:`BlobError` (or :class:`~compiler.CompileError`) says why a model cannot be
+    built."""
     if partition not in ("accel", "mcu"):
         raise BlobError(f"partition must be 'accel' or 'mcu', not {partition!r}")
+    if mcu_w_bytes not in (None, 1, 2):
+        raise BlobError(f"mcu_w_bytes must be None, 1 or 2, not {mcu_w_bytes!r}")
     sec = _Sections()
     hdr = {f.name: 0 for f in HEADER_FIELDS}
     c, h, w = model.input_shape
@@ -681,7 +686,7 @@ def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | No
         wimg = program.weight_image.astype("<u4")
         pimg = program.param_image.astype("<u4")
     else:
-        ops = _mcu_ops(model, sec, hdr, fast_requant)
+        ops = _mcu_ops(model, sec, hdr, fast_requant, mcu_w_bytes)
         prog = wimg = pimg = np.zeros(0, "<u4")
     if len(ops) > MAX_OPS:
         raise BlobError(f"{len(ops)} ops; the firmware takes at most {MAX_OPS}")

@@ -653,6 +653,7 @@ def test_mcu_partition_resnet14(fw, resnet, fast):
     modes = {fb.RQ_MODES[o["rq_mode"] - 1] for o in s.ops if o["kind"] == 1}
     assert modes == ({"FAST", "GENERIC"} if fast else {"GENERIC"})
     assert max(o["steps"] for o in s.ops) * 16 > fb.WORKSPACE_ALIGN
+    assert {o["w_bytes"] for o in s.ops if o["kind"] == 1} == {1, 2}
     assert s.h["workspace_bytes"] <= 64 * 1024        # CIM_APP_WORKSPACE_BYTES
 
 
@@ -675,17 +676,20 @@ MCU_NETS = [
 ]
 
 
+@pytest.mark.parametrize("w_bytes", [None, 1])
 @pytest.mark.parametrize("net", range(len(MCU_NETS)))
-def test_mcu_partition_random_nets(fw, tmp_path, net):
+def test_mcu_partition_random_nets(fw, tmp_path, net, w_bytes):
     """W1 (binary), W2 (ternary), W8, A2, A8, odd channel counts (3, 5, 7), 3-channel input,
-    a residual network with narrow signed shortcuts, a 9x9 input."""
+    a residual network with narrow signed shortcuts, a 9x9 input; 16-bit weights (as the
+    generator picks for these small convs) and 8-bit ones."""
     arch, wb, ab, extra = MCU_NETS[net]
     seed = SEED + 40 + net
     sp = nets.NetSpec(arch=arch, w_bits=wb, a_bits=ab, **extra)
     print("seed", seed, sp)
     model_net, x = random_net(sp, seed, batch=2)
     model = golden.load(export.save(tmp_path / "net.npz", *export.to_manifest(model_net)))
-    check_mcu_partition(fw, model, x.numpy().astype(np.uint8))
+    s = check_mcu_partition(fw, model, x.numpy().astype(np.uint8), mcu_w_bytes=w_bytes)
+    assert {o["w_bytes"] for o in s.ops if o["kind"] == 1} == {w_bytes or 2}
 
 
 def test_mcu_partition_needs_no_accelerator(fw_tiny, digits):
@@ -707,7 +711,7 @@ def test_bad_mcu_blobs(fw, digits):
     assert blob_status(fw, good) == "OK"
     res = next(i for i, o in enumerate(ops) if o["residual"])
     conv = 1                                       # conv2: a conv reading the workspace
-    assert kinds[conv] == "CONV" and ops[conv]["w_bytes"] == 1 and not ops[conv]["residual"]
+    assert kinds[conv] == "CONV" and not ops[conv]["residual"]
     latest = {o["out_offset"]: o for o in ops[:res]}    # the tensors op `res` could read
     other_shape = next(off for off, o in latest.items()
                        if (o["out_c"], o["out_h"], o["out_w"]) != (
@@ -721,7 +725,8 @@ def test_bad_mcu_blobs(fw, digits):
         "no FC last": _op_word(good, len(ops) - 1, "kind", fb.OP_KINDS.index("AVGPOOL") + 1),
         "a second conv on the image": _op_word(good, conv, "in_cstride", 0),
         "an input nobody wrote": _op_word(good, conv, "in_offset", ops[conv]["in_offset"] + 8),
-        "the weight format": _op_word(good, conv, "w_bytes", 2),
+        "the weight format": _op_word(good, conv, "w_bytes", 3 - ops[conv]["w_bytes"]),
+        "no weight format": _op_word(good, conv, "w_bytes", 0),
         "a residual flag": _op_word(good, conv, "residual", 1),
         "no residual, fields left": _op_word(good, res, "residual", 0),
         "a residual nobody wrote": _op_word(good, res, "res_offset", ops[res]["res_offset"] + 8),
