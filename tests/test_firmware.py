@@ -692,13 +692,15 @@ def test_mcu_partition_random_nets(fw, tmp_path, net, w_bytes):
     assert {o["w_bytes"] for o in s.ops if o["kind"] == 1} == {w_bytes or 2}
 
 
-def test_mcu_partition_needs_no_accelerator(fw_tiny, digits):
-    """cim_load_model writes nothing for an MCU blob, whatever the hardware is."""
-    blob = fb.build_blob(digits, get_config("default"), partition="mcu")
+@pytest.mark.parametrize("config, status", [("tiny", "OK"), ("default", "ERR_HW_CONFIG")])
+def test_mcu_partition_needs_no_accelerator(fw_tiny, digits, config, status):
+    """cim_load_model checks an MCU blob's configuration words, as check_blob does, and
+    writes nothing."""
+    blob = fb.build_blob(digits, get_config(config), partition="mcu")
     s = Session(fw_tiny, blob)
     assert s.status == "OK"
     assert s.attach(fh.FakeAccelerator(get_config("tiny"))) == "OK"
-    assert fh.status(fw_tiny.cim_load_model(C.byref(s.dev), C.byref(s.model))) == "OK"
+    assert fh.status(fw_tiny.cim_load_model(C.byref(s.dev), C.byref(s.model))) == status
     assert not s.fake.writes and not s.fake.errors
 
 
