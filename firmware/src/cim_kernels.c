@@ -199,6 +199,21 @@ static void conv_requant(const cim_blob_op_t *op, const int32_t *acc, uint32_t q
  * live on the stack). */
 #define CONV_CHUNK 16u
 
+/* The im2col vectors of output pixels p and p + 1 (or p twice, for an odd last pixel: its
+ * twin's results go to the pad pixel the workspace has for it); returns the second one. */
+static inline uint32_t conv_pixel_pair(const cim_blob_op_t *op, const conv_geom_t *g,
+                                       const uint32_t *gather, const uint8_t *padded,
+                                       uint32_t npix, uint32_t p, uint32_t *x)
+{
+    const uint32_t s = op->stride;
+    uint32_t ya = p / op->out_w, xa = p % op->out_w;
+    uint32_t pb = p + 1u < npix ? p + 1u : p;
+    uint32_t yb = pb / op->out_w, xb = pb % op->out_w;
+    conv_im2col(gather, g->pairs, padded + 2u * (ya * s * g->wp + xa * s),
+                padded + 2u * (yb * s * g->wp + xb * s), x);
+    return pb;
+}
+
 void cim_conv(const cim_blob_op_t *op, const uint8_t *in, const uint32_t *weights,
               const cim_rq_record_t *rq, uint8_t *ws)
 {
@@ -208,43 +223,38 @@ void cim_conv(const cim_blob_op_t *op, const uint8_t *in, const uint32_t *weight
     uint32_t *x = (uint32_t *)(ws + op->im2col_offset);
     uint8_t *out = ws + op->out_offset;
     const uint8_t *res = op->residual ? ws + op->res_offset : NULL;
-    const uint32_t npix = op->out_h * op->out_w, s = op->stride;
-    const uint32_t wstride = conv_pair_words(op, &g);
-    int32_t acc[4u * CONV_CHUNK];
+    const uint32_t npix = op->out_h * op->out_w;
 
     conv_prepare(op, &g, in, ws);
 #if CIM_CONV_ASM
     cim_conv_job_t job;
     job.x = x;
     job.x_end = x + 4u * op->steps;
+    job.w = weights;
     job.rq = rq;
-    job.out_b = NULL;
+    job.channel_pairs = g.channel_pairs;
     job.d = op->shift;
-    const int fused = op->rq_mode == CIM_RQ_FAST && !op->residual;
-    void (*channels)(const cim_conv_job_t *) =
-        op->w_bytes == 1u ? cim_conv_channels_q7_m4 : cim_conv_channels_m4;
+    if (op->rq_mode == CIM_RQ_FAST && !op->residual) {
+        /* Dot products and requantization in assembly. */
+        void (*channels)(const cim_conv_job_t *) =
+            op->w_bytes == 1u ? cim_conv_channels_q7_m4 : cim_conv_channels_m4;
+        for (uint32_t p = 0; p < npix; p += 2) {
+            conv_pixel_pair(op, &g, gather, padded, npix, p, x);
+            job.out_a = out + p * op->out_cstride;
+            job.out_b = job.out_a + op->out_cstride;
+            channels(&job);
+        }
+        return;
+    }
     void (*dots)(const cim_conv_job_t *) =
         op->w_bytes == 1u ? cim_conv_dots_q7_m4 : cim_conv_dots_m4;
 #endif
-    /* Pixels in pairs (p, p + 1); an odd last pixel is paired with itself and its twin's
-     * results go to the pad pixel the workspace has for it. */
+    /* The dot products of up to CONV_CHUNK channel pairs, then their requantization. */
+    const uint32_t wstride = conv_pair_words(op, &g);
+    int32_t acc[4u * CONV_CHUNK];
     for (uint32_t p = 0; p < npix; p += 2) {
-        uint32_t ya = p / op->out_w, xa = p % op->out_w;
-        uint32_t pb = p + 1u < npix ? p + 1u : p;
-        uint32_t yb = pb / op->out_w, xb = pb % op->out_w;
-        conv_im2col(gather, g.pairs, padded + 2u * (ya * s * g.wp + xa * s),
-                    padded + 2u * (yb * s * g.wp + xb * s), x);
+        uint32_t pb = conv_pixel_pair(op, &g, gather, padded, npix, p, x);
         uint8_t *out_a = out + p * op->out_cstride, *out_b = out_a + op->out_cstride;
-#if CIM_CONV_ASM
-        if (fused) {        /* dot products and requantization in assembly */
-            job.w = weights;
-            job.out_a = out_a;
-            job.out_b = out_b;
-            job.channel_pairs = g.channel_pairs;
-            channels(&job);
-            continue;
-        }
-#endif
         const uint8_t *res_a = res ? res + p * op->res_cstride : NULL;
         const uint8_t *res_b = res ? res_a + (pb - p) * op->res_cstride : NULL;
         for (uint32_t q0 = 0; q0 < g.channel_pairs; q0 += CONV_CHUNK) {
