@@ -15,6 +15,9 @@ Layout (version :data:`VERSION`, every integer little-endian)
     to ``total_bytes``, so it covers the rest of the header and every section. The
     ``hw_*`` words are the :class:`~contract.config.HwConfig` the program was compiled for
     (``hw_adc_bits`` 0: an ideal macro); the driver refuses hardware that differs.
+    ``partition`` (:data:`PARTITIONS`): ``ACCEL``, the middle layers on the accelerator, or
+    ``MCU``, every layer on the MCU: no program, weight or parameter image (their words 0,
+    their sections empty), and the driver writes nothing into the hardware.
 sections
     At the byte offsets the header gives, each a multiple of :data:`SECTION_ALIGN`:
     ``ops`` (``ops_count`` records of :data:`OP_FIELDS`, one word each), ``program`` (the
@@ -33,18 +36,25 @@ sections
     :func:`check_blob` and the firmware's ``cim_model_open`` refuse a blob where any header
     or op word disagrees with the contents: the CRC only says the bytes are the ones written.
 
-The MCU's part of the network is a chain of ops, run in order: ``CONV`` (the first layer,
-reading the input image), any number of ``MAXPOOL``, ``OFFLOAD`` (the accelerator program),
-``AVGPOOL`` and ``FC``. Each op reads the previous op's output (``CONV``: the image) and writes
-its own, at the ``in_offset`` / ``out_offset`` bytes of the caller's workspace
+The MCU's part of the network is a list of ops, run in order. ``ACCEL`` partition: ``CONV``
+(the first layer, reading the input image), any number of ``MAXPOOL``, ``OFFLOAD`` (the
+accelerator program), ``AVGPOOL`` and ``FC``, each op reading the previous op's output.
+``MCU`` partition: one op per node of the model, in its order: op 0 the ``CONV`` on the
+image, then ``CONV`` (reading HWC bytes, with an optional residual), ``MAXPOOL``,
+``AVGPOOL``, and last the ``FC``; every tensor an op reads (input, residual) is the output of
+the latest earlier op that wrote at that offset, of the shape and kind the op takes, and no
+op in between (nor the reader) writes over it (the generator places every tensor at the
+lowest offset where it overlaps none still to be read). Ops read and write at the
+``in_offset`` / ``res_offset`` / ``out_offset`` bytes of the caller's workspace
 (``workspace_bytes``, aligned to :data:`WORKSPACE_ALIGN`). Tensors there are HWC: pixel
 ``(y, x)`` channel ``c`` is byte ``(y * W + x) * cstride + c`` (``cstride``: channels rounded up
 to a multiple of 4; what the pad channels hold is undefined); ``AVGPOOL`` writes signed 32-bit
-sums, ``FC`` signed 64-bit logits. ``CONV`` also uses three scratch areas there: the im2col
-vectors of two output pixels (``16 * steps`` bytes ending on a :data:`WORKSPACE_ALIGN`
-boundary, which the Cortex-M4 kernel's loop tests instead of a counter), the gather table
-(two 32-bit byte offsets per tap pair) and the image zero-padded to 16-bit pixels
-(``in_c x (in_h + 2 pad) x (in_w + 2 pad)`` plus one zero halfword for the pad taps).
+sums, ``FC`` signed 64-bit logits. ``CONV`` also uses three scratch areas there (shared by
+every conv of the ``MCU`` partition): the im2col vectors of two output pixels (``16 * steps``
+bytes ending on a :data:`WORKSPACE_ALIGN` boundary, which the Cortex-M4 kernel's loop tests
+instead of a counter), the gather table (two 32-bit byte offsets per tap pair) and the input
+zero-padded to 16-bit pixels, planar (``in_c x (in_h + 2 pad) x (in_w + 2 pad)`` plus one
+zero halfword for the pad taps). ``in_cstride`` 0 marks the conv on the image (CHW).
 
 ``CONV`` data (at ``weights_offset`` and ``params_offset`` of the blob)
     Weights as signed 16-bit pairs for the Cortex-M4's dual 16-bit multiply-accumulate
@@ -53,17 +63,25 @@ boundary, which the Cortex-M4 kernel's loop tests instead of a counter), the gat
     ``2q + 1`` form pair ``q``; its ``4 * steps`` words are, for tap pair ``p``, the word of
     channel ``2q`` then the word of channel ``2q + 1``, each holding tap ``2p`` in bits 0..15
     and tap ``2p + 1`` in bits 16..31. The firmware lays out the im2col vectors of two
-    output pixels the same way, so one load serves two multiply-accumulates. Then one
-    :data:`RQ_RECORD_BYTES` record per (padded) output channel: signed 64-bit ``bias``,
-    signed 32-bit ``mult``, 32-bit zero. With ``acc`` the channel's dot product:
+    output pixels the same way, so one load serves two multiply-accumulates. That is
+    ``w_bytes`` 2; with ``w_bytes`` 1 (the ``MCU`` partition's convs after the first, half the
+    flash) the weights are signed bytes, per channel pair and step of four taps a word of
+    channel ``2q`` then one of ``2q + 1``, holding taps ``4s, 4s + 2, 4s + 1, 4s + 3`` in
+    bytes 0..3: SXTB16 widens it to the pair ``(4s, 4s + 1)``, SXTB16 ROR #8 to
+    ``(4s + 2, 4s + 3)`` (:func:`conv_weight_bytes`). Then one :data:`RQ_RECORD_BYTES`
+    record per (padded) output channel: signed 64-bit ``bias``, signed 32-bit ``mult``,
+    signed 32-bit ``res_mult`` (0 without a residual). With ``acc`` the channel's dot product
+    and ``y = acc * mult + bias``, plus ``res * res_mult`` with a residual (``res`` its value
+    at the output's place, signed when ``res_signed``):
 
-    ``rq_mode = RQ_GENERIC``: ``out = clamp((acc * mult + bias) >> shift, lo, hi)``, where
-    ``bias`` already holds the rounding term ``2**(S-1)`` and ``shift`` is ``S``.
+    ``rq_mode = RQ_GENERIC``: ``out = clamp(y >> shift, lo, hi)``, where ``bias`` already
+    holds the rounding term ``2**(S-1)`` and ``shift`` is ``S``; ``out_lo``, ``out_hi`` are
+    the golden model's clamp range of ``out_bits`` and ``out_signed``.
 
     ``rq_mode = RQ_FAST`` (chosen where it is exact for every possible ``acc``: an unsigned
     output and the bounds of :func:`requant_constants`): ``mult = M << k``, ``bias = (B +
-    2**(S-1)) << k`` with ``k = 32 - S + d``, ``d = 8 - out_bits`` (in ``shift``); then
-    ``out = usat8((acc * mult + bias) >> 32) >> d``. The high word of one 32x32+64 bit
+    2**(S-1)) << k`` (``res_mult = R << k``) with ``k = 32 - S + d``, ``d = 8 - out_bits``
+    (in ``shift``); then ``out = usat8(y >> 32) >> d``. The high word of one 32x32+64 bit
     multiply-accumulate (SMLAL), an 8-bit unsigned saturation (USAT) and a shift: the same
     integer as the golden rule, since ``floor(floor(y / 2**(S-d)) / 2**d) = floor(y / 2**S)``
     and clamping before the last shift clamps ``[0, 2**out_bits - 1]``.
@@ -104,11 +122,17 @@ __all__ = ["HEADER_FIELDS", "OP_FIELDS", "BlobError", "build_blob", "check_blob"
            "parse_header", "render_header"]
 
 MAGIC = 0x424D4943          # "CIMB" as little-endian bytes
-VERSION = 1
+VERSION = 2
 SECTION_ALIGN = 8
 WORKSPACE_ALIGN = 4096
-CONV_MAX_STEPS = WORKSPACE_ALIGN // 16   # one pixel pair's im2col must fit below the alignment
+CONV_MAX_STEPS = 1024   # 4096 taps: 16 KiB of im2col vectors per pixel pair
+CONV16_MAX_STEPS = WORKSPACE_ALIGN // 16   # with 16-bit weights: within one aligned block
 RQ_RECORD_BYTES = 16
+MAX_OPS = 64
+PARTITIONS = ("ACCEL", "MCU")
+"""What runs where (the header's ``partition``, numbered from 1): ``ACCEL`` the first conv
+and the pooling and classifier on the MCU, the middle layers on the accelerator; ``MCU``
+every layer on the MCU, no accelerator used."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +171,7 @@ HEADER_FIELDS: tuple[Field, ...] = (
     Field("in_width", "input image width"),
     Field("pixel_max", "largest input pixel value"),
     Field("classes", "logits of the last op"),
+    Field("partition", "CIM_PARTITION_*"),
     Field("ops_offset", "byte offset of the op records"),
     Field("ops_count", "number of op records"),
     Field("program_offset", "byte offset of the layer program"),
@@ -171,12 +196,12 @@ RQ_MODES = ("FAST", "GENERIC")
 
 OP_FIELDS: tuple[Field, ...] = (
     Field("kind", "CIM_OP_*"),
-    Field("in_offset", "workspace byte offset of the input (not CONV)"),
+    Field("in_offset", "workspace byte offset of the input (not the CONV on the image)"),
     Field("out_offset", "workspace byte offset of the output"),
     Field("in_c", "input channels (FC: features)"),
     Field("in_h", "input height"),
     Field("in_w", "input width"),
-    Field("in_cstride", "bytes per input pixel (HWC tensors)"),
+    Field("in_cstride", "bytes per input pixel (HWC tensors); 0: the CONV on the image (CHW)"),
     Field("in_signed", "input values are signed"),
     Field("out_c", "output channels (AVGPOOL, FC: features)"),
     Field("out_h", "output height"),
@@ -202,6 +227,11 @@ OP_FIELDS: tuple[Field, ...] = (
     Field("act_in_bits", "bits per input value in the buffer (OFFLOAD)"),
     Field("act_out_base", "activation-buffer word address of the output (OFFLOAD)"),
     Field("act_out_bits", "bits per output value in the buffer (OFFLOAD)"),
+    Field("w_bytes", "CONV weights: 2 signed 16-bit pairs, 1 signed bytes for SXTB16"),
+    Field("residual", "1: the CONV adds res * res_mult before the shift"),
+    Field("res_offset", "workspace byte offset of the residual (CONV)"),
+    Field("res_cstride", "bytes per residual pixel (CONV)"),
+    Field("res_signed", "residual values are signed (CONV)"),
 )
 OP_WORDS = len(OP_FIELDS)
 
@@ -275,39 +305,67 @@ def conv_weight_words(weight: np.ndarray) -> np.ndarray:
     return words.transpose(0, 2, 1).reshape(-1).astype(np.uint32)
 
 
+def conv_weight_bytes(weight: np.ndarray) -> np.ndarray:
+    """int8 bytes of a ``(Cout, Cin, k, k)`` conv in the firmware's SXTB16 layout (``w_bytes``
+    1): per channel pair and step, a word of each channel whose bytes are taps 0, 2, 1, 3 of
+    the step, so SXTB16 gives the tap pair (0, 1) and SXTB16 with ROR #8 the pair (2, 3)."""
+    cout = weight.shape[0]
+    taps = weight.reshape(cout, -1).astype(np.int64)
+    steps = -(-taps.shape[1] // 4)
+    w = np.zeros((_align(cout, 2), 4 * steps), np.int64)
+    w[:cout, :taps.shape[1]] = taps
+    w = w.reshape(-1, 2, steps, 4)[..., [0, 2, 1, 3]]       # (pair q, channel, step, byte)
+    return w.transpose(0, 2, 1, 3).reshape(-1).astype(np.int8)
+
+
 def requant_constants(node: dict, mult: np.ndarray, bias: np.ndarray, weight: np.ndarray,
-                      in_max: int, *, allow_fast: bool = True
-                      ) -> tuple[str, int, np.ndarray, np.ndarray]:
-    """``(rq_mode, shift, mult, bias)`` of a conv on the MCU (see the module docstring).
+                      in_max: int, *, allow_fast: bool = True, res_mult: np.ndarray | None = None,
+                      res_max: int = 0) -> tuple[str, int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(rq_mode, shift, mult, bias, res_mult)`` of a conv on the MCU (see the module
+    docstring); ``res_max``: the largest magnitude of the residual.
 
     ``RQ_FAST`` when ``allow_fast`` and, for every channel and every accumulator the inputs
     ``0 .. in_max`` can produce, the scaled multiply-accumulate stays inside 64 bits and the
-    scaled multiplier inside 32; otherwise ``RQ_GENERIC``."""
+    scaled multipliers inside 32; otherwise ``RQ_GENERIC``. The dot product itself must fit
+    the 32-bit SMLAD accumulator."""
     s, bits = node["shift"], node["out_bits"]
     m = [int(v) for v in mult]
     b = [int(v) + (1 << (s - 1)) for v in bias]
+    r = [0] * len(m) if res_mult is None else [int(v) for v in res_mult]
     w = weight.reshape(weight.shape[0], -1).astype(np.int64)
-    acc_max = [in_max * int(max(np.clip(r, 0, None).sum(), -np.clip(r, None, 0).sum()))
-               for r in w]
+    acc_max = [in_max * int(max(np.clip(row, 0, None).sum(), -np.clip(row, None, 0).sum()))
+               for row in w]
+    if max(acc_max) >= 1 << 31:
+        raise BlobError(f"layer {node['name']!r}: the dot product does not fit 32 bits")
+
+    def fits(ms, bs, rs):
+        return all(a * abs(mv) + abs(bv) + res_max * abs(rv) < 1 << 63
+                   for a, mv, bv, rv in zip(acc_max, ms, bs, rs))
+
     d = 8 - bits
     k = 32 - s + d
     if allow_fast and not node["out_signed"] and k >= 0:
-        mk = [v << k for v in m]
-        bk = [v << k for v in b]
-        if all(abs(v) < 1 << 31 for v in mk) and all(
-                a * abs(mv) + abs(bv) < 1 << 63 for a, mv, bv in zip(acc_max, mk, bk)):
-            return "FAST", d, np.array(mk, np.int64), np.array(bk, np.int64)
-    if any(a * abs(mv) + abs(bv) >= 1 << 63 for a, mv, bv in zip(acc_max, m, b)):
+        mk, bk, rk = ([v << k for v in x] for x in (m, b, r))
+        if all(abs(v) < 1 << 31 for v in mk + rk) and fits(mk, bk, rk):
+            return ("FAST", d, np.array(mk, np.int64), np.array(bk, np.int64),
+                    np.array(rk, np.int64))
+    if not fits(m, b, r):
         raise BlobError(f"layer {node['name']!r}: requantization does not fit 64 bits")
-    return "GENERIC", s, np.array(m, np.int64), np.array(b, np.int64)
+    return "GENERIC", s, np.array(m, np.int64), np.array(b, np.int64), np.array(r, np.int64)
 
 
-def rq_records(mult: np.ndarray, bias: np.ndarray, channels: int) -> bytes:
-    """:data:`RQ_RECORD_BYTES` records (bias int64, mult int32, zero), zero-padded to
-    ``channels``."""
-    rec = np.zeros(channels, dtype=[("bias", "<i8"), ("mult", "<i4"), ("zero", "<i4")])
+RQ_DTYPE = np.dtype([("bias", "<i8"), ("mult", "<i4"), ("res_mult", "<i4")])
+
+
+def rq_records(mult: np.ndarray, bias: np.ndarray, channels: int,
+               res_mult: np.ndarray | None = None) -> bytes:
+    """:data:`RQ_RECORD_BYTES` records (bias int64, mult int32, res_mult int32: 0 without a
+    residual), zero-padded to ``channels``."""
+    rec = np.zeros(channels, dtype=RQ_DTYPE)
     rec["bias"][:len(bias)] = bias
     rec["mult"][:len(mult)] = mult
+    if res_mult is not None:
+        rec["res_mult"][:len(res_mult)] = res_mult
     return rec.tobytes()
 
 
@@ -372,105 +430,276 @@ def _chain(model: golden.IntModel, program: compiler.Program) -> tuple[list, lis
     return pre, post
 
 
-def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | None = None,
-               labels: np.ndarray | None = None, *, fast_requant: bool = True) -> bytes:
-    """The firmware blob of ``model`` compiled for ``config``, with optional test images
-    ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``fast_requant=False``
-    gives every MCU conv ``RQ_GENERIC`` (the portable path, to compare). :class:`BlobError`
-    (or :class:`~compiler.CompileError`) says why a model cannot be built."""
+def _conv_op(model: golden.IntModel, node: dict, sec: _Sections, in_max: int, fast: bool,
+             w_bytes: int, res_max: int | None = None) -> dict:
+    """The fields of a ``CONV`` op that follow from the node, its weights (added to ``sec``)
+    and requantization records; ``res_max`` (the residual's largest magnitude) for a conv
+    with a residual. The caller adds the input, residual and workspace fields."""
+    name = node["name"]
+    wgt = model.array(name, "weight")
+    k, cin, cout = node["kernel"], node["in_channels"], node["out_channels"]
+    steps = -(-cin * k * k // 4)
+    limit = CONV_MAX_STEPS if w_bytes == 1 else CONV16_MAX_STEPS
+    if steps > limit:
+        raise BlobError(f"layer {name!r}: {cin * k * k} taps per output; the firmware "
+                        f"takes at most {4 * limit} with {8 * w_bytes}-bit weights")
+    residual = res_max is not None
+    mode, shift, mult, bias, rmult = requant_constants(
+        node, model.array(name, "mult"), model.array(name, "bias"), wgt, in_max,
+        allow_fast=fast, res_mult=model.array(name, "res_mult") if residual else None,
+        res_max=res_max or 0)
+    lo, hi = golden.act_range(node["out_bits"], node["out_signed"])
+    _, oh, ow = node["shape"]
+    packed = conv_weight_words(wgt) if w_bytes == 2 else conv_weight_bytes(wgt)
+    return _new_op(kind=OP_KINDS.index("CONV") + 1, in_c=cin, out_c=cout, out_h=oh, out_w=ow,
+                out_cstride=cstride(cout), out_bits=node["out_bits"],
+                out_signed=int(node["out_signed"]), out_lo=lo & 0xFFFFFFFF, out_hi=hi,
+                kernel=k, stride=node["stride"], pad=node["padding"],
+                rq_mode=RQ_MODES.index(mode) + 1, shift=shift, steps=steps, w_bytes=w_bytes,
+                residual=int(residual), weights_offset=sec.add(packed.tobytes()),
+                params_offset=sec.add(rq_records(mult, bias, _align(cout, 2),
+                                                 rmult if residual else None)))
+
+
+def _new_op(**f) -> dict:
+    rec = {fl.name: 0 for fl in OP_FIELDS}
+    rec.update(f)
+    return rec
+
+
+def _fc_op(model: golden.IntModel, fc: dict, sec: _Sections) -> dict:
+    if fc["w_bits"] > 8 or weight_qmax(fc["w_bits"]) > 127:
+        raise BlobError(f"layer {fc['name']!r}: FC weights wider than 8 bits")
+    fcw = model.array(fc["name"], "weight").astype(np.int8)
+    fcb = model.array(fc["name"], "bias").astype("<i8")
+    return _new_op(kind=OP_KINDS.index("FC") + 1, in_c=fc["in_features"], in_h=1, in_w=1,
+                   in_signed=1, out_c=fc["out_features"], out_h=1, out_w=1, out_signed=1,
+                   weights_offset=sec.add(fcw.tobytes()), params_offset=sec.add(fcb.tobytes()))
+
+
+def _out_bytes(op: dict) -> int:
+    """Workspace bytes of an op's output: HWC bytes, AVGPOOL's int32 sums, FC's int64
+    logits."""
+    kind = OP_KINDS[op["kind"] - 1]
+    if kind in ("CONV", "MAXPOOL", "OFFLOAD"):
+        return _hwc(op["out_h"], op["out_w"], op["out_cstride"])
+    return (4 if kind == "AVGPOOL" else 8) * op["out_c"]
+
+
+def _padded_halfwords(op: dict) -> int:
+    """Halfwords of a CONV's zero-padded 16-bit input, with the zero for the pad taps."""
+    return op["in_c"] * (op["in_h"] + 2 * op["pad"]) * (op["in_w"] + 2 * op["pad"]) + 1
+
+
+def _accel_ops(model: golden.IntModel, config: HwConfig, sec: _Sections, hdr: dict,
+               fast: bool) -> tuple[list[dict], compiler.Program]:
+    """The ``ACCEL`` partition: conv, maxpools, the accelerator's program, avgpool, fc."""
     program = compiler.compile_model(model, config)
     pre, post = _chain(model, program)
-    sec = _Sections()
-    hdr = {f.name: 0 for f in HEADER_FIELDS}
     c, h, w = model.input_shape
-    hdr.update(_hw_words(config), in_channels=c, in_height=h, in_width=w,
-               pixel_max=model.manifest["input"]["pixel_max"],
-               classes=post[-1]["out_features"])
-
     ops = []
     # Workspace: [im2col, ending at WORKSPACE_ALIGN] [region 0] [region 1] [gather table,
     # padded image]; op i writes region i % 2 and reads the other, so the chain ping-pongs.
     region_bytes = [0, 0]
     outs = []
 
-    def op(**f):
-        rec = {fl.name: 0 for fl in OP_FIELDS}
-        rec.update(f)
-        ops.append(rec)
-        return rec
-
     conv = pre[0]
-    wgt = model.array(conv["name"], "weight")
-    k, cin, cout = conv["kernel"], conv["in_channels"], conv["out_channels"]
-    steps = -(-cin * k * k // 4)
-    if steps > CONV_MAX_STEPS:
-        raise BlobError(f"layer {conv['name']!r}: {cin * k * k} taps per output; the firmware "
-                        f"takes at most {4 * CONV_MAX_STEPS}")
-    mode, shift, mult, bias = requant_constants(
-        conv, model.array(conv["name"], "mult"), model.array(conv["name"], "bias"), wgt,
-        hdr["pixel_max"], allow_fast=fast_requant)
-    lo, hi = golden.act_range(conv["out_bits"], conv["out_signed"])
+    ops.append(_conv_op(model, conv, sec, hdr["pixel_max"], fast, 2))
+    ops[0].update(in_h=h, in_w=w)
+    steps = ops[0]["steps"]
+    base = _align(16 * steps, WORKSPACE_ALIGN)
+    ops[0]["im2col_offset"] = base - 16 * steps
     _, oh, ow = conv["shape"]
-    op(kind=OP_KINDS.index("CONV") + 1, in_c=cin, in_h=h, in_w=w, out_c=cout, out_h=oh,
-       out_w=ow, out_cstride=cstride(cout), out_bits=conv["out_bits"],
-       out_signed=int(conv["out_signed"]), out_lo=lo & 0xFFFFFFFF, out_hi=hi, kernel=k,
-       stride=conv["stride"], pad=conv["padding"], rq_mode=RQ_MODES.index(mode) + 1,
-       shift=shift, steps=steps, im2col_offset=WORKSPACE_ALIGN - 16 * steps,
-       weights_offset=sec.add(conv_weight_words(wgt).tobytes()),
-       params_offset=sec.add(rq_records(mult, bias, _align(cout, 2))))
+    cout = conv["out_channels"]
     outs.append(hwc_bytes(cout, oh, ow))
     shape, signed = (cout, oh, ow), bool(conv["out_signed"])
     for n in pre[1:]:
         nc, nh, nw = n["shape"]
-        op(kind=OP_KINDS.index("MAXPOOL") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
-           in_cstride=cstride(shape[0]), in_signed=int(signed), out_c=nc, out_h=nh, out_w=nw,
-           out_cstride=cstride(nc), out_signed=int(signed), kernel=n["kernel"],
-           stride=n["stride"], pad=n["padding"])
+        ops.append(_new_op(
+            kind=OP_KINDS.index("MAXPOOL") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
+            in_cstride=cstride(shape[0]), in_signed=int(signed), out_c=nc, out_h=nh, out_w=nw,
+            out_cstride=cstride(nc), out_signed=int(signed), kernel=n["kernel"],
+            stride=n["stride"], pad=n["padding"]))
         outs.append(hwc_bytes(nc, nh, nw))
         shape = (nc, nh, nw)
     src = program.buffers[program.input_name]
     dst = program.buffers[post[0]["inputs"][0]]
-    op(kind=OP_KINDS.index("OFFLOAD") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
-       in_cstride=cstride(shape[0]), out_c=dst.shape[0], out_h=dst.shape[1],
-       out_w=dst.shape[2], out_cstride=cstride(dst.shape[0]), out_bits=dst.bits,
-       out_signed=int(dst.signed), act_in_base=src.base, act_in_bits=src.bits,
-       act_out_base=dst.base, act_out_bits=dst.bits)
+    ops.append(_new_op(
+        kind=OP_KINDS.index("OFFLOAD") + 1, in_c=shape[0], in_h=shape[1], in_w=shape[2],
+        in_cstride=cstride(shape[0]), out_c=dst.shape[0], out_h=dst.shape[1],
+        out_w=dst.shape[2], out_cstride=cstride(dst.shape[0]), out_bits=dst.bits,
+        out_signed=int(dst.signed), act_in_base=src.base, act_in_bits=src.bits,
+        act_out_base=dst.base, act_out_bits=dst.bits))
     outs.append(hwc_bytes(*dst.shape))
-    op(kind=OP_KINDS.index("AVGPOOL") + 1, in_c=dst.shape[0], in_h=dst.shape[1],
-       in_w=dst.shape[2], in_cstride=cstride(dst.shape[0]), in_signed=int(dst.signed),
-       out_c=dst.shape[0], out_h=1, out_w=1, out_signed=1)
+    ops.append(_new_op(
+        kind=OP_KINDS.index("AVGPOOL") + 1, in_c=dst.shape[0], in_h=dst.shape[1],
+        in_w=dst.shape[2], in_cstride=cstride(dst.shape[0]), in_signed=int(dst.signed),
+        out_c=dst.shape[0], out_h=1, out_w=1, out_signed=1))
     outs.append(4 * dst.shape[0])
-    fc = post[1]
-    fcw = model.array(fc["name"], "weight").astype(np.int8)
-    fcb = model.array(fc["name"], "bias").astype("<i8")
-    op(kind=OP_KINDS.index("FC") + 1, in_c=fc["in_features"], in_h=1, in_w=1, in_signed=1,
-       out_c=fc["out_features"], out_h=1, out_w=1, out_signed=1,
-       weights_offset=sec.add(fcw.tobytes()), params_offset=sec.add(fcb.tobytes()))
-    outs.append(8 * fc["out_features"])
-    if fc["w_bits"] > 8 or weight_qmax(fc["w_bits"]) > 127:
-        raise BlobError(f"layer {fc['name']!r}: FC weights wider than 8 bits")
+    ops.append(_fc_op(model, post[1], sec))
+    outs.append(8 * post[1]["out_features"])
 
     for i, nbytes in enumerate(outs):
         region_bytes[i % 2] = max(region_bytes[i % 2], _align(nbytes))
-    region = [WORKSPACE_ALIGN, WORKSPACE_ALIGN + region_bytes[0]]
+    region = [base, base + region_bytes[0]]
     for i, rec in enumerate(ops):
         rec["out_offset"] = region[i % 2]
         rec["in_offset"] = region[(i - 1) % 2] if i else 0
     scratch = region[1] + region_bytes[1]
-    padded = cin * (h + 2 * conv["padding"]) * (w + 2 * conv["padding"]) + 1
     ops[0].update(gather_offset=scratch, padded_offset=scratch + 16 * steps)
-    hdr["workspace_bytes"] = _align(scratch + 16 * steps + 2 * padded)
+    hdr["workspace_bytes"] = _align(scratch + 16 * steps + 2 * _padded_halfwords(ops[0]))
+    return ops, program
+
+
+def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool,
+             w_bytes: int | None) -> list[dict]:
+    """The ``MCU`` partition: one op per node, in the model's order. The first node is a conv
+    on the image; convs and maxpools read HWC bytes (a conv's residual too), an avgpool reads
+    HWC bytes, an fc an avgpool's sums, and the last node is the fc (the logits). Conv
+    weights: ``w_bytes``, or (None) 16-bit where the im2col vectors fit one aligned block
+    (:data:`CONV16_MAX_STEPS`), 8-bit otherwise."""
+    c, h, w = model.input_shape
+    nodes = model.nodes
+    where = f"{model.path}: the MCU partition"
+    if nodes[0]["op"] != "conv" or nodes[0]["inputs"] != ["input"]:
+        raise BlobError(f"{where} starts with a conv on the input")
+    if nodes[-1]["op"] != "fc":
+        raise BlobError(f"{where} ends with the fc that gives the logits")
+    # name -> (op index, kind, shape, signed, largest magnitude)
+    made: dict[str, tuple] = {}
+    reads: list[list[str]] = []
+    ops = []
+
+    def hwc_input(n, name, unsigned=True):
+        src = made.get(name)
+        if src is None or src[1] not in ("CONV", "MAXPOOL") or (unsigned and src[3]):
+            raise BlobError(f"{where}: node {n['name']!r} reads {name!r}, which is not "
+                            f"{'an unsigned ' if unsigned else 'a '}conv or maxpool output")
+        return src
+
+    for i, n in enumerate(nodes):
+        if i and "input" in n["inputs"]:
+            raise BlobError(f"{where}: only the first node may read the input")
+        op = n["op"]
+        if op == "conv":
+            steps = -(-n["in_channels"] * n["kernel"] ** 2 // 4)
+            wb = w_bytes or (2 if steps <= CONV16_MAX_STEPS else 1)
+            res = hwc_input(n, n["inputs"][1], unsigned=False) if len(n["inputs"]) == 2 \
+                else None
+            if i == 0:
+                rec = _conv_op(model, n, sec, hdr["pixel_max"], fast, wb)
+                rec.update(in_h=h, in_w=w)
+            else:
+                src = hwc_input(n, n["inputs"][0])
+                rec = _conv_op(model, n, sec, src[4], fast, wb,
+                               None if res is None else res[4])
+                rec.update(in_h=src[2][1], in_w=src[2][2], in_cstride=cstride(src[2][0]))
+            if res is not None:
+                rec.update(res_cstride=cstride(res[2][0]), res_signed=int(res[3]))
+            lo, hi = golden.act_range(n["out_bits"], n["out_signed"])
+            made[n["name"]] = (i, "CONV", tuple(n["shape"]), bool(n["out_signed"]),
+                               max(-lo, hi))
+        elif op == "maxpool":
+            src = hwc_input(n, n["inputs"][0])
+            nc, nh, nw = n["shape"]
+            rec = _new_op(kind=OP_KINDS.index("MAXPOOL") + 1, in_c=nc, in_h=src[2][1],
+                          in_w=src[2][2], in_cstride=cstride(nc), out_c=nc, out_h=nh,
+                          out_w=nw, out_cstride=cstride(nc), kernel=n["kernel"],
+                          stride=n["stride"], pad=n["padding"])
+            made[n["name"]] = (i, "MAXPOOL", tuple(n["shape"]), False, src[4])
+        elif op == "avgpool":
+            src = hwc_input(n, n["inputs"][0], unsigned=False)
+            sc, sh, sw = src[2]
+            rec = _new_op(kind=OP_KINDS.index("AVGPOOL") + 1, in_c=sc, in_h=sh, in_w=sw,
+                          in_cstride=cstride(sc), in_signed=int(src[3]), out_c=sc, out_h=1,
+                          out_w=1, out_signed=1)
+            made[n["name"]] = (i, "AVGPOOL", (sc,), True, 0)
+        else:
+            src = made.get(n["inputs"][0])
+            if src is None or src[1] != "AVGPOOL" or i != len(nodes) - 1:
+                raise BlobError(f"{where}: the fc must be the last node and read an avgpool")
+            rec = _fc_op(model, n, sec)
+            made[n["name"]] = (i, "FC", (n["out_features"],), True, 0)
+        ops.append(rec)
+        reads.append([x for x in n["inputs"] if x != "input"])
+
+    # Scratch shared by every conv: [im2col, ending on a WORKSPACE_ALIGN boundary] [gather
+    # table] [padded image]; then the tensors, each placed at the lowest offset where it
+    # overlaps no tensor still to be read.
+    steps = max(o["steps"] for o in ops if o["kind"] == OP_KINDS.index("CONV") + 1)
+    padded = max(_padded_halfwords(o) for o in ops if o["kind"] == OP_KINDS.index("CONV") + 1)
+    base = _align(16 * steps, WORKSPACE_ALIGN)
+    scratch_end = _align(base + 16 * steps) + 2 * padded
+    last_read = {n["name"]: max([j for j, r in enumerate(reads) if n["name"] in r],
+                                default=len(nodes)) for n in nodes}
+    placed: dict[str, tuple[int, int]] = {}
+    for i, (n, rec) in enumerate(zip(nodes, ops)):
+        size = _out_bytes(rec)
+        live = sorted(v for k, v in placed.items() if last_read[k] >= i)
+        at = _align(scratch_end)
+        for start, end in live:
+            if at + size <= start:
+                break
+            at = max(at, _align(end))
+        placed[n["name"]] = (at, at + size)
+        rec["out_offset"] = at
+        if rec["kind"] == OP_KINDS.index("CONV") + 1:
+            rec.update(im2col_offset=base - 16 * rec["steps"], gather_offset=base,
+                       padded_offset=_align(base + 16 * steps))
+        if reads[i]:
+            rec["in_offset"] = placed[reads[i][0]][0]
+        if rec.get("residual"):
+            rec["res_offset"] = placed[reads[i][1]][0]
+    hdr["workspace_bytes"] = _align(max(end for _, end in placed.values()))
+    return ops
+
+
+def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | None = None,
+               labels: np.ndarray | None = None, *, fast_requant: bool = True,
+               partition: str = "accel", mcu_w_bytes: int | None = None) -> bytes:
+    """The firmware blob of ``model`` compiled for ``config``, with optional test images
+    ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``partition``: ``"accel"``
+    (the middle layers on the accelerator) or ``"mcu"`` (every layer on the MCU; no
+    accelerator program, ``config`` only recorded). ``fast_requant=False`` gives every MCU
+    conv ``RQ_GENERIC`` (the portable path, to compare). ``mcu_w_bytes`` (MCU partition):
+    1 stores every conv's weights as bytes (half the flash), 2 as 16-bit pairs (fewer
+    instructions; at most :data:`CONV16_MAX_STEPS` steps), None picks 2 where it can.
+    :class:`BlobError` (or :class:`~compiler.CompileError`) says why a model cannot be
+    built."""
+    if partition not in ("accel", "mcu"):
+        raise BlobError(f"partition must be 'accel' or 'mcu', not {partition!r}")
+    if mcu_w_bytes not in (None, 1, 2):
+        raise BlobError(f"mcu_w_bytes must be None, 1 or 2, not {mcu_w_bytes!r}")
+    sec = _Sections()
+    hdr = {f.name: 0 for f in HEADER_FIELDS}
+    c, h, w = model.input_shape
+    last = model.nodes[-1]
+    if last["op"] != "fc":
+        raise BlobError(f"{model.path}: the last node must be the fc giving the logits")
+    hdr.update(_hw_words(config), in_channels=c, in_height=h, in_width=w,
+               pixel_max=model.manifest["input"]["pixel_max"],
+               classes=last["out_features"],
+               partition=PARTITIONS.index(partition.upper()) + 1)
+    if partition == "accel":
+        ops, program = _accel_ops(model, config, sec, hdr, fast_requant)
+        prog = program.program_words().astype("<u4")
+        wimg = program.weight_image.astype("<u4")
+        pimg = program.param_image.astype("<u4")
+    else:
+        ops = _mcu_ops(model, sec, hdr, fast_requant, mcu_w_bytes)
+        prog = wimg = pimg = np.zeros(0, "<u4")
+    if len(ops) > MAX_OPS:
+        raise BlobError(f"{len(ops)} ops; the firmware takes at most {MAX_OPS}")
 
     hdr["ops_count"] = len(ops)
     hdr["ops_offset"] = sec.add(np.array([[r[f.name] for f in OP_FIELDS] for r in ops],
                                          dtype="<u4").tobytes())
-    prog = program.program_words().astype("<u4")
     hdr["program_words"] = len(prog)
     hdr["program_offset"] = sec.add(prog.tobytes())
-    hdr["weight_words"] = len(program.weight_image)
-    hdr["weights_offset"] = sec.add(program.weight_image.astype("<u4").tobytes())
-    hdr["param_words"] = len(program.param_image)
-    hdr["params_offset"] = sec.add(program.param_image.astype("<u4").tobytes())
+    hdr["weight_words"] = len(wimg)
+    hdr["weights_offset"] = sec.add(wimg.tobytes())
+    hdr["param_words"] = len(pimg)
+    hdr["params_offset"] = sec.add(pimg.tobytes())
 
     if images is None:
         images = np.zeros((0, c, h, w), np.uint8)
@@ -544,68 +773,148 @@ def _hwc(h: int, w: int, cs: int) -> int:
     return _align(h * w, 2) * cs
 
 
-def _check_ops(h: dict, ops: list[dict]) -> dict:
-    """``ops_ok`` of cim_model.c: the chain, its shapes, its sections and workspace areas;
-    returns the OFFLOAD op."""
-    ws = h["workspace_bytes"]
+def _kind(op: dict) -> str | None:
+    return OP_KINDS[op["kind"] - 1] if 1 <= op["kind"] <= len(OP_KINDS) else None
 
-    def area(offset, size):
-        return offset % 8 == 0 and offset + size <= ws
 
+class _Ws:
+    """Workspace areas: inside the workspace, 8-byte aligned; and disjointness."""
+
+    def __init__(self, h: dict):
+        self.ws = h["workspace_bytes"]
+
+    def area(self, offset, size):
+        return offset % 8 == 0 and offset + size <= self.ws
+
+    @staticmethod
     def disjoint(a, alen, b, blen):
         return a + alen <= b or b + blen <= a
+
+
+def _conv_areas(c: dict) -> list[tuple[int, int]]:
+    """The workspace areas a CONV writes: im2col, gather table, padded image, output."""
+    xbytes = 16 * c["steps"]
+    padded = 2 * (c["in_c"] * (c["in_h"] + 2 * c["pad"]) * (c["in_w"] + 2 * c["pad"]) + 1)
+    return [(c["im2col_offset"], xbytes), (c["gather_offset"], xbytes),
+            (c["padded_offset"], padded),
+            (c["out_offset"], _hwc(c["out_h"], c["out_w"], c["out_cstride"]))]
+
+
+def _written(op: dict) -> list[tuple[int, int]]:
+    """Every workspace area an op writes."""
+    if _kind(op) == "CONV":
+        return _conv_areas(op)
+    return [(op["out_offset"], _out_bytes(op))]
+
+
+def _conv_weight_bytes(c: dict) -> int:
+    return (c["out_c"] + 1) // 2 * (16 if c["w_bytes"] == 2 else 8) * c["steps"]
+
+
+def _check_conv(h: dict, c: dict, i: int) -> None:
+    """``conv_ok``: a CONV's shapes, requantization fields, sections and workspace areas
+    (its own: what it reads against what it writes)."""
+    ws = _Ws(h)
+    cpairs = (c["out_c"] + 1) // 2
+    taps = c["in_c"] * c["kernel"] ** 2
+    lo, hi = _s32(c["out_lo"]), _s32(c["out_hi"])
+    bits = c["out_bits"]
+    rng = ((-(1 << (bits - 1)) + 1, (1 << (bits - 1)) - 1) if c["out_signed"]
+           else (0, (1 << bits) - 1))
+    image = c["in_cstride"] == 0
+    reads = [] if image else [(c["in_offset"], _hwc(c["in_h"], c["in_w"], c["in_cstride"]))]
+    if c["residual"] == 1:
+        reads.append((c["res_offset"], _hwc(c["out_h"], c["out_w"], c["res_cstride"])))
+    _require((c["in_c"], c["in_h"], c["in_w"], c["in_offset"], c["in_signed"])
+             == (h["in_channels"], h["in_height"], h["in_width"], 0, 0) if image
+             else _hwc_ok(c["in_c"], c["in_cstride"]) and c["in_signed"] == 0,
+             f"CONV op {i}: input shape or layout")
+    _require(_geometry(c["in_h"], c["out_h"], c["kernel"], c["stride"], c["pad"])
+             and _geometry(c["in_w"], c["out_w"], c["kernel"], c["stride"], c["pad"])
+             and _hwc_ok(c["out_c"], c["out_cstride"]) and c["out_cstride"] >= 2 * cpairs
+             and 1 <= bits <= 8 and c["out_signed"] <= 1
+             and (bits >= 2 or not c["out_signed"]) and (lo, hi) == rng,
+             f"CONV op {i}: shapes, geometry or output range inconsistent")
+    _require(1 <= c["steps"] <= CONV_MAX_STEPS and c["steps"] == -(-taps // 4),
+             f"CONV op {i}: steps {c['steps']}, the {taps} taps take {-(-taps // 4)}")
+    if c["rq_mode"] == RQ_MODES.index("FAST") + 1:
+        _require(not c["out_signed"] and c["shift"] == 8 - bits, f"CONV op {i}: RQ_FAST fields")
+    else:
+        _require(c["rq_mode"] == RQ_MODES.index("GENERIC") + 1 and 1 <= c["shift"] <= 63,
+                 f"CONV op {i}: rq_mode or shift")
+    _require(c["w_bytes"] in (1, 2) and c["residual"] <= 1
+             and (c["w_bytes"] == 1 or c["steps"] <= CONV16_MAX_STEPS)
+             and (_hwc_ok(c["out_c"], c["res_cstride"]) and c["res_signed"] <= 1
+                  if c["residual"] else
+                  (c["res_offset"], c["res_cstride"], c["res_signed"]) == (0, 0, 0)),
+             f"CONV op {i}: weight format or residual fields")
+    _require(_section(h, c["weights_offset"], _conv_weight_bytes(c))
+             and _section(h, c["params_offset"], 2 * cpairs * RQ_RECORD_BYTES),
+             f"CONV op {i}: weights or requantization records outside the blob")
+    areas = _conv_areas(c)
+    xbytes = 16 * c["steps"]
+    _require(all(ws.area(*a) for a in areas + reads)
+             and (c["im2col_offset"] + xbytes) % WORKSPACE_ALIGN == 0
+             and all(ws.disjoint(*a, *b) for j, a in enumerate(areas) for b in areas[j + 1:])
+             and all(ws.disjoint(*a, *r) for a in areas for r in reads),
+             f"CONV op {i}: workspace areas outside the workspace or overlapping")
+
+
+def _pool_ok(h: dict, op: dict) -> bool:
+    """``maxpool_ok``."""
+    ws = _Ws(h)
+    fin = _hwc(op["in_h"], op["in_w"], op["in_cstride"])
+    fout = _hwc(op["out_h"], op["out_w"], op["out_cstride"])
+    return (op["in_signed"] == 0 and op["out_signed"] == 0
+            and op["out_c"] == op["in_c"] and op["out_cstride"] == op["in_cstride"]
+            and _hwc_ok(op["in_c"], op["in_cstride"])
+            and _geometry(op["in_h"], op["out_h"], op["kernel"], op["stride"], op["pad"])
+            and _geometry(op["in_w"], op["out_w"], op["kernel"], op["stride"], op["pad"])
+            and ws.area(op["in_offset"], fin) and ws.area(op["out_offset"], fout)
+            and ws.disjoint(op["in_offset"], fin, op["out_offset"], fout))
+
+
+def _avgpool_ok(h: dict, avg: dict) -> bool:
+    ws = _Ws(h)
+    fin = _hwc(avg["in_h"], avg["in_w"], avg["in_cstride"])
+    return (_hwc_ok(avg["in_c"], avg["in_cstride"])
+            and avg["in_signed"] <= 1 and avg["out_c"] == avg["in_c"]
+            and ws.area(avg["in_offset"], fin) and ws.area(avg["out_offset"], 4 * avg["out_c"])
+            and ws.disjoint(avg["in_offset"], fin, avg["out_offset"], 4 * avg["out_c"]))
+
+
+def _fc_ok(h: dict, fc: dict) -> bool:
+    ws = _Ws(h)
+    return (fc["out_c"] == h["classes"] and fc["out_c"] >= 1
+            and _section(h, fc["weights_offset"], fc["out_c"] * fc["in_c"])
+            and _section(h, fc["params_offset"], 8 * fc["out_c"])
+            and ws.area(fc["in_offset"], 4 * fc["in_c"])
+            and ws.area(fc["out_offset"], 8 * fc["out_c"])
+            and ws.disjoint(fc["in_offset"], 4 * fc["in_c"], fc["out_offset"], 8 * fc["out_c"]))
+
+
+def _check_ops(h: dict, ops: list[dict]) -> dict | None:
+    """``ops_ok`` of cim_model.c: the chain of the blob's partition, its shapes, its sections
+    and workspace areas; returns the OFFLOAD op (None for the MCU partition)."""
+    if h["partition"] == PARTITIONS.index("MCU") + 1:
+        _check_mcu_ops(h, ops)
+        return None
+    ws = _Ws(h)
 
     def chained(prev, op):
         return all(op[f"in_{f}"] == prev[f"out_{f}"] for f in
                    ("c", "h", "w", "cstride", "signed", "offset"))
 
-    kinds = [OP_KINDS[o["kind"] - 1] if 1 <= o["kind"] <= len(OP_KINDS) else None
-             for o in ops]
+    kinds = [_kind(o) for o in ops]
     n = len(ops)
     _require(n >= 4 and kinds[0] == "CONV", f"op 0 is {kinds[0]}, not CONV")
     c = ops[0]
-    cpairs = (c["out_c"] + 1) // 2
-    taps = c["in_c"] * c["kernel"] ** 2
-    _require(c["in_c"] == h["in_channels"] and c["in_h"] == h["in_height"]
-             and c["in_w"] == h["in_width"]
-             and _geometry(c["in_h"], c["out_h"], c["kernel"], c["stride"], c["pad"])
-             and _geometry(c["in_w"], c["out_w"], c["kernel"], c["stride"], c["pad"])
-             and _hwc_ok(c["out_c"], c["out_cstride"]) and c["out_cstride"] >= 2 * cpairs
-             and 1 <= c["out_bits"] <= 8 and c["out_signed"] <= 1
-             and _s32(c["out_lo"]) <= _s32(c["out_hi"]),
-             "CONV: shapes, geometry or output range inconsistent")
-    _require(1 <= c["steps"] <= CONV_MAX_STEPS and c["steps"] == -(-taps // 4),
-             f"CONV: steps {c['steps']}, the {taps} taps take {-(-taps // 4)}")
-    if c["rq_mode"] == RQ_MODES.index("FAST") + 1:
-        _require(not c["out_signed"] and c["shift"] == 8 - c["out_bits"] and c["out_lo"] == 0
-                 and c["out_hi"] == (1 << c["out_bits"]) - 1, "CONV: RQ_FAST fields")
-    else:
-        _require(c["rq_mode"] == RQ_MODES.index("GENERIC") + 1 and 1 <= c["shift"] <= 63,
-                 "CONV: rq_mode or shift")
-    xbytes = 16 * c["steps"]
-    padded = 2 * (c["in_c"] * (c["in_h"] + 2 * c["pad"]) * (c["in_w"] + 2 * c["pad"]) + 1)
-    out = _hwc(c["out_h"], c["out_w"], c["out_cstride"])
-    _require(_section(h, c["weights_offset"], cpairs * 16 * c["steps"])
-             and _section(h, c["params_offset"], 2 * cpairs * RQ_RECORD_BYTES),
-             "CONV: weights or requantization records outside the blob")
-    areas = [(c["im2col_offset"], xbytes), (c["gather_offset"], xbytes),
-             (c["padded_offset"], padded), (c["out_offset"], out)]
-    _require(all(area(*a) for a in areas)
-             and (c["im2col_offset"] + xbytes) % WORKSPACE_ALIGN == 0
-             and all(disjoint(*a, *b) for i, a in enumerate(areas) for b in areas[i + 1:]),
-             "CONV: workspace areas outside the workspace or overlapping")
+    _require(c["in_cstride"] == 0 and c["w_bytes"] == 2 and c["residual"] == 0,
+             "CONV: the ACCEL partition's conv reads the image with 16-bit weights")
+    _check_conv(h, c, 0)
     i = 1
     while i < n and kinds[i] == "MAXPOOL":
-        p, op = ops[i - 1], ops[i]
-        fin = _hwc(op["in_h"], op["in_w"], op["in_cstride"])
-        fout = _hwc(op["out_h"], op["out_w"], op["out_cstride"])
-        _require(chained(p, op) and op["in_signed"] == 0 and op["out_signed"] == 0
-                 and op["out_c"] == op["in_c"] and op["out_cstride"] == op["in_cstride"]
-                 and _hwc_ok(op["in_c"], op["in_cstride"])
-                 and _geometry(op["in_h"], op["out_h"], op["kernel"], op["stride"], op["pad"])
-                 and _geometry(op["in_w"], op["out_w"], op["kernel"], op["stride"], op["pad"])
-                 and area(op["in_offset"], fin) and area(op["out_offset"], fout)
-                 and disjoint(op["in_offset"], fin, op["out_offset"], fout),
+        _require(chained(ops[i - 1], ops[i]) and _pool_ok(h, ops[i]),
                  f"MAXPOOL op {i}: inconsistent with its input, geometry or workspace")
         i += 1
     _require(n - i == 3 and kinds[i:] == ["OFFLOAD", "AVGPOOL", "FC"],
@@ -628,24 +937,63 @@ def _check_ops(h: dict, ops: list[dict]) -> dict:
                                                 off["act_in_bits"]) <= act
              and off["act_out_base"] + act_words(off["out_c"], off["out_h"], off["out_w"],
                                                  off["act_out_bits"]) <= act
-             and area(off["in_offset"], fin) and area(off["out_offset"], fout)
-             and disjoint(off["in_offset"], fin, off["out_offset"], fout),
+             and ws.area(off["in_offset"], fin) and ws.area(off["out_offset"], fout)
+             and ws.disjoint(off["in_offset"], fin, off["out_offset"], fout),
              "OFFLOAD: inconsistent with its input, the activation buffer or the workspace")
-    fin = _hwc(avg["in_h"], avg["in_w"], avg["in_cstride"])
-    _require(chained(off, avg) and _hwc_ok(avg["in_c"], avg["in_cstride"])
-             and avg["in_signed"] <= 1 and avg["out_c"] == avg["in_c"]
-             and area(avg["in_offset"], fin) and area(avg["out_offset"], 4 * avg["out_c"])
-             and disjoint(avg["in_offset"], fin, avg["out_offset"], 4 * avg["out_c"]),
+    _require(chained(off, avg) and _avgpool_ok(h, avg),
              "AVGPOOL: inconsistent with its input or the workspace")
-    _require(chained(off, avg) and fc["in_c"] == avg["out_c"]
-             and fc["in_offset"] == avg["out_offset"] and fc["out_c"] == h["classes"]
-             and fc["out_c"] >= 1
-             and _section(h, fc["weights_offset"], fc["out_c"] * fc["in_c"])
-             and _section(h, fc["params_offset"], 8 * fc["out_c"])
-             and area(fc["in_offset"], 4 * fc["in_c"]) and area(fc["out_offset"], 8 * fc["out_c"])
-             and disjoint(fc["in_offset"], 4 * fc["in_c"], fc["out_offset"], 8 * fc["out_c"]),
+    _require(fc["in_c"] == avg["out_c"] and fc["in_offset"] == avg["out_offset"]
+             and _fc_ok(h, fc),
              "FC: inconsistent with its input, the classes, the blob or the workspace")
     return off
+
+
+def _check_mcu_ops(h: dict, ops: list[dict]) -> None:
+    """``mcu_ops_ok``: every op valid on its own; op 0 the CONV on the image, the last the FC;
+    every tensor an op reads is the output of the latest earlier op that wrote at its
+    offset, of the shape and kind the reader takes, and no op in between (nor the reader)
+    writes over it."""
+    kinds = [_kind(o) for o in ops]
+    _require(kinds[0] == "CONV" and ops[0]["in_cstride"] == 0 and kinds[-1] == "FC"
+             and all(k in ("CONV", "MAXPOOL", "AVGPOOL", "FC") for k in kinds),
+             f"the MCU partition's ops are {kinds}: CONV first, FC last, no OFFLOAD")
+    for i, op in enumerate(ops):
+        kind = kinds[i]
+        reads = []      # (offset, bytes, producer kinds, c, h, w, cstride, signed)
+        if kind == "CONV":
+            _require(i == 0 or op["in_cstride"] != 0, f"CONV op {i} reads the image")
+            _check_conv(h, op, i)
+            if i:
+                reads.append((op["in_offset"], ("CONV", "MAXPOOL"), op["in_c"], op["in_h"],
+                              op["in_w"], op["in_cstride"], op["in_signed"]))
+            if op["residual"]:
+                reads.append((op["res_offset"], ("CONV", "MAXPOOL"), op["out_c"],
+                              op["out_h"], op["out_w"], op["res_cstride"], op["res_signed"]))
+        elif kind == "MAXPOOL":
+            _require(_pool_ok(h, op), f"MAXPOOL op {i}: geometry or workspace")
+            reads.append((op["in_offset"], ("CONV", "MAXPOOL"), op["in_c"], op["in_h"],
+                          op["in_w"], op["in_cstride"], op["in_signed"]))
+        elif kind == "AVGPOOL":
+            _require(_avgpool_ok(h, op) and op["out_signed"] == 1,
+                     f"AVGPOOL op {i}: shapes or workspace")
+            reads.append((op["in_offset"], ("CONV", "MAXPOOL"), op["in_c"], op["in_h"],
+                          op["in_w"], op["in_cstride"], op["in_signed"]))
+        else:
+            _require(i == len(ops) - 1 and _fc_ok(h, op), f"FC op {i}: not last, or "
+                     "inconsistent with the classes, the blob or the workspace")
+            reads.append((op["in_offset"], ("AVGPOOL",), op["in_c"], 1, 1, 0, 1))
+        for offset, producers, c, hh, w, cs, signed in reads:
+            size = 4 * c if producers == ("AVGPOOL",) else _hwc(hh, w, cs)
+            j = max((j for j in range(i) if ops[j]["out_offset"] == offset), default=None)
+            p = ops[j] if j is not None else None
+            _require(p is not None and kinds[j] in producers
+                     and (p["out_c"], p["out_h"], p["out_w"], p["out_signed"]) == (
+                         c, hh, w, signed)
+                     and (kinds[j] == "AVGPOOL" or p["out_cstride"] == cs),
+                     f"op {i} reads a tensor at {offset} that no earlier op wrote so")
+            _require(all(_Ws.disjoint(offset, size, *a)
+                         for m in range(j + 1, i + 1) for a in _written(ops[m])),
+                     f"op {i} reads a tensor at {offset} that an op after op {j} overwrote")
 
 
 def _s32(v: int) -> int:
@@ -654,10 +1002,8 @@ def _s32(v: int) -> int:
 
 def _check_layout(h: dict, ops: list[dict]) -> None:
     """``layout_ok``: the sections tile the blob from the header to ``total_bytes``."""
-    conv, fc = ops[0], ops[-1]
     n = h["images_count"]
-    cpairs = (conv["out_c"] + 1) // 2
-    sections = sorted([
+    sections = [
         (h["ops_offset"], 4 * OP_WORDS * h["ops_count"], "ops"),
         (h["program_offset"], 4 * h["program_words"], "program"),
         (h["weights_offset"], 4 * h["weight_words"], "weights"),
@@ -665,11 +1011,16 @@ def _check_layout(h: dict, ops: list[dict]) -> None:
         (h["images_offset"], n * h["in_channels"] * h["in_height"] * h["in_width"], "images"),
         (h["labels_offset"], 4 * n, "labels"),
         (h["expected_offset"], 8 * n * h["classes"], "expected"),
-        (conv["weights_offset"], cpairs * 16 * conv["steps"], "CONV weights"),
-        (conv["params_offset"], 2 * cpairs * RQ_RECORD_BYTES, "CONV records"),
-        (fc["weights_offset"], fc["out_c"] * fc["in_c"], "FC weights"),
-        (fc["params_offset"], 8 * fc["out_c"], "FC biases"),
-    ], key=lambda s: s[:2])
+    ]
+    for i, op in enumerate(ops):
+        if _kind(op) == "CONV":
+            sections += [(op["weights_offset"], _conv_weight_bytes(op), f"CONV {i} weights"),
+                         (op["params_offset"], (op["out_c"] + 1) // 2 * 2 * RQ_RECORD_BYTES,
+                          f"CONV {i} records")]
+        elif _kind(op) == "FC":
+            sections += [(op["weights_offset"], op["out_c"] * op["in_c"], f"FC {i} weights"),
+                         (op["params_offset"], 8 * op["out_c"], f"FC {i} biases")]
+    sections = sorted(sections    , key=lambda s: s[:2])
     end = h["header_bytes"]
     for offset, size, name in sections:
         _require(offset == _align(end), f"section {name} at byte {offset}, where the one "
@@ -718,8 +1069,9 @@ def _check_program(blob: bytes, h: dict, off: dict) -> None:
              f"{h['hw_param_record_words']} words")
 
 
-def _check_contents(blob: bytes, h: dict, conv: dict) -> None:
-    """``contents_ok``: images, labels and the CONV records as the header describes them."""
+def _check_contents(blob: bytes, h: dict, ops: list[dict]) -> None:
+    """``contents_ok``: images, labels and every CONV's records as the header and ops
+    describe them."""
     n = h["images_count"]
     px = np.frombuffer(blob, np.uint8, n * h["in_channels"] * h["in_height"] * h["in_width"],
                        h["images_offset"])
@@ -728,12 +1080,19 @@ def _check_contents(blob: bytes, h: dict, conv: dict) -> None:
     labels = _u32(blob, h["labels_offset"], n)
     _require(not n or int(labels.max()) < h["classes"],
              f"a test label is not below classes {h['classes']}")
-    rec = np.frombuffer(blob, [("bias", "<i8"), ("mult", "<i4"), ("zero", "<i4")],
-                        (conv["out_c"] + 1) // 2 * 2, conv["params_offset"])
-    _require(not rec["zero"].any(), "CONV: a requantization record's reserved word is not 0")
-    if conv["rq_mode"] == RQ_MODES.index("GENERIC") + 1:
-        _require(np.abs(rec["mult"].astype(np.int64)).max() <= (1 << 15) - 1,
-                 "CONV: RQ_GENERIC multipliers outside 16 bits (RQ_FAST records?)")
+    for i, conv in enumerate(ops):
+        if _kind(conv) != "CONV":
+            continue
+        rec = np.frombuffer(blob, RQ_DTYPE, (conv["out_c"] + 1) // 2 * 2,
+                            conv["params_offset"])
+        rm = rec["res_mult"].astype(np.int64)
+        _require(conv["residual"] or not rm.any(),
+                 f"CONV op {i}: a res_mult without a residual")
+        if conv["rq_mode"] == RQ_MODES.index("GENERIC") + 1:
+            _require(np.abs(rec["mult"].astype(np.int64)).max() <= (1 << 15) - 1
+                     and np.abs(rm).max() <= (1 << 23) - 1,
+                     f"CONV op {i}: RQ_GENERIC multipliers outside 16 bits or residual "
+                     "multipliers outside 24 (RQ_FAST records?)")
 
 
 def check_blob(blob: bytes, config: HwConfig | None = None) -> tuple[dict, list[dict]]:
@@ -765,8 +1124,9 @@ def check_blob(blob: bytes, config: HwConfig | None = None) -> tuple[dict, list[
         ops = parse_ops(blob)
         off = _check_ops(h, ops)
         _check_layout(h, ops)
-        _check_program(blob, h, off)
-        _check_contents(blob, h, ops[0])
+        if off is not None:
+            _check_program(blob, h, off)
+        _check_contents(blob, h, ops)
         if config is not None:
             want = _hw_words(config)
             diff = [k for k, v in want.items() if h[k] != v]
@@ -791,9 +1151,14 @@ def _check_header(h: dict) -> None:
              and h["hw_param_record_words"] == fmt.PARAM_WORDS
              and image >= 1 and 1 <= h["pixel_max"] <= 255,
              "header: hardware words, image shape, classes or pixel_max out of range")
-    _require(1 <= h["ops_count"] <= 16
+    mcu = h["partition"] == PARTITIONS.index("MCU") + 1
+    _require(1 <= h["partition"] <= len(PARTITIONS)
+             and (h["program_words"] == h["weight_words"] == h["param_words"] == 0 if mcu
+                  else h["program_words"] >= 1),
+             "header: partition, or accelerator images in an MCU blob")
+    _require(1 <= h["ops_count"] <= MAX_OPS
              and _section(h, h["ops_offset"], 4 * OP_WORDS * h["ops_count"])
-             and 1 <= h["program_words"] <= h["hw_prog_words"]
+             and h["program_words"] <= h["hw_prog_words"]
              and _section(h, h["program_offset"], 4 * h["program_words"])
              and h["weight_words"] <= h["hw_weight_words"]
              and _section(h, h["weights_offset"], 4 * h["weight_words"])
@@ -877,6 +1242,11 @@ def render_header() -> str:
         f"#define CIM_RQ_RECORD_BYTES     {RQ_RECORD_BYTES}u",
         f"#define CIM_WORKSPACE_ALIGN     {WORKSPACE_ALIGN}u",
         f"#define CIM_CONV_MAX_STEPS      {CONV_MAX_STEPS}u /* 4 taps per step */",
+        f"#define CIM_CONV16_MAX_STEPS    {CONV16_MAX_STEPS}u /* with 16-bit weights */",
+        f"#define CIM_BLOB_MAX_OPS        {MAX_OPS}u",
+        "",
+        "/* Partitions (header word partition). */",
+        *[f"#define CIM_PARTITION_{k:<10}{i + 1}u" for i, k in enumerate(PARTITIONS)],
         "",
         "/* Op kinds. */",
         *[f"#define CIM_OP_{k:<17}{i + 1}u" for i, k in enumerate(OP_KINDS)],
@@ -892,7 +1262,7 @@ def render_header() -> str:
         "typedef struct {",
         "    int64_t bias;",
         "    int32_t mult;",
-        "    int32_t reserved;",
+        "    int32_t res_mult;   /* 0 without a residual */",
         "} cim_rq_record_t;",
         "",
         "/* Stages of a frame (cim_results_t.marker, .stage_cycles). */",
@@ -923,6 +1293,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=8,
                    help="test images to embed from the model's dataset (0: none)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--partition", choices=("accel", "mcu"), default="accel",
+                   help="accel: the middle layers on the accelerator; mcu: every layer on "
+                        "the MCU")
     p.add_argument("--out", help="write the blob here")
     p.add_argument("--header", nargs="?", const=str(HEADER_PATH), default=None,
                    help="write the C declarations (default: firmware/include/cim_format.h) "
@@ -941,7 +1314,7 @@ def main(argv=None) -> int:
         x = y = None
         if args.images:
             x, y = test_images(model, args.images, args.data_dir)
-        blob = build_blob(model, config, x, y)
+        blob = build_blob(model, config, x, y, partition=args.partition)
     except (ValueError, data.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -949,7 +1322,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(blob)
     h = parse_header(blob)
-    print(f"{out}: {len(blob):,} bytes, {args.model} for {config.name!r}, "
+    print(f"{out}: {len(blob):,} bytes, {args.model} for {config.name!r} ({args.partition}), "
           f"{h['images_count']} test images, workspace {h['workspace_bytes']:,} bytes")
     return 0
 

@@ -40,8 +40,8 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
   while the wait for the interrupt costs the accelerator's cycles.
 * instruction counts: every executed instruction is charged to the stage the firmware is
   in (``cim_results.marker``, written at every stage boundary), per frame (a frame starts
-  at each CONV marker), and to ``IRQ`` while the handler runs. Instructions are counted as
-  the core issues them: those of an IT block whose condition fails too. ``count="block"``
+  at a CONV marker after IDLE), and to ``IRQ`` while the handler runs. Instructions are
+  counted as the core issues them: those of an IT block whose condition fails too. ``count="block"``
   (default) counts per translated block, with exact corrections where a marker or the final
   state is written mid-block; ``count="code"`` counts instruction by instruction (about 6x
   slower; the tests hold one against the other).
@@ -162,12 +162,13 @@ class Elf:
         return cls(entry, segments, symbols)
 
 
-def build_elf(build: Path, *, model: str, config: str, images: int, irq: bool) -> Path:
+def build_elf(build: Path, *, model: str, config: str, images: int, irq: bool,
+              partition: str = "accel") -> Path:
     """``make -C firmware`` into ``build`` (a folder of its own per variant: the objects do
     not record CONFIG or the flags); returns the ELF. Make decides what is stale."""
     cmd = ["make", "-s", "-C", str(REPO / "firmware"), f"BUILD={Path(build).resolve()}",
            f"MODEL={model}", f"CONFIG={config}", f"IMAGES={images}",
-           f"EXTRA_CFLAGS=-DCIM_APP_USE_IRQ={int(irq)}"]
+           f"PARTITION={partition}", f"EXTRA_CFLAGS=-DCIM_APP_USE_IRQ={int(irq)}"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise FirmwareError(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
@@ -520,7 +521,7 @@ class Mcu:
         new = STAGES[value] if value < len(STAGES) else f"stage{value}"
         tail, tail_cycles = self._after(self._pc(), including=False)
         self._charge(-tail, -tail_cycles)
-        if new == "CONV":
+        if new == "CONV" and self._stage == "IDLE":
             self._frames.append({})
             self._frame_cycles.append({})
             self._frame_bus.append({})

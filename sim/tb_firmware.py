@@ -32,6 +32,10 @@ The target may be any configuration, also one with changed fields (``tiny:macros
 firmware is built with its generated constants header (``make -C firmware CONFIG=...``).
 ``CIM_SIM_WAIT``
     ``irq`` (default) or ``poll``: how the firmware waits for the accelerator.
+``CIM_SIM_PARTITION``
+    ``accel`` (default) or ``mcu``: the blob's partition (``make -C firmware PARTITION=``);
+    with ``mcu`` every layer runs on the core and the accelerator is never touched (no
+    interrupt is taken), the bench only checks the results.
 ``CIM_SIM_REPORT``
     a JSON file to write the instruction and cycle counts, timings and results to: besides
     the instructions (``setup``, ``frames``: stage -> count) the estimated core cycles alike
@@ -121,13 +125,17 @@ async def firmware(dut):
     spec = os.environ.get("CIM_SIM_MODEL", DEFAULT_MODEL)
     count = int(os.environ.get("CIM_SIM_IMAGES", "2"))
     wait = os.environ.get("CIM_SIM_WAIT", "irq")
+    partition = os.environ.get("CIM_SIM_PARTITION", "accel")
     env.check(wait in ("irq", "poll"), f"CIM_SIM_WAIT={wait!r}: irq or poll")
+    env.check(partition in ("accel", "mcu"), f"CIM_SIM_PARTITION={partition!r}: accel or mcu")
     path = Path(spec) if Path(spec).is_absolute() else REPO / spec
     model = golden.load(path)
 
     w0 = time.perf_counter()
-    build = REPO / "sim_build" / "firmware" / f"{cfg.name}-{path.stem}-{count}-{wait}"
-    elf = build_elf(build, model=str(path), config=target(), images=count, irq=wait == "irq")
+    variant = f"{cfg.name}-{path.stem}-{count}-{wait}" + ("-mcu" if partition == "mcu" else "")
+    build = REPO / "sim_build" / "firmware" / variant
+    elf = build_elf(build, model=str(path), config=target(), images=count, irq=wait == "irq",
+                    partition=partition)
     build_seconds = time.perf_counter() - w0
     # Progress by print: the emulator's thread must not call into the simulator, which
     # cocotb.log does (it stamps the simulation time).
@@ -169,12 +177,17 @@ async def firmware(dut):
     env.check(r["images"] == count and r["exact"] == count and r["agree"] == count,
               f"the firmware counted {r['images']} images, {r['exact']} exact, "
               f"{r['agree']} agreeing with the golden model")
-    env.check(run.irqs == (count if wait == "irq" else 0),
+    env.check(run.irqs == (count if wait == "irq" and partition == "accel" else 0),
               f"{run.irqs} interrupts taken for {count} frames waiting by {wait}")
 
-    conv = fb.parse_ops(blob)[0]
-    macs = conv["out_c"] * conv["out_h"] * conv["out_w"] * conv["in_c"] * conv["kernel"] ** 2
-    table = stage_table(run, macs)
+    convs = [o for o in fb.parse_ops(blob) if o["kind"] == fb.OP_KINDS.index("CONV") + 1]
+    macs = sum(o["out_c"] * o["out_h"] * o["out_w"] * o["in_c"] * o["kernel"] ** 2
+               for o in convs)
+    table = stage_table(run, macs if partition == "accel" else None)
+    if partition == "mcu":
+        conv = sum(f.get("CONV", 0) for f in run.frames) / max(len(run.frames), 1)
+        table += (f"\n{len(convs)} convs: {conv:,.0f} instructions for {macs:,} MACs = "
+                  f"{conv / macs:.3f} per MAC")
     totals = frame_totals(run)
     mean = {k: sum(t[k] for t in totals) / max(len(totals), 1) for k in totals[0]} \
         if totals else {}
@@ -198,7 +211,7 @@ async def firmware(dut):
             bus_reads=run.bus_reads, bus_writes=run.bus_writes, stage_bus=run.stage_bus,
             cycles=cycles, accel_cycles=r["accel_cycles"], stage_cycles=r["stage_cycles"],
             seconds=time.perf_counter() - t0, build_seconds=build_seconds,
-            run_seconds=run_seconds, correct=correct,
+            run_seconds=run_seconds, correct=correct, partition=partition,
             # The Cortex-M4 cycle estimate (sim/m4_cycles.py, firmware/README.md).
             core_cycles=run.cycles, core_bus_cycles=run.bus_cycles,
             setup_cycles=run.setup_cycles, frame_cycles=run.frame_cycles,

@@ -2,8 +2,9 @@
 
 ``python -m tests.fuzz_files --count N --seed S --out DIR`` (``--smoke``: a short run).
 
-Each case takes the shipped digits model (``models/digits_cnn_w4a4.npz``) or its blob for
-the ``tiny`` configuration, mutates it, and runs it through
+Each case takes the shipped digits model (``models/digits_cnn_w4a4.npz``) or one of its
+blobs for the ``tiny`` configuration (the ACCEL partition's, or the MCU partition's with
+every conv on the 64-bit rule), mutates it, and runs it through
 
 - model files: :func:`model.golden.load` (with ``validate`` and the content hash), the golden
   model on a fixed batch, :func:`compiler.compile_model` and :func:`compiler.execute` (held
@@ -18,13 +19,14 @@ Outcomes: ``refused`` (a clean error: ModelFormatError, BlobError, CompileError 
 firmware status), ``identical`` (accepted, the same results), ``new model`` (accepted with
 other results after a mutation that recomputed the checksum or CRC and changed only values
 the file is free to hold: array values, blob data sections, the layer program, a maxpool's
-window), and the failures: ``SILENT`` (other results from a file whose checksum was not
-recomputed, or from a header, op or manifest-structure word that disagrees with the
-contents), ``DISAGREE`` (the loaders disagree: Python and C status, compiler and golden
-model, a built blob its own check refuses, an illegal bus access) and ``TRACEBACK`` (any
-other exception). Every failing case is written to ``DIR/<n>-<outcome>/`` with the mutated
-file and what was done; the exit status is 1 if there was one. Cases are numbered and
-seeded from ``(seed, n)``, so ``--first n --count 1`` reruns case ``n`` alone.
+window, a RQ_GENERIC conv's shift), and the failures: ``SILENT`` (other results from a file
+whose checksum was not recomputed, or from a header, op or manifest-structure word that
+disagrees with the contents), ``DISAGREE`` (the loaders disagree: Python and C status,
+compiler and golden model, a built blob its own check refuses, an illegal bus access) and
+``TRACEBACK`` (any other exception). Every failing case is written to
+``DIR/<n>-<outcome>/`` with the mutated file and what was done; the exit status is 1 if
+there was one. Cases are numbered and seeded from ``(seed, n)``, so ``--first n --count 1``
+reruns case ``n`` alone.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "digits_cnn_w4a4.npz"
 CONFIG = "tiny"
 FAILURES = ("SILENT", "DISAGREE", "TRACEBACK")
+TARGETS = ("model", "blob", "mcu blob")      # the ACCEL and the MCU partition's blobs
 OUTCOMES = ("refused", "identical", "new model", *FAILURES)
 
 
@@ -268,61 +271,70 @@ def _recrc(b: bytearray) -> bytes:
 
 
 def _regions(blob: bytes) -> list[tuple[int, int, str]]:
-    """(start, end, class) of every byte range: header, ops, program, data."""
+    """(start, end, class) of every byte range: header, ops, program, data, records."""
     h = fb.parse_header(blob)
     ops = fb.parse_ops(blob)
-    conv, fcop = ops[0], ops[-1]
-    cpairs = (conv["out_c"] + 1) // 2
     n = h["images_count"]
     out = [(0, fb.HEADER_BYTES, "header"),
            (h["ops_offset"], h["ops_offset"] + 4 * fb.OP_WORDS * len(ops), "op"),
            (h["program_offset"], h["program_offset"] + 4 * h["program_words"], "program")]
-    for off, size in ((h["weights_offset"], 4 * h["weight_words"]),
-                      (h["params_offset"], 4 * h["param_words"]),
-                      (h["images_offset"], n * h["in_channels"] * h["in_height"]
-                       * h["in_width"]),
-                      (h["labels_offset"], 4 * n), (h["expected_offset"], 8 * n * h["classes"]),
-                      (conv["weights_offset"], cpairs * 16 * conv["steps"]),
-                      (fcop["weights_offset"], fcop["out_c"] * fcop["in_c"]),
-                      (fcop["params_offset"], 8 * fcop["out_c"])):
-        out.append((off, off + size, "data"))
-    # The CONV requantization records: their reserved words and (RQ_FAST) multipliers are
-    # checked, their biases are data.
-    out.append((conv["params_offset"], conv["params_offset"] + 2 * cpairs * 16, "records"))
+    data = [(h["weights_offset"], 4 * h["weight_words"]),
+            (h["params_offset"], 4 * h["param_words"]),
+            (h["images_offset"], n * h["in_channels"] * h["in_height"] * h["in_width"]),
+            (h["labels_offset"], 4 * n), (h["expected_offset"], 8 * n * h["classes"])]
+    records = []
+    for op in ops:
+        kind = fb.OP_KINDS[op["kind"] - 1]
+        if kind == "CONV":
+            cpairs = (op["out_c"] + 1) // 2
+            data.append((op["weights_offset"], cpairs * (16 if op["w_bytes"] == 2 else 8)
+                         * op["steps"]))
+            records.append((op["params_offset"], 2 * cpairs * fb.RQ_RECORD_BYTES))
+        elif kind == "FC":
+            data += [(op["weights_offset"], op["out_c"] * op["in_c"]),
+                     (op["params_offset"], 8 * op["out_c"])]
+    out += [(off, off + size, "data") for off, size in data]
+    # The CONV requantization records: their res_mult words and (RQ_GENERIC) multipliers
+    # are checked, their biases are data.
+    out += [(off, off + size, "records") for off, size in records]
     return out
 
 
-def _region(regions, i: int) -> str:
+def _region(regions, i: int) -> tuple[str, int]:
+    """The class of byte ``i`` and where its region starts."""
     for start, end, cls in regions:
         if start <= i < end:
-            return cls
-    return "padding"
+            return cls, start
+    return "padding", i
 
 
-# Op fields a blob may change with its CRC and stay self-consistent: a maxpool's window.
+# Op fields a blob may change with its CRC and stay self-consistent: a maxpool's window, a
+# RQ_GENERIC conv's shift (nothing else in the blob depends on it).
 _FREE_OP_FIELDS = {"kernel", "stride", "pad"}
 _FREE_HEADER_FIELDS = {"pixel_max"}
 
 
-def blob_case(rng, good: bytes, regions) -> Case:
+def blob_case(rng, good: bytes, regions, target: str = "blob") -> Case:
     kind = ["flip", "flip", "truncate", "header", "header", "op", "op", "descriptor",
             "data", "flip-recrc"][rng.integers(10)]
     h = fb.parse_header(good)
+    if kind == "descriptor" and not h["program_words"]:
+        kind = "op"                                 # an MCU blob has no layer program
     if kind == "flip":
         b = bytearray(good)
         for _ in range(int(rng.integers(1, 4))):
             i = int(rng.integers(len(b)))
             b[i] ^= 1 << int(rng.integers(8))
-        return Case("blob", "flip bytes", bytes(b), False, False)
+        return Case(target, "flip bytes", bytes(b), False, False)
     if kind == "truncate":
         n = int(rng.integers(len(good)))
         if rng.integers(2):
             b = bytearray(good[:n])
             if n >= fb.HEADER_BYTES:
                 b[12:16] = n.to_bytes(4, "little")      # total_bytes
-                return Case("blob", f"truncate to {n} bytes, total_bytes and CRC fixed",
+                return Case(target, f"truncate to {n} bytes, total_bytes and CRC fixed",
                             _recrc(b), True, False)
-        return Case("blob", f"truncate to {n} bytes", good[:n], False, False)
+        return Case(target, f"truncate to {n} bytes", good[:n], False, False)
     b = bytearray(good)
     if kind == "header":
         names = [f.name for f in fb.HEADER_FIELDS if f.name not in ("crc32",)]
@@ -331,7 +343,7 @@ def blob_case(rng, good: bytes, regions) -> Case:
         old = h[name]
         new = _word_value(rng, old, list(h.values()))
         b[at:at + 4] = new.to_bytes(4, "little")
-        return Case("blob", f"header {name} = {new} (was {old}), CRC recomputed", _recrc(b),
+        return Case(target, f"header {name} = {new} (was {old}), CRC recomputed", _recrc(b),
                     True, name in _FREE_HEADER_FIELDS)
     if kind == "op":
         ops = fb.parse_ops(good)
@@ -342,9 +354,11 @@ def blob_case(rng, good: bytes, regions) -> Case:
         at = h["ops_offset"] + 4 * k * fb.OP_WORDS + fb.field_offsets(fb.OP_FIELDS)[name]
         b[at:at + 4] = new.to_bytes(4, "little")
         kind_name = fb.OP_KINDS[ops[k]["kind"] - 1]
-        free = kind_name == "MAXPOOL" and name in _FREE_OP_FIELDS
-        return Case("blob", f"op {k} ({kind_name}) {name} = {new} (was {old}), CRC recomputed",
-                    _recrc(b), True, free)
+        free = (kind_name == "MAXPOOL" and name in _FREE_OP_FIELDS
+                or kind_name == "CONV" and name == "shift"
+                and ops[k]["rq_mode"] == fb.RQ_MODES.index("GENERIC") + 1)
+        return Case(target, f"op {k} ({kind_name}) {name} = {new} (was {old}), "
+                    "CRC recomputed", _recrc(b), True, free)
     if kind == "descriptor":
         words = np.frombuffer(good, "<u4", h["program_words"], h["program_offset"]).copy()
         words = words.reshape(-1, fmt.DESC_WORDS)
@@ -360,7 +374,7 @@ def blob_case(rng, good: bytes, regions) -> Case:
         b[at:at + words.nbytes] = words.astype("<u4").tobytes()
         # The descriptors' extents are cross-checked with the header; their other fields
         # are the program's own (the sequencer checks them when it runs).
-        return Case("blob", f"descriptor {k} {f.name} = {new} (was {old}), CRC recomputed",
+        return Case(target, f"descriptor {k} {f.name} = {new} (was {old}), CRC recomputed",
                     _recrc(b), True, True)
     i = int(rng.integers(fb.HEADER_BYTES, len(b)))
     if kind == "data":
@@ -368,11 +382,11 @@ def blob_case(rng, good: bytes, regions) -> Case:
         start, end, _ = data[rng.integers(len(data))]
         i = int(rng.integers(start, end))
     b[i] ^= 1 << int(rng.integers(8))
-    cls = _region(regions, i)
+    cls, start = _region(regions, i)
     if cls == "records":
-        rel = (i - regions[-1][0]) % fb.RQ_RECORD_BYTES
+        rel = (i - start) % fb.RQ_RECORD_BYTES
         cls = "data" if rel < 8 else "records"
-    return Case("blob", f"flip byte {i} ({cls}), CRC recomputed", _recrc(b), True,
+    return Case(target, f"flip byte {i} ({cls}), CRC recomputed", _recrc(b), True,
                 cls in ("data", "program"))
 
 
@@ -405,13 +419,15 @@ class CheckingFake(fh.FakeAccelerator):
 
 
 class BlobRunner:
-    def __init__(self, lib, model: golden.IntModel):
+    def __init__(self, lib, model: golden.IntModel, partition: str = "accel"):
         self.lib = lib
         self.config = get_config(CONFIG)
         rng = np.random.default_rng(1)
         x = rng.integers(0, model.manifest["input"]["pixel_max"] + 1,
                          (2, *model.input_shape)).astype(np.uint8)
-        self.good = fb.build_blob(model, self.config, x, [1, 2])
+        # The MCU blob with RQ_GENERIC convs too (residual, res_mult in the records).
+        self.good = fb.build_blob(model, self.config, x, [1, 2], partition=partition,
+                                  fast_requant=partition == "accel")
         self.regions = _regions(self.good)
         status, self.want, note = self._c(self.good)
         assert status == "OK", (status, note)
@@ -496,16 +512,18 @@ def fuzz(count: int, seed: int, out: Path, first: int = 0, log=print) -> Counter
         tmp = Path(tmp)
         lib = fh.build_library(tmp / "fw", CONFIG)
         models = ModelRunner(tmp, lib)
-        blobs = BlobRunner(lib, models.base)
+        blobs = {"blob": BlobRunner(lib, models.base),
+                 "mcu blob": BlobRunner(lib, models.base, "mcu")}
         base_bytes = MODEL.read_bytes()
         manifest, arrays = modelfile.read(MODEL)
         counts: Counter = Counter()
         for n in range(first, first + count):
             rng = np.random.default_rng([seed, n])
-            target = "model" if rng.integers(2) else "blob"
+            target = "model" if rng.integers(2) else TARGETS[1 + rng.integers(2)]
             try:
                 case = (model_case(rng, base_bytes, manifest, arrays) if target == "model"
-                        else blob_case(rng, blobs.good, blobs.regions))
+                        else blob_case(rng, blobs[target].good, blobs[target].regions,
+                                       target))
             except Exception:   # noqa: BLE001 - a harness bug, reported like any
                 counts[(target, "TRACEBACK")] += 1
                 log(f"case {n}: the mutation itself failed:\n{traceback.format_exc()}")
@@ -514,7 +532,8 @@ def fuzz(count: int, seed: int, out: Path, first: int = 0, log=print) -> Counter
             pending = _save(out, n, "pending", case, "running")
             try:
                 with contextlib.redirect_stderr(sys.stdout):
-                    outcome, detail = (models if target == "model" else blobs).run(case)
+                    outcome, detail = (models if target == "model"
+                                       else blobs[target]).run(case)
             except Exception:   # noqa: BLE001 - any other exception is a finding
                 outcome, detail = "TRACEBACK", traceback.format_exc()
             for f in pending.iterdir():
@@ -529,12 +548,11 @@ def fuzz(count: int, seed: int, out: Path, first: int = 0, log=print) -> Counter
 
 
 def table(counts: Counter) -> str:
-    rows = [f"{'outcome':<12}{'model':>8}{'blob':>8}{'total':>8}"]
-    for o in OUTCOMES:
-        m, b = counts[("model", o)], counts[("blob", o)]
-        rows.append(f"{o:<12}{m:>8}{b:>8}{m + b:>8}")
-    m, b = (sum(v for (t, _), v in counts.items() if t == x) for x in ("model", "blob"))
-    rows.append(f"{'all':<12}{m:>8}{b:>8}{m + b:>8}")
+    rows = [f"{'outcome':<12}" + "".join(f"{t:>10}" for t in (*TARGETS, "total"))]
+    for o in (*OUTCOMES, "all"):
+        n = [sum(v for (t, oo), v in counts.items() if t == x and o in (oo, "all"))
+             for x in TARGETS]
+        rows.append(f"{o:<12}" + "".join(f"{v:>10}" for v in (*n, sum(n))))
     return "\n".join(rows)
 
 
@@ -551,7 +569,7 @@ def main(argv=None) -> int:
     count = 200 if args.smoke else args.count
     t0 = time.time()
     counts = fuzz(count, args.seed, args.out, args.first)
-    failed = sum(counts[(t, o)] for t in ("model", "blob") for o in FAILURES)
+    failed = sum(counts[(t, o)] for t in TARGETS for o in FAILURES)
     print(f"\nfile fuzzing: {count} cases (seed {args.seed}, first {args.first}) in "
           f"{time.time() - t0:.0f} s\n{table(counts)}")
     if failed:

@@ -232,3 +232,19 @@ def test_elf_loader(elfs):
     assert any(addr == 0 for addr, _, _ in elf.segments)
     with pytest.raises(fil.FirmwareError, match="not a 32-bit"):
         fil.Elf.load(__file__)
+
+
+def test_mcu_partition_profile(tmp_path):
+    """The MCU partition's ELF with no accelerator: exact logits, and the per-op counts of
+    sim.mcu_partition add up to the frame's (bookkeeping between frames aside)."""
+    from sim import mcu_partition
+    try:
+        fb.test_images(golden.load(DIGITS), 1)
+    except data.DatasetError as e:
+        pytest.skip(f"dataset not available: {e}")
+    run, ops, counts = mcu_partition.profile(DIGITS, 1, tmp_path)
+    assert run.results["exact"] == 1 and len(counts) == len(ops)
+    frame = run.frames[0]
+    assert 0 <= sum(frame.values()) - sum(counts) < 1_000
+    conv = sum(n for n, o in zip(counts, ops) if o["kind"] == fb.OP_KINDS.index("CONV") + 1)
+    assert abs(conv - frame["CONV"]) < 100 * len(ops)

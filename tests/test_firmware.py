@@ -23,7 +23,7 @@ from compiler import firmware_blob as fb
 from contract.config import CONFIGS, get_config
 from gateware import regmap
 from gateware.regmap import register_map
-from model import data, export, golden
+from model import data, export, golden, nets
 from model.testnets import random_net, small_specs
 from sim.seed import test_seed
 
@@ -229,7 +229,7 @@ def test_fast_requantization_is_exact(path):
     w = model.array("conv1", "weight")
     m, b = model.array("conv1", "mult"), model.array("conv1", "bias")
     pmax = model.manifest["input"]["pixel_max"]
-    mode, d, mk, bk = fb.requant_constants(node, m, b, w, pmax)
+    mode, d, mk, bk, _ = fb.requant_constants(node, m, b, w, pmax)
     assert mode == "FAST" and d == 8 - node["out_bits"]
     rng = np.random.default_rng(SEED)
     lo, hi = golden.act_range(node["out_bits"], False)
@@ -459,6 +459,18 @@ def _set_word(blob: bytes, offset: int, value: int) -> bytes:
     return _recrc(b)
 
 
+def blob_status(fw, blob):
+    """The firmware's status for a blob, which the Python check must give too."""
+    st = Session(fw, blob).status
+    if st == "OK":
+        fb.check_blob(blob)
+    else:
+        with pytest.raises(fb.BlobError) as e:
+            fb.check_blob(blob)
+        assert e.value.status == st, str(e.value)
+    return st
+
+
 def test_bad_blobs(fw, digits):
     good = fb.build_blob(digits, get_config("tiny"), random_images(
         digits, 2, np.random.default_rng(SEED)))
@@ -466,15 +478,7 @@ def test_bad_blobs(fw, digits):
     assert Session(fw, good).status == "OK"
 
     def status(blob):
-        """The firmware's status, which the Python check must give too."""
-        st = Session(fw, blob).status
-        if st == "OK":
-            fb.check_blob(blob)
-        else:
-            with pytest.raises(fb.BlobError) as e:
-                fb.check_blob(blob)
-            assert e.value.status == st, str(e.value)
-        return st
+        return blob_status(fw, blob)
 
     flipped = bytearray(good)
     flipped[h["weights_offset"] + 5] ^= 0x10
@@ -485,7 +489,8 @@ def test_bad_blobs(fw, digits):
     assert status(good[:-1]) == "ERR_BLOB_SIZE"
     assert status(good[:100]) == "ERR_BLOB_SIZE"
     assert status(b"\x7fELF" + good[4:]) == "ERR_BLOB_MAGIC"
-    assert status(good[:4] + (2).to_bytes(4, "little") + good[8:]) == "ERR_BLOB_VERSION"
+    assert status(good[:4] + (fb.VERSION + 1).to_bytes(4, "little") + good[8:]) \
+        == "ERR_BLOB_VERSION"
     # Consistent CRC, inconsistent contents.
     ops = h["ops_offset"]
     op_words = {f.name: 4 * i for i, f in enumerate(fb.OP_FIELDS)}
@@ -606,6 +611,153 @@ def test_generator_cli(tmp_path):
                     "--out", str(out)]) == 1
 
 
+# ----------------------------------------------------------------------------- MCU partition
+
+
+def check_mcu_partition(fw, model, images, **kw):
+    """The MCU partition's blob (no accelerator images), run op by op and whole with no
+    device: every op's output, the logits and the class equal the golden model's."""
+    blob = fb.build_blob(model, get_config("default"), images, partition="mcu", **kw)
+    h, ops = fb.check_blob(blob)
+    assert h["partition"] == fb.PARTITIONS.index("MCU") + 1
+    assert h["program_words"] == h["weight_words"] == h["param_words"] == 0
+    assert [fb.OP_KINDS[o["kind"] - 1] for o in ops] == [n["op"].upper() for n in model.nodes]
+    s = Session(fw, blob)
+    assert s.status == "OK"
+    s.init_net()
+    env = golden.run(model, images)
+    out = model.manifest["output"]
+    for b, image in enumerate(images):
+        for i, node in enumerate(model.nodes):
+            assert s.run_op(i, image) == "OK"
+            assert np.array_equal(op_output(s, i), env[node["name"]][b]), \
+                f"{node['name']} differs on image {b}"
+        img, cls = fh.Buffer(np.ascontiguousarray(image).tobytes()), C.c_uint32()
+        assert fh.status(fw.cim_net_run(C.byref(s.net), img.addr, C.byref(cls))) == "OK"
+        logits = np.ctypeslib.as_array(fw.cim_net_logits(C.byref(s.net)), (h["classes"],))
+        assert np.array_equal(logits, env[out][b]), f"logits differ on image {b}"
+        assert cls.value == int(np.argmax(env[out][b]))
+    return s
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_mcu_partition_resnet14(fw, resnet, fast):
+    """The shipped ResNet14 wholly on the MCU: residual adds, the signed 8-bit shortcuts,
+    576-step im2col vectors (longer than one 4096-byte block), RQ_FAST where it is exact."""
+    rng = np.random.default_rng(SEED + 30)
+    try:
+        x, _ = fb.test_images(resnet, 2)
+    except data.DatasetError:
+        x = random_images(resnet, 2, rng)
+    x = np.concatenate([x, random_images(resnet, 1, rng)])
+    s = check_mcu_partition(fw, resnet, x, fast_requant=fast)
+    modes = {fb.RQ_MODES[o["rq_mode"] - 1] for o in s.ops if o["kind"] == 1}
+    assert modes == ({"FAST", "GENERIC"} if fast else {"GENERIC"})
+    assert max(o["steps"] for o in s.ops) * 16 > fb.WORKSPACE_ALIGN
+    assert {o["w_bytes"] for o in s.ops if o["kind"] == 1} == {1, 2}
+    assert s.h["workspace_bytes"] <= 64 * 1024        # CIM_APP_WORKSPACE_BYTES
+
+
+def test_mcu_partition_digits(fw, digits):
+    rng = np.random.default_rng(SEED + 31)
+    try:
+        x, _ = fb.test_images(digits, 3)
+    except data.DatasetError:
+        x = random_images(digits, 3, rng)
+    check_mcu_partition(fw, digits, x)
+
+
+# Random networks at other bit widths: (arch, w_bits, a_bits, extra NetSpec fields).
+MCU_NETS = [
+    ("resnet14", 1, 4, dict(width=0.08, in_channels=3, blocks=(1, 1, 1), res_bits=4)),
+    ("resnet14", 2, 2, dict(width=0.0625, first_bits=2, last_bits=2, res_bits=2)),
+    ("resnet14", 8, 8, dict(width=0.08, blocks=(1, 1, 1), first_bits=8, res_bits=8)),
+    ("digits_cnn", 4, 4, dict(width=0.22, image_size=8, pixel_max=16)),
+    ("digits_cnn", 1, 8, dict(width=0.3125, image_size=9, pixel_max=200, in_channels=3)),
+]
+
+
+@pytest.mark.parametrize("w_bytes", [None, 1])
+@pytest.mark.parametrize("net", range(len(MCU_NETS)))
+def test_mcu_partition_random_nets(fw, tmp_path, net, w_bytes):
+    """W1 (binary), W2 (ternary), W8, A2, A8, odd channel counts (3, 5, 7), 3-channel input,
+    a residual network with narrow signed shortcuts, a 9x9 input; 16-bit weights (as the
+    generator picks for these small convs) and 8-bit ones."""
+    arch, wb, ab, extra = MCU_NETS[net]
+    seed = SEED + 40 + net
+    sp = nets.NetSpec(arch=arch, w_bits=wb, a_bits=ab, **extra)
+    print("seed", seed, sp)
+    model_net, x = random_net(sp, seed, batch=2)
+    model = golden.load(export.save(tmp_path / "net.npz", *export.to_manifest(model_net)))
+    s = check_mcu_partition(fw, model, x.numpy().astype(np.uint8), mcu_w_bytes=w_bytes)
+    assert {o["w_bytes"] for o in s.ops if o["kind"] == 1} == {w_bytes or 2}
+
+
+@pytest.mark.parametrize("config, status", [("tiny", "OK"), ("default", "ERR_HW_CONFIG")])
+def test_mcu_partition_needs_no_accelerator(fw_tiny, digits, config, status):
+    """cim_load_model checks an MCU blob's configuration words, as check_blob does, and
+    writes nothing."""
+    blob = fb.build_blob(digits, get_config(config), partition="mcu")
+    s = Session(fw_tiny, blob)
+    assert s.status == "OK"
+    assert s.attach(fh.FakeAccelerator(get_config("tiny"))) == "OK"
+    assert fh.status(fw_tiny.cim_load_model(C.byref(s.dev), C.byref(s.model))) == status
+    assert not s.fake.writes and not s.fake.errors
+
+
+def test_bad_mcu_blobs(fw, digits):
+    """Both checkers refuse an MCU blob whose header, ops or records disagree."""
+    x = random_images(digits, 2, np.random.default_rng(SEED))
+    good = fb.build_blob(digits, get_config("tiny"), x, partition="mcu")
+    ops = fb.parse_ops(good)
+    kinds = [fb.OP_KINDS[o["kind"] - 1] for o in ops]
+    assert blob_status(fw, good) == "OK"
+    res = next(i for i, o in enumerate(ops) if o["residual"])
+    conv = 1                                       # conv2: a conv reading the workspace
+    assert kinds[conv] == "CONV" and not ops[conv]["residual"]
+    latest = {o["out_offset"]: o for o in ops[:res]}    # the tensors op `res` could read
+    other_shape = next(off for off, o in latest.items()
+                       if (o["out_c"], o["out_h"], o["out_w"]) != (
+                           ops[res]["out_c"], ops[res]["out_h"], ops[res]["out_w"]))
+    bad = {
+        "an ACCEL blob without program": _header_word(good, "partition", 1),
+        "an unknown partition": _header_word(good, "partition", 3),
+        "accelerator words": _header_word(good, "program_words", 4),
+        "too many ops": _header_word(good, "ops_count", fb.MAX_OPS + 1),
+        "an OFFLOAD op": _op_word(good, conv, "kind", fb.OP_KINDS.index("OFFLOAD") + 1),
+        "no FC last": _op_word(good, len(ops) - 1, "kind", fb.OP_KINDS.index("AVGPOOL") + 1),
+        "a second conv on the image": _op_word(good, conv, "in_cstride", 0),
+        "an input nobody wrote": _op_word(good, conv, "in_offset", ops[conv]["in_offset"] + 8),
+        "the weight format": _op_word(good, conv, "w_bytes", 3 - ops[conv]["w_bytes"]),
+        "no weight format": _op_word(good, conv, "w_bytes", 0),
+        "a residual flag": _op_word(good, conv, "residual", 1),
+        "no residual, fields left": _op_word(good, res, "residual", 0),
+        "a residual nobody wrote": _op_word(good, res, "res_offset", ops[res]["res_offset"] + 8),
+        "a residual of another shape": _op_word(good, res, "res_offset", other_shape),
+        "a residual's signedness": _op_word(good, res, "res_signed", 1),
+        "the clamp range": _op_word(good, conv, "out_hi", 255),
+        "scratch over a live tensor": _op_word(good, res - 1, "padded_offset",
+                                               ops[res]["res_offset"]),
+        "a res_mult without residual": _set_word(good, ops[conv]["params_offset"] + 12, 3),
+    }
+    generic = fb.build_blob(digits, get_config("tiny"), partition="mcu", fast_requant=False)
+    gops = fb.parse_ops(generic)
+    bad["a 25-bit res_mult"] = _set_word(generic, gops[res]["params_offset"] + 12, 1 << 24)
+    assert blob_status(fw, generic) == "OK"
+    for what, blob in bad.items():
+        assert blob_status(fw, blob) == "ERR_BLOB_FORMAT", what
+
+
+def test_generator_partition_cli(tmp_path):
+    out = tmp_path / "digits.bin"
+    assert fb.main(["--model", DIGITS, "--config", "tiny", "--images", "0", "--partition",
+                    "mcu", "--out", str(out)]) == 0
+    h, _ = fb.check_blob(out.read_bytes())
+    assert h["partition"] == fb.PARTITIONS.index("MCU") + 1
+    with pytest.raises(fb.BlobError, match="partition"):
+        fb.build_blob(golden.load(DIGITS), get_config("tiny"), partition="both")
+
+
 # ----------------------------------------------------------------------------- Cortex-M4
 
 
@@ -698,6 +850,44 @@ def test_conv_kernel_on_cortex_m4(arm_build, resnet):
     macs = c * oh * ow * op["in_c"] * op["kernel"] ** 2
     print(f"conv1: {count[0]:,} instructions for {macs:,} MACs = {count[0] / macs:.3f} per MAC")
     assert count[0] / macs <= 1.0
+
+
+class _NoBus:
+    """No accelerator on the bus: any access fails the run."""
+
+    def read(self, offset):
+        raise AssertionError(f"the MCU partition read the accelerator at {offset:#x}")
+
+    def write(self, offset, words):
+        raise AssertionError(f"the MCU partition wrote the accelerator at {offset:#x}")
+
+    def idle(self, cycles):
+        return False
+
+
+@pytest.mark.parametrize("model_path", [DIGITS, RESNET])
+def test_mcu_partition_on_cortex_m4(tmp_path, model_path):
+    """`make -C firmware PARTITION=mcu`, run in the emulator with no accelerator: every
+    frame's logits equal the golden model's (on the ResNet14 the assembly kernels with 8-bit
+    weights and im2col vectors over several 4096-byte blocks)."""
+    _arm_tools()
+    pytest.importorskip("unicorn", reason="the unicorn package runs the ELF")
+    from sim import fil
+
+    model = golden.load(model_path)
+    images = 1
+    try:
+        x, _ = fb.test_images(model, images)
+    except data.DatasetError as e:
+        pytest.skip(f"dataset not available: {e}")
+    elf = fil.build_elf(tmp_path, model=model_path, config="default", images=images,
+                        irq=False, partition="mcu")
+    run = fil.Mcu(elf, _NoBus(), window_bytes=1 << 22).run()
+    r = run.results
+    assert (r["state"], r["status"], r["images"], r["exact"]) == (1, 0, images, images)
+    want = golden.run(model, x)[model.manifest["output"]]
+    assert len(run.logits) == images and np.array_equal(np.array(run.logits), want)
+    assert {s for f in run.frames for s in f} <= {"CONV", "MAXPOOL", "AVGPOOL", "FC", "IDLE"}
 
 
 def test_images_of_a_model_without_dataset(tmp_path):

@@ -26,7 +26,7 @@ def test_fuzz_files_smoke(tmp_path):
     failed = {k: v for k, v in counts.items() if k[1] in fuzz_files.FAILURES}
     assert not failed, f"seed {SEED}: {failed}\n" + "\n".join(lines)
     # The run exercised every kind of outcome it should see, on both targets.
-    for target in ("model", "blob"):
+    for target in fuzz_files.TARGETS:
         for outcome in ("refused", "identical"):
             assert counts[(target, outcome)] > 0, (target, outcome)
     assert sum(counts.values()) == 300

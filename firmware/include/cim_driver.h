@@ -59,7 +59,8 @@ cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal);
 cim_status_t cim_check_model(const cim_dev_t *dev, const cim_model_t *model);
 
 /* cim_check_model(), then write the layer program, weight image and parameter image.
- * CIM_ERR_BUSY while a frame runs. */
+ * CIM_ERR_BUSY while a frame runs. A blob of the MCU partition (CIM_PARTITION_MCU) has
+ * nothing for the accelerator: only cim_check_model(), no register is touched. */
 cim_status_t cim_load_model(cim_dev_t *dev, const cim_model_t *model);
 
 /* Write the OFFLOAD op's input, an HWC byte tensor laid out as op->in_*, into the

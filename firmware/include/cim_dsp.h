@@ -98,4 +98,30 @@ static inline uint32_t cim_pack16(uint32_t x, uint32_t y)
 #endif
 }
 
+/* SXTB16: bytes 0 and 2 of x, sign-extended, as the low and high 16-bit halves. */
+static inline uint32_t cim_sxtb16(uint32_t x)
+{
+#if CIM_HAVE_DSP
+    uint32_t r;
+    __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(x));
+    return r;
+#else
+    uint32_t lo = (((x & 0xFFu) ^ 0x80u) - 0x80u) & 0xFFFFu;
+    uint32_t hi = ((((x >> 16) & 0xFFu) ^ 0x80u) - 0x80u) & 0xFFFFu;
+    return lo | hi << 16;
+#endif
+}
+
+/* SXTB16 x, ROR #8: bytes 1 and 3 of x, sign-extended, as the low and high halves. */
+static inline uint32_t cim_sxtb16_ror8(uint32_t x)
+{
+#if CIM_HAVE_DSP
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#else
+    return cim_sxtb16(x >> 8 | x << 24);
+#endif
+}
+
 #endif /* CIM_DSP_H */

@@ -16,7 +16,7 @@
 #include "cim_format.h"
 #include "cim_status.h"
 
-#define CIM_MAX_OPS 16u
+#define CIM_MAX_OPS CIM_BLOB_MAX_OPS
 
 typedef struct {
     const uint8_t *base;              /* the blob, 8-byte aligned */

@@ -358,7 +358,7 @@ typedef struct {
 #define CIM_CFG_MAX_SIZE            64u
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
-#define CIM_CFG_MAX_PLANES          4u
+#define CIM_CFG_MAX_PLANES          12u
 #define CIM_ADDR_WIDTH              22u
 #define CIM_SPAN                    0x00400000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -377,7 +377,7 @@ typedef struct {
 #define CIM_MAGIC_RESET             0x43494D41u
 #define CIM_VERSION_RESET           0x00020000u
 #define CIM_CFG_ARRAY_RESET         0x00400040u
-#define CIM_CFG_BITS_RESET          0x00184044u
+#define CIM_CFG_BITS_RESET          0x0018C044u
 #define CIM_CFG_MACROS_RESET        0x00040012u
 #define CIM_CFG_PROG_WORDS_RESET    0x00000400u
 #define CIM_CFG_WEIGHT_WORDS_RESET  0x00080000u

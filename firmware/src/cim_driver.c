@@ -114,8 +114,8 @@ static int busy(const cim_dev_t *dev)
 cim_status_t cim_load_model(cim_dev_t *dev, const cim_model_t *model)
 {
     cim_status_t st = cim_check_model(dev, model);
-    if (st != CIM_OK)
-        return st;
+    if (st != CIM_OK || model->hdr->partition == CIM_PARTITION_MCU)
+        return st;      /* an MCU blob: every layer runs on the MCU, nothing to write */
     if (busy(dev))
         return CIM_ERR_BUSY;
     const cim_blob_header_t *h = model->hdr;

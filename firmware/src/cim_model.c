@@ -111,46 +111,109 @@ static uint64_t conv_pairs(const cim_blob_op_t *op)
     return ((uint64_t)op->out_c + 1u) / 2u;
 }
 
+static uint64_t conv_weight_bytes(const cim_blob_op_t *op)
+{
+    return conv_pairs(op) * (op->w_bytes == 2u ? 16u : 8u) * op->steps;
+}
+
+typedef struct {
+    uint32_t offset;
+    uint64_t bytes;
+} area_t;
+
+/* The workspace areas a CONV writes: im2col, gather table, padded image, output. */
+static void conv_areas(const cim_blob_op_t *op, area_t a[4])
+{
+    uint64_t xbytes = 16u * (uint64_t)op->steps;
+    a[0].offset = op->im2col_offset;
+    a[0].bytes = xbytes;
+    a[1].offset = op->gather_offset;
+    a[1].bytes = xbytes;
+    a[2].offset = op->padded_offset;
+    a[2].bytes = 2u * ((uint64_t)op->in_c * ((uint64_t)op->in_h + 2u * op->pad)
+                       * ((uint64_t)op->in_w + 2u * op->pad) + 1u);
+    a[3].offset = op->out_offset;
+    a[3].bytes = hwc_bytes(op->out_h, op->out_w, op->out_cstride);
+}
+
+/* The clamp range of a conv output of `bits` bits (the golden model's act_range). */
+static int out_range_ok(const cim_blob_op_t *op)
+{
+    uint32_t bits = op->out_bits;
+    if (bits < 1u || bits > 8u || op->out_signed > 1u || (op->out_signed && bits < 2u))
+        return 0;
+    int32_t lo = op->out_signed ? -(int32_t)((1u << (bits - 1u)) - 1u) : 0;
+    int32_t hi = op->out_signed ? (int32_t)((1u << (bits - 1u)) - 1u)
+                                : (int32_t)((1u << bits) - 1u);
+    return (int32_t)op->out_lo == lo && (int32_t)op->out_hi == hi;
+}
+
+/* A CONV on its own: shapes, requantization fields, sections, and its workspace areas
+ * (what it writes against each other and against what it reads). */
 static int conv_ok(const ctx_t *c, const cim_blob_op_t *op)
 {
     const cim_blob_header_t *h = c->h;
-    if (op->in_c != h->in_channels || op->in_h != h->in_height || op->in_w != h->in_width
-        || !geometry_ok(op->in_h, op->out_h, op->kernel, op->stride, op->pad)
+    const int image = op->in_cstride == 0;
+    area_t reads[2];
+    uint32_t nreads = 0;
+    if (image) {
+        if (op->in_c != h->in_channels || op->in_h != h->in_height || op->in_w != h->in_width
+            || op->in_offset != 0 || op->in_signed != 0)
+            return 0;
+    } else {
+        if (!hwc_ok(op->in_c, op->in_cstride) || op->in_signed != 0)
+            return 0;
+        reads[nreads].offset = op->in_offset;
+        reads[nreads++].bytes = hwc_bytes(op->in_h, op->in_w, op->in_cstride);
+    }
+    if (!geometry_ok(op->in_h, op->out_h, op->kernel, op->stride, op->pad)
         || !geometry_ok(op->in_w, op->out_w, op->kernel, op->stride, op->pad)
         || !hwc_ok(op->out_c, op->out_cstride) || op->out_cstride < 2u * conv_pairs(op)
-        || op->out_bits < 1u || op->out_bits > 8u || op->out_signed > 1u
-        || (int32_t)op->out_lo > (int32_t)op->out_hi)
+        || !out_range_ok(op))
         return 0;
     /* Exactly the steps the taps take: the weight section's size follows from them. */
     uint64_t taps = (uint64_t)op->in_c * op->kernel * op->kernel;
     if (op->steps < 1u || op->steps > CIM_CONV_MAX_STEPS || op->steps != (taps + 3u) / 4u)
         return 0;
     if (op->rq_mode == CIM_RQ_FAST) {
-        if (op->out_signed || op->shift != 8u - op->out_bits || op->out_lo != 0
-            || op->out_hi != (1u << op->out_bits) - 1u)
+        if (op->out_signed || op->shift != 8u - op->out_bits)
             return 0;
     } else if (op->rq_mode != CIM_RQ_GENERIC || op->shift < 1u || op->shift > 63u) {
         return 0;
     }
-    uint64_t cpairs = conv_pairs(op);
-    uint64_t xbytes = 16u * (uint64_t)op->steps;
-    uint64_t padded = 2u * ((uint64_t)op->in_c * ((uint64_t)op->in_h + 2u * op->pad)
-                            * ((uint64_t)op->in_w + 2u * op->pad) + 1u);
-    uint64_t out = hwc_bytes(op->out_h, op->out_w, op->out_cstride);
-    if (!section_ok(h, op->weights_offset, cpairs * 16u * op->steps)
-        || !section_ok(h, op->params_offset, 2u * cpairs * CIM_RQ_RECORD_BYTES))
+    if ((op->w_bytes != 1u && op->w_bytes != 2u) || op->residual > 1u
+        || (op->w_bytes == 2u && op->steps > CIM_CONV16_MAX_STEPS))
         return 0;
-    if (!area_ok(c, op->im2col_offset, xbytes)
-        || (op->im2col_offset + xbytes) % CIM_WORKSPACE_ALIGN != 0
-        || !area_ok(c, op->gather_offset, xbytes) || !area_ok(c, op->padded_offset, padded)
-        || !area_ok(c, op->out_offset, out))
+    if (op->residual) {
+        if (!hwc_ok(op->out_c, op->res_cstride) || op->res_signed > 1u)
+            return 0;
+        reads[nreads].offset = op->res_offset;
+        reads[nreads++].bytes = hwc_bytes(op->out_h, op->out_w, op->res_cstride);
+    } else if (op->res_offset || op->res_cstride || op->res_signed) {
         return 0;
-    return disjoint(op->im2col_offset, xbytes, op->gather_offset, xbytes)
-           && disjoint(op->im2col_offset, xbytes, op->padded_offset, padded)
-           && disjoint(op->gather_offset, xbytes, op->padded_offset, padded)
-           && disjoint(op->out_offset, out, op->im2col_offset, xbytes)
-           && disjoint(op->out_offset, out, op->gather_offset, xbytes)
-           && disjoint(op->out_offset, out, op->padded_offset, padded);
+    }
+    if (!section_ok(h, op->weights_offset, conv_weight_bytes(op))
+        || !section_ok(h, op->params_offset, 2u * conv_pairs(op) * CIM_RQ_RECORD_BYTES))
+        return 0;
+    area_t a[4];
+    conv_areas(op, a);
+    for (uint32_t i = 0; i < 4u; i++)
+        if (!area_ok(c, a[i].offset, a[i].bytes))
+            return 0;
+    for (uint32_t i = 0; i < nreads; i++)
+        if (!area_ok(c, reads[i].offset, reads[i].bytes))
+            return 0;
+    if ((op->im2col_offset + a[0].bytes) % CIM_WORKSPACE_ALIGN != 0)
+        return 0;
+    for (uint32_t i = 0; i < 4u; i++) {
+        for (uint32_t j = i + 1u; j < 4u; j++)
+            if (!disjoint(a[i].offset, a[i].bytes, a[j].offset, a[j].bytes))
+                return 0;
+        for (uint32_t j = 0; j < nreads; j++)
+            if (!disjoint(a[i].offset, a[i].bytes, reads[j].offset, reads[j].bytes))
+                return 0;
+    }
+    return 1;
 }
 
 static int maxpool_ok(const ctx_t *c, const cim_blob_op_t *op)
@@ -202,11 +265,10 @@ static int avgpool_ok(const ctx_t *c, const cim_blob_op_t *op)
            && disjoint(op->in_offset, in, op->out_offset, 4u * (uint64_t)op->out_c);
 }
 
-static int fc_ok(const ctx_t *c, const cim_blob_op_t *op, const cim_blob_op_t *prev)
+static int fc_ok(const ctx_t *c, const cim_blob_op_t *op)
 {
     const cim_blob_header_t *h = c->h;
-    return op->in_c == prev->out_c && op->in_offset == prev->out_offset
-           && op->out_c == h->classes && op->out_c >= 1u
+    return op->out_c == h->classes && op->out_c >= 1u
            && section_ok(h, op->weights_offset, (uint64_t)op->out_c * op->in_c)
            && section_ok(h, op->params_offset, 8u * (uint64_t)op->out_c)
            && area_ok(c, op->in_offset, 4u * (uint64_t)op->in_c)
@@ -220,7 +282,8 @@ static int ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n,
                   const cim_blob_op_t **offload)
 {
     uint32_t i = 0;
-    if (n < 4u || ops[0].kind != CIM_OP_CONV || !conv_ok(c, &ops[0]))
+    if (n < 4u || ops[0].kind != CIM_OP_CONV || ops[0].in_cstride != 0
+        || ops[0].w_bytes != 2u || ops[0].residual != 0 || !conv_ok(c, &ops[0]))
         return 0;
     for (i = 1; i < n && ops[i].kind == CIM_OP_MAXPOOL; i++)
         if (!chained(&ops[i - 1], &ops[i]) || !maxpool_ok(c, &ops[i]))
@@ -231,7 +294,96 @@ static int ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n,
     *offload = &ops[i];
     return chained(&ops[i - 1], &ops[i]) && offload_ok(c, &ops[i])
            && chained(&ops[i], &ops[i + 1]) && avgpool_ok(c, &ops[i + 1])
-           && fc_ok(c, &ops[i + 2], &ops[i + 1]);
+           && ops[i + 2].in_c == ops[i + 1].out_c
+           && ops[i + 2].in_offset == ops[i + 1].out_offset && fc_ok(c, &ops[i + 2]);
+}
+
+/* Bytes of an op's output: HWC bytes, AVGPOOL's int32 sums, FC's int64 logits. */
+static uint64_t out_bytes(const cim_blob_op_t *op)
+{
+    if (op->kind == CIM_OP_AVGPOOL)
+        return 4u * (uint64_t)op->out_c;
+    if (op->kind == CIM_OP_FC)
+        return 8u * (uint64_t)op->out_c;
+    return hwc_bytes(op->out_h, op->out_w, op->out_cstride);
+}
+
+/* What op i reads at `offset` (`bytes`): written last by an earlier op j of the kind the
+ * reader takes (avgpool: 1 for AVGPOOL, else CONV or MAXPOOL) with this shape, and
+ * written over by no op after j up to op i itself. */
+static int read_ok(const cim_blob_op_t *ops, uint32_t i, uint32_t offset, int avgpool,
+                   uint32_t ch, uint32_t hh, uint32_t w, uint32_t cstride, uint32_t sgn)
+{
+    uint32_t j = i;
+    while (j > 0 && ops[j - 1u].out_offset != offset)
+        j--;
+    if (j == 0)
+        return 0;
+    const cim_blob_op_t *p = &ops[--j];
+    uint64_t bytes = avgpool ? 4u * (uint64_t)ch : hwc_bytes(hh, w, cstride);
+    if (avgpool ? p->kind != CIM_OP_AVGPOOL
+                : (p->kind != CIM_OP_CONV && p->kind != CIM_OP_MAXPOOL)
+                      || p->out_cstride != cstride)
+        return 0;
+    if (p->out_c != ch || p->out_h != hh || p->out_w != w || p->out_signed != sgn)
+        return 0;
+    for (uint32_t m = j + 1u; m <= i; m++) {
+        area_t a[4];
+        uint32_t count = 1;
+        if (ops[m].kind == CIM_OP_CONV) {
+            conv_areas(&ops[m], a);
+            count = 4;
+        } else {
+            a[0].offset = ops[m].out_offset;
+            a[0].bytes = out_bytes(&ops[m]);
+        }
+        for (uint32_t k = 0; k < count; k++)
+            if (!disjoint(offset, bytes, a[k].offset, a[k].bytes))
+                return 0;
+    }
+    return 1;
+}
+
+/* The MCU partition: every op valid on its own; op 0 the CONV on the image, the last the
+ * FC, no OFFLOAD; every tensor an op reads is the output of the latest earlier op that
+ * wrote at its offset, of the shape and kind the reader takes, and no op in between (nor
+ * the reader) writes over it. */
+static int mcu_ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n)
+{
+    if (ops[0].kind != CIM_OP_CONV || ops[0].in_cstride != 0 || ops[n - 1u].kind != CIM_OP_FC)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const cim_blob_op_t *op = &ops[i];
+        switch (op->kind) {
+        case CIM_OP_CONV:
+            if ((i && op->in_cstride == 0) || !conv_ok(c, op))
+                return 0;
+            if (i && !read_ok(ops, i, op->in_offset, 0, op->in_c, op->in_h, op->in_w,
+                              op->in_cstride, op->in_signed))
+                return 0;
+            if (op->residual && !read_ok(ops, i, op->res_offset, 0, op->out_c, op->out_h,
+                                         op->out_w, op->res_cstride, op->res_signed))
+                return 0;
+            break;
+        case CIM_OP_MAXPOOL:
+        case CIM_OP_AVGPOOL:
+            if (op->kind == CIM_OP_MAXPOOL ? !maxpool_ok(c, op)
+                                           : !avgpool_ok(c, op) || op->out_signed != 1u)
+                return 0;
+            if (!read_ok(ops, i, op->in_offset, 0, op->in_c, op->in_h, op->in_w,
+                         op->in_cstride, op->in_signed))
+                return 0;
+            break;
+        case CIM_OP_FC:
+            if (i + 1u != n || !fc_ok(c, op)
+                || !read_ok(ops, i, op->in_offset, 1, op->in_c, 1, 1, 0, 1))
+                return 0;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int header_ok(const cim_blob_header_t *h)
@@ -244,9 +396,13 @@ static int header_ok(const cim_blob_header_t *h)
            && h->hw_w_bits <= 8u && h->hw_bank_words >= 1u && h->classes >= 1u
            && h->hw_desc_words == CIM_DESC_WORDS && h->hw_param_record_words == CIM_PARAM_WORDS
            && image >= 1u && h->pixel_max >= 1u && h->pixel_max <= 255u
+           && h->partition >= CIM_PARTITION_ACCEL && h->partition <= CIM_PARTITION_MCU
+           && (h->partition == CIM_PARTITION_MCU
+                   ? h->program_words == 0 && h->weight_words == 0 && h->param_words == 0
+                   : h->program_words >= 1u)
            && h->ops_count >= 1u && h->ops_count <= CIM_MAX_OPS
            && section_ok(h, h->ops_offset, 4u * CIM_OP_WORDS * (uint64_t)h->ops_count)
-           && h->program_words >= 1u && h->program_words <= h->hw_prog_words
+           && h->program_words <= h->hw_prog_words
            && section_ok(h, h->program_offset, 4u * (uint64_t)h->program_words)
            && h->weight_words <= h->hw_weight_words
            && section_ok(h, h->weights_offset, 4u * (uint64_t)h->weight_words)
@@ -258,19 +414,13 @@ static int header_ok(const cim_blob_header_t *h)
            && h->workspace_bytes >= CIM_WORKSPACE_ALIGN;
 }
 
-typedef struct {
-    uint32_t offset;
-    uint64_t bytes;
-} section_t;
-
 /* The sections (the header's and the ops') follow one another from the end of the header
  * with only alignment padding between them and end at total_bytes: nothing overlaps, and no
  * count or offset can disagree with the sizes the others give. */
 static int layout_ok(const cim_blob_header_t *h, const cim_blob_op_t *ops)
 {
-    const cim_blob_op_t *conv = &ops[0], *fc = &ops[h->ops_count - 1u];
     uint64_t n = h->images_count;
-    section_t s[11] = {
+    area_t s[7u + 2u * CIM_MAX_OPS] = {
         {h->ops_offset, 4u * CIM_OP_WORDS * (uint64_t)h->ops_count},
         {h->program_offset, 4u * (uint64_t)h->program_words},
         {h->weights_offset, 4u * (uint64_t)h->weight_words},
@@ -278,14 +428,24 @@ static int layout_ok(const cim_blob_header_t *h, const cim_blob_op_t *ops)
         {h->images_offset, n * h->in_channels * h->in_height * h->in_width},
         {h->labels_offset, 4u * n},
         {h->expected_offset, 8u * n * h->classes},
-        {conv->weights_offset, conv_pairs(conv) * 16u * conv->steps},
-        {conv->params_offset, 2u * conv_pairs(conv) * CIM_RQ_RECORD_BYTES},
-        {fc->weights_offset, (uint64_t)fc->out_c * fc->in_c},
-        {fc->params_offset, 8u * (uint64_t)fc->out_c},
     };
-    const uint32_t count = sizeof s / sizeof s[0];
+    uint32_t count = 7;
+    for (uint32_t i = 0; i < h->ops_count; i++) {
+        const cim_blob_op_t *op = &ops[i];
+        if (op->kind == CIM_OP_CONV) {
+            s[count].offset = op->weights_offset;
+            s[count++].bytes = conv_weight_bytes(op);
+            s[count].offset = op->params_offset;
+            s[count++].bytes = 2u * conv_pairs(op) * CIM_RQ_RECORD_BYTES;
+        } else if (op->kind == CIM_OP_FC) {
+            s[count].offset = op->weights_offset;
+            s[count++].bytes = (uint64_t)op->out_c * op->in_c;
+            s[count].offset = op->params_offset;
+            s[count++].bytes = 8u * (uint64_t)op->out_c;
+        }
+    }
     for (uint32_t i = 1; i < count; i++) {     /* insertion sort by (offset, bytes) */
-        section_t v = s[i];
+        area_t v = s[i];
         uint32_t j = i;
         for (; j > 0 && (s[j - 1].offset > v.offset
                          || (s[j - 1].offset == v.offset && s[j - 1].bytes > v.bytes)); j--)
@@ -363,12 +523,12 @@ static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
 }
 
 /* The contents the header describes: test images within 0..pixel_max, labels below classes,
- * and a RQ_GENERIC conv's multipliers in the model's 16-bit range with the reserved word 0
- * (a RQ_FAST record's are scaled, so a mode flipped in the op record shows). */
+ * and every CONV's records: res_mult 0 without a residual, and a RQ_GENERIC conv's
+ * multipliers in the model's 16-bit (res_mult: 24-bit) range (a RQ_FAST record's are
+ * scaled, so a mode flipped in the op record shows). */
 static int contents_ok(const cim_model_t *m)
 {
     const cim_blob_header_t *h = m->hdr;
-    const cim_blob_op_t *conv = &m->ops[0];
     const uint8_t *px = (const uint8_t *)cim_model_at(m, h->images_offset);
     uint64_t pixels = (uint64_t)h->images_count * h->in_channels * h->in_height * h->in_width;
     for (uint64_t i = 0; i < pixels; i++)
@@ -377,12 +537,20 @@ static int contents_ok(const cim_model_t *m)
     for (uint32_t i = 0; i < h->images_count; i++)
         if (cim_model_label(m, i) >= h->classes)
             return 0;
-    const cim_rq_record_t *rq = (const cim_rq_record_t *)cim_model_at(m, conv->params_offset);
-    for (uint64_t i = 0; i < 2u * conv_pairs(conv); i++) {
-        if (rq[i].reserved != 0)
-            return 0;
-        if (conv->rq_mode == CIM_RQ_GENERIC && (rq[i].mult > 32767 || rq[i].mult < -32767))
-            return 0;
+    for (uint32_t k = 0; k < h->ops_count; k++) {
+        const cim_blob_op_t *conv = &m->ops[k];
+        if (conv->kind != CIM_OP_CONV)
+            continue;
+        const cim_rq_record_t *rq =
+            (const cim_rq_record_t *)cim_model_at(m, conv->params_offset);
+        for (uint64_t i = 0; i < 2u * conv_pairs(conv); i++) {
+            if (!conv->residual && rq[i].res_mult != 0)
+                return 0;
+            if (conv->rq_mode == CIM_RQ_GENERIC
+                && (rq[i].mult > 32767 || rq[i].mult < -32767
+                    || rq[i].res_mult > 8388607 || rq[i].res_mult < -8388607))
+                return 0;
+        }
     }
     return 1;
 }
@@ -414,10 +582,12 @@ cim_status_t cim_model_open(cim_model_t *model, const void *blob, uint32_t size)
     ctx_t c = {h, h->workspace_bytes};
     const cim_blob_op_t *ops = (const cim_blob_op_t *)(base + h->ops_offset);
     const cim_blob_op_t *offload = NULL;
-    if (!ops_ok(&c, ops, h->ops_count, &offload) || !layout_ok(h, ops))
+    int chain = h->partition == CIM_PARTITION_MCU ? mcu_ops_ok(&c, ops, h->ops_count)
+                                                  : ops_ok(&c, ops, h->ops_count, &offload);
+    if (!chain || !layout_ok(h, ops))
         return CIM_ERR_BLOB_FORMAT;
     cim_model_t m = {base, h, ops};
-    if (!program_ok(&m, offload) || !contents_ok(&m))
+    if ((offload && !program_ok(&m, offload)) || !contents_ok(&m))
         return CIM_ERR_BLOB_FORMAT;
     *model = m;
     return CIM_OK;

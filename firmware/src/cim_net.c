@@ -56,10 +56,11 @@ cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image)
     const cim_blob_op_t *op = &m->ops[i];
     switch (op->kind) {
     case CIM_OP_CONV:
-        if (!image)
+        if (op->in_cstride == 0 && !image)
             return CIM_ERR_ARG;
         stage(net, CIM_STAGE_CONV);
-        cim_conv(op, image, (const uint32_t *)cim_model_at(m, op->weights_offset),
+        cim_conv(op, op->in_cstride == 0 ? image : net->ws + op->in_offset,
+                 (const uint32_t *)cim_model_at(m, op->weights_offset),
                  (const cim_rq_record_t *)cim_model_at(m, op->params_offset), net->ws);
         return CIM_OK;
     case CIM_OP_MAXPOOL:
