@@ -35,9 +35,12 @@ Named configurations
       cycles, so a 64-row tile must load in 16 cycles: ``write_rows=4`` (1 kbit per macro
       and cycle, 18 kbit per cycle in all, about 256 BRAM36 ports of 72 bits).
     * Cost (``python -m hw.estimate --config default``; Yosys ``synth_xilinx`` for xcup):
-      one macro 15,951 LUTs (15.6 per MAC/cycle) and 55,685 flip-flops; the 18 macros
-      287 k of the 1.73 M LUTs and 1.0 M of the 3.46 M flip-flops (mostly the weights and
+      one macro 16,975 LUTs (16.6 per MAC/cycle) and 56,709 flip-flops; the 18 macros
+      306 k of the 1.73 M LUTs and 1.0 M of the 3.46 M flip-flops (mostly the weights and
       their shadow copies: 13 bits per row and column at W4).
+    * Bit-planes. ``max_planes=12``: the first convolution (8-bit pixels, 8-bit weights as
+      two 4-bit digits, ``contract.program``) runs on the macros too; their results are 8
+      bits wider than at 4 planes (18 k LUT and FF more in all, ``docs/build.md``).
 """
 
 from __future__ import annotations
