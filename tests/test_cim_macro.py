@@ -427,9 +427,12 @@ def test_named_configs(unelaborated):
     assert {"tiny", "default"} <= set(CONFIGS)
     for name, cfg in CONFIGS.items():
         assert cfg.name == name and get_config(name) is cfg
-        # Every named configuration makes a macro.
-        peak = CIMMacro(**cfg.macro_params()).peak_macs_per_cycle
-        assert peak * cfg.macros == cfg.peak_macs_per_cycle
+        # Every named configuration makes a macro, built for its most bit-planes; the peak
+        # counts vectors of a_bits planes (the configuration's activations).
+        mac = CIMMacro(**cfg.macro_params())
+        assert mac.a_bits == cfg.planes_max >= cfg.a_bits
+        assert mac.peak_macs_per_cycle * mac.a_bits / cfg.a_bits * cfg.macros == \
+            cfg.peak_macs_per_cycle
     Fragment.get(CIMMacro(**get_config("tiny").macro_params()), None)
     tiny, default = get_config("tiny"), get_config("default")
     assert tiny.rows * tiny.cols <= 256, "tiny must stay fast to simulate"
