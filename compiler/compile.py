@@ -331,7 +331,8 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                  in_bits=xbits, op=OP_CONV, in_height=xshape[1], in_width=xshape[2],
                  in_groups=g, out_height=oh, out_width=ow, out_groups=-(-cout // R),
                  in_channels=cin, out_channels=cout, col_tiles=j, row_tiles=t,
-                 weight_tiles=j * t, in_base=src.base, w_bits=n["w_bits"], out_base=out.base,
+                 weight_tiles=j * t, in_base=src.base, w_bits=n["w_bits"], raw=0,
+                 out_base=out.base,
                  res_base=buffers[res].base if res is not None else 0,
                  weight_base=tile_count, param_base=param_count)
         for f in FIELDS:

@@ -57,6 +57,7 @@ MAX_PLANES = 16
 """Most bit-planes a macro takes per vector: an 8-bit input shifted by an 8-bit array's
 weight digit (:mod:`contract.program`, wide weights)."""
 MAX_MACROS = 256
+MAX_IMAGE_CHANNELS = 4
 MEMORY_FIELDS = ("bank_words", "prog_words", "weight_words", "param_words")
 
 
@@ -143,6 +144,14 @@ class HwConfig:
         slice words per pixel and channel group), plus ``w_bits`` when its weights are wider
         than the array's (two digits, :mod:`contract.program`). The limit is
         :attr:`planes_max`.
+    image_channels, image_size, im2col_kernel : int
+        The image buffer (``image_channels`` 0: none). It holds two images (slots) of up to
+        ``image_channels`` channels of ``image_size x image_size`` 8-bit pixels, written over
+        the bus in whole words, one slot while the accelerator reads the other; an im2col
+        layer (``contract.program``, ``op`` 2) reads one and writes the first convolution's
+        input as ``image_channels * im2col_kernel ** 2`` lanes per pixel, so that the
+        convolution runs as a 1 x 1 convolution on the macros (kernels up to
+        ``im2col_kernel``). ``image_size`` is a multiple of 4 (a row is whole bus words).
     """
 
     name: str
@@ -163,6 +172,9 @@ class HwConfig:
     max_groups: int = 16
     max_pixels: int = 1024
     max_planes: int | None = None
+    image_channels: int = 0
+    image_size: int = 32
+    im2col_kernel: int = 7
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -192,6 +204,22 @@ class HwConfig:
             if not self.a_bits <= self.max_planes <= MAX_PLANES:
                 raise ValueError(f"max_planes must be None or from a_bits ({self.a_bits}) to "
                                  f"{MAX_PLANES}, not {self.max_planes}")
+        for name in ("image_channels", "image_size", "im2col_kernel"):
+            _check_int(name, getattr(self, name))
+        if not 0 <= self.image_channels <= MAX_IMAGE_CHANNELS:
+            raise ValueError(f"image_channels must be from 0 (no image buffer) to "
+                             f"{MAX_IMAGE_CHANNELS}, not {self.image_channels}")
+        top = min(self.max_size, 256) if self.image_channels else 256
+        if not (4 <= self.image_size <= top and self.image_size % 4 == 0):
+            raise ValueError(f"image_size must be a multiple of 4 from 4 to {top}"
+                             + (" (max_size)" if self.image_channels else "")
+                             + f", not {self.image_size}")
+        if self.im2col_kernel not in (1, 3, 5, 7):
+            raise ValueError(f"im2col_kernel must be 1, 3, 5 or 7, not {self.im2col_kernel}")
+        if self.image_channels and self.image_groups > self.max_groups:
+            raise ValueError(f"an im2col layer writes image_channels * im2col_kernel**2 = "
+                             f"{self.image_lanes} lanes per pixel, {self.image_groups} groups of "
+                             f"{self.rows} rows: more than max_groups={self.max_groups}")
 
     def macro_params(self) -> dict:
         """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro` (whose ``a_bits`` is the
@@ -227,6 +255,23 @@ class HwConfig:
         return 1 if self.w_bits == 1 else 2 * self.w_bits
 
     @property
+    def image_lanes(self) -> int:
+        """Lanes per pixel an im2col layer writes: ``image_channels * im2col_kernel ** 2``."""
+        return self.image_channels * self.im2col_kernel ** 2
+
+    @property
+    def image_groups(self) -> int:
+        """Channel groups of an im2col layer's output (at most)."""
+        return -(-self.image_lanes // self.rows)
+
+    @property
+    def image_slot_rows(self) -> int:
+        """Image-buffer rows (of ``image_size`` bytes) per slot: ``image_channels *
+        image_size`` rounded up to a power of two (a slot's rows start at ``slot *
+        image_slot_rows``; channel ``c``, row ``y`` is row ``c * image_size + y``)."""
+        return 1 << max(0, (self.image_channels * self.image_size - 1).bit_length())
+
+    @property
     def peak_macs_per_cycle(self) -> int:
         """Multiply-accumulates per cycle of all macros together, bit-serial over a_bits."""
         return self.macros * self.rows * self.cols // self.a_bits
@@ -246,7 +291,7 @@ CONFIGS: dict[str, HwConfig] = {
     "tiny": HwConfig(name="tiny", rows=16, cols=8, w_bits=4, a_bits=4, macros=2),
     "default": HwConfig(name="default", rows=64, cols=64, w_bits=4, a_bits=4, macros=18,
                         write_rows=4, prog_words=1024, weight_words=1 << 19,
-                        param_words=1 << 14, max_planes=12),
+                        param_words=1 << 14, max_planes=12, image_channels=3),
 }
 
 

@@ -16,7 +16,29 @@ A descriptor's ``op`` is 0 for a convolution and 1 for a max pooling, which has 
 tiles, parameter records or residual (those fields, ``shift`` and ``w_bits`` are zero) and
 writes its output in its input's format (``out_bits = in_bits <= a_bits``, one slice word
 per pixel and channel group, ``relu`` 1), with the same channels; :func:`check_descriptor`
-states both sets of rules.
+states every set of rules.
+
+**Im2col** (``op`` 2, on a configuration with an image buffer: ``image_channels`` > 0). The
+input is the image in the buffer slot chosen at ``START`` (register ``IMAGE_SLOT``): channel
+``c``, row ``y``, column ``x`` of an ``in_channels x in_height x in_width`` image of
+``in_bits``-bit pixels (``in_base`` 0, ``in_groups`` 1). The output is a tensor of
+``out_channels = in_channels * K * K`` lanes (``K = im2col_kernel``, whatever the layer's
+``kernel``), ``in_bits`` bits, at ``out_base`` in the usual layout: lane ``(c * K + kh) * K
++ kw`` of output pixel ``(oy, ox)`` is the pixel at ``(c, oy * stride - padding + kh, ox *
+stride - padding + kw)``, zero outside the image and for ``kh`` or ``kw`` past ``kernel``
+(:func:`im2col_lanes`). The first convolution of a network then runs as a ``1 x 1``
+convolution over those lanes (:func:`im2col_weight`): one vector per output pixel instead of
+``k * k`` mostly empty ones. No tiles, parameters or residual; ``relu`` 1.
+
+**Raw output** (``raw`` 1, a convolution, the program's last layer): the classifier. The
+layer has one output pixel and one column tile (``out_channels <= cols``); each channel's
+``y = acc * M + B`` is kept whole (``shift``, ``out_bits``, ``relu`` and ``out_signed`` are 0,
+no residual) as a :data:`LOGIT_BITS`-bit logit (a value that does not fit stops the program
+with ``OVERFLOW``) in the logit registers, and the index of the first largest logit becomes
+the class (register ``RESULT``). ``out_base`` is 0: nothing is written to the buffer. The
+compiler lowers a global average pooling and the linear classifier after it to one such
+layer: the pooling's sum over the ``h x w`` map is a convolution whose window covers the
+map, each tap weighted with the classifier's weights.
 
 Weight image
 ------------
@@ -82,9 +104,11 @@ import numpy as np
 from .arith import KERNELS, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, STRIDES
 from .config import HwConfig
 
-__all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "OP_CONV", "OP_MAXPOOL", "PARAM_FIELDS",
+__all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "LOGIT_BITS", "OP_CONV", "OP_IM2COL", "OP_MAXPOOL",
+           "PARAM_FIELDS",
            "PARAM_WORDS", "Descriptor",
-           "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "layer_tiles",
+           "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "im2col_lanes",
+           "im2col_weight", "layer_tiles",
            "pack_params", "pack_tiles", "planes", "reserved_bits", "slice_shifts", "slices",
            "tensor_words", "tile_words", "unpack_params", "unpack_tiles", "weight_digits",
            "weight_slices"]
@@ -111,7 +135,8 @@ FIELDS: tuple[Field, ...] = (
     Field("last", 1, "last layer of the program"),
     Field("in_bits", 4, "input activation bits, 1..8 (bit-planes fed per pixel: in_bits, plus "
           "the array's w_bits with wide weights, at most max_planes)"),
-    Field("op", 2, "0: convolution; 1: max pooling (no weights, parameters or residual)"),
+    Field("op", 2, "0: convolution; 1: max pooling (no weights, parameters or residual); 2: "
+          "im2col of the image buffer's slot"),
     Field("in_height", 12, "input height H"),
     Field("in_width", 12, "input width W"),
     Field("in_groups", 8, "input channel groups G = ceil(Cin / rows)"),
@@ -126,6 +151,8 @@ FIELDS: tuple[Field, ...] = (
     Field("in_base", 24, "word address of the input tensor"),
     Field("w_bits", 4, "weight bits of the layer, 1..2 * the array's: wider ones are three "
           "weight slices"),
+    Field("raw", 1, "1: the classifier: one pixel's results acc * M + B, unshifted, to the "
+          "logit registers and the argmax (convolution only, the last layer)"),
     Field("out_base", 24, "word address of the output tensor"),
     Field("res_base", 24, "word address of the residual tensor (0 without one)"),
     Field("weight_base", 32, "first image tile of the layer"),
@@ -177,6 +204,7 @@ class Descriptor:
     weight_tiles: int
     in_base: int
     w_bits: int
+    raw: int
     out_base: int
     res_base: int
     weight_base: int
@@ -350,11 +378,45 @@ class ErrorCode(IntEnum):
     CHANNELS = 9    #: channel counts disagree with the channel groups (or, pooling, each other)
     ADDRESS = 10    #: a tensor leaves its buffer bank, or the output is in its input's bank
     #: or over the residual
-    OP = 11         #: an operation other than convolution (0) or max pooling (1)
+    OP = 11         #: an operation other than convolution (0), max pooling (1) or im2col
+    #: (2, on a configuration with an image buffer)
 
 
-OP_CONV, OP_MAXPOOL = 0, 1
+OP_CONV, OP_MAXPOOL, OP_IM2COL = 0, 1, 2
 """Descriptor ``op`` values."""
+
+LOGIT_BITS = 32
+"""Bits of a logit register (two's complement): a raw layer's ``acc * M + B`` must fit."""
+
+
+def im2col_lanes(image, kernel: int, stride: int, padding: int, lanes_kernel: int) -> np.ndarray:
+    """What an im2col layer writes, from ``image`` ``(N, C, H, W)``: ``(N, C * K * K, Ho,
+    Wo)`` with ``K = lanes_kernel``; lane ``(c * K + kh) * K + kw`` of output pixel ``(oy,
+    ox)`` is pixel ``(c, oy * stride - padding + kh, ox * stride - padding + kw)``, zero
+    outside the image and where ``kh`` or ``kw`` is ``kernel`` or more."""
+    x = np.asarray(image, dtype=np.int64)
+    n, c, h, w = x.shape
+    K, k, s, p = lanes_kernel, kernel, stride, padding
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    xp = np.zeros((n, c, h + 2 * p + K, w + 2 * p + K), np.int64)
+    xp[:, :, p:p + h, p:p + w] = x
+    out = np.zeros((n, c, K, K, ho, wo), np.int64)
+    for kh in range(k):
+        for kw in range(k):
+            out[:, :, kh, kw] = xp[:, :, kh:kh + s * ho:s, kw:kw + s * wo:s]
+    return out.reshape(n, c * K * K, ho, wo)
+
+
+def im2col_weight(weight, lanes_kernel: int) -> np.ndarray:
+    """The ``(Cout, Cin * K * K, 1, 1)`` weights of the 1 x 1 convolution that, on
+    :func:`im2col_lanes`' output, computes the ``(Cout, Cin, k, k)`` convolution (``k <= K``;
+    the lanes past ``k`` get zero weights)."""
+    w = np.asarray(weight, dtype=np.int64)
+    cout, cin, k, _ = w.shape
+    K = lanes_kernel
+    out = np.zeros((cout, cin, K, K), np.int64)
+    out[:, :, :k, :k] = w
+    return out.reshape(cout, cin * K * K, 1, 1)
 
 
 def _check_pool(d: Descriptor, config: HwConfig, bank_words: int, reserved: bool) -> ErrorCode:
@@ -365,7 +427,7 @@ def _check_pool(d: Descriptor, config: HwConfig, bank_words: int, reserved: bool
     if d.col_tiles or d.row_tiles or d.weight_tiles or d.weight_base or d.param_base:
         return ErrorCode.TILES
     if (reserved or d.shift or not 1 <= d.in_bits <= config.a_bits
-            or d.out_bits != d.in_bits or d.out_signed or not d.relu or d.w_bits
+            or d.out_bits != d.in_bits or d.out_signed or not d.relu or d.w_bits or d.raw
             or d.has_residual or d.res_bits or d.res_signed or d.res_base):
         return ErrorCode.FORMAT
     if (d.in_channels == 0 or d.in_channels != d.out_channels or d.in_groups != d.out_groups
@@ -374,13 +436,41 @@ def _check_pool(d: Descriptor, config: HwConfig, bank_words: int, reserved: bool
     return _check_addresses(d, config, bank_words)
 
 
+def _check_im2col(d: Descriptor, config: HwConfig, bank_words: int, reserved: bool) -> ErrorCode:
+    """:func:`check_descriptor` of an im2col descriptor past its size check: no tiles or
+    parameters; 8-bit or narrower pixels in, the same bits out (``S = slices(in_bits)`` slice
+    words per pixel and group), unsigned; ``in_channels`` up to ``image_channels`` in one
+    input group, ``out_channels = in_channels * im2col_kernel ** 2`` lanes in ``ceil(out /
+    rows)`` groups; ``in_base`` 0 (the input is the image slot) and the output inside a
+    bank."""
+    if d.col_tiles or d.row_tiles or d.weight_tiles or d.weight_base or d.param_base:
+        return ErrorCode.TILES
+    if (reserved or d.shift or not 1 <= d.in_bits <= 8 or d.out_bits != d.in_bits
+            or d.out_signed or not d.relu or d.w_bits or d.raw
+            or d.has_residual or d.res_bits or d.res_signed or d.res_base):
+        return ErrorCode.FORMAT
+    K = config.im2col_kernel
+    if (not 1 <= d.in_channels <= config.image_channels or d.in_groups != 1
+            or d.out_channels != d.in_channels * K * K
+            or d.out_groups != -(-d.out_channels // config.rows)):
+        return ErrorCode.CHANNELS
+    if d.in_base or _outside(d, config, bank_words, "out"):
+        return ErrorCode.ADDRESS
+    return ErrorCode.NONE
+
+
+def _outside(d: Descriptor, config: HwConfig, bank_words: int, which: str) -> bool:
+    """Tensor ``which`` of :func:`tensor_words` leaves its bank."""
+    base, words = tensor_words(d, config)[which]
+    return base >= 2 * bank_words or base % bank_words + words > bank_words
+
+
 def _check_addresses(d: Descriptor, config: HwConfig, bank_words: int) -> ErrorCode:
     """The ``ADDRESS`` check: every tensor inside its bank, the output in the other bank from
     the input and off the residual."""
     regions = tensor_words(d, config)
-    for base, words in regions.values():
-        if base >= 2 * bank_words or base % bank_words + words > bank_words:
-            return ErrorCode.ADDRESS
+    if any(_outside(d, config, bank_words, which) for which in regions):
+        return ErrorCode.ADDRESS
     (ib, _), (ob, ow) = regions["in"], regions["out"]
     if ib // bank_words == ob // bank_words:
         return ErrorCode.ADDRESS
@@ -401,6 +491,8 @@ def tensor_words(d: Descriptor, config: HwConfig) -> dict[str, tuple[int, int]]:
     out = {"in": (d.in_base, d.in_height * d.in_width * d.in_groups
                   * slices(max(d.in_bits, 1), ab)),
            "out": (d.out_base, pixels * slices(max(d.out_bits, 1), ab))}
+    if d.op == OP_IM2COL:           # the input is the image buffer's slot
+        del out["in"]
     if d.has_residual:
         out["res"] = (d.res_base, pixels * slices(max(d.res_bits, 1), ab))
     return out
@@ -434,37 +526,46 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
     H, W, G, T, J = d.in_height, d.in_width, d.in_groups, d.row_tiles, d.col_tiles
     tile_cap = max(config.weight_words, beat_words(config)) // tile_words(config)
     rec_cap = config.param_words // PARAM_WORDS
-    pool = d.op == OP_MAXPOOL
-    if d.op not in (OP_CONV, OP_MAXPOOL):
+    pool, im2col, raw = d.op == OP_MAXPOOL, d.op == OP_IM2COL, d.op == OP_CONV and d.raw
+    if d.op not in (OP_CONV, OP_MAXPOOL) and not (im2col and config.image_channels):
         return ErrorCode.OP
-    if (not 1 <= k <= 7) if pool else k not in KERNELS:
+    if (not 1 <= k <= 7 if pool else not 1 <= k <= config.im2col_kernel if im2col
+            else k not in KERNELS):
         return ErrorCode.KERNEL
     if s not in STRIDES:
         return ErrorCode.STRIDE
-    if (0 in (H, W, G) or H > config.max_size or W > config.max_size or G > config.max_groups
+    size = config.image_size if im2col else config.max_size
+    if (0 in (H, W, G) or H > size or W > size or G > config.max_groups
             or H + 2 * p < k or W + 2 * p < k
             or d.out_height != (H + 2 * p - k) // s + 1
             or d.out_width != (W + 2 * p - k) // s + 1
             or d.out_height * d.out_width > config.max_pixels or d.out_groups == 0
-            or (pool and p >= k)):
+            or (pool and p >= k) or (raw and (d.out_height, d.out_width) != (1, 1))):
         return ErrorCode.SIZE
     if pool:
         return _check_pool(d, config, bank_words, reserved)
-    if (J == 0 or T == 0 or T != weight_slices(d.w_bits, config) * k * k * G
+    if im2col:
+        return _check_im2col(d, config, bank_words, reserved)
+    if (J == 0 or T == 0 or T != weight_slices(d.w_bits, config) * k * k * G or (raw and J != 1)
             or d.weight_tiles != J * T
             or d.out_channels == 0 or d.out_channels > J * C or d.out_channels + C <= J * C
             or d.out_groups * R < J * C
             or d.weight_base + d.weight_tiles > tile_cap or d.param_base % C
             or d.param_base + J * C > rec_cap):
         return ErrorCode.TILES
-    if (reserved or not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
-            or not 1 <= d.in_bits <= config.in_bits_max
+    if (reserved or not 1 <= d.in_bits <= config.in_bits_max
             or not 1 <= d.w_bits <= config.w_bits_max or planes(d, config) > config.planes_max
-            or (d.out_signed and d.out_bits < 2) or d.relu == d.out_signed
             or (d.has_residual and (not 1 <= d.res_bits <= 8 or (d.res_signed and d.res_bits < 2)))
-            or (not d.has_residual and (d.res_bits or d.res_signed or d.res_base))):
+            or (not d.has_residual and (d.res_bits or d.res_signed or d.res_base))
+            or ((d.shift or d.out_bits or d.out_signed or d.relu or d.has_residual
+                 or not d.last) if raw else
+                (not 1 <= d.shift <= MAX_SHIFT or not 1 <= d.out_bits <= 8
+                 or (d.out_signed and d.out_bits < 2) or d.relu == d.out_signed))):
         return ErrorCode.FORMAT
     if (d.in_channels == 0 or d.in_channels > G * R or d.in_channels + R <= G * R
             or d.out_channels + R <= d.out_groups * R):
         return ErrorCode.CHANNELS
+    if raw:
+        return ErrorCode.ADDRESS if d.out_base or _outside(d, config, bank_words, "in") \
+            else ErrorCode.NONE
     return _check_addresses(d, config, bank_words)

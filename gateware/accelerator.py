@@ -238,7 +238,9 @@ class Accelerator(wiring.Component):
             planes=cfg.planes_max,
             bank_words=self.bank_words, max_size=self.max_size,
             max_groups=self.max_groups, max_pixels=self.max_pixels,
-            tile_cap=self.weight_words // (wc * bw), rec_cap=self.param_words // PARAM_WORDS)
+            tile_cap=self.weight_words // (wc * bw), rec_cap=self.param_words // PARAM_WORDS,
+            image_channels=cfg.image_channels, image_size=cfg.image_size,
+            im2col_kernel=cfg.im2col_kernel)
         pl = cfg.planes_max
         m.submodules.loader = loader = WeightLoader(macros=M, a_bits=ab, w_bits=cfg.w_bits,
                                                     planes=pl, write_cycles=wc,

@@ -61,7 +61,7 @@ __all__ = ["Access", "Field", "Port", "Pulse", "RegMap", "Register", "Rise", "Wi
 MAGIC = 0x43494D41
 """Identification word: ASCII ``"CIMA"`` read as a big-endian number."""
 
-VERSION = (2, 0)
+VERSION = (3, 0)
 """Register-map version (major, minor). The major number changes when a register moves or
 changes meaning; the minor one when something is added."""
 

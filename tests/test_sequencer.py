@@ -34,7 +34,8 @@ SEED = test_seed()
 TINY = get_config("tiny")
 # Five macros, four columns, four rows per beat: copies of 2 and 3, lanes within a word.
 ODD = HwConfig(name="odd", rows=16, cols=4, w_bits=4, a_bits=4, macros=5, write_rows=4,
-               bank_words=1024, max_planes=12)
+               bank_words=1024, max_planes=12, image_channels=2, image_size=8,
+               im2col_kernel=3)
 CONFIGS = {"tiny": TINY, "odd": ODD}
 BAW = {name: (c.bank_words - 1).bit_length() for name, c in CONFIGS.items()}
 
@@ -68,7 +69,7 @@ def make_desc(rng, cfg, **kw):
         kernel=k, stride=s, padding=p, relu=int(out_bits == 4), out_signed=int(out_bits == 8),
         out_bits=out_bits, shift=int(rng.integers(1, MAX_SHIFT + 1)), has_residual=has_res,
         res_signed=int(has_res and rng.integers(0, 2)), res_bits=res_bits, last=0,
-        in_bits=in_bits, w_bits=w_bits, op=0,
+        in_bits=in_bits, w_bits=w_bits, op=0, raw=0,
         in_height=H, in_width=W, in_groups=G, out_height=(H + 2 * p - k) // s + 1,
         out_width=(W + 2 * p - k) // s + 1, out_groups=-(-cout // R), in_channels=G * R,
         out_channels=cout, col_tiles=J, row_tiles=T, weight_tiles=J * T,
@@ -129,6 +130,45 @@ def make_pool_desc(rng, cfg, **kw):
     return Descriptor(**fields)
 
 
+def make_im2col_desc(rng, cfg, **kw):
+    """A random valid im2col descriptor (op 2), as the compiler sets it (on a configuration
+    without an image buffer the check answers OP)."""
+    K, R = cfg.im2col_kernel, cfg.rows
+    size = cfg.image_size if cfg.image_channels else 8
+    H, W = int(rng.integers(1, size + 1)), int(rng.integers(1, size + 1))
+    k = int(rng.choice([k for k in range(1, K + 1) if k <= min(H, W)]))
+    s = int(rng.choice([1, 2]))
+    p = int(rng.integers(0, min(k // 2, 3) + 1))
+    c = int(rng.integers(1, max(cfg.image_channels, 1) + 1))
+    bits = int(rng.integers(1, 9))
+    zero = {f.name: 0 for f in fmt.FIELDS}
+    fields = {**zero, "op": 2, "kernel": k, "stride": s, "padding": p, "relu": 1,
+              "out_bits": bits, "in_bits": bits, "in_height": H, "in_width": W,
+              "in_groups": 1, "out_height": (H + 2 * p - k) // s + 1,
+              "out_width": (W + 2 * p - k) // s + 1, "out_groups": -(-c * K * K // R),
+              "in_channels": c, "out_channels": c * K * K,
+              "out_base": int(rng.integers(0, 2)) * cfg.bank_words + int(rng.integers(0, 64))}
+    fields.update(kw)
+    return Descriptor(**fields)
+
+
+def make_raw_desc(rng, cfg, **kw):
+    """A random valid raw (classifier) descriptor: one output pixel, one column tile,
+    last."""
+    H = int(rng.integers(1, 4))
+    k = int(rng.choice([k for k in (1, 3, 5) if k >= H]))
+    p = (k - H + 1) // 2
+    s = 2 if H + 2 * p - k >= 1 else int(rng.choice([1, 2]))
+    fields = dict(kernel=k, stride=s, padding=p, in_height=H, in_width=H,
+                  out_channels=int(rng.integers(1, cfg.cols + 1)), relu=0, out_signed=0,
+                  out_bits=0, shift=0, has_residual=0, res_bits=0, res_signed=0, res_base=0,
+                  raw=1, last=1, out_base=0)
+    fields.update(kw)
+    d = make_desc(rng, cfg, **fields)
+    assert (d.out_height, d.out_width) == (1, 1), d
+    return d
+
+
 def run_fetcher(cfg, program, rng, *, prog_words=64):
     return run_fetcher_words(cfg, [w for d in program for w in d.pack()], rng,
                              prog_words=prog_words, count=len(program))
@@ -143,7 +183,8 @@ def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
                   w_bits=cfg.w_bits, planes=cfg.planes_max,
                   bank_words=cfg.bank_words, max_size=cfg.max_size,
                   max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
-                  rec_cap=rec_cap)
+                  rec_cap=rec_cap, image_channels=cfg.image_channels,
+                  image_size=cfg.image_size, im2col_kernel=cfg.im2col_kernel)
     words = list(words)[:prog_words]
     words += [0] * (prog_words - len(words))
     got = []
@@ -198,16 +239,16 @@ def test_fetcher_first_offer():
 
 @pytest.mark.parametrize("cfg", ["tiny", "odd"])
 def test_fetcher_check_codes(cfg):
-    """Random mutations of valid descriptors (convolutions and max poolings): the code is the
-    reference check's, and the fetcher stops after the first failed one (or the one with
-    last)."""
+    """Random mutations of valid descriptors (convolutions, max poolings, im2col and raw
+    classifier layers): the code is the reference check's, and the fetcher stops after the
+    first failed one (or the one with last)."""
     cfg = CONFIGS[cfg]
     rng = np.random.default_rng(SEED)
     names = [f.name for f in fmt.FIELDS]
     bits = {f.name: f.bits for f in fmt.FIELDS}
-    for trial in range(60):
-        prog = [make_pool_desc(rng, cfg) if rng.random() < 0.3 else make_desc(rng, cfg)
-                for _ in range(3)]
+    makers = (make_pool_desc, make_im2col_desc, make_raw_desc, make_desc, make_desc)
+    for trial in range(80):
+        prog = [makers[int(rng.integers(0, len(makers)))](rng, cfg) for _ in range(3)]
         bad = int(rng.integers(0, 3))
         name = names[int(rng.integers(0, len(names)))]
         val = int(rng.integers(0, 1 << min(bits[name], 12)))

@@ -26,7 +26,7 @@ extern "C" {
 #define __IOM volatile /* read / write */
 #endif
 
-#define CIM_REGMAP_VERSION_MAJOR    2u
+#define CIM_REGMAP_VERSION_MAJOR    3u
 #define CIM_REGMAP_VERSION_MINOR    0u
 #define CIM_MAGIC                   0x43494D41u /* "CIMA" */
 #define CIM_REG_BLOCK_SIZE          0x00001000UL
@@ -268,6 +268,9 @@ typedef struct {
 #define CIM_DESC_W_BITS_Word                 5u
 #define CIM_DESC_W_BITS_Pos                  24u
 #define CIM_DESC_W_BITS_Msk                  (0x0000000FUL << CIM_DESC_W_BITS_Pos)
+#define CIM_DESC_RAW_Word                    5u
+#define CIM_DESC_RAW_Pos                     28u
+#define CIM_DESC_RAW_Msk                     (0x00000001UL << CIM_DESC_RAW_Pos)
 #define CIM_DESC_OUT_BASE_Word               6u
 #define CIM_DESC_OUT_BASE_Pos                0u
 #define CIM_DESC_OUT_BASE_Msk                (0x00FFFFFFUL << CIM_DESC_OUT_BASE_Pos)
@@ -312,6 +315,9 @@ typedef struct {
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
 #define CIM_CFG_MAX_PLANES          4u
+#define CIM_CFG_IMAGE_CHANNELS      0u
+#define CIM_CFG_IMAGE_SIZE          32u
+#define CIM_CFG_IM2COL_KERNEL       7u
 #define CIM_ADDR_WIDTH              18u
 #define CIM_SPAN                    0x00040000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -328,7 +334,7 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        16384u
 #define CIM_ACT_SLICES              2u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00020000u
+#define CIM_VERSION_RESET           0x00030000u
 #define CIM_CFG_ARRAY_RESET         0x00080010u
 #define CIM_CFG_BITS_RESET          0x00184044u
 #define CIM_CFG_MACROS_RESET        0x00020002u
@@ -359,6 +365,9 @@ typedef struct {
 #define CIM_CFG_MAX_GROUPS          16u
 #define CIM_CFG_MAX_PIXELS          1024u
 #define CIM_CFG_MAX_PLANES          12u
+#define CIM_CFG_IMAGE_CHANNELS      3u
+#define CIM_CFG_IMAGE_SIZE          32u
+#define CIM_CFG_IM2COL_KERNEL       7u
 #define CIM_ADDR_WIDTH              22u
 #define CIM_SPAN                    0x00400000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -375,7 +384,7 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        524288u
 #define CIM_ACT_SLICES              8u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00020000u
+#define CIM_VERSION_RESET           0x00030000u
 #define CIM_CFG_ARRAY_RESET         0x00400040u
 #define CIM_CFG_BITS_RESET          0x0018C044u
 #define CIM_CFG_MACROS_RESET        0x00040012u

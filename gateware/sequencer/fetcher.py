@@ -3,7 +3,7 @@ descriptor."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -13,6 +13,7 @@ from .layer import (
     DESC_WORDS,
     MAX_SHIFT,
     OP_CONV,
+    OP_IM2COL,
     OP_MAXPOOL,
     AccelError,
     desc_layout,
@@ -26,13 +27,14 @@ __all__ = ["Fetcher", "check"]
 
 
 def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max_groups,
-          max_pixels, tile_cap, rec_cap):
+          max_pixels, tile_cap, rec_cap, image_channels=0, image_size=4, im2col_kernel=1):
     """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
     what :func:`contract.program.check_descriptor` states (op, kernel, stride, size, tiles,
     format, channels, addresses, in that order, a max-pooling descriptor by its own rules;
     ``tests/test_sequencer.py`` holds the two equal). ``planes``: the most bit-planes fed per
     pixel (``HwConfig.planes_max``); ``tile_cap``: weight tiles the store holds; ``rec_cap``:
-    parameter records."""
+    parameter records; ``image_channels`` (0: no image buffer, no im2col), ``image_size``,
+    ``im2col_kernel``: the image buffer's."""
     code = Signal(AccelError)
     R, C, BW = rows, cols, bank_words
     baw = ceil_log2(BW)
@@ -57,26 +59,32 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
     m.d.comb += [ho_exp.eq(((H + 2 * p - k) >> (s == 2)) + 1),
                  wo_exp.eq(((W + 2 * p - k) >> (s == 2)) + 1)]
     pool = d.op == OP_MAXPOOL
+    im2col = (d.op == OP_IM2COL) if image_channels else Const(0)
+    raw = (d.op == OP_CONV) & d.raw
+    nonconv = pool | im2col         # no tiles, parameters or residual
     reserved = Cat(*[d[name] for name, _ in d.shape() if name.startswith("_pad")])
     no_res = (d.res_bits == 0) & ~d.res_signed & (d.res_base == 0)
     channels = ((d.in_channels == 0) | (d.in_channels > d.in_groups * R)
                 | (d.in_channels + R <= d.in_groups * R))
-    with m.If((d.op != OP_CONV) & ~pool):
+    K = im2col_kernel
+    size = Mux(im2col, image_size, max_size)
+    with m.If((d.op != OP_CONV) & ~pool & ~im2col):
         m.d.comb += code.eq(AccelError.OP)
-    with m.Elif(Mux(pool, (k == 0) | (k > 7), ~k[0] | (k > 7))):
+    with m.Elif(Mux(pool, (k == 0) | (k > 7),
+                    Mux(im2col, (k == 0) | (k > K), ~k[0] | (k > 7)))):
         m.d.comb += code.eq(AccelError.KERNEL)
     with m.Elif((s != 1) & (s != 2)):
         m.d.comb += code.eq(AccelError.STRIDE)
-    with m.Elif((H == 0) | (W == 0) | (G == 0) | (H > max_size) | (W > max_size)
+    with m.Elif((H == 0) | (W == 0) | (G == 0) | (H > size) | (W > size)
                 | (G > max_groups) | (H + 2 * p < k) | (W + 2 * p < k)
                 | (d.out_height != ho_exp) | (d.out_width != wo_exp)
                 | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)
-                | (pool & (p >= k))):
+                | (pool & (p >= k)) | (raw & ((d.out_height != 1) | (d.out_width != 1)))):
         m.d.comb += code.eq(AccelError.SIZE)
-    with m.Elif(Mux(pool,
+    with m.Elif(Mux(nonconv,
                     (J != 0) | (T != 0) | (d.weight_tiles != 0) | (d.weight_base != 0)
                     | (d.param_base != 0),
-                    (J == 0) | (T == 0)
+                    (J == 0) | (T == 0) | (raw & (J != 1))
                     | (T != Mux(d.w_bits > w_bits, 3 * (k * k * G), k * k * G))
                     | (d.weight_tiles != J * T)
                     | (d.out_channels == 0) | (d.out_channels > J * C)
@@ -86,29 +94,40 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
                     | (d.param_base + J * C > rec_cap))):
         m.d.comb += code.eq(AccelError.TILES)
     with m.Elif(reserved.any() | Mux(
-            pool,
-            (d.shift != 0) | (d.in_bits == 0) | (d.in_bits > a_bits)
-            | (d.out_bits != d.in_bits) | d.out_signed | ~d.relu | (d.w_bits != 0)
+            nonconv,
+            (d.shift != 0) | (d.in_bits == 0) | (d.in_bits > Mux(pool, a_bits, 8))
+            | (d.out_bits != d.in_bits) | d.out_signed | ~d.relu | (d.w_bits != 0) | d.raw
             | d.has_residual | ~no_res,
-            (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
-            | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
-            | (d.in_bits == 0) | (d.in_bits > min(8, planes))
+            (d.in_bits == 0) | (d.in_bits > min(8, planes))
             | (d.w_bits == 0) | (d.w_bits > w_max) | (pl > planes)
-            | (d.relu == d.out_signed)
             | (d.has_residual & ((d.res_bits == 0) | (d.res_bits > 8)
                                  | (d.res_signed & (d.res_bits < 2))))
-            | (~d.has_residual & ~no_res))):
+            | (~d.has_residual & ~no_res)
+            | Mux(raw,
+                  (d.shift != 0) | (d.out_bits != 0) | d.out_signed | d.relu
+                  | d.has_residual | ~d.last,
+                  (d.shift == 0) | (d.shift > MAX_SHIFT) | (d.out_bits == 0)
+                  | (d.out_bits > 8) | (d.out_signed & (d.out_bits < 2))
+                  | (d.relu == d.out_signed)))):
         m.d.comb += code.eq(AccelError.FORMAT)
-    with m.Elif(channels | Mux(pool,
-                               (d.in_channels != d.out_channels)
-                               | (d.in_groups != d.out_groups),
-                               d.out_channels + R <= d.out_groups * R)):
+    with m.Elif(Mux(im2col,
+                    (d.in_channels == 0) | (d.in_channels > image_channels)
+                    | (d.in_groups != 1) | (d.out_channels != d.in_channels * (K * K))
+                    | (d.out_groups != (d.out_channels + R - 1) // R),
+                    channels | Mux(pool,
+                                   (d.in_channels != d.out_channels)
+                                   | (d.in_groups != d.out_groups),
+                                   d.out_channels + R <= d.out_groups * R))):
         m.d.comb += code.eq(AccelError.CHANNELS)
-    with m.Elif(outside(d.in_base, in_words) | outside(d.out_base, out_words)
-                | (d.has_residual & outside(d.res_base, res_words))
-                | (d.in_base[baw] == d.out_base[baw])
-                | (d.has_residual & (d.res_base < d.out_base + out_words)
-                   & (d.out_base < d.res_base + res_words))):
+    with m.Elif(Mux(im2col,
+                    (d.in_base != 0) | outside(d.out_base, out_words),
+                    outside(d.in_base, in_words)
+                    | Mux(raw, d.out_base != 0,
+                          outside(d.out_base, out_words)
+                          | (d.has_residual & outside(d.res_base, res_words))
+                          | (d.in_base[baw] == d.out_base[baw])
+                          | (d.has_residual & (d.res_base < d.out_base + out_words)
+                             & (d.out_base < d.res_base + res_words))))):
         m.d.comb += code.eq(AccelError.ADDRESS)
     return code
 
@@ -135,6 +154,8 @@ class Fetcher(wiring.Component):
         Words of an activation-buffer bank (for the address checks).
     max_size, max_groups, max_pixels, tile_cap, rec_cap : int
         Limits of the checks (:func:`check`).
+    image_channels, image_size, im2col_kernel : int
+        The image buffer's (``HwConfig``; ``image_channels`` 0: none).
 
     Members
     -------
@@ -149,7 +170,8 @@ class Fetcher(wiring.Component):
 
     def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, w_bits: int,
                  planes: int, bank_words: int, max_size: int, max_groups: int,
-                 max_pixels: int, tile_cap: int, rec_cap: int):
+                 max_pixels: int, tile_cap: int, rec_cap: int, image_channels: int = 0,
+                 image_size: int = 4, im2col_kernel: int = 1):
         if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
             raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
                              f"not {prog_words!r}")
@@ -157,7 +179,9 @@ class Fetcher(wiring.Component):
         self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, w_bits=w_bits, planes=planes,
                            bank_words=bank_words,
                            max_size=max_size, max_groups=max_groups,
-                           max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap)
+                           max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap,
+                           image_channels=image_channels, image_size=image_size,
+                           im2col_kernel=im2col_kernel)
         super().__init__({
             "go": In(1),
             "prog": In(ReadPort.Signature(addr_width=ceil_log2(prog_words), shape=32)),

@@ -21,13 +21,15 @@ from contract.program import (
     FIELDS,
     LAYOUT,
     OP_CONV,
+    OP_IM2COL,
     OP_MAXPOOL,
     PARAM_FIELDS,
     PARAM_WORDS,
     ErrorCode,
 )
 
-__all__ = ["DESC_WORDS", "MAX_SHIFT", "OP_CONV", "OP_MAXPOOL", "PARAM_WORDS", "AccelError",
+__all__ = ["DESC_WORDS", "MAX_SHIFT", "OP_CONV", "OP_IM2COL", "OP_MAXPOOL", "PARAM_WORDS",
+           "AccelError",
            "IssueSignature", "LayerSignature", "act_read_signature", "copies",
            "credit_signature", "desc_layout", "descriptor_layout", "in_slices", "layer_planes",
            "next_column_tile", "param_layout", "slices", "tile_layout"]
