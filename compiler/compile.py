@@ -22,6 +22,7 @@ from contract.arith import (
     MAX_PADDING,
     MAX_SHIFT,
     STRIDES,
+    LOGIT_BITS,
     VALUE_BITS,
     accumulator_width,
     adc_dot,
@@ -34,11 +35,14 @@ from contract.program import (
     DESC_WORDS,
     FIELDS,
     OP_CONV,
+    OP_IM2COL,
     OP_MAXPOOL,
     PARAM_WORDS,
     Descriptor,
     ErrorCode,
     check_descriptor,
+    im2col_lanes,
+    im2col_weight,
     layer_tiles,
     pack_params,
     pack_tiles,
@@ -89,6 +93,15 @@ class Program:
     bank_words: int
     acc_width: int
     inputs: dict[str, list[str]] = field(default_factory=dict)
+    image: bool = False
+    """The input goes through the image buffer (the program starts with an im2col layer):
+    the MCU writes the image, not an activation tensor."""
+
+    @property
+    def raw(self) -> bool:
+        """The program ends with the classifier (a raw layer): the MCU reads the logits and
+        the class from registers."""
+        return bool(self.descriptors) and bool(self.descriptors[-1].raw)
 
     def program_words(self) -> np.ndarray:
         """All descriptors packed back to back (what the sequencer's program memory holds)."""
@@ -171,14 +184,17 @@ class _Allocator:
         return a
 
 
-def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: int) -> None:
-    """Refuse, by name, a node the array and the datapath cannot run."""
+def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: int, *,
+                taps: int | None = None) -> None:
+    """Refuse, by name, a node the array and the datapath cannot run (``taps``: the taps of
+    the window that see data, ``k * k`` unless said)."""
     name, ab = n["name"], config.a_bits
     if n["op"] == "maxpool":
         _check_pool(model, n, config)
         return
     if n["op"] != "conv":
-        _fail(name, f"op {n['op']!r} does not run on the accelerator (conv and maxpool do)")
+        _fail(name, f"op {n['op']!r} does not run on the accelerator here (conv and maxpool "
+                    "do, and a global average pooling followed by the classifier)")
     k, s, p = n["kernel"], n["stride"], n["padding"]
     if k not in KERNELS:
         _fail(name, f"kernel {k} is not supported (supported: {KERNELS})")
@@ -208,15 +224,82 @@ def _check_conv(model: golden.IntModel, n: dict, config: HwConfig, acc_width: in
                     f"the ADC rule counts the stored weight bits and the fed bit-planes")
     if n["out_bits"] > VALUE_BITS - 1:
         _fail(name, f"out_bits={n['out_bits']} exceeds the datapath's values")
-    need = accumulator_width(n["in_channels"] * k * k, wb, xbits)
+    taps = k * k if taps is None else taps
+    need = accumulator_width(n["in_channels"] * taps, wb, xbits)
     if weight_slices(wb, config) > 1:
         # The running sum after the high and low digits' tiles is x . (w - 2**(wb - 1)).
-        bound = (n["in_channels"] * k * k * ((1 << (wb - 1)) + (1 << (config.w_bits - 1)))
+        bound = (n["in_channels"] * taps * ((1 << (wb - 1)) + (1 << (config.w_bits - 1)))
                  * ((1 << xbits) - 1))
         need = signed_width(-bound, bound)
     psum = signed_width(*column_range(config.rows, config.w_bits, config.planes_max))
     if need > acc_width or psum > acc_width:
         _fail(name, f"accumulator needs {max(need, psum)} bits, the datapath holds {acc_width}")
+
+
+def _use_im2col(model: golden.IntModel, n: dict, config: HwConfig, input_name: str) -> bool:
+    """Whether the accelerator's first layer ``n`` runs as im2col + 1 x 1 convolution from
+    the image buffer: a convolution on the model's pixels that the image buffer holds."""
+    if input_name != "input" or n["op"] != "conv" or n["inputs"][0] != "input":
+        return False
+    c, h, w = model.input_shape
+    return (config.image_channels >= c and max(h, w) <= config.image_size
+            and n["kernel"] <= config.im2col_kernel and len(n["inputs"]) == 1)
+
+
+def _head(nodes: list, i: int) -> tuple[dict, dict] | None:
+    """``(avgpool, fc)`` when accelerator node ``i`` is a global average pooling whose only
+    reader is the next node, the classifier (they become one raw layer); None otherwise."""
+    n = nodes[i]
+    if n["op"] != "avgpool":
+        return None
+    fc = nodes[i + 1] if i + 1 < len(nodes) else None
+    if fc is None or fc["op"] != "fc" or fc["inputs"] != [n["name"]] or i + 2 != len(nodes):
+        _fail(n["name"], "a global average pooling runs on the accelerator only with the "
+                         "classifier that reads it, as the program's last two layers (they "
+                         "become one raw layer); put both on the MCU or both on the accelerator")
+    return n, fc
+
+
+def _head_conv(model: golden.IntModel, pool: dict, fc: dict, config: HwConfig,
+               acc_width: int) -> tuple[dict, np.ndarray]:
+    """The raw convolution that computes ``fc(avgpool(x))`` (the pooling is a sum): a window
+    of ``K >= h`` (a supported kernel) with padding ``ceil((K - h) / 2)`` covers the whole
+    ``h x h`` map at its one output pixel; the taps on the map carry the classifier's
+    weights, the others zero. Returns the node-like dict for the descriptor and the
+    ``(Cout, C, K, K)`` weights."""
+    name = fc["name"]
+    xshape, xbits, xsigned = _tensor_info(model, pool["inputs"][0])
+    c, h, w = xshape
+    if h != w:
+        _fail(name, f"the classifier's average pooling reads a {h}x{w} map: the raw layer "
+                    "covers square maps only")
+    K = next((k for k in KERNELS if k >= h), None)
+    if K is None:
+        _fail(name, f"the classifier's average pooling reads a {h}x{h} map: a raw layer's "
+                    f"window covers at most {max(KERNELS)}x{max(KERNELS)}")
+    if xsigned:
+        _fail(name, f"its input {pool['inputs'][0]!r} is signed; the array takes unsigned "
+                    "activations")
+    p = (K - h + 1) // 2
+    wfc = model.array(name, "weight").astype(np.int64)        # (Cout, C)
+    cout = wfc.shape[0]
+    if cout > config.cols:
+        _fail(name, f"{cout} classes: a raw layer has one column tile, at most "
+                    f"cols={config.cols} logits")
+    weight = np.zeros((cout, c, K, K), np.int64)
+    weight[:, :, p:p + h, p:p + h] = wfc[:, :, None, None]
+    node = {"name": name, "op": "conv", "inputs": list(pool["inputs"]), "kernel": K,
+            "stride": 2 if h + 2 * p - K else 1, "padding": p, "in_channels": c,
+            "out_channels": cout, "w_bits": fc["w_bits"], "shape": [cout, 1, 1],
+            "out_bits": 0, "out_signed": False, "shift": 0}
+    _check_conv(model, node, config, acc_width, taps=h * h)
+    bias = model.array(name, "bias").astype(np.int64)
+    wb = fc["w_bits"]
+    bound = c * h * h * (1 << (wb - 1)) * ((1 << xbits) - 1) + int(np.abs(bias).max(initial=0))
+    if bound >= 1 << (LOGIT_BITS - 1):
+        _fail(name, f"its logits may reach {bound}, more than {LOGIT_BITS}-bit logit registers "
+                    "hold")
+    return node, weight
 
 
 def _check_pool(model: golden.IntModel, n: dict, config: HwConfig) -> None:
@@ -277,6 +360,24 @@ def _pool_descriptor(model: golden.IntModel, n: dict, alloc: _Allocator, i: int,
                          "out_channels": c, "in_base": src.base, "out_base": out.base})
 
 
+def _im2col_descriptor(model: golden.IntModel, n: dict, alloc: _Allocator,
+                       config: HwConfig) -> Descriptor:
+    """The im2col layer before the first convolution ``n`` (``op`` 2): the image's pixels as
+    ``C * K * K`` lanes per output pixel, in bank 0."""
+    c, h, w = model.input_shape
+    _, bits, _ = _tensor_info(model, "input")
+    _, oh, ow = n["shape"]
+    lanes = c * config.im2col_kernel ** 2
+    out = alloc.place(f"{n['name']}.im2col", (lanes, oh, ow), bits, False, 0, 0)
+    zero = {f.name: 0 for f in FIELDS}
+    return Descriptor(**{**zero, "op": OP_IM2COL, "kernel": n["kernel"],
+                         "stride": n["stride"], "padding": n["padding"], "relu": 1,
+                         "out_bits": bits, "in_bits": bits, "in_height": h, "in_width": w,
+                         "in_groups": 1, "out_height": oh, "out_width": ow,
+                         "out_groups": -(-lanes // config.rows), "in_channels": c,
+                         "out_channels": lanes, "out_base": out.base})
+
+
 def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int | None = None,
                   acc_width: int | None = None) -> Program:
     """Compile the accelerator nodes of ``model`` for ``config``; :class:`CompileError`
@@ -289,27 +390,49 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
     acc_width = config.acc_width if acc_width is None else acc_width
     R, C = config.rows, config.cols
     nodes, input_name, last_use = _accel_part(model, config)
+    image = _use_im2col(model, nodes[0], config, input_name)
+    if image:       # the im2col layer's output lives until the convolution has read it
+        last_use[f"{nodes[0]['name']}.im2col"] = 0
     alloc = _Allocator(config, bank_words, last_use)
     buffers = alloc.buffers
     shape, bits, signed = _tensor_info(model, input_name)
-    if bits > config.in_bits_max or signed or len(shape) != 3:
+    if (bits > (8 if image else config.in_bits_max)) or signed or len(shape) != 3:
         raise CompileError(f"accelerator input {input_name!r}: must be unsigned activations "
                            f"[C, H, W] of at most {config.in_bits_max} bits (max_planes of "
                            f"{config.name!r}), not {'signed ' if signed else ''}{bits}-bit "
                            f"{list(shape)}")
-    alloc.place(input_name, shape, bits, signed, 0, -1)
+    if not image:
+        alloc.place(input_name, shape, bits, signed, 0, -1)
 
     descriptors, tiles, params, names, inputs = [], [], [], [], {}
     tile_count = param_count = 0
+    skip = False
     for i, n in enumerate(nodes):
+        if skip:        # the classifier, compiled with its average pooling
+            break
         name = n["name"]
-        _check_conv(model, n, config, acc_width)
+        weight = None
+        head = _head(nodes, i)
+        if head is not None:
+            n, weight = _head_conv(model, *head, config, acc_width)
+            name, skip = n["name"], True
+        else:
+            _check_conv(model, n, config, acc_width)
         xshape, xbits, _ = _tensor_info(model, n["inputs"][0])
         if n["op"] == "maxpool":
             descriptors.append(_pool_descriptor(model, n, alloc, i, last=i == len(nodes) - 1))
             names.append(name)
             inputs[name] = list(n["inputs"])
             continue
+        if i == 0 and image:
+            descriptors.append(_im2col_descriptor(model, n, alloc, config))
+            names.append(f"{name}.im2col")
+            inputs[names[-1]] = [input_name]
+            n = {**n, "inputs": [names[-1]], "kernel": 1, "stride": 1, "padding": 0,
+                 "in_channels": config.image_lanes * shape[0] // config.image_channels}
+            weight = im2col_weight(model.array(name, "weight"), config.im2col_kernel)
+            xshape = (n["in_channels"], *n["shape"][1:])
+        raw = head is not None
         k, cin, cout = n["kernel"], n["in_channels"], n["out_channels"]
         oc, oh, ow = n["shape"]
         g, j = -(-cin // R), -(-cout // C)
@@ -321,24 +444,34 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
             if rbits > VALUE_BITS - 1 or res not in buffers:
                 _fail(name, f"residual {res!r} ({rbits} bits) cannot be read from the buffer")
         src = buffers[n["inputs"][0]]
-        out = alloc.place(name, (oc, oh, ow), n["out_bits"], n["out_signed"], 1 - src.bank, i)
-        tiles.append(layer_tiles(model.array(name, "weight"), config, n["w_bits"]))
-        params.append(_params(model, name, j * C, res is not None))
+        if weight is None:
+            weight = model.array(name, "weight")
+        tiles.append(layer_tiles(weight, config, n["w_bits"]))
+        if raw:         # y = acc * 1 + bias, kept whole
+            bias = np.pad(model.array(name, "bias").astype(np.int64), (0, j * C - cout))
+            params.append(pack_params(np.ones(j * C, np.int64), bias,
+                                      np.zeros(j * C, np.int64)))
+            out_base = 0
+        else:
+            params.append(_params(model, name, j * C, res is not None))
+            out_base = alloc.place(name, (oc, oh, ow), n["out_bits"], n["out_signed"],
+                                   1 - src.bank, i).base
         d = dict(kernel=k, stride=n["stride"], padding=n["padding"],
-                 relu=int(not n["out_signed"]), out_signed=int(n["out_signed"]),
+                 relu=int(not raw and not n["out_signed"]), out_signed=int(n["out_signed"]),
                  out_bits=n["out_bits"], shift=n["shift"], has_residual=int(res is not None),
-                 res_signed=int(rsigned), res_bits=rbits, last=int(i == len(nodes) - 1),
+                 res_signed=int(rsigned), res_bits=rbits,
+                 last=int(i == len(nodes) - 1 or raw),
                  in_bits=xbits, op=OP_CONV, in_height=xshape[1], in_width=xshape[2],
                  in_groups=g, out_height=oh, out_width=ow, out_groups=-(-cout // R),
                  in_channels=cin, out_channels=cout, col_tiles=j, row_tiles=t,
-                 weight_tiles=j * t, in_base=src.base, w_bits=n["w_bits"], raw=0,
-                 out_base=out.base,
+                 weight_tiles=j * t, in_base=src.base, w_bits=n["w_bits"], raw=int(raw),
+                 out_base=out_base,
                  res_base=buffers[res].base if res is not None else 0,
                  weight_base=tile_count, param_base=param_count)
         for f in FIELDS:
             if not 0 <= d[f.name] < 1 << f.bits:
                 _fail(name, f"{f.name}={d[f.name]} does not fit the descriptor's {f.bits} bits")
-        if not 1 <= n["shift"] <= MAX_SHIFT:
+        if not raw and not 1 <= n["shift"] <= MAX_SHIFT:
             _fail(name, f"shift {n['shift']} outside 1..{MAX_SHIFT}")
         descriptors.append(Descriptor(**d))
         names.append(name)
@@ -363,7 +496,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
     return Program(config=config, names=names, descriptors=descriptors,
                    weight_image=weight_image, param_image=param_image, buffers=buffers,
                    input_name=input_name, bank_words=bank_words, acc_width=acc_width,
-                   inputs=inputs)
+                   inputs=inputs, image=image)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -433,21 +566,27 @@ def execute(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``program`` on the accelerator input ``x`` (N, C, H, W) from its images and
     descriptors alone: window order, :func:`~contract.arith.adc_dot` per weight tile (the
     macro's rule), the datapath's requantization, outputs written to and read back from the
-    buffer. Returns every layer's output (N, C, H, W) int64."""
+    buffer. Returns every layer's output (N, C, H, W) int64 (a raw layer's: its logits, (N,
+    Cout)). With :attr:`Program.image`, ``x`` is the image the im2col layer reads."""
     x = np.asarray(x, dtype=np.int64)
     mem = np.zeros((x.shape[0], 2 * program.bank_words, program.config.rows), dtype=np.int64)
+    if program.image:
+        return execute_memory(program, mem, image=x)
     src = program.buffers[program.input_name]
     write_tensor(mem, src.base, x, src.bits, program.config.a_bits)
     return execute_memory(program, mem)
 
 
-def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
+def execute_memory(program: Program, mem: np.ndarray,
+                   image: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Run ``program``'s descriptors, in order, on the activation buffers ``mem`` (N, ``2 *
     bank_words``, rows: one lane value per element), which they read and write in place as
     the hardware does; the descriptors need not be the compiler's (they must pass
-    :func:`~contract.program.check_descriptor`). Returns every layer's output as read back
-    after it; :class:`LayerOverflow` if a layer overflows (``mem`` then holds the layers
-    before it)."""
+    :func:`~contract.program.check_descriptor`). ``image`` (N, C, H, W): the image-buffer
+    slot an im2col layer reads (its top-left ``in_channels x in_height x in_width``). Returns
+    every layer's output as read back after it (a raw layer's: its logits, (N, Cout));
+    :class:`LayerOverflow` if a layer overflows (``mem`` then holds the layers before
+    it)."""
     cfg = program.config
     R, C, ab = cfg.rows, cfg.cols, cfg.a_bits
     n = mem.shape[0]
@@ -455,6 +594,16 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
     psum_width = signed_width(*column_range(R, cfg.w_bits, cfg.planes_max))
     result = {}
     for index, (name, d) in enumerate(zip(program.names, program.descriptors)):
+        if d.op == OP_IM2COL:
+            if image is None:
+                raise ValueError(f"layer {index} ({name}) is an im2col layer: execute_memory "
+                                 "needs the image")
+            img = np.asarray(image, np.int64)[:, :d.in_channels, :d.in_height, :d.in_width]
+            y = im2col_lanes(img & ((1 << d.in_bits) - 1), d.kernel, d.stride, d.padding,
+                             cfg.im2col_kernel)
+            write_tensor(mem, d.out_base, y, d.out_bits, ab)
+            result[name] = read_tensor(mem, d.out_base, y.shape[1:], d.out_bits, False, ab)
+            continue
         addr, pad = window_addresses(d, ab)
         if d.op == OP_MAXPOOL:
             # (N, P, k*k*G, R) words of the windows, zeros for the padding; max per group.
@@ -503,10 +652,13 @@ def execute_memory(program: Program, mem: np.ndarray) -> dict[str, np.ndarray]:
                 np.broadcast_to(b[lanes], (beats, C)), np.broadcast_to(r[lanes], (beats, C)),
                 rv, lanes=C, acc_width=program.acc_width, psum_width=psum_width,
                 shift=d.shift, out_bits=d.out_bits, out_signed=bool(d.out_signed),
-                has_residual=bool(d.has_residual))
+                has_residual=bool(d.has_residual), raw=bool(d.raw))
             if ovf.any():
                 raise LayerOverflow(index, name)
             out[:, :, lanes] = val.reshape(n, P, C)
+        if d.raw:               # the logits, to the registers; nothing to the buffer
+            result[name] = out[:, 0, :d.out_channels]
+            continue
         y = out[:, :, :d.out_channels].transpose(0, 2, 1).reshape(
             n, d.out_channels, d.out_height, d.out_width)
         write_tensor(mem, d.out_base, y, d.out_bits, ab)

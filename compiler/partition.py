@@ -12,6 +12,11 @@ trained model runs under every split on the same build (``build.py --partition``
     The file's split with the MCU's leading layers, the ones before the first accelerator
     layer (the first convolution on the raw pixels and the max pooling), moved to the
     accelerator: the MCU writes the image and runs the layers after the accelerator's part.
+``whole``
+    Every layer on the accelerator: the first convolution through the image buffer and an
+    im2col layer (where the configuration has one), the average pooling and the classifier
+    as one raw layer whose logits and class the MCU reads from registers; the MCU writes the
+    image and reads the result, nothing else.
 ``mcu``
     Every layer on the MCU: the system without the accelerator, the baseline a user would
     otherwise pick.
@@ -32,6 +37,7 @@ __all__ = ["PARTITIONS", "partition"]
 PARTITIONS = {
     "file": "as the model file says",
     "stem": "the leading MCU layers (first convolution, max pooling) on the accelerator too",
+    "whole": "every layer on the accelerator (the MCU writes the image, reads the class)",
     "mcu": "every layer on the MCU (no accelerator)",
 }
 
@@ -46,9 +52,9 @@ def partition(model: golden.IntModel, name: str) -> golden.IntModel:
         return model
     manifest = copy.deepcopy(model.manifest)
     nodes = manifest["nodes"]
-    if name == "mcu":
+    if name in ("mcu", "whole"):
         for n in nodes:
-            n["where"] = "mcu"
+            n["where"] = name.replace("whole", "accel")
     else:
         first = next((i for i, n in enumerate(nodes) if n["where"] == "accel"), None)
         if first is None:

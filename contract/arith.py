@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "MAX_ACC_WIDTH", "MAX_PADDING", "MAX_SHIFT",
-    "MULT_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel", "accumulator_width",
+    "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "LOGIT_BITS", "MAX_ACC_WIDTH", "MAX_PADDING",
+    "MAX_SHIFT", "MULT_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel", "accumulator_width",
     "act_range", "adc_dot", "column_range", "datapath_model", "out_size", "plane_range",
     "requantize", "signed_range", "signed_width", "weight_qmax", "weight_range",
 ]
@@ -50,6 +50,9 @@ accumulators stay below 2**53 and real layers far below 2**32."""
 # ----------------------------------------------------------------------------- geometry
 
 KERNELS = (1, 3, 5, 7)
+LOGIT_BITS = 32
+"""Bits of a logit register (two's complement): a raw (classifier) layer's ``acc * M + B``
+must fit (:func:`datapath_model` with ``raw``)."""
 """Kernel sizes the accelerator runs (odd, so a window has a centre)."""
 STRIDES = (1, 2)
 """Strides the accelerator runs."""
@@ -138,7 +141,7 @@ def requantize(acc, mult, bias, shift, lo, hi, res=None, res_mult=None) -> np.nd
 
 def datapath_model(psum, first, last, m, b, r, res, *, lanes: int, acc_width: int,
                    psum_width: int, shift: int, out_bits: int, out_signed: bool,
-                   has_residual: bool) -> tuple[np.ndarray, np.ndarray]:
+                   has_residual: bool, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The accumulate-and-requantize rule of the post-array datapath, bit for bit, as
     :class:`gateware.datapath.Datapath` emits its results, in order.
 
@@ -146,6 +149,10 @@ def datapath_model(psum, first, last, m, b, r, res, *, lanes: int, acc_width: in
     ``last``: ``(beats,)``. Returns ``(value, overflow)``: ``(results, lanes)`` int64 and
     ``(results,)`` bool, one row per ``last`` beat. Raises :class:`ValueError` for values
     that do not fit their fields and for illegal configurations.
+
+    ``raw`` (the classifier, ``contract.program``): the value is ``acc * M + B`` itself
+    (``shift`` and ``out_bits`` 0, no residual), and a value outside :data:`LOGIT_BITS`
+    signed bits is an overflow too.
     """
     psum, m, b, r, res = (np.asarray(x, dtype=np.int64) for x in (psum, m, b, r, res))
     first = np.asarray(first, dtype=bool)
@@ -161,13 +168,14 @@ def datapath_model(psum, first, last, m, b, r, res, *, lanes: int, acc_width: in
             raise ValueError(f"{name} values must fit signed {width} bits")
     if last.shape != (beats,):
         raise ValueError(f"last must have shape {(beats,)}, not {last.shape}")
-    if not 1 <= shift <= MAX_SHIFT:
+    if raw:
+        if shift or out_bits or has_residual:
+            raise ValueError("a raw result has no shift, output bits or residual")
+    elif not 1 <= shift <= MAX_SHIFT:
         raise ValueError(f"Shift must be between 1 and {MAX_SHIFT}, not {shift}")
-    if not 1 <= out_bits <= 8 or (out_signed and out_bits < 2):
+    elif not 1 <= out_bits <= 8 or (out_signed and out_bits < 2):
         raise ValueError(f"Output bits must be between {2 if out_signed else 1} and 8, "
                          f"not {out_bits}")
-    lo, hi = act_range(out_bits, out_signed)
-
     # Running sums restart at every ``first`` beat (before the first one, from the reset
     # value 0). Up to the first overflow the register equals the exact running sum, so the
     # sticky flag is "some exact running sum of this result left the range", and the value
@@ -186,6 +194,10 @@ def datapath_model(psum, first, last, m, b, r, res, *, lanes: int, acc_width: in
     y = acc * m[rows] + b[rows]
     if has_residual:
         y = y + res[rows] * r[rows]
+    if raw:
+        lo, hi = signed_range(LOGIT_BITS)
+        return y, overflow | ((y < lo) | (y > hi)).any(axis=1)
+    lo, hi = act_range(out_bits, out_signed)
     # The hardware's rounding: shift by S - 1, add one, drop one more bit.
     u = ((y >> (shift - 1)) + 1) >> 1
     return np.clip(u, lo, hi), overflow

@@ -101,7 +101,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from .arith import KERNELS, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, STRIDES
+from .arith import KERNELS, LOGIT_BITS, MAX_SHIFT, MULT_BITS, RES_MULT_BITS, STRIDES
 from .config import HwConfig
 
 __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "LOGIT_BITS", "OP_CONV", "OP_IM2COL", "OP_MAXPOOL",
@@ -384,9 +384,6 @@ class ErrorCode(IntEnum):
 
 OP_CONV, OP_MAXPOOL, OP_IM2COL = 0, 1, 2
 """Descriptor ``op`` values."""
-
-LOGIT_BITS = 32
-"""Bits of a logit register (two's complement): a raw layer's ``acc * M + B`` must fit."""
 
 
 def im2col_lanes(image, kernel: int, stride: int, padding: int, lanes_kernel: int) -> np.ndarray:
