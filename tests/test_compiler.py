@@ -222,7 +222,8 @@ def _edited(model, name, **changes):
     ("acc", "layer 'conv2': accumulator needs"),
     ("buffer", "layer 'conv2': its output .* does not fit"),
     ("adc", "adc_bits=None, the configuration 'adc' has adc_bits=3"),
-    ("op", "layer 'avgpool': op 'avgpool' does not run on the accelerator"),
+    ("op", "layer 'avgpool': a global average pooling runs on the accelerator only with "
+           "the classifier"),
     ("none", "no accelerator"),
     ("two_inputs", "exactly one input tensor"),
 ])
