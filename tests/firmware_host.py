@@ -44,8 +44,9 @@ STATUS = ("OK", "ERR_ARG", "ERR_BLOB_MAGIC", "ERR_BLOB_VERSION", "ERR_BLOB_SIZE"
 HW_FIELDS = ("version", "rows", "cols", "w_bits", "a_bits", "adc_bits", "acc_width", "macros",
              "write_rows", "double_buffer", "prog_words", "weight_words", "param_words",
              "bank_words", "max_size", "max_groups", "max_pixels", "desc_words",
-             "param_record_words", "act_slices", "prog_window", "param_window", "act_window",
-             "weight_window")
+             "param_record_words", "act_slices", "image_channels", "image_size",
+             "im2col_kernel", "image_slot_rows", "prog_window", "param_window", "act_window",
+             "weight_window", "image_window", "logits_window")
 
 
 class Hal(C.Structure):
@@ -69,7 +70,7 @@ class Dev(C.Structure):
 class Net(C.Structure):
     _fields_ = [("dev", C.POINTER(Dev)), ("model", C.POINTER(Model)), ("ws", C.c_void_p),
                 ("wait", C.c_int), ("timeout_polls", U32), ("stage", STAGE),
-                ("stage_ctx", C.c_void_p)]
+                ("stage_ctx", C.c_void_p), ("slot", U32), ("staged", C.c_void_p)]
 
 
 def build_library(build_dir: Path, config: str) -> C.CDLL:
@@ -91,8 +92,9 @@ def build_library(build_dir: Path, config: str) -> C.CDLL:
         "cim_irq_enable": (C.c_int, [P(Dev), C.c_int]),
         "cim_irq_handler": (None, [P(Dev)]),
         "cim_net_init": (C.c_int, [P(Net), P(Dev), P(Model), C.c_void_p, U32]),
-        "cim_net_op": (C.c_int, [P(Net), U32, C.c_void_p]),
+        "cim_net_op": (C.c_int, [P(Net), U32, C.c_void_p, C.c_void_p]),
         "cim_net_run": (C.c_int, [P(Net), C.c_void_p, P(U32)]),
+        "cim_net_run_next": (C.c_int, [P(Net), C.c_void_p, C.c_void_p, P(U32)]),
         "cim_net_logits": (P(C.c_int64), [P(Net)]),
         "cim_status_name": (C.c_char_p, [C.c_int]),
         "cim_crc32": (U32, [U32, C.c_void_p, U32]),
