@@ -275,6 +275,9 @@ class FakeAccelerator:
         descs = self.descriptors()
         mem = bus_to_lanes(self.mem["ACT"], R, ab, S)[None]
         d0 = descs[0]
+        if d0.op == fmt.OP_IM2COL:
+            self._run_image(descs, mem)
+            return
         shape = (d0.in_channels, d0.in_height, d0.in_width)
         x = compiler.read_tensor(mem, d0.in_base, shape, ab, False, ab)
         names = [f"layer{i}" for i in range(len(descs))]
@@ -288,6 +291,39 @@ class FakeAccelerator:
         for name, d in zip(names, descs):
             compiler.write_tensor(mem, d.out_base, out[name], d.out_bits, ab)
         self.mem["ACT"][:] = lanes_to_bus(mem[0], ab, S)
+        self._set("CYCLES_TOTAL", COUNT=1000 + len(descs))
+        self._finish(error=False)
+
+    def image(self, slot: int, shape) -> np.ndarray:
+        """Image ``(C, H, W)`` of image-buffer ``slot`` as the driver wrote it."""
+        cfg = self.config
+        c, h, w = shape
+        rows = self.mem["IMAGE"].view(np.uint8).reshape(-1, cfg.image_size)
+        base = slot * cfg.image_slot_rows
+        return np.stack([rows[base + ch * cfg.image_size:base + ch * cfg.image_size + h, :w]
+                         for ch in range(c)]).astype(np.int64)
+
+    def _run_image(self, descs, mem):
+        """A program that starts with an im2col layer (the WHOLE partition): the image of
+        the slot IMAGE_SLOT names, the layers on the buffer, the logits and the class of a
+        raw last layer into LOGITS and RESULT."""
+        cfg = self.config
+        d0 = descs[0]
+        image = self.image(self._get("IMAGE_SLOT", "SLOT"),
+                           (d0.in_channels, d0.in_height, d0.in_width))
+        names = [f"layer{i}" for i in range(len(descs))]
+        prog = compiler.Program(
+            config=cfg, names=names, descriptors=descs,
+            weight_image=self.mem["WEIGHT"].copy(), param_image=self.mem["PARAM"].copy(),
+            buffers={}, input_name="input", bank_words=cfg.bank_words,
+            acc_width=cfg.acc_width, image=True)
+        out = compiler.execute_memory(prog, mem, image=image[None])
+        self.mem["ACT"][:] = lanes_to_bus(mem[0], cfg.a_bits, self.map.act_slices)
+        self._set("RESULT", VALID=0, CLASS=0)
+        if descs[-1].raw:
+            logits = out[names[-1]][0]
+            self.mem["LOGITS"][:len(logits)] = logits.astype(np.int64) & 0xFFFF_FFFF
+            self._set("RESULT", VALID=1, CLASS=int(np.argmax(logits)))
         self._set("CYCLES_TOTAL", COUNT=1000 + len(descs))
         self._finish(error=False)
 
