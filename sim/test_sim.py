@@ -42,12 +42,12 @@ BENCHES = [
     ("regs", "default", "sim.tb_regs", VERILATOR, {}),
     # Several networks on the one default build, one after the other: the shipped digits CNN,
     # the network imported from Brevitas (QONNX), a random ResNet14-shaped one, then the
-    # shipped ResNet14 with its first convolution (8-bit weights on the raw pixels) and max
-    # pooling on the accelerator too (the firmware bench runs it with them on the MCU);
-    # 10 test images each.
+    # shipped ResNet14 with every layer on the accelerator (the image through the image
+    # buffer, double-buffered, and the im2col layer; the classifier's logits and class from
+    # registers); 10 test images each.
     ("networks", "default", "sim.tb_network", VERILATOR,
      {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz,models/fmnist_brevitas_w4a4.npz,"
-                       "random:resnet14,models/resnet14_fmnist_w4a4.npz@stem",
+                       "random:resnet14,models/resnet14_fmnist_w4a4.npz@whole",
       "CIM_SIM_IMAGES": "10"}),
     # Firmware in the loop: the Cortex-M4 ELF in Unicorn drives the RTL (interrupt or polling).
     ("firmware", "tiny", "sim.tb_firmware", ("icarus",),
@@ -59,6 +59,11 @@ BENCHES = [
     ("firmware_resnet14", "default", "sim.tb_firmware", VERILATOR,
      {"CIM_SIM_MODEL": "models/resnet14_fmnist_w4a4.npz", "CIM_SIM_IMAGES": "10",
       "CIM_SIM_WAIT": "irq"}),
+    # The same with every layer on the accelerator: the core writes each image (the next
+    # one while the current one computes) and reads the logits and the class.
+    ("firmware_resnet14_whole", "default", "sim.tb_firmware", VERILATOR,
+     {"CIM_SIM_MODEL": "models/resnet14_fmnist_w4a4.npz", "CIM_SIM_IMAGES": "10",
+      "CIM_SIM_WAIT": "irq", "CIM_SIM_PARTITION": "whole"}),
 ]
 
 

@@ -89,6 +89,16 @@ static inline void cim_hal_write_block(const cim_hal_t *hal, uint32_t offset,
                                        const uint32_t *src, uint32_t words)
 {
     volatile uint32_t *dst = (volatile uint32_t *)(hal->base + offset);
+#if defined(__thumb2__)
+    /* Eight words per LDMIA/STMIA pair: 1 + 8 cycles each on a Cortex-M4 against about six
+     * per word for the loop below, and the stores leave back to back, as an AHB burst. */
+    for (; words >= 8u; words -= 8u)
+        __asm__ volatile("ldmia %0!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"
+                         "stmia %1!, {r4, r5, r6, r8, r9, r10, r11, r12}"
+                         : "+r"(src), "+r"(dst)
+                         :
+                         : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "memory");
+#endif
     for (uint32_t i = 0; i < words; i++)
         dst[i] = src[i];
 }
