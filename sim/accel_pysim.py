@@ -45,6 +45,8 @@ class FrameResult:
     layers: list[int]                   # cycles per layer, start to done
     status: dict = field(default_factory=dict)
     seconds: float = 0.0
+    logits: list[int] = field(default_factory=list)     # the logit registers (signed)
+    result: tuple[int, bool] = (0, False)               # (class, valid) at done
 
 
 async def write_port(ctx, dut, port, items):
@@ -116,6 +118,12 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
             await ctx.tick()
         for a, w in zip(out_addrs, got):
             mem[0, a] = [(w >> (ab * r)) & ((1 << ab) - 1) for r in range(R)]
+        # The classifier's registers (combinational reads).
+        res.result = (ctx.get(dut.result_class), bool(ctx.get(dut.result_valid)))
+        for c in range(cfg.cols):
+            ctx.set(dut.logit_r_addr, c)
+            v = ctx.get(dut.logit_r_data)
+            res.logits.append(v - (1 << 32) if v >> 31 else v)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -131,8 +139,9 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
 
 
 def surviving_outputs(program: compiler.Program) -> list[str]:
-    """Layers whose output words no later layer overwrites (those a frame can be checked on)."""
-    outs = [(n, program.buffers[n]) for n in program.names]
+    """Layers whose output words no later layer overwrites (those a frame can be checked on;
+    a raw layer writes none)."""
+    outs = [(n, program.buffers[n]) for n in program.names if n in program.buffers]
     keep = []
     for i, (name, a) in enumerate(outs):
         later = [b for _, b in outs[i + 1:]]
