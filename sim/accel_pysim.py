@@ -36,7 +36,8 @@ from gateware.accelerator import Accelerator, AccelError
 from gateware.cim_macro import DEFAULT_STYLE, STYLES
 from model import golden
 
-__all__ = ["FrameResult", "first_mismatch", "run_frame", "surviving_outputs", "write_port"]
+__all__ = ["FrameResult", "first_mismatch", "logits_mismatch", "run_frame", "surviving_outputs",
+           "write_port"]
 
 
 @dataclass
@@ -166,6 +167,18 @@ def first_mismatch(program, memory, env) -> str | None:
     return None
 
 
+def logits_mismatch(program, res: FrameResult, env) -> str | None:
+    """None if a raw program's logit registers equal the golden model's classifier output
+    and RESULT holds its argmax (valid), else a message."""
+    want = env[program.names[-1]][0]
+    got = res.logits[:len(want)]
+    if got != want.tolist():
+        return f"logits {got}, golden {want.tolist()}"
+    if res.result != (int(np.argmax(want)), True):
+        return f"RESULT (class, valid) {res.result}, golden class {int(np.argmax(want))}"
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="an integer model file (.npz)")
@@ -201,6 +214,8 @@ def main(argv=None) -> int:
         r = run_frame(program, env[program.input_name][0], preload_weights=True,
                       macro_style=args.macro_style, vcd=args.vcd if i == 0 else None)
         bad = first_mismatch(program, r.memory, env)
+        if bad is None and program.raw:
+            bad = logits_mismatch(program, r, env)
         total = sum(r.layers)
         print(f"image {i}: {total} cycles start to done, {r.seconds:.0f} s in the simulator, "
               f"status {r.status['code'].name}, "

@@ -16,7 +16,13 @@ from contract.program import Descriptor
 from gateware.accelerator import Accelerator, AccelError
 from model import data, export, golden
 from model.testnets import random_net, small_specs
-from sim.accel_pysim import first_mismatch, run_frame, surviving_outputs, write_port
+from sim.accel_pysim import (
+    first_mismatch,
+    logits_mismatch,
+    run_frame,
+    surviving_outputs,
+    write_port,
+)
 from sim.seed import test_seed
 
 SEED = test_seed()
@@ -335,6 +341,7 @@ def test_classifier_exact(tmp_path, tie):
     res = _check(model, program, x, SEED, macro_style="behavioral", preload_weights=True)
     assert res.logits[:6] == want.tolist(), (res.logits, want)
     assert res.result == (int(np.argmax(want)), True), (res.result, want)
+    assert logits_mismatch(program, res, env) is None
     assert res.result[0] == (1 if tie else res.result[0])
     analytic = cycles.network_cycles(program)
     assert res.layers == [a.cycles for a in analytic], (res.layers, analytic)
