@@ -300,12 +300,14 @@ def test_max_pooling_exact(tmp_path):
            max_cycles=200_000)
 
 
-def _classifier_net(path, tie: bool):
+def _classifier_net(path, tie: bool, classes: int = 6, last_bits: int = 4):
     """A small random digits CNN (8x8 input, 16 channels) whose global average pooling and
-    classifier (6 classes, 4-bit weights) run on the accelerator: the compiler lowers them to
-    one raw layer (6 of the 8 columns). ``tie``: classes 1 and 4 get the same weights and a
-    bias that makes them the largest logits, equal (the first must win)."""
-    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.5, num_classes=6, last_bits=4)
+    classifier (``classes`` classes, ``last_bits`` weights) run on the accelerator: the
+    compiler lowers them to one raw layer (6 of tiny's 8 columns by default). ``tie``:
+    classes 1 and 4 get the same weights and a bias that makes them the largest logits,
+    equal (the first must win)."""
+    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.5, num_classes=classes,
+                               last_bits=last_bits)
     net, x = random_net(spec, SEED, batch=1)
     manifest, arrays = export.to_manifest(net)
     for n in manifest["nodes"]:
@@ -320,17 +322,26 @@ def _classifier_net(path, tie: bool):
     return golden.load(export.save(path, manifest, arrays)), x.numpy()[0]
 
 
-@pytest.mark.parametrize("tie", [False, True], ids=["random", "tie"])
-def test_classifier_exact(tmp_path, tie):
+# tiny with 8-bit classifier weights: three weight slices on the W4 array, 12 bit-planes.
+TINY_P12 = HwConfig(name="tiny_p12", rows=16, cols=8, w_bits=4, a_bits=4, macros=2,
+                    max_planes=12, acc_width=32)
+
+
+@pytest.mark.parametrize("tie,classes,last_bits,cfg", [
+    (False, 6, 4, TINY), (True, 6, 4, TINY), (False, 8, 8, TINY_P12)],
+    ids=["random", "tie", "wide_full"])
+def test_classifier_exact(tmp_path, tie, classes, last_bits, cfg):
     """Global average pooling + classifier on the accelerator, as one raw last layer: the
     logit registers equal the golden model's classifier output and the compiler's functional
     model bit for bit (negative ones included), the class is their argmax (the first of equal
     largest logits), the columns past the classes stay out of it, and every layer takes
-    exactly the cycles of the cycle model."""
-    model, x = _classifier_net(tmp_path / "net.npz", tie)
-    program = compiler.compile_model(model, TINY)
+    exactly the cycles of the cycle model. Also with 8-bit classifier weights (three weight
+    slices) and as many classes as columns."""
+    model, x = _classifier_net(tmp_path / "net.npz", tie, classes, last_bits)
+    program = compiler.compile_model(model, cfg)
     d = program.descriptors[-1]
-    assert program.raw and d.raw and d.last and d.out_channels == 6 < TINY.cols
+    assert program.raw and d.raw and d.last and d.out_channels == classes <= cfg.cols
+    assert d.w_bits == last_bits
     env = golden.run(model, x[None])
     want = env["fc"][0]
     xin = env[program.input_name][0]
@@ -339,7 +350,7 @@ def test_classifier_exact(tmp_path, tie):
     if tie:
         assert want[1] == want[4] == want.max(), want
     res = _check(model, program, x, SEED, macro_style="behavioral", preload_weights=True)
-    assert res.logits[:6] == want.tolist(), (res.logits, want)
+    assert res.logits[:classes] == want.tolist(), (res.logits, want)
     assert res.result == (int(np.argmax(want)), True), (res.result, want)
     assert logits_mismatch(program, res, env) is None
     assert res.result[0] == (1 if tie else res.result[0])
