@@ -19,10 +19,10 @@ import numpy as np
 
 from contract.arith import (
     KERNELS,
+    LOGIT_BITS,
     MAX_PADDING,
     MAX_SHIFT,
     STRIDES,
-    LOGIT_BITS,
     VALUE_BITS,
     accumulator_width,
     adc_dot,

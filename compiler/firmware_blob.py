@@ -117,22 +117,24 @@ from contract.config import HwConfig, get_config
 from model import data, evaluate, golden
 
 from . import compile as compiler
+from .partition import partition as partition_model
 
 __all__ = ["HEADER_FIELDS", "OP_FIELDS", "BlobError", "build_blob", "check_blob",
            "parse_header", "render_header"]
 
 MAGIC = 0x424D4943          # "CIMB" as little-endian bytes
-VERSION = 2
+VERSION = 3
 SECTION_ALIGN = 8
 WORKSPACE_ALIGN = 4096
 CONV_MAX_STEPS = 1024   # 4096 taps: 16 KiB of im2col vectors per pixel pair
 CONV16_MAX_STEPS = WORKSPACE_ALIGN // 16   # with 16-bit weights: within one aligned block
 RQ_RECORD_BYTES = 16
 MAX_OPS = 64
-PARTITIONS = ("ACCEL", "MCU")
+PARTITIONS = ("ACCEL", "MCU", "WHOLE")
 """What runs where (the header's ``partition``, numbered from 1): ``ACCEL`` the first conv
 and the pooling and classifier on the MCU, the middle layers on the accelerator; ``MCU``
-every layer on the MCU, no accelerator used."""
+every layer on the MCU, no accelerator used; ``WHOLE`` every layer on the accelerator (the
+MCU writes the image into the image buffer and reads the logits and the class)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,9 @@ HEADER_FIELDS: tuple[Field, ...] = (
     Field("hw_max_pixels", "largest output pixel count"),
     Field("hw_desc_words", "32-bit words per layer descriptor"),
     Field("hw_param_record_words", "32-bit words per parameter record"),
+    Field("hw_image_channels", "image-buffer channels (0: no image buffer)"),
+    Field("hw_image_size", "image-buffer rows and row bytes per channel"),
+    Field("hw_im2col_kernel", "lanes kernel K of the im2col layer"),
     Field("in_channels", "input image channels"),
     Field("in_height", "input image height"),
     Field("in_width", "input image width"),
@@ -189,7 +194,7 @@ HEADER_FIELDS: tuple[Field, ...] = (
 HEADER_BYTES = 4 * len(HEADER_FIELDS)
 CRC_START = 4 * ([f.name for f in HEADER_FIELDS].index("crc32") + 1)
 
-OP_KINDS = ("CONV", "MAXPOOL", "OFFLOAD", "AVGPOOL", "FC")
+OP_KINDS = ("CONV", "MAXPOOL", "OFFLOAD", "AVGPOOL", "FC", "CLASSIFY")
 """Op kinds, numbered from 1."""
 RQ_MODES = ("FAST", "GENERIC")
 """Requantization modes of a ``CONV`` op, numbered from 1."""
@@ -400,7 +405,8 @@ def _hw_words(config: HwConfig) -> dict[str, int]:
         ("weight_words", config.weight_words), ("param_words", config.param_words),
         ("max_size", config.max_size), ("max_groups", config.max_groups),
         ("max_pixels", config.max_pixels), ("desc_words", fmt.DESC_WORDS),
-        ("param_record_words", fmt.PARAM_WORDS))}
+        ("param_record_words", fmt.PARAM_WORDS), ("image_channels", config.image_channels),
+        ("image_size", config.image_size), ("im2col_kernel", config.im2col_kernel))}
 
 
 def _chain(model: golden.IntModel, program: compiler.Program) -> tuple[list, list]:
@@ -551,6 +557,24 @@ def _accel_ops(model: golden.IntModel, config: HwConfig, sec: _Sections, hdr: di
     return ops, program
 
 
+def _whole_ops(model: golden.IntModel, config: HwConfig,
+               hdr: dict) -> tuple[list[dict], compiler.Program]:
+    """The ``WHOLE`` partition: one ``CLASSIFY`` op, the image in, the logits out (signed
+    64-bit, at workspace offset 0)."""
+    program = compiler.compile_model(partition_model(model, "whole"), config)
+    if not (program.image and program.raw):
+        raise BlobError(f"{model.path}: the WHOLE partition needs the whole network on the "
+                        f"accelerator, the image through the image buffer of {config.name!r} "
+                        f"(image_channels={config.image_channels}, image_size="
+                        f"{config.image_size}, im2col_kernel={config.im2col_kernel}) and the "
+                        "classifier as its last layer")
+    c, h, w = model.input_shape
+    op = _new_op(kind=OP_KINDS.index("CLASSIFY") + 1, in_c=c, in_h=h, in_w=w,
+                 out_c=hdr["classes"], out_h=1, out_w=1, out_signed=1)
+    hdr["workspace_bytes"] = _align(8 * hdr["classes"], WORKSPACE_ALIGN)
+    return [op], program
+
+
 def _mcu_ops(model: golden.IntModel, sec: _Sections, hdr: dict, fast: bool,
              w_bytes: int | None) -> list[dict]:
     """The ``MCU`` partition: one op per node, in the model's order. The first node is a conv
@@ -659,15 +683,16 @@ def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | No
                partition: str = "accel", mcu_w_bytes: int | None = None) -> bytes:
     """The firmware blob of ``model`` compiled for ``config``, with optional test images
     ``(N, C, H, W)`` (pixels ``0 .. pixel_max``) and their labels. ``partition``: ``"accel"``
-    (the middle layers on the accelerator) or ``"mcu"`` (every layer on the MCU; no
-    accelerator program, ``config`` only recorded). ``fast_requant=False`` gives every MCU
-    conv ``RQ_GENERIC`` (the portable path, to compare). ``mcu_w_bytes`` (MCU partition):
+    (the middle layers on the accelerator), ``"whole"`` (every layer on the accelerator) or
+    ``"mcu"`` (every layer on the MCU; no accelerator program, ``config`` only recorded).
+    ``fast_requant=False`` gives every MCU conv ``RQ_GENERIC`` (the portable path, to
+    compare). ``mcu_w_bytes`` (MCU partition):
     1 stores every conv's weights as bytes (half the flash), 2 as 16-bit pairs (fewer
     instructions; at most :data:`CONV16_MAX_STEPS` steps), None picks 2 where it can.
     :class:`BlobError` (or :class:`~compiler.CompileError`) says why a model cannot be
     built."""
-    if partition not in ("accel", "mcu"):
-        raise BlobError(f"partition must be 'accel' or 'mcu', not {partition!r}")
+    if partition not in ("accel", "mcu", "whole"):
+        raise BlobError(f"partition must be 'accel', 'whole' or 'mcu', not {partition!r}")
     if mcu_w_bytes not in (None, 1, 2):
         raise BlobError(f"mcu_w_bytes must be None, 1 or 2, not {mcu_w_bytes!r}")
     sec = _Sections()
@@ -680,8 +705,9 @@ def build_blob(model: golden.IntModel, config: HwConfig, images: np.ndarray | No
                pixel_max=model.manifest["input"]["pixel_max"],
                classes=last["out_features"],
                partition=PARTITIONS.index(partition.upper()) + 1)
-    if partition == "accel":
-        ops, program = _accel_ops(model, config, sec, hdr, fast_requant)
+    if partition in ("accel", "whole"):
+        ops, program = (_accel_ops(model, config, sec, hdr, fast_requant)
+                        if partition == "accel" else _whole_ops(model, config, hdr))
         prog = program.program_words().astype("<u4")
         wimg = program.weight_image.astype("<u4")
         pimg = program.param_image.astype("<u4")
@@ -900,6 +926,20 @@ def _check_ops(h: dict, ops: list[dict]) -> dict | None:
         _check_mcu_ops(h, ops)
         return None
     ws = _Ws(h)
+    if h["partition"] == PARTITIONS.index("WHOLE") + 1:
+        kinds = [_kind(o) for o in ops]
+        _require(kinds == ["CLASSIFY"], f"the WHOLE partition's ops are {kinds}, not CLASSIFY")
+        op = ops[0]
+        _require((op["in_c"], op["in_h"], op["in_w"]) == (h["in_channels"], h["in_height"],
+                                                          h["in_width"])
+                 and op["in_c"] <= h["hw_image_channels"]
+                 and max(op["in_h"], op["in_w"]) <= h["hw_image_size"]
+                 and (op["out_c"], op["out_h"], op["out_w"], op["out_signed"])
+                 == (h["classes"], 1, 1, 1)
+                 and ws.area(op["out_offset"], 8 * h["classes"]),
+                 "CLASSIFY: inconsistent with the image, the image buffer, the classes or the "
+                 "workspace")
+        return op
 
     def chained(prev, op):
         return all(op[f"in_{f}"] == prev[f"out_{f}"] for f in
@@ -1050,13 +1090,21 @@ def _check_program(blob: bytes, h: dict, off: dict) -> None:
                  and (not d.has_residual or d.res_base + out * slices(d.res_bits) <= act),
                  f"descriptor {i}: a tensor outside the activation buffer ({act} words)")
     d0 = descs[0]
-    _require((d0.in_base, d0.in_channels, d0.in_height, d0.in_width)
-             == (off["act_in_base"], off["in_c"], off["in_h"], off["in_w"]),
-             "the OFFLOAD input is not the first layer's input")
-    _require(any((d.out_base, d.out_channels, d.out_height, d.out_width, d.out_bits,
-                  d.out_signed) == (off["act_out_base"], off["out_c"], off["out_h"],
-                                    off["out_w"], off["out_bits"], off["out_signed"])
-                 for d in descs), "the OFFLOAD output is no layer's output")
+    if _kind(off) == "CLASSIFY":
+        _require((d0.op, d0.in_channels, d0.in_height, d0.in_width)
+                 == (fmt.OP_IM2COL, off["in_c"], off["in_h"], off["in_w"])
+                 and descs[-1].raw and descs[-1].out_channels == off["out_c"],
+                 "CLASSIFY: the program does not start with the image's im2col or does not "
+                 "end with the classifier's raw layer of the blob's classes")
+    else:
+        _require((d0.in_base, d0.in_channels, d0.in_height, d0.in_width)
+                 == (off["act_in_base"], off["in_c"], off["in_h"], off["in_w"]),
+                 "the OFFLOAD input is not the first layer's input")
+    _require(_kind(off) == "CLASSIFY"
+             or any((d.out_base, d.out_channels, d.out_height, d.out_width, d.out_bits,
+                     d.out_signed) == (off["act_out_base"], off["out_c"], off["out_h"],
+                                       off["out_w"], off["out_bits"], off["out_signed"])
+                    for d in descs), "the OFFLOAD output is no layer's output")
     tiles = max(d.weight_base + d.weight_tiles for d in descs)
     records = max(d.param_base + d.col_tiles * h["hw_cols"] for d in descs)
     beat = -(-h["hw_write_rows"] * h["hw_cols"] * h["hw_w_bits"] // 32)
@@ -1293,7 +1341,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=8,
                    help="test images to embed from the model's dataset (0: none)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--partition", choices=("accel", "mcu"), default="accel",
+    p.add_argument("--partition", choices=("accel", "whole", "mcu"), default="accel",
                    help="accel: the middle layers on the accelerator; mcu: every layer on "
                         "the MCU")
     p.add_argument("--out", help="write the blob here")

@@ -13,9 +13,9 @@ import numpy as np
 
 __all__ = [
     "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "LOGIT_BITS", "MAX_ACC_WIDTH", "MAX_PADDING",
-    "MAX_SHIFT", "MULT_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel", "accumulator_width",
-    "act_range", "adc_dot", "column_range", "datapath_model", "out_size", "plane_range",
-    "requantize", "signed_range", "signed_width", "weight_qmax", "weight_range",
+    "MAX_SHIFT", "MULT_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel",
+    "accumulator_width", "act_range", "adc_dot", "column_range", "datapath_model", "out_size",
+    "plane_range", "requantize", "signed_range", "signed_width", "weight_qmax", "weight_range",
 ]
 
 # ----------------------------------------------------------------------------- field widths

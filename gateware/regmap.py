@@ -49,6 +49,7 @@ from pathlib import Path
 from amaranth.hdl import Shape
 from amaranth.utils import ceil_log2
 
+from contract import program as program_format
 from contract.config import CONFIGS, HwConfig, get_config
 from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WORDS
 
@@ -644,6 +645,9 @@ def render_header() -> str:
         L += [f"#define {base + '_Word':<36} {word}u",
               f"#define {base + '_Pos':<36} {bit}u",
               f"#define {base + '_Msk':<36} ({_hex((1 << f.bits) - 1)}UL << {base}_Pos)"]
+    L += ["/* Descriptor op values (contract.program). */"]
+    for name in ("OP_CONV", "OP_MAXPOOL", "OP_IM2COL"):
+        L.append(f"#define {'CIM_DESC_' + name:<36} {getattr(program_format, name)}u")
     bit = 0
     for f in PARAM_FIELDS:
         base = f"CIM_PARAM_{f.name.upper()}"

@@ -106,6 +106,33 @@ class CimBus:
         return compiler.read_tensor(mem, alloc.base, alloc.shape, alloc.bits, alloc.signed,
                                     self.a_bits)[0]
 
+    def image_words(self, image: np.ndarray, slot: int) -> list[tuple[int, list[int]]]:
+        """``(byte offset in the IMAGE window, 32-bit words)`` runs of image ``(C, H, W)`` in
+        ``slot``: channel ``c``, row ``y`` at row ``slot * image_slot_rows + c * image_size
+        + y`` of ``image_size`` bytes (``contract.config``), pixel ``x`` at byte ``x``."""
+        cfg = self.rm.config
+        size = cfg.image_size
+        x = np.asarray(image, np.uint8)
+        c, h, w = x.shape
+        rows = np.zeros((c, h, -(-w // 4) * 4), np.uint8)
+        rows[:, :, :w] = x
+        words = rows.view("<u4")
+        return [((slot * cfg.image_slot_rows + ch * size + y) * size,
+                 [int(v) for v in words[ch, y]]) for ch in range(c) for y in range(h)]
+
+    async def write_image(self, image: np.ndarray, slot: int) -> int:
+        """Write image ``(C, H, W)`` into image-buffer slot ``slot``; returns the words."""
+        n = 0
+        for offset, words in self.image_words(image, slot):
+            await self.env.master.write_words(self.win_addr("IMAGE", offset), words)
+            n += len(words)
+        return n
+
+    async def read_logits(self, count: int) -> np.ndarray:
+        """The first ``count`` logits of the LOGITS window, signed."""
+        data = await self.env.master.read_words(self.win_addr("LOGITS"), count)
+        return np.array([d - (1 << 32) if d >> 31 else d for d in data], np.int64)
+
     # ------------------------------------------------------------ running
     async def start(self) -> None:
         await self.write("CTRL", self.bits("CTRL", START=1))

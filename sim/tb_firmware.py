@@ -33,9 +33,11 @@ firmware is built with its generated constants header (``make -C firmware CONFIG
 ``CIM_SIM_WAIT``
     ``irq`` (default) or ``poll``: how the firmware waits for the accelerator.
 ``CIM_SIM_PARTITION``
-    ``accel`` (default) or ``mcu``: the blob's partition (``make -C firmware PARTITION=``);
-    with ``mcu`` every layer runs on the core and the accelerator is never touched (no
-    interrupt is taken), the bench only checks the results.
+    ``accel`` (default), ``whole`` or ``mcu``: the blob's partition (``make -C firmware
+    PARTITION=``); with ``whole`` every layer runs on the accelerator (the core writes each
+    image into the image buffer, the next one while the current one computes, and reads the
+    logits and the class); with ``mcu`` every layer runs on the core and the accelerator is
+    never touched (no interrupt is taken), the bench only checks the results.
 ``CIM_SIM_REPORT``
     a JSON file to write the instruction and cycle counts, timings and results to: besides
     the instructions (``setup``, ``frames``: stage -> count) the estimated core cycles alike
@@ -127,12 +129,14 @@ async def firmware(dut):
     wait = os.environ.get("CIM_SIM_WAIT", "irq")
     partition = os.environ.get("CIM_SIM_PARTITION", "accel")
     env.check(wait in ("irq", "poll"), f"CIM_SIM_WAIT={wait!r}: irq or poll")
-    env.check(partition in ("accel", "mcu"), f"CIM_SIM_PARTITION={partition!r}: accel or mcu")
+    env.check(partition in ("accel", "whole", "mcu"),
+              f"CIM_SIM_PARTITION={partition!r}: accel, whole or mcu")
     path = Path(spec) if Path(spec).is_absolute() else REPO / spec
     model = golden.load(path)
 
     w0 = time.perf_counter()
-    variant = f"{cfg.name}-{path.stem}-{count}-{wait}" + ("-mcu" if partition == "mcu" else "")
+    variant = f"{cfg.name}-{path.stem}-{count}-{wait}" + (f"-{partition}"
+                                                          if partition != "accel" else "")
     build = REPO / "sim_build" / "firmware" / variant
     elf = build_elf(build, model=str(path), config=target(), images=count, irq=wait == "irq",
                     partition=partition)
@@ -177,7 +181,7 @@ async def firmware(dut):
     env.check(r["images"] == count and r["exact"] == count and r["agree"] == count,
               f"the firmware counted {r['images']} images, {r['exact']} exact, "
               f"{r['agree']} agreeing with the golden model")
-    env.check(run.irqs == (count if wait == "irq" and partition == "accel" else 0),
+    env.check(run.irqs == (count if wait == "irq" and partition != "mcu" else 0),
               f"{run.irqs} interrupts taken for {count} frames waiting by {wait}")
 
     convs = [o for o in fb.parse_ops(blob) if o["kind"] == fb.OP_KINDS.index("CONV") + 1]

@@ -106,25 +106,34 @@ def shipped_cycles(config: str, spec: str) -> tuple[str, int] | None:
 
 
 def readable_layers(program: compiler.Program) -> list[str]:
-    """Layers whose output no later layer overwrites: what can be read after the run."""
+    """Layers whose output no later layer overwrites: what can be read after the run (a raw
+    layer's logits are in registers: always)."""
     out = []
     for i, name in enumerate(program.names):
+        if name not in program.buffers:
+            out.append(name)
+            continue
         a = program.buffers[name]
-        later = [program.buffers[n] for n in program.names[i + 1:]]
+        later = [program.buffers[n] for n in program.names[i + 1:] if n in program.buffers]
         if not any(b.base < a.base + a.words and a.base < b.base + b.words for b in later):
             out.append(name)
     return out
 
 
-async def busy_probes(dev: Device, program: compiler.Program) -> int:
+async def busy_probes(dev: Device, program: compiler.Program, image: np.ndarray | None = None,
+                      slot: int | None = None) -> int:
     """While the accelerator runs: writes to every memory window (at words the program
-    uses, with garbage) and a second START must answer ERROR. Returns the probes made."""
+    uses, with garbage) and a second START must answer ERROR; with an image program, so
+    must a write to the running frame's image ``slot``, while ``image`` (the next frame's)
+    goes into the other slot, first, whatever the state (double buffering: the next frame
+    reads it, so a lost word shows there). Returns the probes made."""
     bus, env = dev.bus, dev.env
+    staged = await bus.write_image(image, 1 - slot) if image is not None else 0
     status = await bus.read("STATUS")
     if not bus.field("STATUS", "BUSY", status):
-        return 0
+        return staged
     garbage = env.rng.getrandbits
-    src = program.buffers[program.input_name]
+    src = program.buffers[program.names[0] if program.image else program.input_name]
     probes = [Op(addr=bus.win_addr("PROG", 4 * env.rng.randrange(len(program.program_words()))),
                  write=True, data=garbage(32)),
               Op(addr=bus.win_addr("WEIGHT", 4 * env.rng.randrange(len(program.weight_image))),
@@ -135,30 +144,65 @@ async def busy_probes(dev: Device, program: compiler.Program) -> int:
                  data=garbage(32)),
               Op(addr=bus.win_addr("ACT", 4 * bus.slices * src.base), write=False),
               Op(addr=bus.reg_addr("CTRL"), write=True, data=bus.bits("CTRL", START=1))]
+    if slot is not None:
+        cfg = dev.regmap.config
+        row = slot * cfg.image_slot_rows + env.rng.randrange(cfg.image_slot_rows)
+        probes.append(Op(addr=bus.win_addr("IMAGE", row * cfg.image_size), write=True,
+                         data=garbage(32)))
     await env.master.run(probes)
     status = await bus.read("STATUS")
     if not bus.field("STATUS", "BUSY", status):
-        return 0          # finished meanwhile: the probes prove nothing either way
+        return staged     # finished meanwhile: the probes prove nothing either way
     for op in probes:
         env.check(op.resp == ERROR, f"{op.describe()} while busy: OKAY, not ERROR")
-    return len(probes)
+    return staged + len(probes)
+
+
+def expected(program: compiler.Program, model: golden.IntModel, image: np.ndarray) -> dict:
+    """What every layer of ``program`` must leave on ``image`` (batch of one): the golden
+    model's tensors, and for the layers the golden model has no node for (an im2col layer)
+    the functional model's, which the tests hold to the contract."""
+    env = {"input": image[None].astype(np.int64), **golden.run(model, image[None])}
+    if any(n not in env for n in program.names):
+        env = {**compiler.execute(program, env[program.input_name]), **env}
+    return env
+
+
+async def write_input(dev: Device, program: compiler.Program, golden_env: dict,
+                      image: np.ndarray, slot: int | None, *, staged: bool = False) -> None:
+    """The frame's input: the image into image-buffer ``slot`` (unless ``staged``: the
+    previous frame put it there) and IMAGE_SLOT, or the accelerator's input tensor into the
+    activation buffer."""
+    bus = dev.bus
+    if program.image:
+        if not staged:
+            await bus.write_image(image, slot)
+        await bus.write("IMAGE_SLOT", bus.bits("IMAGE_SLOT", SLOT=slot))
+    else:
+        await bus.write_tensor(program.buffers[program.input_name],
+                               golden_env[program.input_name][0])
 
 
 async def run_image(dev: Device, program: compiler.Program, model: golden.IntModel,
-                    image: np.ndarray, k: int, *, probe: bool = True) -> tuple[dict, list[str]]:
+                    image: np.ndarray, k: int, *, probe: bool = True,
+                    next_image: np.ndarray | None = None,
+                    staged: bool = False) -> tuple[dict, list[str]]:
     """One frame: input, START, wait (IRQ for even ``k``, polling for odd), status, counters,
-    read back and compare. Returns (timings and counts, mismatch messages per layer)."""
+    read back and compare. With an image program, ``next_image`` goes into the other slot
+    while this frame runs, and ``staged`` says this frame's image is there already. Returns
+    (timings and counts, mismatch messages per layer)."""
     env, bus = dev.env, dev.bus
     w0, c0 = time.perf_counter(), env.monitor.cycles
-    golden_env = {"input": image[None].astype(np.int64), **golden.run(model, image[None])}
-    await bus.write_tensor(program.buffers[program.input_name],
-                           golden_env[program.input_name][0])
+    golden_env = expected(program, model, image)
+    slot = k % 2 if program.image else None
+    await write_input(dev, program, golden_env, image, slot, staged=staged)
     use_irq = k % 2 == 0
     await bus.write("IRQ_STATUS", 0xFFFF_FFFF)
     await bus.write("IRQ_ENABLE", bus.bits("IRQ_ENABLE", DONE=1, ERROR=1) if use_irq else 0)
     t_in, c_start = time.perf_counter(), env.monitor.cycles
     await bus.start()
-    probes = await busy_probes(dev, program) if probe else 0
+    probes = await busy_probes(dev, program, next_image, None if slot is None else slot) \
+        if probe else 0
     await bus.wait_done(irq=use_irq, max_cycles=2_000_000)
     run_cycles = env.monitor.cycles - c_start
     t_run = time.perf_counter()
@@ -175,7 +219,18 @@ async def run_image(dev: Device, program: compiler.Program, model: golden.IntMod
               f"image {k}: counters {counters}, {run_cycles} cycles from START to done")
     await bus.write("IRQ_STATUS", bus.bits("IRQ_STATUS", DONE=1))
     mismatches = []
+    result = await bus.read("RESULT")
+    env.check(bus.field("RESULT", "VALID", result) == int(program.raw),
+              f"image {k}: RESULT 0x{result:08x}, VALID must be {int(program.raw)}")
     for name in readable_layers(program):
+        if name not in program.buffers:         # the classifier: logits and class
+            want = golden_env[name][0]
+            got = await bus.read_logits(len(want))
+            cls = bus.field("RESULT", "CLASS", result)
+            if not np.array_equal(got, want) or cls != int(np.argmax(want)):
+                mismatches.append(f"image {k}, layer {name}: logits {got.tolist()} class "
+                                  f"{cls}, golden {want.tolist()} class {np.argmax(want)}")
+            continue
         got = await bus.read_tensor(program.buffers[name])
         want = golden_env[name][0]
         bad = np.argwhere(got != want)
@@ -205,8 +260,7 @@ async def hidden_layers(dev: Device, program: compiler.Program, model: golden.In
     output read and compared; the descriptor is restored afterwards. Returns the layers
     checked (failures go through the bench's check)."""
     env, bus = dev.env, dev.bus
-    golden_env = {"input": image[None].astype(np.int64), **golden.run(model, image[None])}
-    src = program.buffers[program.input_name]
+    golden_env = expected(program, model, image)
     checked = []
     for i, name in enumerate(program.names):
         if name in readable_layers(program):
@@ -214,7 +268,7 @@ async def hidden_layers(dev: Device, program: compiler.Program, model: golden.In
         d = program.descriptors[i]
         prog_addr = bus.win_addr("PROG", 4 * fmt.DESC_WORDS * i)
         await env.master.write_words(prog_addr, dataclasses.replace(d, last=1).pack())
-        await bus.write_tensor(src, golden_env[program.input_name][0])
+        await write_input(dev, program, golden_env, image, 0)
         await bus.start()
         await bus.wait_done(irq=False, max_cycles=2_000_000)
         dev.model.idle()
@@ -278,7 +332,10 @@ async def one_network(dev: Device, spec: str, count: int) -> dict:
     await narrow_writes_refused(dev)
     shipped = shipped_cycles(dev.regmap.config.name, spec)
     for k, image in enumerate(images):
-        info, mismatches = await run_image(dev, program, model, image, k)
+        # Image programs: frame k + 1's image goes in while frame k runs (double buffering).
+        nxt = images[k + 1] if program.image and k + 1 < len(images) else None
+        info, mismatches = await run_image(dev, program, model, image, k, next_image=nxt,
+                                           staged=program.image and k > 0)
         env.check(not mismatches, f"{spec}: " + "\n".join(mismatches))
         if shipped is not None:
             env.check(info["busy_cycles"] == shipped[1],

@@ -44,8 +44,9 @@ STATUS = ("OK", "ERR_ARG", "ERR_BLOB_MAGIC", "ERR_BLOB_VERSION", "ERR_BLOB_SIZE"
 HW_FIELDS = ("version", "rows", "cols", "w_bits", "a_bits", "adc_bits", "acc_width", "macros",
              "write_rows", "double_buffer", "prog_words", "weight_words", "param_words",
              "bank_words", "max_size", "max_groups", "max_pixels", "desc_words",
-             "param_record_words", "act_slices", "prog_window", "param_window", "act_window",
-             "weight_window")
+             "param_record_words", "act_slices", "image_channels", "image_size",
+             "im2col_kernel", "image_slot_rows", "prog_window", "param_window", "act_window",
+             "weight_window", "image_window", "logits_window")
 
 
 class Hal(C.Structure):
@@ -69,7 +70,7 @@ class Dev(C.Structure):
 class Net(C.Structure):
     _fields_ = [("dev", C.POINTER(Dev)), ("model", C.POINTER(Model)), ("ws", C.c_void_p),
                 ("wait", C.c_int), ("timeout_polls", U32), ("stage", STAGE),
-                ("stage_ctx", C.c_void_p)]
+                ("stage_ctx", C.c_void_p), ("slot", U32), ("staged", C.c_void_p)]
 
 
 def build_library(build_dir: Path, config: str) -> C.CDLL:
@@ -91,8 +92,9 @@ def build_library(build_dir: Path, config: str) -> C.CDLL:
         "cim_irq_enable": (C.c_int, [P(Dev), C.c_int]),
         "cim_irq_handler": (None, [P(Dev)]),
         "cim_net_init": (C.c_int, [P(Net), P(Dev), P(Model), C.c_void_p, U32]),
-        "cim_net_op": (C.c_int, [P(Net), U32, C.c_void_p]),
+        "cim_net_op": (C.c_int, [P(Net), U32, C.c_void_p, C.c_void_p]),
         "cim_net_run": (C.c_int, [P(Net), C.c_void_p, P(U32)]),
+        "cim_net_run_next": (C.c_int, [P(Net), C.c_void_p, C.c_void_p, P(U32)]),
         "cim_net_logits": (P(C.c_int64), [P(Net)]),
         "cim_status_name": (C.c_char_p, [C.c_int]),
         "cim_crc32": (U32, [U32, C.c_void_p, U32]),
@@ -273,6 +275,9 @@ class FakeAccelerator:
         descs = self.descriptors()
         mem = bus_to_lanes(self.mem["ACT"], R, ab, S)[None]
         d0 = descs[0]
+        if d0.op == fmt.OP_IM2COL:
+            self._run_image(descs, mem)
+            return
         shape = (d0.in_channels, d0.in_height, d0.in_width)
         x = compiler.read_tensor(mem, d0.in_base, shape, ab, False, ab)
         names = [f"layer{i}" for i in range(len(descs))]
@@ -286,6 +291,39 @@ class FakeAccelerator:
         for name, d in zip(names, descs):
             compiler.write_tensor(mem, d.out_base, out[name], d.out_bits, ab)
         self.mem["ACT"][:] = lanes_to_bus(mem[0], ab, S)
+        self._set("CYCLES_TOTAL", COUNT=1000 + len(descs))
+        self._finish(error=False)
+
+    def image(self, slot: int, shape) -> np.ndarray:
+        """Image ``(C, H, W)`` of image-buffer ``slot`` as the driver wrote it."""
+        cfg = self.config
+        c, h, w = shape
+        rows = self.mem["IMAGE"].view(np.uint8).reshape(-1, cfg.image_size)
+        base = slot * cfg.image_slot_rows
+        return np.stack([rows[base + ch * cfg.image_size:base + ch * cfg.image_size + h, :w]
+                         for ch in range(c)]).astype(np.int64)
+
+    def _run_image(self, descs, mem):
+        """A program that starts with an im2col layer (the WHOLE partition): the image of
+        the slot IMAGE_SLOT names, the layers on the buffer, the logits and the class of a
+        raw last layer into LOGITS and RESULT."""
+        cfg = self.config
+        d0 = descs[0]
+        image = self.image(self._get("IMAGE_SLOT", "SLOT"),
+                           (d0.in_channels, d0.in_height, d0.in_width))
+        names = [f"layer{i}" for i in range(len(descs))]
+        prog = compiler.Program(
+            config=cfg, names=names, descriptors=descs,
+            weight_image=self.mem["WEIGHT"].copy(), param_image=self.mem["PARAM"].copy(),
+            buffers={}, input_name="input", bank_words=cfg.bank_words,
+            acc_width=cfg.acc_width, image=True)
+        out = compiler.execute_memory(prog, mem, image=image[None])
+        self.mem["ACT"][:] = lanes_to_bus(mem[0], cfg.a_bits, self.map.act_slices)
+        self._set("RESULT", VALID=0, CLASS=0)
+        if descs[-1].raw:
+            logits = out[names[-1]][0]
+            self.mem["LOGITS"][:len(logits)] = logits.astype(np.int64) & 0xFFFF_FFFF
+            self._set("RESULT", VALID=1, CLASS=int(np.argmax(logits)))
         self._set("CYCLES_TOTAL", COUNT=1000 + len(descs))
         self._finish(error=False)
 

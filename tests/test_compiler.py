@@ -407,3 +407,98 @@ def test_cycles_cli(capsys):
     assert cycles.main(["--model", RESNET, "--config", "default", "--clock-mhz", "10"]) == 0
     out = capsys.readouterr().out
     assert "layer3_1_conv2" in out and "cycles per frame" in out and "FPS at 10 MHz" in out
+
+
+# ----------------------------------------------------------------------------- whole network
+
+
+def test_im2col_lanes_make_the_convolution():
+    """A k x k convolution equals the 1 x 1 convolution of its im2col lanes
+    (contract.program.im2col_lanes, im2col_weight): random kernels up to K, strides,
+    paddings, odd sizes, 1 to 3 channels."""
+    rng = np.random.default_rng(SEED)
+    for trial in range(30):
+        K = int(rng.choice([1, 3, 5, 7]))
+        k = int(rng.choice([k for k in (1, 3, 5, 7) if k <= K]))
+        c, h, w = int(rng.integers(1, 4)), int(rng.integers(k, 12)), int(rng.integers(k, 12))
+        s, p = int(rng.integers(1, 3)), int(rng.integers(0, k // 2 + 1))
+        x = rng.integers(0, 256, (2, c, h, w))
+        wt = rng.integers(-128, 128, (5, c, k, k))
+        want = golden.conv_acc(x, wt, s, p)
+        lanes = fmt.im2col_lanes(x, k, s, p, K)
+        assert lanes.shape == (2, c * K * K, *want.shape[2:]), (trial, lanes.shape)
+        got = golden.conv_acc(lanes, fmt.im2col_weight(wt, K), 1, 0)
+        assert np.array_equal(got, want), f"seed {SEED} trial {trial}: K={K} k={k} s={s} p={p}"
+
+
+def _whole(model_or_spec, config, tmp_path=None, batch=3):
+    """(model, program, images) of a model under the whole partition."""
+    if isinstance(model_or_spec, golden.IntModel):
+        model = model_or_spec
+        x = np.random.default_rng(SEED).integers(
+            0, model.manifest["input"]["pixel_max"] + 1, (batch, *model.input_shape))
+    else:
+        net, xt = random_net(model_or_spec, SEED, batch=batch)
+        model = golden.load(export.save(tmp_path / "net.npz", *export.to_manifest(net)))
+        x = xt.numpy()
+    model = compiler.partition(model, "whole")
+    return model, compiler.compile_model(model, config), x
+
+
+@pytest.mark.parametrize("case", ["resnet14_fmnist", "cifar_shaped", "digits_small_kernel"])
+def test_whole_partition_exact(case, tmp_path):
+    """Every layer on the accelerator: the first convolution as im2col + 1 x 1 convolution,
+    the average pooling and the classifier as one raw layer; the functional model's every
+    layer and logits equal the golden model's, and the cycle model covers every layer. A
+    CIFAR-10 shaped random ResNet14 (3 x 32 x 32) on ``default``, the shipped Fashion-MNIST
+    ResNet14, and a digits CNN (5-bit pixels, a 3 x 3 first conv under K = 5, 2 x 2 map
+    before the pooling) on a small configuration with an image buffer."""
+    if case == "resnet14_fmnist":
+        model, program, x = _whole(golden.load("models/resnet14_fmnist_w4a4.npz"),
+                                   get_config("default"))
+    elif case == "cifar_shaped":
+        spec = dataclasses.replace(small_specs(4, 4)[1], image_size=32, width=0.125,
+                                   first_bits=8)
+        model, program, x = _whole(spec, get_config("default"), tmp_path)
+        assert model.input_shape == (3, 32, 32)
+    else:
+        cfg = get_config("tiny:cols=16,max_planes=12,image_channels=1,image_size=8,"
+                         "im2col_kernel=5,"
+                         "acc_width=32")
+        model, program, x = _whole(small_specs(4, 4)[2], cfg, tmp_path)
+    assert program.image and program.raw
+    d0, last = program.descriptors[0], program.descriptors[-1]
+    assert (d0.op, last.raw, last.last) == (fmt.OP_IM2COL, 1, 1)
+    assert program.names[0] == program.names[1] + ".im2col"
+    ref = golden.run(model, x)
+    got = compiler.execute(program, x)
+    for name in program.names:
+        if name in ref:
+            assert np.array_equal(got[name], ref[name]), name
+    c, h, w = model.input_shape
+    n0 = model.nodes[0]
+    lanes = fmt.im2col_lanes(x, n0["kernel"], n0["stride"], n0["padding"],
+                             program.config.im2col_kernel)
+    assert np.array_equal(got[program.names[0]], lanes)
+    assert np.array_equal(got[program.names[-1]], ref[model.manifest["output"]])
+    layers = cycles.network_cycles(program)
+    assert [lc.name for lc in layers] == program.names
+    assert all(lc.cycles > 0 for lc in layers)
+
+
+def test_whole_partition_refusals(tmp_path):
+    """What the whole partition cannot run is refused by name: an average pooling without
+    the classifier after it, a map the raw layer's window cannot cover, more classes than
+    a column tile, and a configuration without an image buffer runs the first convolution
+    directly (no im2col layer)."""
+    model = compiler.partition(golden.load("models/resnet14_fmnist_w4a4.npz"), "whole")
+    no_image = get_config("default:image_channels=0")
+    program = compiler.compile_model(model, no_image)
+    assert not program.image and program.raw and program.names[0] == "conv1"
+    manifest = copy.deepcopy(model.manifest)
+    manifest["nodes"][-1]["where"] = "mcu"
+    with pytest.raises(CompileError, match="only with the classifier"):
+        compiler.compile_model(golden.IntModel(manifest, model.arrays), get_config("default"))
+    few_cols = get_config("default:cols=8")
+    with pytest.raises(CompileError, match="10 classes: a raw layer has one column tile"):
+        compiler.compile_model(model, few_cols)

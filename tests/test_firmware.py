@@ -116,7 +116,7 @@ class Session:
     def run_op(self, i, image=None):
         img = None if image is None else fh.Buffer(np.ascontiguousarray(image).tobytes())
         return fh.status(self.fw.cim_net_op(C.byref(self.net), i,
-                                            None if img is None else img.addr))
+                                            None if img is None else img.addr, None))
 
     # ---- workspace tensors
     def hwc(self, offset, shape, signed):

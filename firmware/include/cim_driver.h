@@ -11,6 +11,14 @@
  *     cim_wait(&dev, CIM_WAIT_POLL, n);      or CIM_WAIT_IRQ with cim_irq_handler()
  *     cim_read_output(&dev, op, tensor);
  *
+ * A blob of the WHOLE partition (every layer on the accelerator) instead:
+ *
+ *     cim_write_image(&dev, slot, image);    the image into image-buffer slot 0 or 1
+ *     cim_start_image(&dev, slot);
+ *     cim_write_image(&dev, 1 - slot, next); optional: the next frame's, while this one runs
+ *     cim_wait(&dev, CIM_WAIT_POLL, n);
+ *     cim_read_result(&dev, logits, &cls);
+ *
  * cim_net_run() (cim_net.h) does the whole network, MCU layers included. */
 #ifndef CIM_DRIVER_H
 #define CIM_DRIVER_H
@@ -30,8 +38,10 @@ typedef struct {
     uint32_t prog_words, weight_words, param_words, bank_words;
     uint32_t max_size, max_groups, max_pixels;
     uint32_t desc_words, param_record_words, act_slices;
-    /* Window byte offsets from the base address. */
-    uint32_t prog_window, param_window, act_window, weight_window;
+    uint32_t image_channels, image_size, im2col_kernel, image_slot_rows;
+    /* Window byte offsets from the base address (image_window 0: no image buffer). */
+    uint32_t prog_window, param_window, act_window, weight_window, image_window;
+    uint32_t logits_window;
 } cim_hw_info_t;
 
 typedef struct {
@@ -81,6 +91,16 @@ cim_status_t cim_read_output(cim_dev_t *dev, const cim_blob_op_t *op, uint8_t *t
 
 /* Enable (1) or disable (0) the DONE and ERROR interrupts. */
 cim_status_t cim_irq_enable(cim_dev_t *dev, int enable);
+
+/* The WHOLE partition (see above). cim_write_image: the blob's image (in_channels x
+ * in_height x in_width bytes, CHW) into image-buffer slot `slot`; allowed while the
+ * accelerator runs on the other slot. CIM_ERR_STATE without a WHOLE model loaded. */
+cim_status_t cim_write_image(cim_dev_t *dev, uint32_t slot, const uint8_t *image);
+/* Select slot `slot` (IMAGE_SLOT) and START. */
+cim_status_t cim_start_image(cim_dev_t *dev, uint32_t slot);
+/* The last frame's logits (the classes of the model, widened to 64 bits) and class;
+ * CIM_ERR_STATE if the last program did not end with the classifier (RESULT.VALID). */
+cim_status_t cim_read_result(cim_dev_t *dev, int64_t *logits, uint32_t *class_out);
 
 /* Call from the accelerator's interrupt handler: takes and clears IRQ_STATUS. */
 void cim_irq_handler(cim_dev_t *dev);

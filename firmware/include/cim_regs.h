@@ -293,6 +293,10 @@ typedef struct {
 #define CIM_DESC_PARAM_BASE_Word             9u
 #define CIM_DESC_PARAM_BASE_Pos              0u
 #define CIM_DESC_PARAM_BASE_Msk              (0x00FFFFFFUL << CIM_DESC_PARAM_BASE_Pos)
+/* Descriptor op values (contract.program). */
+#define CIM_DESC_OP_CONV                     0u
+#define CIM_DESC_OP_MAXPOOL                  1u
+#define CIM_DESC_OP_IM2COL                   2u
 #define CIM_PARAM_M_Pos                      0u /* bit of the record, signed */
 #define CIM_PARAM_M_Bits                     16u
 #define CIM_PARAM_B_Pos                      16u /* bit of the record, signed */

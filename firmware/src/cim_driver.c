@@ -36,6 +36,7 @@ static const struct {
     {REG(CFG_MAX_PIXELS), CIM_CFG_MAX_PIXELS_RESET},
     {REG(CFG_LAYOUT), CIM_CFG_LAYOUT_RESET},
     {REG(CAPS), CIM_CAPS_RESET},
+    {REG(CFG_IMAGE), CIM_CFG_IMAGE_RESET},
 };
 
 cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal)
@@ -84,6 +85,17 @@ cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal)
     hw->param_window = CIM_WIN_PARAM_OFFSET;
     hw->act_window = CIM_WIN_ACT_OFFSET;
     hw->weight_window = CIM_WIN_WEIGHT_OFFSET;
+    v = rd(dev, REG(CFG_IMAGE));
+    hw->image_channels = FIELD(v, CFG_IMAGE, CHANNELS);
+    hw->image_size = FIELD(v, CFG_IMAGE, SIZE);
+    hw->im2col_kernel = FIELD(v, CFG_IMAGE, KERNEL);
+    hw->image_slot_rows = 1;
+    while (hw->image_slot_rows < hw->image_channels * hw->image_size)
+        hw->image_slot_rows <<= 1;
+#ifdef CIM_WIN_IMAGE_OFFSET
+    hw->image_window = CIM_WIN_IMAGE_OFFSET;
+#endif
+    hw->logits_window = CIM_WIN_LOGITS_OFFSET;
     return CIM_OK;
 }
 
@@ -101,7 +113,9 @@ cim_status_t cim_check_model(const cim_dev_t *dev, const cim_model_t *model)
         || h->hw_param_words != hw->param_words || h->hw_bank_words != hw->bank_words
         || h->hw_max_size != hw->max_size || h->hw_max_groups != hw->max_groups
         || h->hw_max_pixels != hw->max_pixels || h->hw_desc_words != hw->desc_words
-        || h->hw_param_record_words != hw->param_record_words)
+        || h->hw_param_record_words != hw->param_record_words
+        || h->hw_image_channels != hw->image_channels || h->hw_image_size != hw->image_size
+        || h->hw_im2col_kernel != hw->im2col_kernel)
         return CIM_ERR_HW_CONFIG;
     return CIM_OK;
 }
@@ -269,6 +283,80 @@ cim_status_t cim_read_output(cim_dev_t *dev, const cim_blob_op_t *op, uint8_t *t
                 }
             }
     }
+    return CIM_OK;
+}
+
+/* ------------------------------------------------------------------------------ image
+ *
+ * The WHOLE partition's frames: the image goes into a slot of the image buffer, START runs
+ * the whole network on the slot IMAGE_SLOT names, the class and the logits come back from
+ * registers. Channel c, row y of slot s is at byte ((s * slot_rows + c * size + y) * size)
+ * of the IMAGE window (slot_rows: channels * size rounded up to a power of two); a slot may
+ * be written while the accelerator computes on the other one. */
+
+cim_status_t cim_write_image(cim_dev_t *dev, uint32_t slot, const uint8_t *image)
+{
+    if (!dev || !image || slot > 1u)
+        return CIM_ERR_ARG;
+    if (!dev->model)
+        return CIM_ERR_STATE;
+    const cim_blob_header_t *h = dev->model->hdr;
+    const cim_hw_info_t *hw = &dev->hw;
+    if (h->partition != CIM_PARTITION_WHOLE)
+        return CIM_ERR_STATE;
+    const uint32_t size = hw->image_size, w = h->in_width, full = w / 4u;
+    uint32_t row = slot * hw->image_slot_rows;
+    if (w == size && (uintptr_t)image % 4u == 0) {
+        /* Whole rows back to back: each channel is one block of the window. */
+        for (uint32_t c = 0; c < h->in_channels; c++, row += size, image += size * h->in_height)
+            cim_hal_write_block(&dev->hal, hw->image_window + row * size,
+                                (const uint32_t *)(const void *)image, size * h->in_height / 4u);
+        return CIM_OK;
+    }
+    for (uint32_t c = 0; c < h->in_channels; c++, row += size) {
+        for (uint32_t y = 0; y < h->in_height; y++, image += w) {
+            uint32_t at = hw->image_window + (row + y) * size;
+            for (uint32_t q = 0; q < full; q++)
+                wr(dev, at + 4u * q, (uint32_t)image[4u * q] | (uint32_t)image[4u * q + 1u] << 8
+                                         | (uint32_t)image[4u * q + 2u] << 16
+                                         | (uint32_t)image[4u * q + 3u] << 24);
+            if (w % 4u) {
+                uint32_t last = 0;
+                for (uint32_t b = 0; b < w % 4u; b++)
+                    last |= (uint32_t)image[4u * full + b] << (8u * b);
+                wr(dev, at + 4u * full, last);
+            }
+        }
+    }
+    return CIM_OK;
+}
+
+cim_status_t cim_start_image(cim_dev_t *dev, uint32_t slot)
+{
+    if (!dev || slot > 1u)
+        return CIM_ERR_ARG;
+    if (!dev->model)
+        return CIM_ERR_STATE;
+    if (busy(dev))
+        return CIM_ERR_BUSY;
+    wr(dev, REG(IMAGE_SLOT), slot << CIM_IMAGE_SLOT_SLOT_Pos);
+    return cim_start(dev);
+}
+
+cim_status_t cim_read_result(cim_dev_t *dev, int64_t *logits, uint32_t *class_out)
+{
+    if (!dev || !logits || !class_out)
+        return CIM_ERR_ARG;
+    if (!dev->model)
+        return CIM_ERR_STATE;
+    if (busy(dev))
+        return CIM_ERR_BUSY;
+    uint32_t r = rd(dev, REG(RESULT));
+    if (!(r & CIM_RESULT_VALID_Msk))
+        return CIM_ERR_STATE;
+    *class_out = FIELD(r, RESULT, CLASS);
+    for (uint32_t i = 0; i < dev->model->hdr->classes; i++)
+        logits[i] = (int32_t)rd(dev, dev->hw.logits_window + 4u * i);
     return CIM_OK;
 }
 

@@ -344,6 +344,22 @@ static int read_ok(const cim_blob_op_t *ops, uint32_t i, uint32_t offset, int av
     return 1;
 }
 
+/* The WHOLE partition: one CLASSIFY op, the blob's image in (within the image buffer), the
+ * classes' signed 64-bit logits out. */
+static int whole_ops_ok(const ctx_t *c, const cim_blob_op_t *ops, uint32_t n,
+                        const cim_blob_op_t **classify)
+{
+    const cim_blob_header_t *h = c->h;
+    const cim_blob_op_t *op = &ops[0];
+    *classify = op;
+    return n == 1u && op->kind == CIM_OP_CLASSIFY && op->in_c == h->in_channels
+           && op->in_h == h->in_height && op->in_w == h->in_width
+           && op->in_c <= h->hw_image_channels && op->in_h <= h->hw_image_size
+           && op->in_w <= h->hw_image_size && op->out_c == h->classes && op->out_h == 1u
+           && op->out_w == 1u && op->out_signed == 1u
+           && area_ok(c, op->out_offset, 8u * (uint64_t)h->classes);
+}
+
 /* The MCU partition: every op valid on its own; op 0 the CONV on the image, the last the
  * FC, no OFFLOAD; every tensor an op reads is the output of the latest earlier op that
  * wrote at its offset, of the shape and kind the reader takes, and no op in between (nor
@@ -396,7 +412,7 @@ static int header_ok(const cim_blob_header_t *h)
            && h->hw_w_bits <= 8u && h->hw_bank_words >= 1u && h->classes >= 1u
            && h->hw_desc_words == CIM_DESC_WORDS && h->hw_param_record_words == CIM_PARAM_WORDS
            && image >= 1u && h->pixel_max >= 1u && h->pixel_max <= 255u
-           && h->partition >= CIM_PARTITION_ACCEL && h->partition <= CIM_PARTITION_MCU
+           && h->partition >= CIM_PARTITION_ACCEL && h->partition <= CIM_PARTITION_WHOLE
            && (h->partition == CIM_PARTITION_MCU
                    ? h->program_words == 0 && h->weight_words == 0 && h->param_words == 0
                    : h->program_words >= 1u)
@@ -475,7 +491,9 @@ static uint64_t slices(const cim_blob_header_t *h, uint32_t bits)
 /* The layer program against the header and the OFFLOAD op: a whole number of descriptors,
  * `last` on the final one only, weight_words and param_words exactly what the descriptors
  * address, every tensor a layer reads or writes inside the activation buffer, and the
- * OFFLOAD's tensors those of the first layer's input and of a layer's output. */
+ * OFFLOAD's tensors those of the first layer's input and of a layer's output. For a
+ * CLASSIFY op (the WHOLE partition): the first layer the im2col of its image, the last the
+ * raw classifier layer of its classes. */
 static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
 {
     const cim_blob_header_t *h = m->hdr;
@@ -505,11 +523,19 @@ static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
         uint64_t r = (uint64_t)DESC(d, PARAM_BASE) + (uint64_t)DESC(d, COL_TILES) * h->hw_cols;
         tiles = t > tiles ? t : tiles;
         records = r > records ? r : records;
-        if (i == 0 && (DESC(d, IN_BASE) != offload->act_in_base
-                       || DESC(d, IN_CHANNELS) != offload->in_c
+        if (i == 0 && (DESC(d, IN_CHANNELS) != offload->in_c
                        || DESC(d, IN_HEIGHT) != offload->in_h
                        || DESC(d, IN_WIDTH) != offload->in_w))
             return 0;
+        if (offload->kind == CIM_OP_CLASSIFY) {
+            if ((i == 0 && DESC(d, OP) != CIM_DESC_OP_IM2COL)
+                || (i + 1u == count
+                    && (DESC(d, RAW) != 1u || DESC(d, OUT_CHANNELS) != offload->out_c)))
+                return 0;
+            output_found = 1;
+        } else if (i == 0 && DESC(d, IN_BASE) != offload->act_in_base) {
+            return 0;
+        }
         if (DESC(d, OUT_BASE) == offload->act_out_base
             && DESC(d, OUT_CHANNELS) == offload->out_c && DESC(d, OUT_HEIGHT) == offload->out_h
             && DESC(d, OUT_WIDTH) == offload->out_w && DESC(d, OUT_BITS) == offload->out_bits
@@ -582,8 +608,10 @@ cim_status_t cim_model_open(cim_model_t *model, const void *blob, uint32_t size)
     ctx_t c = {h, h->workspace_bytes};
     const cim_blob_op_t *ops = (const cim_blob_op_t *)(base + h->ops_offset);
     const cim_blob_op_t *offload = NULL;
-    int chain = h->partition == CIM_PARTITION_MCU ? mcu_ops_ok(&c, ops, h->ops_count)
-                                                  : ops_ok(&c, ops, h->ops_count, &offload);
+    int chain = h->partition == CIM_PARTITION_MCU     ? mcu_ops_ok(&c, ops, h->ops_count)
+                : h->partition == CIM_PARTITION_WHOLE ? whole_ops_ok(&c, ops, h->ops_count,
+                                                                     &offload)
+                                                      : ops_ok(&c, ops, h->ops_count, &offload);
     if (!chain || !layout_ok(h, ops))
         return CIM_ERR_BLOB_FORMAT;
     cim_model_t m = {base, h, ops};

@@ -26,6 +26,8 @@ cim_status_t cim_net_init(cim_net_t *net, cim_dev_t *dev, const cim_model_t *mod
     net->timeout_polls = CIM_NET_TIMEOUT_POLLS;
     net->stage = NULL;
     net->stage_ctx = NULL;
+    net->slot = 0;
+    net->staged = NULL;
     return CIM_OK;
 }
 
@@ -48,7 +50,38 @@ static cim_status_t offload(cim_net_t *net, const cim_blob_op_t *op)
     return cim_read_output(dev, op, net->ws + op->out_offset);
 }
 
-cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image)
+/* The WHOLE partition's frame: the image into this frame's slot (unless the previous frame
+ * put it there), START, the next frame's image into the other slot while the accelerator
+ * runs, then the logits and the class from the registers. */
+static cim_status_t classify(cim_net_t *net, const cim_blob_op_t *op, const uint8_t *image,
+                             const uint8_t *next)
+{
+    cim_dev_t *dev = net->dev;
+    if (!dev || dev->model != net->model)
+        return CIM_ERR_STATE;
+    stage(net, CIM_STAGE_OFFLOAD_WRITE);
+    cim_status_t st = net->staged == image ? CIM_OK : cim_write_image(dev, net->slot, image);
+    if (st == CIM_OK)
+        st = cim_start_image(dev, net->slot);
+    net->staged = NULL;
+    net->slot ^= 1u;
+    if (st == CIM_OK && next) {
+        st = cim_write_image(dev, net->slot, next);
+        if (st == CIM_OK)
+            net->staged = next;
+    }
+    if (st != CIM_OK)
+        return st;
+    stage(net, CIM_STAGE_OFFLOAD_WAIT);
+    st = cim_wait(dev, net->wait, net->timeout_polls);
+    if (st != CIM_OK)
+        return st;
+    stage(net, CIM_STAGE_OFFLOAD_READ);
+    uint32_t cls;
+    return cim_read_result(dev, (int64_t *)(void *)(net->ws + op->out_offset), &cls);
+}
+
+cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image, const uint8_t *next)
 {
     if (!net || !net->model || i >= net->model->hdr->ops_count)
         return CIM_ERR_ARG;
@@ -69,6 +102,10 @@ cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image)
         return CIM_OK;
     case CIM_OP_OFFLOAD:
         return offload(net, op);
+    case CIM_OP_CLASSIFY:
+        if (!image)
+            return CIM_ERR_ARG;
+        return classify(net, op, image, next);
     case CIM_OP_AVGPOOL:
         stage(net, CIM_STAGE_AVGPOOL);
         cim_avgpool(op, net->ws);
@@ -85,11 +122,17 @@ cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image)
 
 cim_status_t cim_net_run(cim_net_t *net, const uint8_t *image, uint32_t *class_out)
 {
+    return cim_net_run_next(net, image, NULL, class_out);
+}
+
+cim_status_t cim_net_run_next(cim_net_t *net, const uint8_t *image, const uint8_t *next,
+                              uint32_t *class_out)
+{
     if (!net || !net->model || !image || !class_out)
         return CIM_ERR_ARG;
     cim_status_t st = CIM_OK;
     for (uint32_t i = 0; i < net->model->hdr->ops_count && st == CIM_OK; i++)
-        st = cim_net_op(net, i, image);
+        st = cim_net_op(net, i, image, next);
     stage(net, CIM_STAGE_IDLE);
     if (st == CIM_OK)
         *class_out = cim_argmax64(cim_net_logits(net), net->model->hdr->classes);

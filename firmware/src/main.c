@@ -107,7 +107,7 @@ int main(void)
     cim_status_t st = cim_model_open(&model, cim_model_blob, cim_model_blob_size);
     /* A blob of the MCU partition needs no accelerator: it is neither identified nor
      * touched (there may be none on the bus). */
-    const int accel = st == CIM_OK && model.hdr->partition == CIM_PARTITION_ACCEL;
+    const int accel = st == CIM_OK && model.hdr->partition != CIM_PARTITION_MCU;
     cim_hal_t hal = {CIM_BASE};
     if (accel)
         st = cim_init(&dev, &hal);
@@ -133,7 +133,10 @@ int main(void)
     const cim_blob_header_t *h = model.hdr;
     for (uint32_t i = 0; i < h->images_count; i++) {
         uint32_t cls;
-        st = cim_net_run(&net, cim_model_image(&model, i), &cls);
+        /* Frames back to back: the next image goes in while this one computes (WHOLE). */
+        st = cim_net_run_next(&net, cim_model_image(&model, i),
+                              i + 1u < h->images_count ? cim_model_image(&model, i + 1u) : NULL,
+                              &cls);
         if (st != CIM_OK)
             break;
         const int64_t *want = cim_model_expected(&model, i);
