@@ -25,15 +25,17 @@ Address map
 The slave decodes ``addr_width`` bits of ``HADDR`` (the bits above are the interconnect's
 business: it drives ``HSEL``). From offset 0, in this order, each block aligned to its own
 size (a power of two), so every block is decoded by comparing the high address bits with a
-constant: the register block (``REG_BLOCK`` bytes), the layer-program window, the parameter
-window, the activation window and the weight window. Every address inside the slave's
+constant: the register block (``REG_BLOCK`` bytes), the layer-program window, the (small,
+read-only) logits window, the parameter window, the activation window and the weight window.
+Every address inside the slave's
 ``2 ** addr_width`` bytes that no register or window covers answers ERROR: nothing aliases.
 
 Bus rules (also in the generated document: :data:`BUS_RULES`)
 -------------------------------------------------------------
 Registers and the program, parameter and weight windows take 32-bit accesses only: those
 memories are written through 32-bit ports without byte enables and cannot be read back, so a
-narrower write could only be done as a read-modify-write the hardware cannot do. The
+narrower write could only be done as a read-modify-write the hardware cannot do; the logits
+window holds 32-bit logit registers and takes 32-bit reads only. The
 activation window takes byte, halfword and word accesses: its write port has one enable per
 activation lane, and every byte holds whole lanes (``a_bits`` is 1, 2, 4 or 8).
 """
