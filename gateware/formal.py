@@ -75,6 +75,7 @@ COVERS = {
     "register_write": "an OKAY write to an RW register completes",
     "error_response": "the second cycle of an ERROR response",
     "act_read": "an OKAY ACT read completes (after its wait states)",
+    "logits_read": "an OKAY LOGITS read completes",
     "start": "START pulses",
     "irq": "the interrupt is raised",
     "long_stall": "our transfer is accepted as another slave's longest stall ends",
@@ -228,6 +229,7 @@ class SlaveHarness(wiring.Component):
             "register_write": write & (d_addr == rw.offset),
             "error_response": err1,
             "act_read": read & in_act,
+            "logits_read": read & self._inside(d_addr, rm.window("LOGITS")),
             "start": acc.start,
             "irq": self.irq,
             "long_stall": ~own & (stalled == self.stall) & bus.HSEL
