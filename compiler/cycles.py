@@ -29,6 +29,10 @@ the cycles to load one weight tile)
   word (``pl`` planes, macro, adder tree, :class:`~gateware.datapath.Datapath`, write), plus
   ``out_sl - 1`` for its further slices. Layers run one after the other (a layer's input is
   the previous layer's output); the last one also pays :data:`DONE`.
+* **Raw layer** (the classifier, the last layer): no write; its one result goes to the logit
+  registers, and the argmax then scans the logits, :data:`ARGMAX_SCAN` cycle per logit after
+  the first, so the layer ends ``ARGMAX_SCAN * (out_channels - 1)`` cycles after its result
+  (where a layer that writes ends ``out_sl - 1`` cycles after it).
 
 ``MAC utilization = MACs / (cycles * peak)`` with ``MACs = P * Cout * Cin * k * k`` (useful
 ones, no padding) and ``peak = macros * rows * cols / a_bits``. ``tests/test_accelerator.py``
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 
 from contract.config import HwConfig, get_config
 from contract.program import DESC_WORDS, OP_MAXPOOL, Descriptor, planes
-from contract.timing import DATAPATH_LATENCY, MACRO_LATENCY
+from contract.timing import ARGMAX_SCAN, DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
 from .compile import Program, compile_model
@@ -163,7 +167,9 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
             t += max(slots * length, load) + ROUND_GAP
         else:
             last_start = t
-            t += (slots - 1) * length + (last_groups - 1) * sp + pl + DRAIN + out_sl - 1
+            # The layer ends with its last word written or, raw, with the argmax.
+            tail = ARGMAX_SCAN * (d.out_channels - 1) if d.raw else out_sl - 1
+            t += (slots - 1) * length + (last_groups - 1) * sp + pl + DRAIN + tail
     macs = pixels * d.out_channels * d.in_channels * d.kernel * d.kernel
     util = macs / (t * config.peak_macs_per_cycle)
     return LayerCycles(name, t, macs, util, len(rounds), cp, slots, compute, load,

@@ -4,7 +4,7 @@ The cycle model (:mod:`compiler.cycles`) states the sequencer's schedule in form
 these; each gateware block declares its latency from here, and its tests measure it.
 """
 
-__all__ = ["ACTBUF_LATENCY", "DATAPATH_LATENCY", "MACRO_LATENCY"]
+__all__ = ["ACTBUF_LATENCY", "ARGMAX_SCAN", "DATAPATH_LATENCY", "MACRO_LATENCY"]
 
 MACRO_LATENCY = 3
 """CIM macro: cycles from the clock edge that accepts a vector's last bit-plane to the edge
@@ -17,3 +17,8 @@ beat to the result being valid (:class:`gateware.datapath.Datapath`)."""
 ACTBUF_LATENCY = 2
 """Activation buffer's stream read path: cycles from a request to its word
 (:class:`gateware.actbuf.ActivationBuffer`)."""
+
+ARGMAX_SCAN = 1
+"""Classifier: cycles its sequential argmax spends per logit after the first; a raw layer
+ends ``ARGMAX_SCAN * (out_channels - 1)`` cycles after its result arrives
+(:class:`gateware.sequencer.Classifier`)."""

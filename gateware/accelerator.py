@@ -26,8 +26,17 @@ stays set until the next ``start``; ``error`` / ``error_code`` (:class:`AccelErr
 it stopped early. Counters (cleared by ``start``): ``cycles_total`` (every cycle since start),
 ``cycles_busy``, ``cycles_compute`` (some macro accepted a bit-plane), ``cycles_stall`` (busy,
 no macro computing, while the issuer waits for a round's weights or for a residual).
-Run-time errors (``OVERFLOW``: the Datapath's accumulator overflowed; ``OVERRUN``) stop the
-program at the end of the layer.
+Run-time errors (``OVERFLOW``: the Datapath's accumulator overflowed, or a raw layer's logit
+left 32 bits; ``OVERRUN``) stop the program at the end of the layer.
+
+Classifier
+----------
+A raw layer's (``contract.program``, "Raw output") one result goes from the Datapath to the
+:class:`~gateware.sequencer.Classifier` instead of the writer: logit registers and a
+sequential argmax. ``result_class`` and ``result_valid`` (the program ended, without an
+error, with a raw layer; cleared by ``start``) are the ``RESULT`` register;
+``logit_r_addr`` -> ``logit_r_data`` reads logit ``c`` combinationally (the ``LOGITS``
+window).
 
 Memory ports (for the bus slave; use them while not ``busy``)
 --------------------------------------------------------------
@@ -56,6 +65,7 @@ from .datapath import Datapath
 from .ram import RAM
 from .sequencer import (
     AccelError,
+    Classifier,
     Collector,
     Fetcher,
     Issuer,
@@ -129,6 +139,8 @@ class Accelerator(wiring.Component):
     cycles_total, cycles_busy, cycles_compute, cycles_stall : ``Out(32)``
     prog_w_addr / prog_w_data / prog_w_en, weight_w_*, param_w_*: 32-bit write ports.
     act_w_addr / act_w_data / act_w_mask / act_w_en, act_r_addr / act_r_data / act_r_valid.
+    result_class : ``Out(16)``; result_valid : ``Out(1)``
+    logit_r_addr : ``In(max(1, ceil_log2(cols)))``; logit_r_data : ``Out(32)``
     """
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
@@ -188,6 +200,8 @@ class Accelerator(wiring.Component):
             "act_w_mask": In(R), "act_w_en": In(1),
             "act_r_addr": In(self.act_addr_width), "act_r_data": Out(R * ab),
             "act_r_valid": Out(1),
+            "result_class": Out(16), "result_valid": Out(1),
+            "logit_r_addr": In(max(1, ceil_log2(config.cols))), "logit_r_data": Out(32),
         })
 
     def elaborate(self, platform):
@@ -259,6 +273,8 @@ class Accelerator(wiring.Component):
                                               param_rows=param_rows,
                                               result_layout=dp.out_layout)
         m.submodules.pooler = pooler = Pooler(rows=R, a_bits=ab, addr_width=baw)
+        m.submodules.classifier = clf = Classifier(cols=C, param_rows=param_rows,
+                                                   result_layout=dp.out_layout)
         units = []
         for i, mac in enumerate(macros):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
@@ -286,24 +302,33 @@ class Accelerator(wiring.Component):
         connect(m, fetcher.descriptors, loader.descriptors)
         connect(m, loader.layers, issuer.layers)
         connect(m, issuer.issue, *[unit.issue for unit in units])
-        connect(m, issuer.ctrl, reader.ctrl, collector.ctrl, writer.ctrl)
+        connect(m, issuer.ctrl, reader.ctrl, collector.ctrl, writer.ctrl, clf.ctrl)
         connect(m, reader.act, act.reads[M])
         connect(m, reader.residuals, collector.residuals)
         connect(m, reader.credit, issuer.residuals)
         connect(m, collector.params, pmem.read_port(transparent_for=()))
         connect(m, collector.psums, dp.i_stream)
-        connect(m, dp.o_stream, writer.results)
         desc = issuer.ctrl.desc
+        # A raw layer's result goes to the classifier, any other to the writer.
+        dpo, raw = dp.o_stream, desc.raw
+        for sink, mine in ((writer.results, ~raw), (clf.results, raw)):
+            m.d.comb += [sink.payload.eq(dpo.payload), sink.valid.eq(dpo.valid & mine)]
+        m.d.comb += dpo.ready.eq(Mux(raw, clf.results.ready, writer.results.ready))
         m.d.comb += [fetcher.go.eq(issuer.go), loader.go.eq(issuer.go),
                      issuer.start.eq(self.start),
-                     issuer.layer_done.eq(writer.layer_done | pooler.done),
+                     issuer.layer_done.eq(writer.layer_done | pooler.done | clf.layer_done),
                      pooler.start.eq(issuer.pool_start), pooler.desc.eq(issuer.ctrl.desc),
-                     issuer.overrun.eq(collector.overrun), issuer.overflow.eq(writer.overflow),
-                     dp.shift.eq(desc.shift), dp.out_bits.eq(desc.out_bits),
+                     issuer.overrun.eq(collector.overrun),
+                     issuer.overflow.eq(writer.overflow | clf.overflow),
+                     dp.shift.eq(desc.shift), dp.raw.eq(raw), dp.out_bits.eq(desc.out_bits),
                      dp.out_signed.eq(desc.out_signed), dp.has_residual.eq(desc.has_residual),
                      self.busy.eq(issuer.busy), self.done.eq(issuer.done),
                      self.error.eq(issuer.error), self.error_code.eq(issuer.error_code),
-                     self.layer.eq(issuer.layer)]
+                     self.layer.eq(issuer.layer),
+                     clf.go.eq(issuer.go), self.result_class.eq(clf.result_class),
+                     self.result_valid.eq(clf.valid & issuer.done & ~issuer.error),
+                     clf.logit_r_addr.eq(self.logit_r_addr),
+                     self.logit_r_data.eq(clf.logit_r_data)]
 
         # ------------------------------------------------------------ bus ports
         # The buffer's write port: the writer's while busy, the bus's otherwise.

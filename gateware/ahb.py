@@ -28,6 +28,8 @@ Protocol
   rather than straight from ``HADDR`` costs one wait state and buys two things: a write in the
   preceding data phase is already in the (non-transparent) block RAM, and no path runs from
   ``HADDR`` into the RAM's address.
+* Logit reads (the ``LOGITS`` window): the addressed logit register is read from the
+  registered address in the data phase (no wait state).
 * Activation writes: ``HWDATA`` is replicated over the wide word and only the lanes of the
   active byte lanes (``HSIZE``, ``HADDR[1:0]``, little-endian) of the addressed slice are
   enabled (``act_w_mask``).
@@ -146,7 +148,7 @@ _WINDOW_PORTS = {"PROG": "prog", "PARAM": "param", "WEIGHT": "weight"}
 _MEMORY_PORTS = ("prog_w_addr", "prog_w_data", "prog_w_en", "weight_w_addr", "weight_w_data",
                  "weight_w_en", "param_w_addr", "param_w_data", "param_w_en",
                  "act_w_addr", "act_w_data", "act_w_mask", "act_w_en",
-                 "act_r_addr", "act_r_data", "act_r_valid")
+                 "act_r_addr", "act_r_data", "act_r_valid", "logit_r_addr", "logit_r_data")
 _ACCEL_PORTS = ("start", "busy", *_MEMORY_PORTS)
 
 
@@ -174,7 +176,8 @@ class CIMSlave(wiring.Component):
     bus : ``In(AHBLiteSignature(addr_width=32))``
         The AHB-Lite slave port.
     accel : ``In(accel)``
-        To the accelerator: the memory write ports, the activation read port and the ports
+        To the accelerator: the memory write ports, the activation and logit read ports and
+        the ports
         the register declarations name (``start`` out; status and counters in).
     irq : ``Out(1)``
         Interrupt request, level: some W1C register has a bit set whose ``irq_enable`` bit
@@ -209,6 +212,8 @@ class CIMSlave(wiring.Component):
                                  f"window ({words} words)")
         if width["act_r_addr"] < ceil_log2(act.words):
             raise ValueError("Accelerator act_r_addr is too narrow for the ACT window")
+        if 1 << width["logit_r_addr"] < min(cfg.cols, regmap.window("LOGITS").words):
+            raise ValueError("Accelerator logit_r_addr is too narrow for the LOGITS window")
         _check_bindings(regmap, accel)
         self.regmap = regmap
         super().__init__({
@@ -293,6 +298,8 @@ class CIMSlave(wiring.Component):
                                 m.d.comb += bus.HRDATA.eq(read_value[r.name])
             with m.Elif(in_block["ACT"]):
                 m.d.comb += bus.HRDATA.eq(act_read)
+            with m.Elif(in_block["LOGITS"]):
+                m.d.comb += bus.HRDATA.eq(acc.logit_r_data)
         return m
 
     def _decode(self, m, addr, busy, blocks):
@@ -394,6 +401,8 @@ class CIMSlave(wiring.Component):
             acc.act_r_addr.eq(act_word),
         ]
         act_data = Cat(acc.act_r_data, Const(0, 32 * rm.act_slices - R * ab))
+        # Logits: word c is logit c, read combinationally in the data phase (no wait state).
+        m.d.comb += acc.logit_r_addr.eq(d_addr[2:exact_log2(rm.window("LOGITS").size)])
         return act_data.word_select(act_slice, 32)
 
 

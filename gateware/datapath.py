@@ -9,6 +9,9 @@ sums and turns the total into the next layer's activation with the integer rule 
     y   = acc * M + B (+ res * R)                 # M 16-bit, B 48-bit, R 24-bit, all signed
     out = clamp((y + 2**(S - 1)) >> S, lo, hi)    # round half up, then saturate (ReLU at lo = 0)
 
+or, in raw mode (the classifier layer, ``contract.program``), ``logit = y`` itself, as a
+:data:`~contract.arith.LOGIT_BITS`-bit signed value.
+
 It is one component rather than an accumulator and a requantizer joined by a stream: the
 requantizer would need the channel parameters joined to the accumulator's output anyway, and
 in one pipeline the stall signal alone drives every register's clock enable (the DSP48E2's
@@ -24,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from contract.arith import (
     BIAS_BITS,
+    LOGIT_BITS,
     MAX_ACC_WIDTH,
     MAX_SHIFT,
     MULT_BITS,
@@ -66,6 +70,14 @@ class Datapath(wiring.Component):
     4. ``y`` = that + ``res * R``;
     5. ``t = y >> (S - 1)`` (arithmetic);
     6. ``out = clamp((t + 1) >> 1, lo, hi)``, the output register.
+
+    Raw mode (``raw`` high, a classifier layer): stage 5 shifts by 0, so ``t = y``, and stage
+    6 also registers ``logit = t`` truncated to :data:`~contract.arith.LOGIT_BITS` bits; a
+    ``y`` outside ``LOGIT_BITS`` signed bits sets ``overflow`` (the check is registered in
+    stage 5 beside ``t`` and ORed over the lanes into the stage-6 flag), so a logit is never
+    silently wrapped. The cost is the ``LOGIT_BITS`` logit register and a range check per
+    lane; the normal path and its timing are unchanged (the shift amount ``S - 1`` becomes
+    ``Mux(raw, 0, S - 1)``, a per-layer constant shared by the lanes).
 
     Rounding half up takes no wide adder for ``2**(S - 1)``: ``(y + 2**(S-1)) >> S`` equals
     ``((y >> (S-1)) + 1) >> 1`` for every integer ``y`` (write ``y = q * 2**(S-1) + r`` with
@@ -117,8 +129,9 @@ class Datapath(wiring.Component):
         (``signed(48)``), ``r`` (``signed(24)``) and ``res`` (``signed(9)``, the residual
         element; ignored without ``has_residual``). A single-tile sum has both flags set.
     o_stream : ``Out(stream.Signature(out_layout))``
-        ``value[n]`` (``signed(9)``, within ``[lo, hi]``) and ``overflow`` (1: some lane's
-        running sum left ``acc_width`` bits).
+        ``value[n]`` (``signed(9)``, within ``[lo, hi]``), ``logit[n]`` (``signed(32)``:
+        ``y`` in raw mode, unspecified otherwise) and ``overflow`` (1: some lane's running
+        sum left ``acc_width`` bits, or, in raw mode, some lane's ``y`` left 32 bits).
     shift : ``In(range(1, MAX_SHIFT + 1))``
         The requantization shift ``S``.
     out_bits : ``In(range(1, 9))``
@@ -130,6 +143,9 @@ class Datapath(wiring.Component):
         descriptor cannot hold an empty range.
     has_residual : ``In(1)``
         Add ``res * R``.
+    raw : ``In(1)``
+        Raw mode: ``logit = y`` (``shift``, ``out_bits`` and ``has_residual`` are then 0;
+        ``value`` is unspecified).
     """
 
     latency = DATAPATH_LATENCY
@@ -162,6 +178,7 @@ class Datapath(wiring.Component):
         })
         self.out_layout = data.StructLayout({
             "value": data.ArrayLayout(signed(VALUE_BITS), lanes),
+            "logit": data.ArrayLayout(signed(LOGIT_BITS), lanes),
             "overflow": 1,
         })
         super().__init__({
@@ -171,6 +188,7 @@ class Datapath(wiring.Component):
             "out_bits": In(range(1, 9)),
             "out_signed": In(1),
             "has_residual": In(1),
+            "raw": In(1),
         })
 
     def _widths(self) -> dict[str, int]:
@@ -211,13 +229,15 @@ class Datapath(wiring.Component):
         hi = Signal(signed(VALUE_BITS + 1))
         lo = Signal(signed(VALUE_BITS + 1))
         m.d.comb += [
-            shift_m1.eq(self.shift - 1),
+            shift_m1.eq(Mux(self.raw, 0, self.shift - 1)),
             magnitude_bits.eq(Mux(self.out_signed, self.out_bits - 1, self.out_bits)),
             hi.eq((1 << magnitude_bits) - 1),
             lo.eq(Mux(self.out_signed, -hi, 0)),
         ]
 
         overflow = []
+        unfit = []              # raw mode: y (= t) does not fit a logit, per lane, stage 5
+        lmin, lmax = signed_range(LOGIT_BITS)
         for n in range(self.lanes):
             li = i.payload.lanes[n]
             acc = Signal(signed(self.acc_width), name=f"acc_{n}")
@@ -252,6 +272,8 @@ class Datapath(wiring.Component):
             t = _data(signed(w["y"]), f"t_{n}")
             u = Signal(signed(w["y"]), name=f"u_{n}")
             value = o.payload.value[n]
+            wide = _data(1, f"unfit_{n}")
+            unfit.append(wide)
             m.d.comb += u.eq((t + 1) >> 1)
             with m.If(advance):
                 m.d.sync += [
@@ -262,7 +284,9 @@ class Datapath(wiring.Component):
                     prod_r3.eq(prod_r2),
                     y.eq(part + prod_r3),                            # stage 4
                     t.eq(y >> shift_m1),                             # stage 5
+                    wide.eq((y < lmin) | (y > lmax)),
                     value.eq(Mux(u < lo, lo, Mux(u > hi, hi, u))),   # stage 6
+                    o.payload.logit[n].eq(t[:LOGIT_BITS]),
                 ]
 
         # The flag travels with the result: OR over lanes in stage 2, then delayed.
@@ -271,18 +295,20 @@ class Datapath(wiring.Component):
             m.d.sync += [
                 ovf[0].eq(_any(overflow)),
                 *(ovf[s].eq(ovf[s - 1]) for s in range(1, len(ovf))),
-                o.payload.overflow.eq(ovf[-1]),
+                o.payload.overflow.eq(ovf[-1] | (self.raw & _any(unfit))),
             ]
         return m
 
     def model(self, psum, first, last, m, b, r, res, *, shift: int, out_bits: int,
-              out_signed: bool, has_residual: bool) -> tuple[np.ndarray, np.ndarray]:
+              out_signed: bool, has_residual: bool,
+              raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Bit-exact model of the results the block emits, in order: the contract's
-        :func:`~contract.arith.datapath_model` at this block's widths."""
+        :func:`~contract.arith.datapath_model` at this block's widths (``raw``: the values
+        are the ``logit`` field's)."""
         return datapath_model(psum, first, last, m, b, r, res, lanes=self.lanes,
                               acc_width=self.acc_width, psum_width=self.psum_width,
                               shift=shift, out_bits=out_bits, out_signed=out_signed,
-                              has_residual=has_residual)
+                              has_residual=has_residual, raw=raw)
 
 
 def _data(shape, name):

@@ -58,6 +58,8 @@ PROPERTIES = {
                      "the transfer sampled with HREADY high",
     "act_read": "an OKAY ACT read returns the addressed 32-bit slice of the buffer word "
                 "read from the transfer's address",
+    "logits_read": "an OKAY LOGITS read returns the logit the transfer addresses (its word "
+                   "index on the accelerator's logit read port)",
     "pulses": "a WO bit's accelerator input (START) pulses exactly in the last cycle of an "
               "OKAY write of 1 to it",
     "registers": "each RW register holds the last OKAY write to it; each W1C bit is set by "
@@ -73,6 +75,7 @@ COVERS = {
     "register_write": "an OKAY write to an RW register completes",
     "error_response": "the second cycle of an ERROR response",
     "act_read": "an OKAY ACT read completes (after its wait states)",
+    "logits_read": "an OKAY LOGITS read completes",
     "start": "START pulses",
     "irq": "the interrupt is raised",
     "long_stall": "our transfer is accepted as another slave's longest stall ends",
@@ -226,6 +229,7 @@ class SlaveHarness(wiring.Component):
             "register_write": write & (d_addr == rw.offset),
             "error_response": err1,
             "act_read": read & in_act,
+            "logits_read": read & self._inside(d_addr, rm.window("LOGITS")),
             "start": acc.start,
             "irq": self.irq,
             "long_stall": ~own & (stalled == self.stall) & bus.HSEL
@@ -261,7 +265,7 @@ class SlaveHarness(wiring.Component):
     def _windows(self, m, prop, d_addr, d_size, write, act_reading):
         rm, acc, wdata = self.regmap, self.accel, self.bus.HWDATA
         for w in rm.windows:
-            if w.name == "ACT":
+            if w.name in ("ACT", "LOGITS"):
                 continue
             port = w.name.lower()
             en = write & self._inside(d_addr, w)
@@ -293,6 +297,13 @@ class SlaveHarness(wiring.Component):
         prop("act_read", acc.act_r_addr == word, reading)
         prop("act_read", self.bus.HRDATA == data.word_select(piece, 32),
              reading & self.bus.HREADY)
+
+        # Logits window: word c is logit c, read with no wait state.
+        lw = rm.window("LOGITS")
+        reading = act_reading & self._inside(d_addr, lw)
+        index = (d_addr - lw.offset)[2:exact_log2(lw.size)]
+        prop("logits_read", (acc.logit_r_addr == index)
+             & (self.bus.HRDATA == acc.logit_r_data), reading)
 
     def _registers(self, m, prop, d_addr, write, read, slave):
         rm, acc, bus = self.regmap, self.accel, self.bus

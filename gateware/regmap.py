@@ -25,15 +25,17 @@ Address map
 The slave decodes ``addr_width`` bits of ``HADDR`` (the bits above are the interconnect's
 business: it drives ``HSEL``). From offset 0, in this order, each block aligned to its own
 size (a power of two), so every block is decoded by comparing the high address bits with a
-constant: the register block (``REG_BLOCK`` bytes), the layer-program window, the parameter
-window, the activation window and the weight window. Every address inside the slave's
+constant: the register block (``REG_BLOCK`` bytes), the layer-program window, the (small,
+read-only) logits window, the parameter window, the activation window and the weight window.
+Every address inside the slave's
 ``2 ** addr_width`` bytes that no register or window covers answers ERROR: nothing aliases.
 
 Bus rules (also in the generated document: :data:`BUS_RULES`)
 -------------------------------------------------------------
 Registers and the program, parameter and weight windows take 32-bit accesses only: those
 memories are written through 32-bit ports without byte enables and cannot be read back, so a
-narrower write could only be done as a read-modify-write the hardware cannot do. The
+narrower write could only be done as a read-modify-write the hardware cannot do; the logits
+window holds 32-bit logit registers and takes 32-bit reads only. The
 activation window takes byte, halfword and word accesses: its write port has one enable per
 activation lane, and every byte holds whole lanes (``a_bits`` is 1, 2, 4 or 8).
 """
@@ -264,8 +266,9 @@ class Window:
 
     def __post_init__(self):
         _check_name("Window", self.name)
-        if self.access not in (Access.RW, Access.WO):
-            raise ValueError(f"Window {self.name}: access must be RW or WO, not {self.access}")
+        if self.access not in (Access.RW, Access.WO, Access.RO):
+            raise ValueError(f"Window {self.name}: access must be RW, WO or RO, not "
+                             f"{self.access}")
         if not (_is_pow2(self.size) and self.offset % self.size == 0):
             raise ValueError(f"Window {self.name}: size {self.size:#x} must be a power of two "
                              f"and offset {self.offset:#x} a multiple of it")
@@ -397,7 +400,9 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
                int(c.adc_bits is not None)),
               ("RESIDUAL", 2, 1, "layers may add a residual tensor", 1),
               ("ACT_NARROW", 3, 1, "the activation window takes byte and halfword accesses",
-               1)),
+               1),
+              ("CLASSIFIER", 5, 1, "a raw last layer leaves its logits (LOGITS window) and "
+               "class (RESULT)", 1)),
         # Control and status.
         Register("CTRL", 0x040, WO, "Control (ERROR while busy)",
                  (Field("START", 0, 1, "1: run the program from descriptor 0",
@@ -432,6 +437,12 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("CYCLES_COMPUTE", 0x058, "Busy cycles in which some macro computed"),
               ("CYCLES_STALL", 0x05C, "Busy cycles in which no macro computed but one "
                "waited (for weights, or on backpressure)"))),
+        Register("RESULT", 0x064, RO, "Classifier result of the last run", (
+            Field("CLASS", 0, 16, "index of the first largest logit among the raw layer's "
+                  "out_channels", hw=Port("result_class")),
+            Field("VALID", 31, 1, "the last program ended, without an error, with a raw "
+                  "layer; cleared by START", hw=Port("result_valid")),
+        )),
     )
 
 
@@ -448,6 +459,10 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
     specs = (
         ("PROG", Access.WO, (4,), config.prog_words, 4,
          f"Layer program: descriptor n at word n * {DESC_WORDS} (compiler FIELDS)"),
+        # Small: after PROG it fits the gap PARAM's alignment leaves in the named maps.
+        ("LOGITS", Access.RO, (4,), 1 << ceil_log2(config.cols), 4,
+         "Logits of the last raw layer: logit c at word c, two's complement (0 from COLS "
+         "on)"),
         ("PARAM", Access.WO, (4,), config.param_words, 4,
          f"Requantization parameters: record n at word n * {PARAM_WORDS}"),
         ("ACT", Access.RW, (1, 2, 4), 2 * config.bank_words, 4 * act_slices,
@@ -477,17 +492,20 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
 # ---------------------------------------------------------------------------- generated files
 
 BUS_RULES = """\
-* Registers and the PROG, PARAM and WEIGHT windows take 32-bit accesses only: those memories
-  have 32-bit write ports without byte enables and no read port, so a narrower write would
-  need a read-modify-write the hardware cannot do. The ACT window takes byte, halfword and
-  word accesses (one write enable per activation lane; a byte holds whole lanes).
+* Registers and the PROG, PARAM, WEIGHT and LOGITS windows take 32-bit accesses only: those
+  memories have 32-bit write ports without byte enables and no read port, so a narrower
+  write would need a read-modify-write the hardware cannot do (LOGITS: 32-bit logit
+  registers, read only). The ACT window takes byte, halfword and word accesses (one write
+  enable per activation lane; a byte holds whole lanes).
 * ERROR response (two cycles: HREADYOUT low with HRESP high, then both high), and nothing
   changes, for: an address inside the slave that no register or window covers; HSIZE wider
   than the location takes, or than 32 bits; a misaligned address; a write to an RO
-  register; a read of a WO register or window; a write to CTRL, or any window access, while
-  STATUS.BUSY is set (or while a START written by the previous transfer takes effect).
-* Reserved register bits read 0 and ignore writes. Register accesses and window writes have
-  no wait states; an ACT read has two (the buffer RAM read from the registered address).
+  register or window; a read of a WO register or window; a write to CTRL, or any window
+  access, while STATUS.BUSY is set (or while a START written by the previous transfer takes
+  effect).
+* Reserved register bits read 0 and ignore writes. Register accesses, window writes and
+  LOGITS reads have no wait states; an ACT read has two (the buffer RAM read from the
+  registered address).
 * HBURST and HPROT are ignored (every beat carries its address); IDLE and BUSY transfers get
   the zero-wait OKAY response. HADDR bits at and above the address width are not decoded: the
   system decoder's HSEL covers them.

@@ -36,7 +36,8 @@ from gateware.accelerator import Accelerator, AccelError
 from gateware.cim_macro import DEFAULT_STYLE, STYLES
 from model import golden
 
-__all__ = ["FrameResult", "first_mismatch", "run_frame", "surviving_outputs", "write_port"]
+__all__ = ["FrameResult", "first_mismatch", "logits_mismatch", "run_frame", "surviving_outputs",
+           "write_port"]
 
 
 @dataclass
@@ -45,6 +46,8 @@ class FrameResult:
     layers: list[int]                   # cycles per layer, start to done
     status: dict = field(default_factory=dict)
     seconds: float = 0.0
+    logits: list[int] = field(default_factory=list)     # the logit registers (signed)
+    result: tuple[int, bool] = (0, False)               # (class, valid) at done
 
 
 async def write_port(ctx, dut, port, items):
@@ -116,6 +119,12 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
             await ctx.tick()
         for a, w in zip(out_addrs, got):
             mem[0, a] = [(w >> (ab * r)) & ((1 << ab) - 1) for r in range(R)]
+        # The classifier's registers (combinational reads).
+        res.result = (ctx.get(dut.result_class), bool(ctx.get(dut.result_valid)))
+        for c in range(cfg.cols):
+            ctx.set(dut.logit_r_addr, c)
+            v = ctx.get(dut.logit_r_data)
+            res.logits.append(v - (1 << 32) if v >> 31 else v)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -131,8 +140,9 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
 
 
 def surviving_outputs(program: compiler.Program) -> list[str]:
-    """Layers whose output words no later layer overwrites (those a frame can be checked on)."""
-    outs = [(n, program.buffers[n]) for n in program.names]
+    """Layers whose output words no later layer overwrites (those a frame can be checked on;
+    a raw layer writes none)."""
+    outs = [(n, program.buffers[n]) for n in program.names if n in program.buffers]
     keep = []
     for i, (name, a) in enumerate(outs):
         later = [b for _, b in outs[i + 1:]]
@@ -154,6 +164,18 @@ def first_mismatch(program, memory, env) -> str | None:
             _, c, y, x = bad[0]
             return (f"layer {name} channel {c} position ({y}, {x}): RTL {got[0, c, y, x]}, "
                     f"golden {want[0, c, y, x]} ({len(bad)} differ)")
+    return None
+
+
+def logits_mismatch(program, res: FrameResult, env) -> str | None:
+    """None if a raw program's logit registers equal the golden model's classifier output
+    and RESULT holds its argmax (valid), else a message."""
+    want = env[program.names[-1]][0]
+    got = res.logits[:len(want)]
+    if got != want.tolist():
+        return f"logits {got}, golden {want.tolist()}"
+    if res.result != (int(np.argmax(want)), True):
+        return f"RESULT (class, valid) {res.result}, golden class {int(np.argmax(want))}"
     return None
 
 
@@ -192,6 +214,8 @@ def main(argv=None) -> int:
         r = run_frame(program, env[program.input_name][0], preload_weights=True,
                       macro_style=args.macro_style, vcd=args.vcd if i == 0 else None)
         bad = first_mismatch(program, r.memory, env)
+        if bad is None and program.raw:
+            bad = logits_mismatch(program, r, env)
         total = sum(r.layers)
         print(f"image {i}: {total} cycles start to done, {r.seconds:.0f} s in the simulator, "
               f"status {r.status['code'].name}, "

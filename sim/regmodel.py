@@ -2,25 +2,27 @@
 
 :class:`SlaveModel` predicts, for any transfer, the response (OKAY or ERROR) and the read
 data, and tracks the state a transfer changes: the stored registers (``IRQ_ENABLE``,
-``IRQ_STATUS``), the activation window's bytes, and the interrupt line. It knows nothing of
-the slave's Verilog; the benches hold the two against each other.
+``IRQ_STATUS``), the activation window's bytes, the logits, and the interrupt line. It knows
+nothing of the slave's Verilog; the benches hold the two against each other.
 
 The accelerator's own state is outside the model. Registers it drives (``STATUS``, the cycle
 counters, the events in ``IRQ_STATUS``) hold still while it is idle: after reset the model
 predicts their reset values; a START makes them unknown (``None``) and whether the
 accelerator is busy too, until the bench says it is idle again (:meth:`SlaveModel.idle`);
 then the first read of each teaches the model its value (:meth:`SlaveModel.learn`) and later
-reads must agree. ``CYCLES_TOTAL`` counts every cycle from reset or START, idle or not
-(:mod:`gateware.accelerator`): two reads of it must differ by exactly the cycles between
-their data phases, and the first after a reset or a START cannot exceed the cycles since.
+reads must agree. The ``LOGITS`` window's words behave the same (0 after reset; unknown
+after a START until read while idle; words from ``cols`` on always read 0). ``CYCLES_TOTAL``
+counts every cycle from reset or START, idle or not (:mod:`gateware.accelerator`): two reads
+of it must differ by exactly the cycles between their data phases, and the first after a
+reset or a START cannot exceed the cycles since.
 
 The rules modelled are the ones :mod:`gateware.regmap` declares: decoding of the low
 ``addr_width`` bits of ``HADDR`` (the bits above are ignored), ERROR for unmapped addresses,
 sizes a location does not take, misaligned addresses, writes to RO and reads of WO
-locations, a write to an ``idle_only`` register or any window access while busy; RW registers
-keep the written value masked to their fields, W1C bits clear where a 1 is written, a 1
-written to a field declared ``Pulse("start")`` starts a run, and the interrupt follows each
-W1C register and its ``irq_enable`` register.
+locations, a write to an ``idle_only`` register or any window access while busy; RW
+registers keep the written value masked to their fields, W1C bits clear where a 1 is
+written, a 1 written to a field declared ``Pulse("start")`` starts a run, and the interrupt
+follows each W1C register and its ``irq_enable`` register.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class SlaveModel:
         self.values: dict[str, int | None] = {r.name: r.reset for r in regmap.registers}
         self.act: dict[int, int] = {}     # window byte offset -> byte, where known
         self.busy: bool | None = False    # None: unknown (a run may be in progress)
+        self.logits: dict[int, int | None] = dict.fromkeys(range(cfg.cols), 0)
         # Free-running counters: (value, cycle) of the last read, None before one.
         self.counts: dict[str, tuple[int, int] | None] = {n: None for n in FREE_RUNNING}
 
@@ -93,6 +96,7 @@ class SlaveModel:
         self.values = {r.name: r.reset for r in self.rm.registers}
         self.busy = False
         self.counts = dict.fromkeys(FREE_RUNNING)
+        self.logits = dict.fromkeys(self.logits, 0)
 
     def started(self) -> None:
         """A START was written: the accelerator's registers, busy state and activation
@@ -100,6 +104,7 @@ class SlaveModel:
         self.busy = None
         self.act.clear()
         self.counts = dict.fromkeys(FREE_RUNNING)
+        self.logits = dict.fromkeys(self.logits)
         for name in self.volatile:
             self.values[name] = None
 
@@ -108,7 +113,11 @@ class SlaveModel:
         self.busy = False
 
     def learn(self, name: str, value: int) -> None:
-        """The value of an accelerator-driven register, read while idle."""
+        """The value of an accelerator-driven register, or of logit word ``LOGITS:<c>``, read
+        while idle."""
+        if name.startswith("LOGITS:"):
+            self.logits[int(name[7:])] = value & 0xFFFF_FFFF
+            return
         self.values[name] = value & self.rm.register(name).mask
 
     def decode(self, addr: int) -> Decoded:
@@ -180,6 +189,12 @@ class SlaveModel:
                 self.started()
             return Expect(want)
         w = d.window
+        if w.name == "LOGITS":           # read only: the accelerator's logit registers
+            word = (d.offset - w.offset) // 4
+            value = self.logits.get(word, 0)
+            if value is None:
+                return Expect(want, learn=f"LOGITS:{word}")
+            return Expect(want, value, 0xFFFF_FFFF)
         if w.name != "ACT":
             return Expect(want)          # write-only memories: nothing to read back
         rel = d.offset - w.offset

@@ -109,3 +109,30 @@ def test_free_running_counter(model):
     model.started()
     board(obs(reg.offset, False, OKAY, rdata=5, end=40))
     assert len(fails) == 2
+
+
+def test_logits_window(model):
+    """LOGITS: 32-bit reads only, no writes, ERROR while busy; 0 after reset, unknown after
+    a START until a read while idle teaches each word, which later reads must agree with."""
+    fails = []
+    board = Scoreboard(model, fails.append)
+    lw, cols = model.rm.window("LOGITS"), model.rm.config.cols
+    assert lw.access is Access.RO and lw.words >= cols
+    assert model.response(lw.offset, False, 2) == OKAY
+    for write, size in ((True, 2), (False, 0), (False, 1)):
+        assert model.response(lw.offset, write, size) == ERROR
+    board(obs(lw.offset + 4, False, OKAY, rdata=0))
+    board(obs(lw.offset + 4, False, OKAY, rdata=1))            # after reset: 0
+    assert len(fails) == 1
+    model.started()
+    assert model.response(lw.offset, False, 2) is None
+    model.busy = True
+    assert model.response(lw.offset, False, 2) == ERROR
+    model.idle()
+    board(obs(lw.offset + 4, False, OKAY, rdata=0xFFFF_FFF0))  # learnt: -16
+    board(obs(lw.offset + 4, False, OKAY, rdata=0xFFFF_FFF0))
+    assert len(fails) == 1
+    board(obs(lw.offset + 4, False, OKAY, rdata=0))
+    assert len(fails) == 2
+    if lw.words > cols:                                         # past cols: always 0
+        assert model.apply(lw.offset + 4 * cols, False, 2).rdata == 0

@@ -9,13 +9,20 @@ from amaranth.sim import Simulator
 
 import compiler
 from compiler import cycles
+from contract import program as fmt
 from contract.arith import weight_qmax
 from contract.config import A_BITS, W_BITS, HwConfig, get_config
 from contract.program import Descriptor
 from gateware.accelerator import Accelerator, AccelError
 from model import data, export, golden
 from model.testnets import random_net, small_specs
-from sim.accel_pysim import first_mismatch, run_frame, surviving_outputs, write_port
+from sim.accel_pysim import (
+    first_mismatch,
+    logits_mismatch,
+    run_frame,
+    surviving_outputs,
+    write_port,
+)
 from sim.seed import test_seed
 
 SEED = test_seed()
@@ -291,3 +298,79 @@ def test_max_pooling_exact(tmp_path):
         assert np.array_equal(got[name], env[name]), name
     _check(model, program, xs[0], SEED, macro_style="behavioral", preload_weights=True,
            max_cycles=200_000)
+
+
+def _classifier_net(path, tie: bool, classes: int = 6, last_bits: int = 4):
+    """A small random digits CNN (8x8 input, 16 channels) whose global average pooling and
+    classifier (``classes`` classes, ``last_bits`` weights) run on the accelerator: the
+    compiler lowers them to one raw layer (6 of tiny's 8 columns by default). ``tie``:
+    classes 1 and 4 get the same weights and a bias that makes them the largest logits,
+    equal (the first must win)."""
+    spec = dataclasses.replace(small_specs(4, 4)[2], width=0.5, num_classes=classes,
+                               last_bits=last_bits)
+    net, x = random_net(spec, SEED, batch=1)
+    manifest, arrays = export.to_manifest(net)
+    for n in manifest["nodes"]:
+        if n["name"] in ("avgpool", "fc"):
+            n["where"] = "accel"
+    if tie:
+        w, b = arrays["fc/weight"], arrays["fc/bias"]
+        w[4] = w[1]
+        logits = golden.run(golden.IntModel(manifest, arrays), x.numpy())["fc"][0]
+        b[1] += logits.max() - logits[1] + 50
+        b[4] = b[1]
+    return golden.load(export.save(path, manifest, arrays)), x.numpy()[0]
+
+
+# tiny with 8-bit classifier weights: three weight slices on the W4 array, 12 bit-planes.
+TINY_P12 = HwConfig(name="tiny_p12", rows=16, cols=8, w_bits=4, a_bits=4, macros=2,
+                    max_planes=12, acc_width=32)
+
+
+@pytest.mark.parametrize("tie,classes,last_bits,cfg", [
+    (False, 6, 4, TINY), (True, 6, 4, TINY), (False, 8, 8, TINY_P12)],
+    ids=["random", "tie", "wide_full"])
+def test_classifier_exact(tmp_path, tie, classes, last_bits, cfg):
+    """Global average pooling + classifier on the accelerator, as one raw last layer: the
+    logit registers equal the golden model's classifier output and the compiler's functional
+    model bit for bit (negative ones included), the class is their argmax (the first of equal
+    largest logits), the columns past the classes stay out of it, and every layer takes
+    exactly the cycles of the cycle model. Also with 8-bit classifier weights (three weight
+    slices) and as many classes as columns."""
+    model, x = _classifier_net(tmp_path / "net.npz", tie, classes, last_bits)
+    program = compiler.compile_model(model, cfg)
+    d = program.descriptors[-1]
+    assert program.raw and d.raw and d.last and d.out_channels == classes <= cfg.cols
+    assert d.w_bits == last_bits
+    env = golden.run(model, x[None])
+    want = env["fc"][0]
+    xin = env[program.input_name][0]
+    assert np.array_equal(compiler.execute(program, xin[None])["fc"][0], want)
+    assert (want < 0).any() and (want > 0).any(), want
+    if tie:
+        assert want[1] == want[4] == want.max(), want
+    res = _check(model, program, x, SEED, macro_style="behavioral", preload_weights=True)
+    assert res.logits[:classes] == want.tolist(), (res.logits, want)
+    assert res.result == (int(np.argmax(want)), True), (res.result, want)
+    assert logits_mismatch(program, res, env) is None
+    assert res.result[0] == (1 if tie else res.result[0])
+    analytic = cycles.network_cycles(program)
+    assert res.layers == [a.cycles for a in analytic], (res.layers, analytic)
+
+
+def test_classifier_overflow(tmp_path):
+    """A hand-made raw layer whose ``acc * M + B`` leaves 32 bits (one channel's M and B at
+    their extremes): the accelerator stops with OVERFLOW and RESULT stays invalid, where the
+    functional model raises LayerOverflow: nothing is wrapped into a logit."""
+    model, x = _classifier_net(tmp_path / "net.npz", False)
+    program = compiler.compile_model(model, TINY)
+    d = program.descriptors[-1]
+    m, b, r = fmt.unpack_params(program.param_image.reshape(-1, fmt.PARAM_WORDS))
+    m[d.param_base + 3], b[d.param_base + 3] = (1 << 15) - 1, 1 << 40
+    program.param_image = fmt.pack_params(m, b, r).reshape(-1)
+    xin = golden.run(model, x[None])[program.input_name][0]
+    with pytest.raises(compiler.LayerOverflow, match="layer 4"):
+        compiler.execute(program, xin[None])
+    res = run_frame(program, xin, macro_style="behavioral", preload_weights=True)
+    assert res.status["error"] and res.status["code"] == AccelError.OVERFLOW, res.status
+    assert res.result[1] is False

@@ -569,12 +569,12 @@ def test_new_register_is_one_declaration():
     when ``busy`` rises is sticky, ignores 0, clears on 1 and raises IRQ through its own
     ``irq_enable`` register (the map's IRQ_ENABLE stays 0)."""
     rm = _with(
-        Register("RUN", 0x060, Access.RO, "Live run state", (
+        Register("RUN", 0x100, Access.RO, "Live run state", (
             Field("LAYER", 0, 8, "descriptor being run", hw=Port("layer")),
             Field("BUSY", 31, 1, "running", hw=Port("busy")))),
-        Register("EVENTS", 0x064, Access.W1C, "Sticky events", (
+        Register("EVENTS", 0x104, Access.W1C, "Sticky events", (
             Field("STARTED", 3, 1, "a run began", hw=Rise("busy")),), irq_enable="EVENTS_EN"),
-        Register("EVENTS_EN", 0x068, Access.RW, "Event interrupt enables", (
+        Register("EVENTS_EN", 0x108, Access.RW, "Event interrupt enables", (
             Field("STARTED", 3, 1, "interrupt on EVENTS.STARTED"),)))
     run, ev, en = (rm.register(n) for n in ("RUN", "EVENTS", "EVENTS_EN"))
     started = ev.field("STARTED").mask
@@ -620,7 +620,7 @@ def test_binding_errors(hw, field, message):
     """A declaration bound to a port the accelerator lacks, or one of the wrong direction or
     width, or driven twice, is refused when the slave is built, naming the register."""
     access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO}[type(hw)]
-    rm = _with(Register("NEW", 0x060, access, "new", (Field(*field, "f", hw=hw),)))
+    rm = _with(Register("NEW", 0x100, access, "new", (Field(*field, "f", hw=hw),)))
     with pytest.raises(ValueError, match=message):
         CIMSlave(regmap=rm, accel=Accelerator(config=TINY).signature)
 
@@ -751,3 +751,77 @@ def test_digits_over_bus():
         bad = np.argwhere(out != env[name])
         check(not len(bad), SEED, f"layer {name}: {len(bad)} values differ, first at "
               f"{bad[:1].tolist()}")
+
+
+def test_classifier_over_bus(tmp_path):
+    """A network ending in global average pooling + classifier on the accelerator (a raw
+    last layer) over the bus: RESULT reads 0 before a run; while it runs RESULT.VALID reads 0
+    and the LOGITS window answers ERROR; at the end RESULT holds the golden model's class
+    (two equal largest logits: the first) with VALID, and LOGITS word c the golden logit c
+    (two's complement). LOGITS takes 32-bit reads only, and no writes. A second START clears
+    VALID until that run ends (the same input: the same RESULT)."""
+    from tests.test_accelerator import _classifier_net
+    rng = random.Random(SEED)
+    model, x = _classifier_net(tmp_path / "net.npz", tie=True)
+    program = compiler.compile_model(model, TINY)
+    assert program.raw
+    env = golden.run(model, x[None])
+    want = env["fc"][0]
+    top = CIMTop(config=TINY)
+    rm = top.regmap
+    ab, R = TINY.a_bits, TINY.rows
+    win = {w.name: w for w in rm.windows}
+    logits, result = win["LOGITS"], rm.register("RESULT")
+    valid, klass = result.field("VALID").mask, result.field("CLASS").mask
+    off = {r.name: r.offset for r in rm.registers}
+    src = program.buffers[program.input_name]
+    mem = np.zeros((1, 2 * program.bank_words, R), np.int64)
+    compiler.write_tensor(mem, src.base, env[program.input_name], ab, ab)
+    act = [wr(win["ACT"].offset + (src.base + a) * win["ACT"].word_bytes + 4 * s,
+              sum(int(v) << ab * r for r, v in enumerate(mem[0, src.base + a])) >> 32 * s
+              & 0xFFFF_FFFF) for a in range(src.words) for s in range(rm.act_slices)]
+    loads = [wr(win[w].offset + 4 * i, int(v)) for w, words in (
+        ("PROG", program.program_words()), ("WEIGHT", program.weight_image),
+        ("PARAM", program.param_image)) for i, v in enumerate(words)] + act
+
+    async def run(ctx):
+        """START, then RESULT and a LOGITS read while busy; wait for the end."""
+        res = await ahb(ctx, top, [wr(off["CTRL"], 1), rd(off["RESULT"]),
+                                   rd(logits.offset + 4)], rng)
+        assert res[0].ok and res[1].ok and res[1].rdata & valid == 0, res[1].rdata
+        assert res[2].error, res[2].trace
+        for _ in range(100_000):
+            if ctx.get(top.IRQ):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError("no interrupt")
+
+    async def tb(ctx):
+        res = await ahb(ctx, top, loads, rng)
+        check(all(r.ok for r in res), SEED, [r for r in res if not r.ok][:3])
+        (before,) = await ahb(ctx, top, [rd(off["RESULT"])], rng)
+        assert before.ok and before.rdata == 0
+        await ahb(ctx, top, [wr(off["IRQ_ENABLE"], 0b01)], rng)
+        for again in range(2):
+            if again:       # the network's later layers overwrite the input: write it again
+                assert all(r.ok for r in await ahb(ctx, top, act, rng))
+            await run(ctx)
+            res = await ahb(ctx, top, [rd(off["STATUS"]), rd(off["RESULT"])]
+                            + [rd(logits.offset + 4 * c) for c in range(TINY.cols)]
+                            + [wr(logits.offset, 1), rd(logits.offset, 1),
+                               rd(logits.offset + 2, 2), wr(off["RESULT"], 0),
+                               wr(off["IRQ_STATUS"], 0b11)], rng)
+            status, res_reg, *words = [r.rdata for r in res[:2 + TINY.cols]]
+            assert status & rm.register("STATUS").field("ERROR").mask == 0, hex(status)
+            assert res_reg == valid | 1, hex(res_reg)       # the first of the tied classes
+            assert res_reg & klass == int(np.argmax(want)) == 1
+            got = [w - (1 << 32) if w >> 31 else w for w in words]
+            check(got[:len(want)] == want.tolist(), SEED, (got, want))
+            assert all(r.ok and r.waits == 0 for r in res[:2 + TINY.cols])
+            assert all(r.error for r in res[2 + TINY.cols:-1]), "LOGITS/RESULT misuse"
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()

@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from contract.arith import (
     BIAS_BITS,
+    LOGIT_BITS,
     MAX_SHIFT,
     MULT_BITS,
     RES_MULT_BITS,
@@ -210,12 +211,18 @@ def simulate(dut, layers, *, seed, p_idle, p_ready):
     assert not timed_out, f"seed {seed}: {len(received)} of {expected[-1]} results arrived"
     assert not extra, f"seed {seed}: {len(extra)} results more than sent"
     lanes = dut.lanes
-    v0, o0 = dut.out_layout["value"].offset, dut.out_layout["overflow"].offset
-    vals = np.array([[_sext(bits >> (v0 + VALUE_BITS * n), VALUE_BITS) for n in range(lanes)]
-                     for bits in received], dtype=np.int64).reshape(-1, lanes)
+    o0 = dut.out_layout["overflow"].offset
     ovf = np.array([bool(bits >> o0 & 1) for bits in received], dtype=bool)
     split = [0, *expected]
-    return [(vals[a:z], ovf[a:z]) for a, z in zip(split, split[1:])]
+    out = []
+    for (config, _), a, z in zip(layers, split, split[1:]):
+        # A raw layer's results are the logits, any other's the requantized values.
+        name, width = ("logit", LOGIT_BITS) if config.get("raw") else ("value", VALUE_BITS)
+        v0 = dut.out_layout[name].offset
+        vals = np.array([[_sext(bits >> (v0 + width * n), width) for n in range(lanes)]
+                         for bits in received[a:z]], dtype=np.int64).reshape(-1, lanes)
+        out.append((vals, ovf[a:z]))
+    return out
 
 
 def _sext(v, width):
@@ -227,7 +234,8 @@ def check_layers(dut, layers, outs, seed):
     for i, ((config, beats), (vals, ovf)) in enumerate(zip(layers, outs)):
         want, want_ovf = model_of(dut, beats, config)
         assert vals.shape == want.shape, f"seed {seed} layer {i}: {len(vals)} results"
-        bad = np.argwhere(vals != want)
+        # An overflowing raw result's logits are unspecified (the error stops the program).
+        bad = np.argwhere((vals != want) & ~(want_ovf[:, None] & bool(config.get("raw"))))
         assert not len(bad), (f"seed {seed} layer {i} {config}: result {tuple(bad[0])} is "
                               f"{vals[tuple(bad[0])]}, model {want[tuple(bad[0])]}")
         assert np.array_equal(ovf, want_ovf), f"seed {seed} layer {i}: overflow flags differ"
@@ -373,6 +381,57 @@ def test_rtl_flags_accumulator_overflow():
     outs = simulate(dut, [(config, beats)], seed=seed, p_idle=0.2, p_ready=0.7)
     check_layers(dut, [(config, beats)], outs, seed)
     assert 0 < outs[0][1].sum() < len(outs[0][1])
+
+
+def raw_beats(rng, dut, results, max_tiles):
+    """Beats of a raw (classifier) layer: ``y = acc * M + B`` mostly inside 32 bits, some
+    exactly on its limits, some one past them (overflow), and some with M over its whole
+    range."""
+    lanes = dut.lanes
+    tiles = ints(rng, 1, max_tiles, results)
+    beats = int(tiles.sum())
+    ends = np.cumsum(tiles) - 1
+    first, last = np.zeros(beats, bool), np.zeros(beats, bool)
+    first[ends - tiles + 1], last[ends] = True, True
+    lim = min(srange(dut.psum_width)[1], srange(dut.acc_width)[1] // max_tiles)
+    psum = ints(rng, -lim, lim, (beats, lanes))
+    u = rng.random((beats, lanes))
+    m = np.where(u < 0.6, 1, np.where(u < 0.95, ints(rng, -300, 300, (beats, lanes)),
+                                      ints(rng, M_MIN, M_MAX, (beats, lanes))))
+    b = ints(rng, -(1 << 20), 1 << 20, (beats, lanes))
+    acc = np.add.reduceat(psum, ends - tiles + 1, axis=0)
+    lo, hi = srange(LOGIT_BITS)
+    target = rng.choice([lo, hi, lo - 1, hi + 1, 0, -12345, 777], (results, lanes))
+    pick = rng.random((results, lanes)) < 0.15      # rare, so most results fit
+    tied = np.where(pick, target - acc * m[ends], b[ends])
+    b[ends] = np.where((tied >= B_MIN) & (tied <= B_MAX), tied, b[ends])
+    return dict(psum=psum, first=first, last=last, m=m, b=b, r=np.zeros_like(m),
+                res=np.zeros_like(m))
+
+
+def test_rtl_raw_logits_and_overflow():
+    """Raw mode between two normal layers: the logits are ``acc * M + B`` bit for bit, a
+    ``y`` past 32 signed bits (one past either limit) sets ``overflow`` and one on a limit does
+    not; the normal layers around it are unchanged."""
+    seed = 15
+    rng = np.random.default_rng(seed)
+    dut = Datapath(lanes=3, acc_width=24, psum_width=20)
+    raw = dict(shift=0, out_bits=0, out_signed=False, has_residual=False, raw=True)
+    layers = []
+    for config in (dict(random_config(rng, False), raw=False), raw,
+                   dict(random_config(rng, True), raw=False)):
+        beats = (raw_beats(rng, dut, 60, 3) if config["raw"] else
+                 make_beats(rng, dut, 30, max_tiles=3, config=config))
+        layers.append((config, beats))
+    outs = simulate(dut, layers, seed=seed, p_idle=0.2, p_ready=0.7)
+    check_layers(dut, layers, outs, seed)
+    logits, ovf = outs[1]
+    assert 0 < ovf.sum() < len(ovf) // 2, ovf
+    ok = logits[~ovf]
+    lo, hi = srange(LOGIT_BITS)
+    assert (ok == lo).any() and (ok == hi).any() and (ok < 0).any(), "limits not reached"
+    y = exact_y(layers[1][1], dict(has_residual=False))
+    assert np.array_equal(ovf, ((y < lo) | (y > hi)).any(axis=1))
 
 
 def test_rtl_latency_throughput_and_stall():

@@ -55,6 +55,8 @@ typedef struct {
     __IM  uint32_t CYCLES_BUSY;         /* 0x054 RO  Cycles busy since START */
     __IM  uint32_t CYCLES_COMPUTE;      /* 0x058 RO  Busy cycles in which some macro computed */
     __IM  uint32_t CYCLES_STALL;        /* 0x05C RO  Busy cycles in which no macro computed but one waited (for weights, or on backpressure) */
+    uint32_t       RESERVED1[1];        /* 0x060-0x060 */
+    __IM  uint32_t RESULT;              /* 0x064 RO  Classifier result of the last run */
 } CIM_TypeDef;
 
 /* Base address of the slave (reference memory map; -DCIM_BASE=... for another). */
@@ -129,6 +131,8 @@ typedef struct {
 #define CIM_CAPS_RESIDUAL_Msk                (0x00000001UL << CIM_CAPS_RESIDUAL_Pos)
 #define CIM_CAPS_ACT_NARROW_Pos              3u
 #define CIM_CAPS_ACT_NARROW_Msk              (0x00000001UL << CIM_CAPS_ACT_NARROW_Pos)
+#define CIM_CAPS_CLASSIFIER_Pos              5u
+#define CIM_CAPS_CLASSIFIER_Msk              (0x00000001UL << CIM_CAPS_CLASSIFIER_Pos)
 #define CIM_CTRL_OFFSET                      0x040u
 #define CIM_CTRL_START_Pos                   0u
 #define CIM_CTRL_START_Msk                   (0x00000001UL << CIM_CTRL_START_Pos)
@@ -172,6 +176,12 @@ typedef struct {
 #define CIM_CYCLES_STALL_COUNT_Pos           0u
 #define CIM_CYCLES_STALL_COUNT_Msk           (0xFFFFFFFFUL << CIM_CYCLES_STALL_COUNT_Pos)
 #define CIM_CYCLES_STALL_RESET               0x00000000u
+#define CIM_RESULT_OFFSET                    0x064u
+#define CIM_RESULT_CLASS_Pos                 0u
+#define CIM_RESULT_CLASS_Msk                 (0x0000FFFFUL << CIM_RESULT_CLASS_Pos)
+#define CIM_RESULT_VALID_Pos                 31u
+#define CIM_RESULT_VALID_Msk                 (0x00000001UL << CIM_RESULT_VALID_Pos)
+#define CIM_RESULT_RESET                     0x00000000u
 
 /* STATUS.ERROR_CODE values (gateware.accelerator.AccelError). */
 #define CIM_STATUS_ERROR_CODE_NONE           0u
@@ -327,6 +337,9 @@ typedef struct {
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
 #define CIM_WIN_PROG_SIZE           0x00000400UL
 #define CIM_WIN_PROG_WORDS          256u
+#define CIM_WIN_LOGITS_OFFSET       0x00001400UL
+#define CIM_WIN_LOGITS_SIZE         0x00000020UL
+#define CIM_WIN_LOGITS_WORDS        8u
 #define CIM_WIN_PARAM_OFFSET        0x00004000UL
 #define CIM_WIN_PARAM_SIZE          0x00004000UL
 #define CIM_WIN_PARAM_WORDS         4096u
@@ -349,7 +362,7 @@ typedef struct {
 #define CIM_CFG_LIMITS_RESET        0x00100040u
 #define CIM_CFG_MAX_PIXELS_RESET    0x00000400u
 #define CIM_CFG_LAYOUT_RESET        0x0002040Au
-#define CIM_CAPS_RESET              0x0000000Du
+#define CIM_CAPS_RESET              0x0000002Du
 #else /* CIM_CONFIG_DEFAULT */
 #define CIM_CFG_NAME                "default"
 #define CIM_CFG_ROWS                64u
@@ -377,6 +390,9 @@ typedef struct {
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
 #define CIM_WIN_PROG_SIZE           0x00001000UL
 #define CIM_WIN_PROG_WORDS          1024u
+#define CIM_WIN_LOGITS_OFFSET       0x00002000UL
+#define CIM_WIN_LOGITS_SIZE         0x00000100UL
+#define CIM_WIN_LOGITS_WORDS        64u
 #define CIM_WIN_PARAM_OFFSET        0x00010000UL
 #define CIM_WIN_PARAM_SIZE          0x00010000UL
 #define CIM_WIN_PARAM_WORDS         16384u
@@ -399,7 +415,7 @@ typedef struct {
 #define CIM_CFG_LIMITS_RESET        0x00100040u
 #define CIM_CFG_MAX_PIXELS_RESET    0x00000400u
 #define CIM_CFG_LAYOUT_RESET        0x0008040Au
-#define CIM_CAPS_RESET              0x0000000Du
+#define CIM_CAPS_RESET              0x0000002Du
 #endif
 
 #ifdef __cplusplus

@@ -1,6 +1,7 @@
 """The accelerator's layer sequencer, one component per unit (``gateware/README.md`` draws
 how :class:`~gateware.accelerator.Accelerator` connects them)."""
 
+from .classifier import Classifier
 from .collector import Collector
 from .fetcher import Fetcher
 from .issuer import Issuer
@@ -11,5 +12,5 @@ from .pooler import Pooler
 from .residual import ResidualReader
 from .writer import Writer
 
-__all__ = ["AccelError", "Collector", "Fetcher", "IssueSignature", "Issuer", "LayerSignature",
-           "MacroUnit", "Pooler", "ResidualReader", "WeightLoader", "Writer"]
+__all__ = ["AccelError", "Classifier", "Collector", "Fetcher", "IssueSignature", "Issuer",
+           "LayerSignature", "MacroUnit", "Pooler", "ResidualReader", "WeightLoader", "Writer"]
