@@ -37,9 +37,17 @@ per ``a_bits`` activation) of the word at a global buffer address (``bank * bank
 offset``), so a 32-bit bus write touches only its own lanes. ``act_r_addr`` -> ``act_r_data`` /
 ``act_r_valid``: while not busy, the word at ``act_r_addr`` appears ``ActivationBuffer.latency``
 (2) cycles later.
+
+Image buffer (configurations with ``image_channels > 0``): ``img_w_*`` writes a 32-bit word
+at a word address of the ``IMAGE`` window (:mod:`gateware.image`), also while busy: the slot
+``image_slot`` chosen at ``start`` (``image_active`` while busy) is the one the program's
+im2col layer reads, and a write to it while busy is dropped (the bus slave answers it with
+ERROR), so software fills the other slot while a frame runs.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal
 from amaranth.lib import wiring
@@ -53,11 +61,13 @@ from contract.program import DESC_WORDS, PARAM_WORDS, beat_words
 from .actbuf import ActivationBuffer
 from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .datapath import Datapath
+from .image import ImageBuffer, image_slot_bytes, image_window_bytes
 from .ram import RAM
 from .sequencer import (
     AccelError,
     Collector,
     Fetcher,
+    Im2col,
     Issuer,
     MacroUnit,
     Pooler,
@@ -129,6 +139,8 @@ class Accelerator(wiring.Component):
     cycles_total, cycles_busy, cycles_compute, cycles_stall : ``Out(32)``
     prog_w_addr / prog_w_data / prog_w_en, weight_w_*, param_w_*: 32-bit write ports.
     act_w_addr / act_w_data / act_w_mask / act_w_en, act_r_addr / act_r_data / act_r_valid.
+    img_w_addr / img_w_data / img_w_en, image_slot : ``In(1)``, image_active : ``Out(1)``:
+        the image buffer (only with ``image_channels > 0``; module docstring).
     """
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
@@ -175,7 +187,13 @@ class Accelerator(wiring.Component):
         self.max_pixels = max_pixels
         R, ab = config.rows, config.a_bits
         self.act_addr_width = ceil_log2(2 * bank_words)
+        image = {}
+        if config.image_channels:
+            image = {"img_w_addr": In(ceil_log2(image_window_bytes(config)) - 2),
+                     "img_w_data": In(32), "img_w_en": In(1),
+                     "image_slot": In(1), "image_active": Out(1)}
         super().__init__({
+            **image,
             "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
             "error_code": Out(AccelError), "layer": Out(8),
             "cycles_total": Out(32), "cycles_busy": Out(32), "cycles_compute": Out(32),
@@ -259,6 +277,7 @@ class Accelerator(wiring.Component):
                                               param_rows=param_rows,
                                               result_layout=dp.out_layout)
         m.submodules.pooler = pooler = Pooler(rows=R, a_bits=ab, addr_width=baw)
+        im2col = self._image(m, issuer, baw)
         units = []
         for i, mac in enumerate(macros):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
@@ -296,7 +315,7 @@ class Accelerator(wiring.Component):
         desc = issuer.ctrl.desc
         m.d.comb += [fetcher.go.eq(issuer.go), loader.go.eq(issuer.go),
                      issuer.start.eq(self.start),
-                     issuer.layer_done.eq(writer.layer_done | pooler.done),
+                     issuer.layer_done.eq(writer.layer_done | pooler.done | im2col.done),
                      pooler.start.eq(issuer.pool_start), pooler.desc.eq(issuer.ctrl.desc),
                      issuer.overrun.eq(collector.overrun), issuer.overflow.eq(writer.overflow),
                      dp.shift.eq(desc.shift), dp.out_bits.eq(desc.out_bits),
@@ -308,7 +327,10 @@ class Accelerator(wiring.Component):
         # ------------------------------------------------------------ bus ports
         # The buffer's write port: the writer's while busy, the bus's otherwise.
         aws = act.w_stream
-        with m.If(pooler.busy):
+        with m.If(im2col.busy):
+            m.d.comb += [aws.valid.eq(im2col.write.valid), aws.payload.eq(im2col.write.payload),
+                         act.write_bank.eq(im2col.bank)]
+        with m.Elif(pooler.busy):
             m.d.comb += [aws.valid.eq(pooler.write.valid), aws.payload.eq(pooler.write.payload),
                          act.write_bank.eq(pooler.bank)]
         with m.Elif(issuer.busy):
@@ -337,6 +359,25 @@ class Accelerator(wiring.Component):
                          self.cycles_stall.eq(self.cycles_stall + (issuer.busy & ~computing
                                                                    & issuer.waiting))]
         return m
+
+    def _image(self, m, issuer, baw):
+        """The image buffer, its bus port and slot latch, and the im2col unit; without an
+        image buffer a stand-in whose ``busy`` and ``done`` are 0."""
+        cfg = self.config
+        if not cfg.image_channels:
+            return SimpleNamespace(busy=Const(0), done=Const(0))
+        m.submodules.image = img = ImageBuffer(config=cfg)
+        m.submodules.im2col = unit = Im2col(config=cfg, addr_width=baw)
+        with m.If(issuer.go):
+            m.d.sync += self.image_active.eq(self.image_slot)
+        # A word's slot: below or above the first byte of slot 1.
+        slot = (self.img_w_addr << 2) >= image_slot_bytes(cfg)
+        m.d.comb += [img.w_addr.eq(self.img_w_addr), img.w_data.eq(self.img_w_data),
+                     img.w_en.eq(self.img_w_en & ~(issuer.busy & (slot == self.image_active))),
+                     unit.start.eq(issuer.im2col_start), unit.desc.eq(issuer.ctrl.desc),
+                     unit.slot.eq(self.image_active)]
+        connect(m, unit.image, img.read)
+        return unit
 
     def _macro(self, m, i):
         """Macro ``i``: a submodule, or an instance of the macro module (``macro_module``)."""

@@ -3,6 +3,7 @@ how :class:`~gateware.accelerator.Accelerator` connects them)."""
 
 from .collector import Collector
 from .fetcher import Fetcher
+from .im2col import Im2col
 from .issuer import Issuer
 from .layer import AccelError, IssueSignature, LayerSignature
 from .loader import WeightLoader
@@ -11,5 +12,5 @@ from .pooler import Pooler
 from .residual import ResidualReader
 from .writer import Writer
 
-__all__ = ["AccelError", "Collector", "Fetcher", "IssueSignature", "Issuer", "LayerSignature",
-           "MacroUnit", "Pooler", "ResidualReader", "WeightLoader", "Writer"]
+__all__ = ["AccelError", "Collector", "Fetcher", "Im2col", "IssueSignature", "Issuer",
+           "LayerSignature", "MacroUnit", "Pooler", "ResidualReader", "WeightLoader", "Writer"]
