@@ -327,3 +327,14 @@ def test_im2col_exact(tmp_path, arch, channels, size, K, slot):
                  image_slot=slot)
     analytic = cycles.network_cycles(program)
     assert res.layers == [a.cycles for a in analytic], (res.layers, analytic)
+    # The im2col layer alone (later layers overwrite its output; the 1x1 convolution's zero
+    # weights would hide a wrong lane past k): every lane against the functional model.
+    alone = dataclasses.replace(program, names=program.names[:1], descriptors=[
+        dataclasses.replace(program.descriptors[0], last=1)])
+    res = run_frame(alone, xs[0], macro_style="behavioral", preload_weights=True,
+                    image_slot=slot)
+    want = compiler.execute(alone, xs[:1])
+    assert want[alone.names[0]].any()
+    bad = first_mismatch(alone, res.memory, want)
+    assert bad is None, f"seed {SEED}: {bad}"
+    assert res.layers == [a.cycles for a in cycles.network_cycles(alone)]
