@@ -110,7 +110,7 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
             await write_port(ctx, dut, port, enumerate(words))
         await write_port(ctx, dut, "act", in_words.items())
         if program.image:
-            await write_port(ctx, dut, "img", img_words.items())
+            await write_port(ctx, dut, "image", img_words.items())
             ctx.set(dut.image_slot, image_slot)
         ctx.set(dut.start, 1)
         await ctx.tick()

@@ -569,7 +569,7 @@ def test_new_register_is_one_declaration():
     when ``busy`` rises is sticky, ignores 0, clears on 1 and raises IRQ through its own
     ``irq_enable`` register (the map's IRQ_ENABLE stays 0)."""
     rm = _with(
-        Register("RUN", 0x060, Access.RO, "Live run state", (
+        Register("RUN", 0x070, Access.RO, "Live run state", (
             Field("LAYER", 0, 8, "descriptor being run", hw=Port("layer")),
             Field("BUSY", 31, 1, "running", hw=Port("busy")))),
         Register("EVENTS", 0x064, Access.W1C, "Sticky events", (
@@ -620,7 +620,7 @@ def test_binding_errors(hw, field, message):
     """A declaration bound to a port the accelerator lacks, or one of the wrong direction or
     width, or driven twice, is refused when the slave is built, naming the register."""
     access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO}[type(hw)]
-    rm = _with(Register("NEW", 0x060, access, "new", (Field(*field, "f", hw=hw),)))
+    rm = _with(Register("NEW", 0x070, access, "new", (Field(*field, "f", hw=hw),)))
     with pytest.raises(ValueError, match=message):
         CIMSlave(regmap=rm, accel=Accelerator(config=TINY).signature)
 
