@@ -157,7 +157,9 @@ class FakeAccel:
     for ``run_cycles`` cycles (then ``done``, and ``error`` with ``fail_code``), writes while
     not busy land in Python memories (the activation buffer lane by lane), the activation read
     port returns the word ``LATENCY`` cycles after its address (a non-transparent RAM). Every
-    write, start and busy-time write is logged with its cycle."""
+    write, start and busy-time write is logged with its cycle. With an image buffer,
+    ``image_active`` is the slot ``image_slot`` held at start while busy, ``image_slot``
+    otherwise, and image writes are logged too (busy or not)."""
 
     def __init__(self, slave):
         self.p = slave.accel
@@ -168,19 +170,29 @@ class FakeAccel:
         self.run_cycles = 10
         self.fail_code = AccelError.NONE
         self.busy_left = 0
+        self.latched = 0
+
+    async def follow(self, ctx):
+        """``image_active``: the latched slot while busy, ``image_slot`` otherwise (comb)."""
+        p = self.p
+        async for slot, busy in ctx.changed(p.image_slot, p.busy):
+            ctx.set(p.image_active, self.latched if busy else slot)
 
     async def process(self, ctx):
         p = self.p
         R, ab = self.cfg.rows, self.cfg.a_bits
         lane = (1 << ab) - 1
         stage = 0
-        ports = ("prog", "param", "weight")
+        ports = ("prog", "param", "weight") + (("image",) if self.cfg.image_channels else ())
         sampled = [p.start, p.act_w_en, p.act_w_addr, p.act_w_data, p.act_w_mask, p.act_r_addr,
+                   p.image_slot,
                    *[getattr(p, f"{n}_w_{s}") for n in ports for s in ("en", "addr", "data")]]
-        async for _, _, start, a_en, a_addr, a_data, a_mask, r_addr, *mem in (
+        async for _, _, start, a_en, a_addr, a_data, a_mask, r_addr, slot, *mem in (
                 ctx.tick().sample(*sampled)):
             self.cycle += 1
             busy = self.busy_left > 0
+            if start and not busy:
+                self.latched = slot
             for i, n in enumerate(ports):
                 en, addr, word = mem[3 * i:3 * i + 3]
                 if en:
@@ -228,6 +240,7 @@ def run_slave(body, *, regmap=MAP, run_cycles=10, fail_code=AccelError.NONE):
     sim = Simulator(slave)
     sim.add_clock(1e-6)
     sim.add_process(fake.process)
+    sim.add_process(fake.follow)
     sim.add_testbench(tb)
     sim.run()
     return fake
@@ -751,3 +764,52 @@ def test_digits_over_bus():
         bad = np.argwhere(out != env[name])
         check(not len(bad), SEED, f"layer {name}: {len(bad)} values differ, first at "
               f"{bad[:1].tolist()}")
+
+
+IMAGE_MAP = register_map(get_config("tiny:image_channels=1,image_size=4"))
+
+
+def test_image_window_double_buffered():
+    """The IMAGE window (32-bit writes only, write only) and IMAGE_SLOT: while idle both slots
+    take writes; START latches IMAGE_SLOT; while busy a write to the other slot is OKAY and
+    lands, one to the latched slot (or to IMAGE_SLOT, or a read) is ERROR and changes
+    nothing; after the run both slots are open again. Once with each slot latched."""
+    img, slot_reg = IMAGE_MAP.window("IMAGE"), IMAGE_MAP.register("IMAGE_SLOT").offset
+    ctrl, half = IMAGE_MAP.register("CTRL").offset, IMAGE_MAP.window("IMAGE").slot_bytes
+    assert img.slot_bytes and img.offset % img.size == 0
+    cfg = IMAGE_MAP.register("CFG_IMAGE")
+    assert cfg.reset == 1 | 4 << 8 | 7 << 20
+    assert IMAGE_MAP.register("CAPS").field("IMAGE").reset == 1
+    assert MAP.register("CAPS").field("IMAGE").reset == 0 and "IMAGE" not in {
+        w.name for w in MAP.windows}
+    want = []
+
+    async def body(ctx, s, fake):
+        res = await ahb(ctx, s.bus, [wr(img.offset, 1), wr(img.offset + half, 2),
+                                     rd(img.offset), wr(img.offset, 3, size=2), rd(slot_reg)])
+        assert [r.ok for r in res] == [True, True, False, False, True]
+        assert lane_value(res[4]) == 0
+        want.extend([(0, 1, False), (half // 4, 2, False)])
+        for active in (1, 0):
+            other = 1 - active
+            res = await ahb(ctx, s.bus, [
+                wr(slot_reg, active), wr(ctrl, 1),
+                wr(img.offset + active * half + 4, 5),      # the run's slot: ERROR
+                wr(img.offset + other * half + 8, 6),       # the other: OKAY while busy
+                wr(img.offset + other * half + half - 4, 7),
+                wr(slot_reg, other), rd(slot_reg)])
+            assert [r.ok for r in res] == [True, True, False, True, True, False, True], res
+            assert all(r.error for r in res if not r.ok)
+            assert lane_value(res[-1]) == active
+            assert ctx.get(s.accel.image_slot) == active and fake.busy_left
+            want.extend([(other * half // 4 + 2, 6, True), (other * half // 4 + half // 4 - 1,
+                                                             7, True)])
+            while fake.busy_left:
+                await ctx.tick()
+            (res,) = await ahb(ctx, s.bus, [wr(img.offset + active * half, 8)])
+            assert res.ok
+            want.append((active * half // 4, 8, False))
+
+    fake = run_slave(body, regmap=IMAGE_MAP, run_cycles=20)
+    got = [(addr, word, busy) for _, port, addr, word, busy in fake.log if port == "image"]
+    check(got == want, SEED, f"image writes {got}, want {want}")
