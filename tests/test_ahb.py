@@ -26,6 +26,7 @@ from gateware.ahb import CIMSlave, HBurst, HSize, HTrans, byte_lanes
 from gateware.regmap import (
     REG_BLOCK,
     Access,
+    Drive,
     Field,
     Port,
     Pulse,
@@ -628,11 +629,15 @@ def test_new_register_is_one_declaration():
     (Pulse("busy"), ("F", 0, 1), "Register NEW: field F: a Pulse needs an accelerator input"),
     (Pulse("start"), ("F", 0, 1), "accelerator input start is already driven by CTRL.START"),
     (Pulse("prog_w_en"), ("F", 0, 1), "prog_w_en is already driven by the slave"),
+    (Drive("busy"), ("F", 0, 1), "Register NEW: field F: a Drive needs an accelerator input"),
+    (Drive("start"), ("F", 0, 2), "Register NEW: field F: a Drive needs a 2-bit port; start "
+     "has 1"),
+    (Drive("image_slot"), ("F", 0, 1), "image_slot is already driven by IMAGE_SLOT.SLOT"),
 ])
 def test_binding_errors(hw, field, message):
     """A declaration bound to a port the accelerator lacks, or one of the wrong direction or
     width, or driven twice, is refused when the slave is built, naming the register."""
-    access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO}[type(hw)]
+    access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO, Drive: Access.RW}[type(hw)]
     rm = _with(Register("NEW", 0x070, access, "new", (Field(*field, "f", hw=hw),)))
     with pytest.raises(ValueError, match=message):
         CIMSlave(regmap=rm, accel=Accelerator(config=TINY).signature)
