@@ -20,6 +20,14 @@ from amaranth.sim import Simulator
 
 import compiler
 from contract.config import HwConfig, get_config
+from contract.program import (
+    FIELDS,
+    OP_IM2COL,
+    Descriptor,
+    ErrorCode,
+    check_descriptor,
+    im2col_lanes,
+)
 from gateware.accelerator import Accelerator, AccelError
 from gateware.actbuf import ActivationBuffer
 from gateware.ahb import CIMSlave, HBurst, HSize, HTrans, byte_lanes
@@ -36,6 +44,7 @@ from gateware.regmap import (
 )
 from gateware.top import CIMTop, verilog
 from model import data, golden
+from sim.accel_pysim import image_words
 from sim.seed import test_seed
 
 SEED = test_seed()
@@ -818,3 +827,71 @@ def test_image_window_double_buffered():
     fake = run_slave(body, regmap=IMAGE_MAP, run_cycles=20)
     got = [(addr, word, busy) for _, port, addr, word, busy in fake.log if port == "image"]
     check(got == want, SEED, f"image writes {got}, want {want}")
+
+
+def test_image_double_buffering_over_bus():
+    """:class:`CIMTop` with an image buffer runs an im2col layer three times over the bus:
+    image A in slot 0, run; while it runs, image B goes into slot 1 (OKAY) and a write to
+    slot 0 answers ERROR; run on slot 1; run on slot 0 again. Each run's output, read back
+    through the ACT window, is its image's im2col lanes, so B landed while busy and the
+    refused write never did."""
+    cfg = get_config("tiny:image_channels=3,image_size=8,im2col_kernel=3")
+    rng = random.Random(SEED)
+    zero = {f.name: 0 for f in FIELDS}
+    d = Descriptor(**{**zero, "op": OP_IM2COL, "kernel": 3, "stride": 1, "padding": 1,
+                      "relu": 1, "in_bits": 8, "out_bits": 8, "in_height": 7, "in_width": 6,
+                      "in_groups": 1, "out_height": 7, "out_width": 6, "out_groups": 2,
+                      "in_channels": 3, "out_channels": 27, "out_base": cfg.bank_words,
+                      "last": 1})
+    assert check_descriptor(d, cfg) == ErrorCode.NONE
+    top = CIMTop(config=cfg)
+    rm = top.regmap
+    img, act = rm.window("IMAGE"), rm.window("ACT")
+    off = {r.name: r.offset for r in rm.registers}
+    images = [np.array([[[rng.randrange(256) for _ in range(6)] for _ in range(7)]
+                        for _ in range(3)]) for _ in range(2)]
+    R, ab, slices = cfg.rows, cfg.a_bits, rm.act_slices
+    mem = np.zeros((1, 2 * cfg.bank_words, R), np.int64)
+    words = range(d.out_base, d.out_base + 7 * 6 * 2 * 2)
+    results = []
+
+    def image(i, slot):
+        return [wr(img.offset + 4 * a, w) for a, w in image_words(cfg, images[i], slot).items()]
+
+    async def run(ctx, slot, during=()):
+        res = await ahb(ctx, top, [wr(off["IMAGE_SLOT"], slot), wr(off["CTRL"], 1), *during],
+                        rng)
+        for _ in range(500):
+            (status,) = await ahb(ctx, top, [rd(off["STATUS"])])
+            if not status.rdata & 1:
+                break
+        assert status.rdata & 0b10, "the run did not end"
+        res = res[2:]
+        reads = await ahb(ctx, top, [rd(act.offset + (w * slices + s) * 4)
+                                     for w in words for s in range(slices)], rng)
+        vals = [r.rdata for r in reads]
+        results.append({w: sum(vals[i * slices + s] << 32 * s for s in range(slices))
+                        for i, w in enumerate(words)})
+        return res
+
+    async def tb(ctx):
+        res = await ahb(ctx, top, [wr(img.offset + 4 * i, 0) for i in range(img.words)]
+                        + [wr(rm.window("PROG").offset + 4 * i, v)
+                           for i, v in enumerate(d.pack())] + image(0, 0), rng)
+        assert all(r.ok for r in res)
+        during = [wr(img.offset + 4, 0xDEADBEEF), *image(1, 1), wr(img.offset + 8, 1)]
+        res = await run(ctx, 0, during)
+        check([r.ok for r in res] == [False] + [True] * (len(during) - 2) + [False], SEED,
+              [r.ok for r in res])
+        await run(ctx, 1)
+        await run(ctx, 0)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    for x, got in zip((0, 1, 0), results):
+        y = im2col_lanes(images[x][None], 3, 1, 1, 3)
+        compiler.write_tensor(mem, d.out_base, y, 8, ab)
+        want = {w: sum(int(v) << ab * r for r, v in enumerate(mem[0, w])) for w in words}
+        check(got == want, SEED, f"image {x}: output differs")
