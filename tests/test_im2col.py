@@ -41,12 +41,15 @@ CONFIGS = {
 }
 
 
-def _layer(cfg, rng):
-    """A random im2col descriptor for ``cfg`` that the sequencer accepts."""
+def _layer(cfg, rng, widest=False):
+    """A random im2col descriptor for ``cfg`` that the sequencer accepts; ``widest``: the
+    most output rows and columns (a full-size image, k = 1, stride 1, padding 3)."""
     K = cfg.im2col_kernel
     while True:
         k, s, p = rng.randint(1, K), rng.choice((1, 2)), rng.randint(0, 3)
         h, w = rng.randint(1, cfg.image_size), rng.randint(1, cfg.image_size)
+        if widest:
+            k, s, p, h, w = 1, 1, 3, cfg.image_size, cfg.image_size
         c, bits = rng.randint(1, cfg.image_channels), rng.randint(1, 8)
         if h + 2 * p < k or w + 2 * p < k:
             continue
@@ -79,7 +82,7 @@ class _Bench(wiring.Component):
 def test_im2col_unit(name):
     cfg = CONFIGS[name]
     rng = random.Random(f"{SEED}-{name}")
-    layers = [_layer(cfg, rng) for _ in range(10)]
+    layers = [_layer(cfg, rng) for _ in range(10)] + [_layer(cfg, rng, widest=True)]
     # Pixels of 8 bits whatever in_bits: the unit cuts them, as execute_memory does.
     images = [np.array([[[rng.randrange(256) for _ in range(d.in_width)]
                          for _ in range(d.in_height)] for _ in range(d.in_channels)])

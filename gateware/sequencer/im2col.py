@@ -99,13 +99,14 @@ class Im2col(wiring.Component):
         regs = [Signal(8 * (size + MAX_PADDING), name=f"row{i}") for i in range(Cm * K)]
 
         run, loading, landing = Signal(), Signal(), Signal()
-        oy, ox = Signal(range(size + 1)), Signal(range(size + 1))
+        # Up to size + 2 * MAX_PADDING output rows and columns (k = 1 on padding 3).
+        oy, ox = (Signal(range(size + 2 * MAX_PADDING + 1)) for _ in range(2))
         lc, lkh = Signal(range(Cm + 1)), Signal(range(K + 1))
         g, sl = Signal(range(G_max + 1)), Signal(4)
         out_word = Signal(baw)
 
         # Loads: row (lc, lkh) of output row oy; one cycle later it lands in its register.
-        iy = Signal(signed(ceil_log2(size + 1) + 3))
+        iy = Signal(signed(ceil_log2(2 * (size + 2 * MAX_PADDING + 1)) + 1))
         m.d.comb += iy.eq(oy * step - d.padding + lkh)
         rd = self.image
         m.d.comb += [rd.addr.eq(self.slot * cfg.image_slot_rows + lc * size + iy),
