@@ -30,6 +30,11 @@ the cycles to load one weight tile)
   ``out_sl - 1`` for its further slices. Layers run one after the other (a layer's input is
   the previous layer's output); the last one also pays :data:`DONE`.
 
+* **Max pooling and im2col** (``op`` 1 and 2) run on their own units, one buffer read
+  (pooling) or one write (im2col) per cycle (:func:`pool_cycles`, :func:`im2col_cycles`);
+  the next layer's first tiles load meanwhile. As a program's first layer they also wait
+  :data:`FIRST_DESC` cycles for their descriptor.
+
 ``MAC utilization = MACs / (cycles * peak)`` with ``MACs = P * Cout * Cin * k * k`` (useful
 ones, no padding) and ``peak = macros * rows * cols / a_bits``. ``tests/test_accelerator.py``
 holds the RTL to this model per layer.
