@@ -471,7 +471,8 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
         # software fills the other one meanwhile). Harmless without an image buffer.
         Register("IMAGE_SLOT", 0x060, RW, "Image slot of the next run (ERROR while busy)",
                  (Field("SLOT", 0, 1, "the image-buffer slot START latches for the program's "
-                        "im2col layer; the IMAGE window's other slot takes writes while busy",
+                        "im2col layer; the IMAGE window's other slot takes writes while busy "
+                        "(no effect without an image buffer: CFG_IMAGE.CHANNELS 0)",
                         hw=Drive("image_slot")),),
                  idle_only=True),
     )
