@@ -34,6 +34,11 @@ the cycles to load one weight tile)
   the first, so the layer ends ``ARGMAX_SCAN * (out_channels - 1)`` cycles after its result
   (where a layer that writes ends ``out_sl - 1`` cycles after it).
 
+* **Max pooling and im2col** (``op`` 1 and 2) run on their own units, one buffer read
+  (pooling) or one write (im2col) per cycle (:func:`pool_cycles`, :func:`im2col_cycles`);
+  the next layer's first tiles load meanwhile. As a program's first layer they also wait
+  :data:`FIRST_DESC` cycles for their descriptor.
+
 ``MAC utilization = MACs / (cycles * peak)`` with ``MACs = P * Cout * Cin * k * k`` (useful
 ones, no padding) and ``peak = macros * rows * cols / a_bits``. ``tests/test_accelerator.py``
 holds the RTL to this model per layer.
@@ -51,13 +56,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from contract.config import HwConfig, get_config
-from contract.program import DESC_WORDS, OP_MAXPOOL, Descriptor, planes
+from contract.program import DESC_WORDS, OP_IM2COL, OP_MAXPOOL, Descriptor, planes
 from contract.timing import ARGMAX_SCAN, DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
 from .compile import Program, compile_model
 
-__all__ = ["LayerCycles", "copies", "layer_cycles", "network_cycles", "pool_cycles"]
+__all__ = ["LayerCycles", "copies", "im2col_cycles", "layer_cycles", "network_cycles",
+           "pool_cycles"]
 
 FIRST_READY = DESC_WORDS + 5
 """Cycles from ``start`` to the first layer's first weight tile being loaded, beyond ``wc``:
@@ -140,13 +146,41 @@ def pool_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
     return LayerCycles(name, t, 0, 0.0, 0, 1, 0, reads, 0, first - t)
 
 
+FIRST_DESC = DESC_WORDS + 2
+"""Cycles a program's first layer waits for its descriptor (fetched from ``start``; a later
+layer's is in the loader's queue when it starts): what a max-pooling or im2col layer that
+starts a program adds to its cycles."""
+IM2COL_START = 2
+"""Cycles from an im2col layer's start to its first image-row read: check (1), the issuer's
+``IM2COL``, which starts the im2col unit (1)."""
+IM2COL_LAND = 1
+"""Cycles per output row of an im2col layer between its last row read and its first word:
+the image buffer's read latency (:data:`gateware.sequencer.im2col.ROW_LAND`)."""
+IM2COL_END = 2
+"""Cycles from an im2col layer's last word formed to the next layer's start: its write (with
+``layer_done``), the issuer's ``DRAIN``."""
+
+
+def im2col_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
+    """Cycles of an im2col layer: per output row, ``C * k`` image-row reads, the landing
+    cycle, and ``Wo * G * S`` words (``S`` slice words of ``in_bits``), one per cycle."""
+    words = d.out_width * d.out_groups * _slices(d.in_bits, config.a_bits)
+    per_row = d.in_channels * d.kernel + IM2COL_LAND + words
+    t = IM2COL_START + d.out_height * per_row + IM2COL_END
+    # As for max pooling: the next layer's descriptor and first tiles load meanwhile.
+    first = FIRST_READY + (config.macros - 1) // 2 + config.write_cycles
+    return LayerCycles(name, t, 0, 0.0, 0, 1, 0, d.out_height * words, 0, first - t)
+
+
 def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
                  ready: int | None = None) -> LayerCycles:
     """Cycles of one layer under the schedule of the module docstring. ``ready``: the cycle
     (from the layer's start) at which its first round's tiles are loaded, from the previous
     layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program."""
-    if d.op == OP_MAXPOOL:
-        return pool_cycles(d, config, name)
+    if d.op in (OP_MAXPOOL, OP_IM2COL):
+        c = (pool_cycles if d.op == OP_MAXPOOL else im2col_cycles)(d, config, name)
+        wait = FIRST_DESC if ready is None else 0
+        return dataclasses.replace(c, cycles=c.cycles + wait, next_ready=c.next_ready - wait)
     ab, wc, pl = config.a_bits, config.write_cycles, planes(d, config)
     pixels = d.out_height * d.out_width
     out_sl = _slices(d.out_bits, ab)

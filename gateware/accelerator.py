@@ -46,11 +46,20 @@ per ``a_bits`` activation) of the word at a global buffer address (``bank * bank
 offset``), so a 32-bit bus write touches only its own lanes. ``act_r_addr`` -> ``act_r_data`` /
 ``act_r_valid``: while not busy, the word at ``act_r_addr`` appears ``ActivationBuffer.latency``
 (2) cycles later.
+
+Image buffer (configurations with ``image_channels > 0``): ``image_w_*`` writes a 32-bit word
+at a word address of the ``IMAGE`` window (:mod:`gateware.image`), also while busy: the slot
+``image_slot`` latched at ``start`` (``image_active``: that one while busy, ``image_slot``
+otherwise) is the one the program's im2col layer reads, and a write to it while busy is
+dropped (the bus slave answers it with ERROR), so software fills the other slot while a frame
+runs.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -62,12 +71,14 @@ from contract.program import DESC_WORDS, PARAM_WORDS, beat_words
 from .actbuf import ActivationBuffer
 from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .datapath import Datapath
+from .image import ImageBuffer, image_slot_bytes, image_window_bytes
 from .ram import RAM
 from .sequencer import (
     AccelError,
     Classifier,
     Collector,
     Fetcher,
+    Im2col,
     Issuer,
     MacroUnit,
     Pooler,
@@ -141,6 +152,11 @@ class Accelerator(wiring.Component):
     act_w_addr / act_w_data / act_w_mask / act_w_en, act_r_addr / act_r_data / act_r_valid.
     result_class : ``Out(16)``; result_valid : ``Out(1)``
     logit_r_addr : ``In(max(1, ceil_log2(cols)))``; logit_r_data : ``Out(32)``
+    image_slot : ``In(1)``; image_active : ``Out(1)``
+        The slot the next ``start`` latches; the latched one while busy, ``image_slot``
+        otherwise (module docstring).
+    image_w_addr / image_w_data / image_w_en
+        The image buffer's write port (only with ``image_channels > 0``).
     """
 
     def __init__(self, *, config: HwConfig, acc_width: int | None = None,
@@ -187,7 +203,12 @@ class Accelerator(wiring.Component):
         self.max_pixels = max_pixels
         R, ab = config.rows, config.a_bits
         self.act_addr_width = ceil_log2(2 * bank_words)
+        image = {"image_slot": In(1), "image_active": Out(1)}
+        if config.image_channels:
+            image |= {"image_w_addr": In(ceil_log2(image_window_bytes(config)) - 2),
+                      "image_w_data": In(32), "image_w_en": In(1)}
         super().__init__({
+            **image,
             "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
             "error_code": Out(AccelError), "layer": Out(8),
             "cycles_total": Out(32), "cycles_busy": Out(32), "cycles_compute": Out(32),
@@ -275,6 +296,7 @@ class Accelerator(wiring.Component):
         m.submodules.pooler = pooler = Pooler(rows=R, a_bits=ab, addr_width=baw)
         m.submodules.classifier = clf = Classifier(cols=C, param_rows=param_rows,
                                                    result_layout=dp.out_layout)
+        im2col = self._image(m, issuer, baw)
         units = []
         for i, mac in enumerate(macros):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
@@ -316,7 +338,8 @@ class Accelerator(wiring.Component):
         m.d.comb += dpo.ready.eq(Mux(raw, clf.results.ready, writer.results.ready))
         m.d.comb += [fetcher.go.eq(issuer.go), loader.go.eq(issuer.go),
                      issuer.start.eq(self.start),
-                     issuer.layer_done.eq(writer.layer_done | pooler.done | clf.layer_done),
+                     issuer.layer_done.eq(writer.layer_done | pooler.done | im2col.done
+                                          | clf.layer_done),
                      pooler.start.eq(issuer.pool_start), pooler.desc.eq(issuer.ctrl.desc),
                      issuer.overrun.eq(collector.overrun),
                      issuer.overflow.eq(writer.overflow | clf.overflow),
@@ -331,11 +354,17 @@ class Accelerator(wiring.Component):
                      self.logit_r_data.eq(clf.logit_r_data)]
 
         # ------------------------------------------------------------ bus ports
-        # The buffer's write port: the writer's while busy, the bus's otherwise.
+        # The buffer's write port: the unit that runs the layer's while busy (the im2col unit,
+        # the pooler or the writer), the bus's otherwise.
         aws = act.w_stream
         with m.If(pooler.busy):
             m.d.comb += [aws.valid.eq(pooler.write.valid), aws.payload.eq(pooler.write.payload),
                          act.write_bank.eq(pooler.bank)]
+        if self.config.image_channels:
+            with m.Elif(im2col.busy):
+                m.d.comb += [aws.valid.eq(im2col.write.valid),
+                             aws.payload.eq(im2col.write.payload),
+                             act.write_bank.eq(im2col.bank)]
         with m.Elif(issuer.busy):
             m.d.comb += [aws.valid.eq(writer.write.valid), aws.payload.eq(writer.write.payload),
                          act.write_bank.eq(writer.bank)]
@@ -362,6 +391,27 @@ class Accelerator(wiring.Component):
                          self.cycles_stall.eq(self.cycles_stall + (issuer.busy & ~computing
                                                                    & issuer.waiting))]
         return m
+
+    def _image(self, m, issuer, baw):
+        """The image buffer, its bus port and slot latch, and the im2col unit; without an
+        image buffer (only the slot latch) a stand-in whose ``busy`` and ``done`` are 0."""
+        cfg = self.config
+        latched = Signal()
+        with m.If(issuer.go):
+            m.d.sync += latched.eq(self.image_slot)
+        m.d.comb += self.image_active.eq(Mux(issuer.busy, latched, self.image_slot))
+        if not cfg.image_channels:
+            return SimpleNamespace(busy=Const(0), done=Const(0))
+        m.submodules.image = img = ImageBuffer(config=cfg)
+        m.submodules.im2col = unit = Im2col(config=cfg, addr_width=baw)
+        # A word's slot: below or above the first byte of slot 1.
+        slot = (self.image_w_addr << 2) >= image_slot_bytes(cfg)
+        m.d.comb += [img.w_addr.eq(self.image_w_addr), img.w_data.eq(self.image_w_data),
+                     img.w_en.eq(self.image_w_en & ~(issuer.busy & (slot == self.image_active))),
+                     unit.start.eq(issuer.im2col_start), unit.desc.eq(issuer.ctrl.desc),
+                     unit.slot.eq(self.image_active)]
+        connect(m, unit.image, img.read)
+        return unit
 
     def _macro(self, m, i):
         """Macro ``i``: a submodule, or an instance of the macro module (``macro_module``)."""

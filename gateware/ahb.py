@@ -17,9 +17,11 @@ Protocol
   wider than the location takes (see :data:`gateware.regmap.REG_SIZES` and
   :attr:`Window.sizes <gateware.regmap.Window>`) or wider than 32 bits; a misaligned address;
   a write to a read-only register; a read of a write-only register or window; a write to
-  ``CTRL`` or any window access while the accelerator is busy. "Busy" includes a START
-  written in the data phase that overlaps this address phase, so a transfer pipelined behind
-  START never touches a memory the sequencer now owns.
+  ``CTRL`` (an ``idle_only`` register) or any window access while the accelerator is busy,
+  but a write to a double-buffered window's slot other than the accelerator's active one
+  (``Window.slot_bytes`` of :mod:`gateware.regmap`: the ``IMAGE`` window). "Busy" includes a
+  START written in the data phase that overlaps this address phase, so a transfer pipelined
+  behind START never touches a memory the sequencer now owns.
 * Writes take effect in their (single-cycle) data phase, reads of registers return the value
   in the data phase, so a read pipelined behind a write sees it.
 * Activation reads: the buffer word is read from the registered address in the first
@@ -48,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from .actbuf import ActivationBuffer
-from .regmap import REG_BLOCK, REG_SIZES, Access, Port, Pulse, Register, RegMap
+from .regmap import REG_BLOCK, REG_SIZES, Access, Drive, Port, Pulse, Register, RegMap, Rise
 
 __all__ = ["AHBLiteSignature", "CIMSlave", "HBurst", "HResp", "HSize", "HTrans",
            "byte_lanes"]
@@ -144,7 +146,7 @@ class AHBLiteSignature(wiring.Signature):
 # windows), the memory write ports and the activation read port. The registers' ports are
 # named by their declarations (gateware.regmap: Port, Rise, Pulse) and checked when the slave
 # is built.
-_WINDOW_PORTS = {"PROG": "prog", "PARAM": "param", "WEIGHT": "weight"}
+_WINDOW_PORTS = {"PROG": "prog", "PARAM": "param", "WEIGHT": "weight", "IMAGE": "image"}
 _MEMORY_PORTS = ("prog_w_addr", "prog_w_data", "prog_w_en", "weight_w_addr", "weight_w_data",
                  "weight_w_en", "param_w_addr", "param_w_data", "param_w_en",
                  "act_w_addr", "act_w_data", "act_w_mask", "act_w_en",
@@ -205,7 +207,15 @@ class CIMSlave(wiring.Component):
         if width["act_w_data"] != cfg.rows * cfg.a_bits or width["act_w_mask"] != cfg.rows:
             raise ValueError(f"Accelerator activation words must be {cfg.rows} lanes of "
                              f"{cfg.a_bits} bits, as the register map's configuration")
+        present = {w.name for w in regmap.windows}
         for win, port in (*_WINDOW_PORTS.items(), ("ACT", "act")):
+            if win not in present:
+                continue
+            lack = [f"{port}_w_{p}" for p in ("addr", "data", "en")
+                    if f"{port}_w_{p}" not in accel.members]
+            if lack:
+                raise ValueError(f"Accelerator signature lacks {', '.join(lack)}")
+            width[f"{port}_w_addr"] = Shape.cast(accel.members[f"{port}_w_addr"].shape).width
             words = regmap.window(win).words
             if 1 << width[f"{port}_w_addr"] < words:
                 raise ValueError(f"Accelerator {port}_w_addr is too narrow for the {win} "
@@ -332,8 +342,13 @@ class CIMSlave(wiring.Component):
                         m.d.comb += [a_reg.eq(i), ok.eq(sizes_ok(REG_SIZES) & aligned & allowed)]
         for w in rm.windows:
             with m.Elif(inside(w.offset, w.size)):
+                open_ = ~busy
+                if w.active_slot is not None:
+                    # Double buffering: the slot the running program does not read is open.
+                    slot = addr[:exact_log2(w.size)] >= w.slot_bytes
+                    open_ = open_ | (write & (slot != getattr(self.accel, w.active_slot)))
                 m.d.comb += [a_block.eq(blocks.index(w.name)),
-                             ok.eq(sizes_ok(w.sizes) & aligned & ~busy
+                             ok.eq(sizes_ok(w.sizes) & aligned & open_
                                    & Mux(write, w.access.writable, w.access.readable))]
         # Otherwise unmapped: ok stays 0.
         return ok, a_block, a_reg
@@ -365,6 +380,8 @@ class CIMSlave(wiring.Component):
                 if r.access is Access.RW:
                     with m.If(write):
                         m.d.sync += reg.eq(data & r.mask)
+                    m.d.comb += [getattr(acc, f.hw.port).eq(reg[f.pos:f.pos + f.width])
+                                 for f in r.fields if isinstance(f.hw, Drive)]
                 else:               # W1C: an event in the cycle of the clearing write wins
                     set_word = Signal(32, name=f"{r.name.lower()}_set")
                     m.d.comb += set_word.eq(sum(Value.cast(rise(f.hw.port)) << f.pos
@@ -380,7 +397,10 @@ class CIMSlave(wiring.Component):
         """The memory windows' ports from the data phase; returns the 32-bit slice of the
         activation word read (valid ``latency`` cycles into an ACT read)."""
         rm, acc, data = self.regmap, self.accel, self.bus.HWDATA
+        present = {w.name for w in rm.windows}
         for win, port in _WINDOW_PORTS.items():
+            if win not in present:
+                continue
             w = rm.window(win)
             m.d.comb += [getattr(acc, f"{port}_w_addr").eq(d_addr[2:exact_log2(w.size)]),
                          getattr(acc, f"{port}_w_data").eq(data),
@@ -433,7 +453,7 @@ def _check_bindings(regmap: RegMap, accel: wiring.Signature) -> None:
             if member is None or not member.is_port:
                 raise ValueError(f"{where}: the accelerator has no port {port!r} for its "
                                  f"{kind}")
-            want = In if isinstance(f.hw, Pulse) else Out
+            want = In if isinstance(f.hw, (Pulse, Drive)) else Out
             if member.flow != want:
                 raise ValueError(f"{where}: a {kind} needs an accelerator "
                                  f"{'input' if want == In else 'output'}, and {port} is not one")
@@ -441,13 +461,22 @@ def _check_bindings(regmap: RegMap, accel: wiring.Signature) -> None:
             if isinstance(f.hw, Port) and width > f.width:
                 raise ValueError(f"{where}: the {width}-bit port {port} does not fit "
                                  f"{f.width} bits")
-            if not isinstance(f.hw, Port) and width != 1:
+            if isinstance(f.hw, Drive) and width != f.width:
+                raise ValueError(f"{where}: a Drive needs a {f.width}-bit port; {port} has "
+                                 f"{width}")
+            if isinstance(f.hw, (Rise, Pulse)) and width != 1:
                 raise ValueError(f"{where}: a {kind} needs a 1-bit port; {port} has {width}")
-            if isinstance(f.hw, Pulse):
+            if isinstance(f.hw, (Pulse, Drive)):
                 if port in _MEMORY_PORTS or port in driven:
                     raise ValueError(f"{where}: accelerator input {port} is already driven "
                                      f"by {driven.get(port, 'the slave')}")
                 driven[port] = f"{r.name}.{f.name}"
+    for w in regmap.windows:
+        member = accel.members.get(w.active_slot) if w.active_slot else None
+        if w.active_slot and (member is None or not member.is_port or member.flow != Out
+                              or Shape.cast(member.shape).width != 1):
+            raise ValueError(f"Window {w.name}: active_slot {w.active_slot!r} must be a 1-bit "
+                             f"accelerator output")
 
 
 def _pack(reg: Register, sources: dict) -> Value:

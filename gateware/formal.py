@@ -37,7 +37,7 @@ from contract.config import get_config
 from .accelerator import Accelerator
 from .actbuf import ActivationBuffer
 from .ahb import AHBLiteSignature, CIMSlave, HResp, HSize, HTrans
-from .regmap import Access, Port, Pulse, RegMap, Rise, register_map
+from .regmap import Access, Drive, Port, Pulse, RegMap, Rise, register_map
 
 __all__ = ["COVERS", "DEPTHS", "MUTANTS", "PROPERTIES", "Result", "SlaveHarness", "check",
            "report"]
@@ -49,8 +49,9 @@ PROPERTIES = {
     "error_first_cycle": "ERROR starts with HREADYOUT=0: never HRESP=ERROR with HREADYOUT=1 "
                          "but in the cycle after such a first cycle",
     "error_second_cycle": "the cycle after the first ERROR cycle is HREADYOUT=1, ERROR",
-    "error_when_illegal": "a transfer the map forbids (unmapped, size, alignment, access, busy) "
-                          "answers ERROR at once, with no wait state",
+    "error_when_illegal": "a transfer the map forbids (unmapped, size, alignment, access, busy: "
+                          "all but a write to the image slot the run does not read) answers "
+                          "ERROR at once, with no wait state",
     "okay_when_legal": "a transfer the map allows answers OKAY after exactly its wait "
                        "states (2 for an ACT read, 0 otherwise)",
     "window_writes": "a memory write port is enabled exactly in the last data-phase cycle of "
@@ -62,9 +63,9 @@ PROPERTIES = {
                    "index on the accelerator's logit read port)",
     "pulses": "a WO bit's accelerator input (START) pulses exactly in the last cycle of an "
               "OKAY write of 1 to it",
-    "registers": "each RW register holds the last OKAY write to it; each W1C bit is set by "
-                 "its event and cleared only by an OKAY write of 1 (an ERROR'd write "
-                 "changes nothing)",
+    "registers": "each RW register holds the last OKAY write to it (and drives the "
+                 "accelerator input of its Drive fields); each W1C bit is set by its event and "
+                 "cleared only by an OKAY write of 1 (an ERROR'd write changes nothing)",
     "read_data": "an OKAY register read returns the register's value (constants, stored "
                  "registers, the live accelerator outputs of RO fields)",
     "irq": "IRQ is high exactly while IRQ_STATUS & IRQ_ENABLE is not zero",
@@ -86,6 +87,9 @@ vacuous."""
 MUTANTS = {
     "one_cycle_error": "the slave's HREADYOUT is forced high with ERROR (a one-cycle ERROR)",
     "ctrl_while_busy": "the slave is built from a map whose CTRL may be written while busy",
+    "image_half_slot": "the slave is built from a map whose IMAGE slots are half their size "
+                       "(the upper half of the active slot takes writes while busy; a map "
+                       "with an image buffer only)",
 }
 """Planted faults that the properties must catch (:func:`check` with ``mutant=``)."""
 
@@ -151,6 +155,10 @@ class SlaveHarness(wiring.Component):
             slave_map = dataclasses.replace(rm, registers=tuple(
                 dataclasses.replace(r, idle_only=False) if r.name == "CTRL" else r
                 for r in rm.registers))
+        if self.mutant == "image_half_slot":
+            slave_map = dataclasses.replace(rm, windows=tuple(
+                dataclasses.replace(w, slot_bytes=w.slot_bytes // 2) if w.active_slot else w
+                for w in rm.windows))
         m.submodules.slave = slave = CIMSlave(regmap=slave_map, accel=self._accel_sig)
         wiring.connect(m, wiring.flipped(self.accel), slave.accel)
         m.d.comb += self.irq.eq(slave.irq)
@@ -259,7 +267,11 @@ class SlaveHarness(wiring.Component):
         for w in rm.windows:
             fits = Cat(*[size == exact_log2(s) for s in w.sizes]).any()
             may = Mux(write, w.access.writable, w.access.readable)
-            legal.append(self._inside(addr, w) & fits & aligned & ~busy & may)
+            free = ~busy
+            if w.active_slot is not None:   # double buffering: the other slot takes writes
+                slot = addr >= w.offset + w.slot_bytes
+                free = free | (write & (slot != getattr(self.accel, w.active_slot)))
+            legal.append(self._inside(addr, w) & fits & aligned & free & may)
         return Cat(*legal).any()
 
     def _windows(self, m, prop, d_addr, d_size, write, act_reading):
@@ -329,6 +341,10 @@ class SlaveHarness(wiring.Component):
                 if r.access is Access.RW:
                     with m.If(write & hit):
                         m.d.sync += value.eq(bus.HWDATA & r.mask)
+                    for f in r.fields:
+                        if isinstance(f.hw, Drive):
+                            prop("registers", getattr(acc, f.hw.port)
+                                 == value[f.pos:f.pos + f.width])
                 else:       # W1C: the event of a field's port rising wins over a clear
                     events = []
                     for f in r.fields:

@@ -14,8 +14,9 @@ A register carries its behaviour in its declaration, so a new register is one de
 its access type says what the bus may do, and each field of a live register names the
 accelerator port behind it (:class:`Port`: an RO field reads an accelerator output;
 :class:`Rise`: a W1C bit is set when an accelerator output rises; :class:`Pulse`: writing 1
-to a WO bit pulses an accelerator input). RW fields are stored in the slave; constant
-registers answer their reset value. ``irq_enable`` ties a W1C register to the RW register
+to a WO bit pulses an accelerator input). RW fields are stored in the slave (a
+:class:`Drive` field's stored value also drives an accelerator input); constant registers
+answer their reset value. ``irq_enable`` ties a W1C register to the RW register
 whose bits let it raise the interrupt. The declaration is checked here for consistency (a
 Rise on an RO register is refused); the slave checks the ports against the accelerator's
 signature when it is built.
@@ -26,8 +27,8 @@ The slave decodes ``addr_width`` bits of ``HADDR`` (the bits above are the inter
 business: it drives ``HSEL``). From offset 0, in this order, each block aligned to its own
 size (a power of two), so every block is decoded by comparing the high address bits with a
 constant: the register block (``REG_BLOCK`` bytes), the layer-program window, the (small,
-read-only) logits window, the parameter window, the activation window and the weight window.
-Every address inside the slave's
+read-only) logits window, the parameter window, the activation window, the image window
+(configurations with an image buffer) and the weight window. Every address inside the slave's
 ``2 ** addr_width`` bytes that no register or window covers answers ERROR: nothing aliases.
 
 Bus rules (also in the generated document: :data:`BUS_RULES`)
@@ -57,7 +58,7 @@ from contract.program import DESC_WORDS, FIELDS, LAYOUT, PARAM_FIELDS, PARAM_WOR
 
 from .accelerator import AccelError
 
-__all__ = ["Access", "Field", "Port", "Pulse", "RegMap", "Register", "Rise", "Window",
+__all__ = ["Access", "Drive", "Field", "Port", "Pulse", "RegMap", "Register", "Rise", "Window",
            "register_map", "render_header", "render_markdown", "MAGIC", "VERSION", "REG_BLOCK",
            "CIM_BASE"]
 
@@ -127,11 +128,20 @@ class Pulse:
     port: str
 
 
+@dataclass(frozen=True)
+class Drive:
+    """Field behaviour: an RW field's stored value drives accelerator input ``port`` (of the
+    field's width) at all times."""
+
+    port: str
+
+
 # Which behaviour each access type takes for its fields (constant registers take none).
 _BEHAVIOUR = {Access.RO: (Port, "a Port (the accelerator output it reads)"),
               Access.W1C: (Rise, "a Rise (the accelerator event that sets it)"),
               Access.WO: (Pulse, "a Pulse (the accelerator input a 1 pulses)"),
-              Access.RW: (type(None), "no behaviour (the slave stores it)")}
+              Access.RW: ((type(None), Drive), "no behaviour (the slave stores it) or a Drive "
+                          "(the accelerator input it sets)")}
 
 
 def _is_pow2(n: int) -> bool:
@@ -154,7 +164,7 @@ class Field:
     width: int
     desc: str
     reset: int = 0
-    hw: Port | Rise | Pulse | None = None
+    hw: Port | Rise | Pulse | Drive | None = None
 
     def __post_init__(self):
         _check_name("Field", self.name)
@@ -165,11 +175,11 @@ class Field:
         if not (isinstance(self.reset, int) and 0 <= self.reset < 1 << self.width):
             raise ValueError(f"Field {self.name}: reset value {self.reset!r} does not fit "
                              f"{self.width} bits")
-        if self.hw is not None and not (isinstance(self.hw, (Port, Rise, Pulse))
+        if self.hw is not None and not (isinstance(self.hw, (Port, Rise, Pulse, Drive))
                                         and isinstance(self.hw.port, str)
                                         and self.hw.port.isidentifier()):
-            raise ValueError(f"Field {self.name}: behaviour must be a Port, Rise or Pulse of "
-                             f"an accelerator port name, not {self.hw!r}")
+            raise ValueError(f"Field {self.name}: behaviour must be a Port, Rise, Pulse or "
+                             f"Drive of an accelerator port name, not {self.hw!r}")
         if isinstance(self.hw, (Rise, Pulse)) and self.width != 1:
             raise ValueError(f"Field {self.name}: a {type(self.hw).__name__} needs a 1-bit "
                              f"field, not {self.width} bits")
@@ -253,7 +263,11 @@ class Window:
 
     ``words``: entries of the memory behind it; ``word_bytes``: bus bytes per entry (4, or
     ``4 * slices`` for the wide activation words). ``sizes``: transfer sizes in bytes it
-    takes. Windows answer ERROR while the accelerator is busy."""
+    takes. Windows answer ERROR while the accelerator is busy, but for double buffering:
+    ``slot_bytes`` > 0 makes the window two slots of that many bytes (slot 1 from byte
+    ``slot_bytes``), and while busy a write to the slot other than the one accelerator output
+    ``active_slot`` (1 bit) names is legal (the slot the running program reads stays
+    closed)."""
 
     name: str
     offset: int
@@ -263,9 +277,22 @@ class Window:
     words: int
     word_bytes: int
     desc: str
+    slot_bytes: int = 0
+    active_slot: str | None = None
 
     def __post_init__(self):
         _check_name("Window", self.name)
+        if (self.slot_bytes != 0) != (self.active_slot is not None) or not (
+                isinstance(self.slot_bytes, int) and self.slot_bytes % 4 == 0
+                and 0 <= 2 * self.slot_bytes <= self.size):
+            raise ValueError(f"Window {self.name}: slots must be whole words, two of them "
+                             f"inside the window, and come with an active_slot port, not "
+                             f"{self.slot_bytes!r} bytes and {self.active_slot!r}")
+        if self.active_slot is not None and not (
+                isinstance(self.active_slot, str) and self.active_slot.isidentifier()
+                and self.access.writable):
+            raise ValueError(f"Window {self.name}: active_slot must name an accelerator "
+                             f"port of a writable window, not {self.active_slot!r}")
         if self.access not in (Access.RW, Access.WO, Access.RO):
             raise ValueError(f"Window {self.name}: access must be RW, WO or RO, not "
                              f"{self.access}")
@@ -401,8 +428,16 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("RESIDUAL", 2, 1, "layers may add a residual tensor", 1),
               ("ACT_NARROW", 3, 1, "the activation window takes byte and halfword accesses",
                1),
+              ("IMAGE", 4, 1, "an image buffer (IMAGE window, op 2 im2col layers; CFG_IMAGE)",
+               int(c.image_channels > 0)),
               ("CLASSIFIER", 5, 1, "a raw last layer leaves its logits (LOGITS window) and "
                "class (RESULT)", 1)),
+        const("CFG_IMAGE", 0x034, "Image buffer (two slots; CHANNELS 0: none)",
+              ("CHANNELS", 0, 8, "most channels of an image", c.image_channels),
+              ("SIZE", 8, 12, "most rows and columns of an image (bytes per buffer row)",
+               c.image_size),
+              ("KERNEL", 20, 4, "K: an im2col layer writes CHANNELS * K * K lanes per pixel",
+               c.im2col_kernel)),
         # Control and status.
         Register("CTRL", 0x040, WO, "Control (ERROR while busy)",
                  (Field("START", 0, 1, "1: run the program from descriptor 0",
@@ -437,6 +472,14 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("CYCLES_COMPUTE", 0x058, "Busy cycles in which some macro computed"),
               ("CYCLES_STALL", 0x05C, "Busy cycles in which no macro computed but one "
                "waited (for weights, or on backpressure)"))),
+        # Image buffer: the slot the next START's im2col layer reads (latched at START, so
+        # software fills the other one meanwhile). Harmless without an image buffer.
+        Register("IMAGE_SLOT", 0x060, RW, "Image slot of the next run (ERROR while busy)",
+                 (Field("SLOT", 0, 1, "the image-buffer slot START latches for the program's "
+                        "im2col layer; the IMAGE window's other slot takes writes while busy "
+                        "(no effect without an image buffer: CFG_IMAGE.CHANNELS 0)",
+                        hw=Drive("image_slot")),),
+                 idle_only=True),
         Register("RESULT", 0x064, RO, "Classifier result of the last run", (
             Field("CLASS", 0, 16, "index of the first largest logit among the raw layer's "
                   "out_channels", hw=Port("result_class")),
@@ -456,26 +499,39 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
     # An activation word of R lanes of a_bits is R * a_bits bits (a power of two): its 32-bit
     # slices, at least one (a narrow word leaves the top of its slice unused).
     act_slices = max(1, config.rows * config.a_bits // 32)
+    image = ()
+    if config.image_channels:
+        # Rows of image_size bytes one after the other (gateware.image), two slots.
+        window = 1 << ceil_log2(2 * config.image_slot_rows * config.image_size)
+        image = (("IMAGE", Access.WO, (4,), window // 4, 4,
+                  "Image buffer: slot s, channel c, row y, pixel x at byte (s * "
+                  "SLOT_ROWS + c * SIZE + y) * SIZE + x (CFG_IMAGE.SIZE; SLOT_ROWS: CHANNELS "
+                  "* SIZE rounded up to a power of two); the slot not latched by START takes "
+                  "writes while busy",
+                  {"slot_bytes": config.image_slot_rows * config.image_size,
+                   "active_slot": "image_active"}),)
     specs = (
         ("PROG", Access.WO, (4,), config.prog_words, 4,
-         f"Layer program: descriptor n at word n * {DESC_WORDS} (compiler FIELDS)"),
+         f"Layer program: descriptor n at word n * {DESC_WORDS} (compiler FIELDS)", {}),
         # Small: after PROG it fits the gap PARAM's alignment leaves in the named maps.
         ("LOGITS", Access.RO, (4,), 1 << ceil_log2(config.cols), 4,
          "Logits of the last raw layer: logit c at word c, two's complement (0 from COLS "
-         "on)"),
+         "on)", {}),
         ("PARAM", Access.WO, (4,), config.param_words, 4,
-         f"Requantization parameters: record n at word n * {PARAM_WORDS}"),
+         f"Requantization parameters: record n at word n * {PARAM_WORDS}", {}),
         ("ACT", Access.RW, (1, 2, 4), 2 * config.bank_words, 4 * act_slices,
          "Activation buffer: word w (bank * BANK_WORDS + offset), slice s at byte "
-         "(w * ACT_SLICES + s) * 4"),
+         "(w * ACT_SLICES + s) * 4", {}),
+        *image,
         ("WEIGHT", Access.WO, (4,), config.weight_words, 4,
-         "Weight image (compiler weight packing)"),
+         "Weight image (compiler weight packing)", {}),
     )
     windows, cursor = [], REG_BLOCK
-    for name, access, sizes, words, word_bytes, desc in specs:
+    for name, access, sizes, words, word_bytes, desc, extra in specs:
         size = words * word_bytes
         offset = -(-cursor // size) * size
-        windows.append(Window(name, offset, size, access, sizes, words, word_bytes, desc))
+        windows.append(Window(name, offset, size, access, sizes, words, word_bytes, desc,
+                              **extra))
         cursor = offset + size
     need = ceil_log2(cursor)
     if addr_width is None:
@@ -492,17 +548,18 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
 # ---------------------------------------------------------------------------- generated files
 
 BUS_RULES = """\
-* Registers and the PROG, PARAM, WEIGHT and LOGITS windows take 32-bit accesses only: those
-  memories have 32-bit write ports without byte enables and no read port, so a narrower
-  write would need a read-modify-write the hardware cannot do (LOGITS: 32-bit logit
+* Registers and the PROG, PARAM, IMAGE, WEIGHT and LOGITS windows take 32-bit accesses only:
+  those memories have 32-bit write ports without byte enables and no read port, so a
+  narrower write would need a read-modify-write the hardware cannot do (LOGITS: 32-bit logit
   registers, read only). The ACT window takes byte, halfword and word accesses (one write
   enable per activation lane; a byte holds whole lanes).
 * ERROR response (two cycles: HREADYOUT low with HRESP high, then both high), and nothing
   changes, for: an address inside the slave that no register or window covers; HSIZE wider
   than the location takes, or than 32 bits; a misaligned address; a write to an RO
-  register or window; a read of a WO register or window; a write to CTRL, or any window
-  access, while STATUS.BUSY is set (or while a START written by the previous transfer takes
-  effect).
+  register or window; a read of a WO register or window; a write to CTRL or IMAGE_SLOT, or
+  any window access, while STATUS.BUSY is set (or while a START written by the previous
+  transfer takes effect), except a write to the IMAGE window's slot that the running program
+  does not read (the other one than IMAGE_SLOT.SLOT at its START): double buffering.
 * Reserved register bits read 0 and ignore writes. Register accesses, window writes and
   LOGITS reads have no wait states; an ACT read has two (the buffer RAM read from the
   registered address).
@@ -693,10 +750,13 @@ def render_markdown() -> str:
     for w in rm.windows:
         rows.append((f"`{w.name}`: {w.desc}", w.access.value,
                      "/".join(str(8 * s) for s in w.sizes),
-                     [(m.window(w.name).offset, m.window(w.name).size) for m in maps.values()]))
+                     [(m.window(w.name).offset, m.window(w.name).size)
+                      if w.name in {x.name for x in m.windows} else (None, None)
+                      for m in maps.values()]))
     for name, acc, sizes, places in rows:
         L.append(f"| {name} | {acc} | {sizes} | "
-                 + " | ".join(f"{o:#010x} | {byte_size(s)}" for o, s in places) + " |")
+                 + " | ".join("- | -" if o is None else f"{o:#010x} | {byte_size(s)}"
+                              for o, s in places) + " |")
     L += ["", "Address space of the slave: "
           + ", ".join(f"`{n}` {byte_size(m.span)} (`addr_width` {m.addr_width})"
                       for n, m in maps.items())

@@ -28,7 +28,7 @@ synchronizer, and an assertion is seen at the next ``HCLK`` edge.
 
 from __future__ import annotations
 
-from gateware.regmap import CIM_BASE, MAGIC, REG_BLOCK, VERSION, RegMap
+from gateware.regmap import CIM_BASE, MAGIC, REG_BLOCK, VERSION, RegMap, byte_size
 
 __all__ = ["CIM_BASE", "WRAPPER", "address_map_md", "expected_constants", "m4_wrapper",
            "package_ip_tcl", "smoke_test_tcl", "wrapper_ports"]
@@ -184,7 +184,7 @@ def address_map_md(rm: RegMap, *, base: int = CIM_BASE) -> str:
          "", "| Block | Address | Size | Access | Transfer sizes |", "|---|---|---|---|---|",
          f"| Registers | `{base:#010x}` | {REG_BLOCK // 1024} KiB | see below | 32 |"]
     for w in rm.windows:
-        L.append(f"| `{w.name}` | `{base + w.offset:#010x}` | {w.size // 1024} KiB | "
+        L.append(f"| `{w.name}` | `{base + w.offset:#010x}` | {byte_size(w.size)} | "
                  f"{w.access.value} | {'/'.join(str(8 * s) for s in w.sizes)} |")
     L += ["", "| Register | Address | Access | Description |", "|---|---|---|---|"]
     for r in rm.registers:

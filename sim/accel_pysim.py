@@ -62,23 +62,45 @@ async def write_port(ctx, dut, port, items):
     ctx.set(getattr(dut, f"{port}_w_en"), 0)
 
 
+def image_words(config, x: np.ndarray, slot: int) -> dict[int, int]:
+    """The ``IMAGE`` window's 32-bit words (word address: word) that hold image ``x`` (C, H,
+    W, 8-bit pixels) in image-buffer slot ``slot`` (:mod:`gateware.image`)."""
+    size = config.image_size
+    c, h, w = x.shape
+    rows = np.zeros((c, h, size), np.uint8)
+    rows[:, :, :w] = np.asarray(x) & 0xFF
+    out = {}
+    for ci in range(c):
+        for y in range(h):
+            row = slot * config.image_slot_rows + ci * size + y
+            for i, v in enumerate(rows[ci, y].view("<u4")):
+                out[row * size // 4 + i] = int(v)
+    return out
+
+
 def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool = False,
               macro_style: str = DEFAULT_STYLE, max_cycles: int = 200_000,
-              vcd: str | None = None) -> FrameResult:
+              vcd: str | None = None, image_slot: int = 0) -> FrameResult:
     """Load ``program`` and the accelerator input ``x`` (C, H, W), run, read back every output
     word. ``preload_weights``: put the weight image in the weight store's initial contents
     instead of writing it through the port. ``vcd``: write every signal's waveform to this
-    file (large: megabytes per thousand cycles)."""
+    file (large: megabytes per thousand cycles). With :attr:`compiler.Program.image`, ``x`` is
+    the image, written into image-buffer slot ``image_slot`` (and that slot chosen)."""
     cfg = program.config
     R, ab = cfg.rows, cfg.a_bits
     dut = Accelerator(config=cfg, acc_width=program.acc_width, bank_words=program.bank_words,
                       macro_style=macro_style,
                       weight_init=program.weight_image if preload_weights else None)
-    src = program.buffers[program.input_name]
     mem = np.zeros((1, 2 * program.bank_words, R), np.int64)
-    compiler.write_tensor(mem, src.base, x[None], src.bits, ab)
-    in_words = {src.base + i: sum(int(v) << (ab * r) for r, v in enumerate(mem[0, src.base + i]))
-                for i in range(src.words)}
+    in_words, img_words = {}, {}
+    if program.image:
+        img_words = image_words(cfg, x, image_slot)
+    else:
+        src = program.buffers[program.input_name]
+        compiler.write_tensor(mem, src.base, x[None], src.bits, ab)
+        in_words = {src.base + i: sum(int(v) << (ab * r)
+                                      for r, v in enumerate(mem[0, src.base + i]))
+                    for i in range(src.words)}
     out_addrs = sorted({a.base + i for n, a in program.buffers.items()
                         if n != program.input_name for i in range(a.words)})
     res = FrameResult(mem, [])
@@ -90,6 +112,9 @@ def run_frame(program: compiler.Program, x: np.ndarray, *, preload_weights: bool
         for port, words in loads:
             await write_port(ctx, dut, port, enumerate(words))
         await write_port(ctx, dut, "act", in_words.items())
+        if program.image:
+            await write_port(ctx, dut, "image", img_words.items())
+            ctx.set(dut.image_slot, image_slot)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -211,6 +236,8 @@ def main(argv=None) -> int:
     failures, runs = 0, []
     for i, x in enumerate(xs):
         env = {"input": x[None].astype(np.int64), **golden.run(model, x[None])}
+        # Layers the golden model lacks (an im2col layer): the functional model's outputs.
+        env = {**compiler.execute(program, env[program.input_name]), **env}
         r = run_frame(program, env[program.input_name][0], preload_weights=True,
                       macro_style=args.macro_style, vcd=args.vcd if i == 0 else None)
         bad = first_mismatch(program, r.memory, env)

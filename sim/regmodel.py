@@ -19,10 +19,12 @@ reset or a START cannot exceed the cycles since.
 The rules modelled are the ones :mod:`gateware.regmap` declares: decoding of the low
 ``addr_width`` bits of ``HADDR`` (the bits above are ignored), ERROR for unmapped addresses,
 sizes a location does not take, misaligned addresses, writes to RO and reads of WO
-locations, a write to an ``idle_only`` register or any window access while busy; RW
-registers keep the written value masked to their fields, W1C bits clear where a 1 is
-written, a 1 written to a field declared ``Pulse("start")`` starts a run, and the interrupt
-follows each W1C register and its ``irq_enable`` register.
+locations, a write to an ``idle_only`` register or any window access while busy, but a write
+to the slot of a double-buffered window (``IMAGE``) other than the one the run reads (the
+slot its ``Drive`` register, ``IMAGE_SLOT``, held at START); RW registers
+keep the written value masked to their fields, W1C bits clear where a 1 is written, a 1
+written to a field declared ``Pulse("start")`` starts a run, and the interrupt follows each
+W1C register and its ``irq_enable`` register.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class SlaveModel:
         self.act: dict[int, int] = {}     # window byte offset -> byte, where known
         self.busy: bool | None = False    # None: unknown (a run may be in progress)
         self.logits: dict[int, int | None] = dict.fromkeys(range(cfg.cols), 0)
+        self.active_slot = 0              # the image slot latched by the last START
         # Free-running counters: (value, cycle) of the last read, None before one.
         self.counts: dict[str, tuple[int, int] | None] = {n: None for n in FREE_RUNNING}
 
@@ -102,6 +105,7 @@ class SlaveModel:
         """A START was written: the accelerator's registers, busy state and activation
         buffer (which it overwrites) are unknown."""
         self.busy = None
+        self.active_slot = self.values.get("IMAGE_SLOT", 0) & 1
         self.act.clear()
         self.counts = dict.fromkeys(FREE_RUNNING)
         self.logits = dict.fromkeys(self.logits)
@@ -156,7 +160,12 @@ class SlaveModel:
         if d.window is not None:
             w = d.window
             ok = w.access.writable if write else w.access.readable
-            if nbytes not in w.sizes or not ok or self.busy:
+            if nbytes not in w.sizes or not ok:
+                return ERROR
+            if (write and w.active_slot is not None
+                    and (d.offset - w.offset >= w.slot_bytes) != self.active_slot):
+                return OKAY                 # double buffering: the slot the run does not read
+            if self.busy:
                 return ERROR
             return None if self.busy is None else OKAY
         return ERROR

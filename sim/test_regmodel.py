@@ -136,3 +136,30 @@ def test_logits_window(model):
     assert len(fails) == 2
     if lw.words > cols:                                         # past cols: always 0
         assert model.apply(lw.offset + 4 * cols, False, 2).rdata == 0
+def test_image_window_double_buffered():
+    """The IMAGE window of ``default``: while a run is (or may be) in progress, a write to
+    the slot IMAGE_SLOT held at START is ERROR (unknown while busy is unknown), one to the
+    other slot OKAY; reads and halfwords are ERROR."""
+    model = SlaveModel(register_map(CONFIGS["default"]))
+    rm = model.rm
+    img, slot = rm.window("IMAGE"), rm.register("IMAGE_SLOT")
+    half = img.slot_bytes
+    assert model.response(img.offset, True, 2) == OKAY
+    assert model.response(img.offset + half, True, 2) == OKAY
+    assert model.response(img.offset, False, 2) == ERROR
+    assert model.response(img.offset, True, 1) == ERROR
+    for active in (1, 0):
+        model.idle()
+        model.apply(slot.offset, True, 2, active)
+        model.apply(rm.register("CTRL").offset, True, 2, 1)
+        assert model.busy is None and model.active_slot == active
+        assert model.response(img.offset + active * half + 4, True, 2) is None
+        assert model.response(img.offset + (1 - active) * half + 4, True, 2) == OKAY
+        assert model.response(slot.offset, True, 2) is None
+        model.busy = True
+        assert model.response(img.offset + active * half + 4, True, 2) == ERROR
+        assert model.response(img.offset + (1 - active) * half, True, 2) == OKAY
+        assert model.response(img.offset + (1 - active) * half, False, 2) == ERROR
+        assert model.response(slot.offset, True, 2) == ERROR
+    tiny = SlaveModel(register_map(CONFIGS["tiny"]))
+    assert "IMAGE" not in {w.name for w in tiny.rm.windows}

@@ -38,6 +38,8 @@ def _dut(program):
 def _check(model, program, x, seed, **run):
     env = golden.run(model, x[None])
     xin = x if program.input_name == "input" else env[program.input_name][0]
+    # Layers the golden model does not have (an im2col layer): the functional model's.
+    env = {**compiler.execute(program, xin[None]), **env}
     res = run_frame(program, xin, **run)
     st = res.status
     assert not st["error"], f"seed {seed}: error {st['code']}"
@@ -374,3 +376,46 @@ def test_classifier_overflow(tmp_path):
     res = run_frame(program, xin, macro_style="behavioral", preload_weights=True)
     assert res.status["error"] and res.status["code"] == AccelError.OVERFLOW, res.status
     assert res.result[1] is False
+def _im2col_net(path, arch, channels, size):
+    """A random network on ``channels x size x size`` 8-bit pixels whose first convolution
+    runs on the accelerator through the image buffer (``stem`` partition): the digits CNN
+    (conv1 3x3 stride 1 padding 1) or the small ResNet14 (conv1 7x7 stride 2 padding 3, max
+    pooling)."""
+    spec = small_specs(4, 4)[1 if arch == "resnet14" else 2]
+    spec = dataclasses.replace(spec, in_channels=channels, image_size=size, first_bits=8,
+                               pixel_max=255)
+    if arch == "digits_cnn":
+        spec = dataclasses.replace(spec, width=0.25)
+    net, x = random_net(spec, SEED, batch=1)
+    model = golden.load(export.save(path, *export.to_manifest(net)))
+    return compiler.partition(model, "stem"), x.numpy()
+
+
+@pytest.mark.parametrize("arch,channels,size,K,slot", [
+    ("digits_cnn", 3, 7, 5, 1), ("digits_cnn", 1, 6, 5, 0), ("resnet14", 3, 9, 7, 1)])
+def test_im2col_exact(tmp_path, arch, channels, size, K, slot):
+    """The first convolution through the image buffer: the im2col layer (``k = 3 < K = 5``
+    on a 7x7 or 6x6 image, 3 or 1 channels; ``k = K = 7``, stride 2, padding 3 on 9x9) and
+    the 1x1 convolution over its lanes, bit-exact against the golden model and the
+    functional model, every layer's cycles equal to the cycle model's."""
+    model, xs = _im2col_net(tmp_path / "net.npz", arch, channels, size)
+    cfg = HwConfig(name="tiny_img", rows=16, cols=8, w_bits=4, a_bits=4, macros=2,
+                   max_planes=12, acc_width=32, image_channels=3,
+                   image_size=-(-size // 4) * 4, im2col_kernel=K)
+    program = compiler.compile_model(model, cfg)
+    assert program.image and program.descriptors[0].op == 2
+    res = _check(model, program, xs[0], SEED, macro_style="behavioral", preload_weights=True,
+                 image_slot=slot)
+    analytic = cycles.network_cycles(program)
+    assert res.layers == [a.cycles for a in analytic], (res.layers, analytic)
+    # The im2col layer alone (later layers overwrite its output; the 1x1 convolution's zero
+    # weights would hide a wrong lane past k): every lane against the functional model.
+    alone = dataclasses.replace(program, names=program.names[:1], descriptors=[
+        dataclasses.replace(program.descriptors[0], last=1)])
+    res = run_frame(alone, xs[0], macro_style="behavioral", preload_weights=True,
+                    image_slot=slot)
+    want = compiler.execute(alone, xs[:1])
+    assert want[alone.names[0]].any()
+    bad = first_mismatch(alone, res.memory, want)
+    assert bad is None, f"seed {SEED}: {bad}"
+    assert res.layers == [a.cycles for a in cycles.network_cycles(alone)]

@@ -20,12 +20,21 @@ from amaranth.sim import Simulator
 
 import compiler
 from contract.config import HwConfig, get_config
+from contract.program import (
+    FIELDS,
+    OP_IM2COL,
+    Descriptor,
+    ErrorCode,
+    check_descriptor,
+    im2col_lanes,
+)
 from gateware.accelerator import Accelerator, AccelError
 from gateware.actbuf import ActivationBuffer
 from gateware.ahb import CIMSlave, HBurst, HSize, HTrans, byte_lanes
 from gateware.regmap import (
     REG_BLOCK,
     Access,
+    Drive,
     Field,
     Port,
     Pulse,
@@ -35,6 +44,7 @@ from gateware.regmap import (
 )
 from gateware.top import CIMTop, verilog
 from model import data, golden
+from sim.accel_pysim import image_words
 from sim.seed import test_seed
 
 SEED = test_seed()
@@ -157,7 +167,9 @@ class FakeAccel:
     for ``run_cycles`` cycles (then ``done``, and ``error`` with ``fail_code``), writes while
     not busy land in Python memories (the activation buffer lane by lane), the activation read
     port returns the word ``LATENCY`` cycles after its address (a non-transparent RAM). Every
-    write, start and busy-time write is logged with its cycle."""
+    write, start and busy-time write is logged with its cycle. With an image buffer,
+    ``image_active`` is the slot ``image_slot`` held at start while busy, ``image_slot``
+    otherwise, and image writes are logged too (busy or not)."""
 
     def __init__(self, slave):
         self.p = slave.accel
@@ -168,19 +180,29 @@ class FakeAccel:
         self.run_cycles = 10
         self.fail_code = AccelError.NONE
         self.busy_left = 0
+        self.latched = 0
+
+    async def follow(self, ctx):
+        """``image_active``: the latched slot while busy, ``image_slot`` otherwise (comb)."""
+        p = self.p
+        async for slot, busy in ctx.changed(p.image_slot, p.busy):
+            ctx.set(p.image_active, self.latched if busy else slot)
 
     async def process(self, ctx):
         p = self.p
         R, ab = self.cfg.rows, self.cfg.a_bits
         lane = (1 << ab) - 1
         stage = 0
-        ports = ("prog", "param", "weight")
+        ports = ("prog", "param", "weight") + (("image",) if self.cfg.image_channels else ())
         sampled = [p.start, p.act_w_en, p.act_w_addr, p.act_w_data, p.act_w_mask, p.act_r_addr,
+                   p.image_slot,
                    *[getattr(p, f"{n}_w_{s}") for n in ports for s in ("en", "addr", "data")]]
-        async for _, _, start, a_en, a_addr, a_data, a_mask, r_addr, *mem in (
+        async for _, _, start, a_en, a_addr, a_data, a_mask, r_addr, slot, *mem in (
                 ctx.tick().sample(*sampled)):
             self.cycle += 1
             busy = self.busy_left > 0
+            if start and not busy:
+                self.latched = slot
             for i, n in enumerate(ports):
                 en, addr, word = mem[3 * i:3 * i + 3]
                 if en:
@@ -228,6 +250,7 @@ def run_slave(body, *, regmap=MAP, run_cycles=10, fail_code=AccelError.NONE):
     sim = Simulator(slave)
     sim.add_clock(1e-6)
     sim.add_process(fake.process)
+    sim.add_process(fake.follow)
     sim.add_testbench(tb)
     sim.run()
     return fake
@@ -615,11 +638,15 @@ def test_new_register_is_one_declaration():
     (Pulse("busy"), ("F", 0, 1), "Register NEW: field F: a Pulse needs an accelerator input"),
     (Pulse("start"), ("F", 0, 1), "accelerator input start is already driven by CTRL.START"),
     (Pulse("prog_w_en"), ("F", 0, 1), "prog_w_en is already driven by the slave"),
+    (Drive("busy"), ("F", 0, 1), "Register NEW: field F: a Drive needs an accelerator input"),
+    (Drive("start"), ("F", 0, 2), "Register NEW: field F: a Drive needs a 2-bit port; start "
+     "has 1"),
+    (Drive("image_slot"), ("F", 0, 1), "image_slot is already driven by IMAGE_SLOT.SLOT"),
 ])
 def test_binding_errors(hw, field, message):
     """A declaration bound to a port the accelerator lacks, or one of the wrong direction or
     width, or driven twice, is refused when the slave is built, naming the register."""
-    access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO}[type(hw)]
+    access = {Port: Access.RO, Rise: Access.W1C, Pulse: Access.WO, Drive: Access.RW}[type(hw)]
     rm = _with(Register("NEW", 0x100, access, "new", (Field(*field, "f", hw=hw),)))
     with pytest.raises(ValueError, match=message):
         CIMSlave(regmap=rm, accel=Accelerator(config=TINY).signature)
@@ -825,3 +852,120 @@ def test_classifier_over_bus(tmp_path):
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
+
+
+IMAGE_MAP = register_map(get_config("tiny:image_channels=1,image_size=4"))
+
+
+def test_image_window_double_buffered():
+    """The IMAGE window (32-bit writes only, write only) and IMAGE_SLOT: while idle both slots
+    take writes; START latches IMAGE_SLOT; while busy a write to the other slot is OKAY and
+    lands, one to the latched slot (or to IMAGE_SLOT, or a read) is ERROR and changes
+    nothing; after the run both slots are open again. Once with each slot latched."""
+    img, slot_reg = IMAGE_MAP.window("IMAGE"), IMAGE_MAP.register("IMAGE_SLOT").offset
+    ctrl, half = IMAGE_MAP.register("CTRL").offset, IMAGE_MAP.window("IMAGE").slot_bytes
+    assert img.slot_bytes and img.offset % img.size == 0
+    cfg = IMAGE_MAP.register("CFG_IMAGE")
+    assert cfg.reset == 1 | 4 << 8 | 7 << 20
+    assert IMAGE_MAP.register("CAPS").field("IMAGE").reset == 1
+    assert MAP.register("CAPS").field("IMAGE").reset == 0 and "IMAGE" not in {
+        w.name for w in MAP.windows}
+    want = []
+
+    async def body(ctx, s, fake):
+        res = await ahb(ctx, s.bus, [wr(img.offset, 1), wr(img.offset + half, 2),
+                                     rd(img.offset), wr(img.offset, 3, size=2), rd(slot_reg)])
+        assert [r.ok for r in res] == [True, True, False, False, True]
+        assert lane_value(res[4]) == 0
+        want.extend([(0, 1, False), (half // 4, 2, False)])
+        for active in (1, 0):
+            other = 1 - active
+            res = await ahb(ctx, s.bus, [
+                wr(slot_reg, active), wr(ctrl, 1),
+                wr(img.offset + active * half + 4, 5),      # the run's slot: ERROR
+                wr(img.offset + other * half + 8, 6),       # the other: OKAY while busy
+                wr(img.offset + other * half + half - 4, 7),
+                wr(slot_reg, other), rd(slot_reg)])
+            assert [r.ok for r in res] == [True, True, False, True, True, False, True], res
+            assert all(r.error for r in res if not r.ok)
+            assert lane_value(res[-1]) == active
+            assert ctx.get(s.accel.image_slot) == active and fake.busy_left
+            want.extend([(other * half // 4 + 2, 6, True), (other * half // 4 + half // 4 - 1,
+                                                             7, True)])
+            while fake.busy_left:
+                await ctx.tick()
+            (res,) = await ahb(ctx, s.bus, [wr(img.offset + active * half, 8)])
+            assert res.ok
+            want.append((active * half // 4, 8, False))
+
+    fake = run_slave(body, regmap=IMAGE_MAP, run_cycles=20)
+    got = [(addr, word, busy) for _, port, addr, word, busy in fake.log if port == "image"]
+    check(got == want, SEED, f"image writes {got}, want {want}")
+
+
+def test_image_double_buffering_over_bus():
+    """:class:`CIMTop` with an image buffer runs an im2col layer three times over the bus:
+    image A in slot 0, run; while it runs, image B goes into slot 1 (OKAY) and a write to
+    slot 0 answers ERROR; run on slot 1; run on slot 0 again. Each run's output, read back
+    through the ACT window, is its image's im2col lanes, so B landed while busy and the
+    refused write never did."""
+    cfg = get_config("tiny:image_channels=3,image_size=8,im2col_kernel=3")
+    rng = random.Random(SEED)
+    zero = {f.name: 0 for f in FIELDS}
+    d = Descriptor(**{**zero, "op": OP_IM2COL, "kernel": 3, "stride": 1, "padding": 1,
+                      "relu": 1, "in_bits": 8, "out_bits": 8, "in_height": 7, "in_width": 6,
+                      "in_groups": 1, "out_height": 7, "out_width": 6, "out_groups": 2,
+                      "in_channels": 3, "out_channels": 27, "out_base": cfg.bank_words,
+                      "last": 1})
+    assert check_descriptor(d, cfg) == ErrorCode.NONE
+    top = CIMTop(config=cfg)
+    rm = top.regmap
+    img, act = rm.window("IMAGE"), rm.window("ACT")
+    off = {r.name: r.offset for r in rm.registers}
+    images = [np.array([[[rng.randrange(256) for _ in range(6)] for _ in range(7)]
+                        for _ in range(3)]) for _ in range(2)]
+    R, ab, slices = cfg.rows, cfg.a_bits, rm.act_slices
+    mem = np.zeros((1, 2 * cfg.bank_words, R), np.int64)
+    words = range(d.out_base, d.out_base + 7 * 6 * 2 * 2)
+    results = []
+
+    def image(i, slot):
+        return [wr(img.offset + 4 * a, w) for a, w in image_words(cfg, images[i], slot).items()]
+
+    async def run(ctx, slot, during=()):
+        res = await ahb(ctx, top, [wr(off["IMAGE_SLOT"], slot), wr(off["CTRL"], 1), *during],
+                        rng)
+        for _ in range(500):
+            (status,) = await ahb(ctx, top, [rd(off["STATUS"])])
+            if not status.rdata & 1:
+                break
+        assert status.rdata & 0b10, "the run did not end"
+        res = res[2:]
+        reads = await ahb(ctx, top, [rd(act.offset + (w * slices + s) * 4)
+                                     for w in words for s in range(slices)], rng)
+        vals = [r.rdata for r in reads]
+        results.append({w: sum(vals[i * slices + s] << 32 * s for s in range(slices))
+                        for i, w in enumerate(words)})
+        return res
+
+    async def tb(ctx):
+        res = await ahb(ctx, top, [wr(img.offset + 4 * i, 0) for i in range(img.words)]
+                        + [wr(rm.window("PROG").offset + 4 * i, v)
+                           for i, v in enumerate(d.pack())] + image(0, 0), rng)
+        assert all(r.ok for r in res)
+        during = [wr(img.offset + 4, 0xDEADBEEF), *image(1, 1), wr(img.offset + 8, 1)]
+        res = await run(ctx, 0, during)
+        check([r.ok for r in res] == [False] + [True] * (len(during) - 2) + [False], SEED,
+              [r.ok for r in res])
+        await run(ctx, 1)
+        await run(ctx, 0)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    for x, got in zip((0, 1, 0), results):
+        y = im2col_lanes(images[x][None], 3, 1, 1, 3)
+        compiler.write_tensor(mem, d.out_base, y, 8, ab)
+        want = {w: sum(int(v) << ab * r for r, v in enumerate(mem[0, w])) for w in words}
+        check(got == want, SEED, f"image {x}: output differs")

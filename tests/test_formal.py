@@ -28,18 +28,32 @@ def test_slave_passes_bmc_proof_and_covers():
     assert set(results["cover"].reached) == set(COVERS)
 
 
+IMAGE_CONFIG = "tiny:image_channels=1,image_size=4"
+"""A configuration with an image buffer: the IMAGE window's double-buffering rule (a write to
+the slot the run does not read is legal while busy) and IMAGE_SLOT's Drive."""
+
+
+def test_image_window_passes_bmc_and_proof():
+    results = {r.task: r for r in check(config=IMAGE_CONFIG, stall=2, tasks=("bmc", "prove"),
+                                        depths={"bmc": 8, "prove": 5})}
+    for task in ("bmc", "prove"):
+        assert results[task].status == "PASS", results[task].log
+        assert results[task].failed == []
+
+
 def test_induction_too_short_does_not_close():
     # The proof is k-induction, not a bounded check that passes whatever the depth.
     [r] = check(stall=2, tasks=("prove",), depths={"prove": 3})
     assert r.status == "UNKNOWN", r.log
 
 
-@pytest.mark.parametrize("mutant, caught", [
-    ("one_cycle_error", "error_first_cycle"),
-    ("ctrl_while_busy", "error_when_illegal"),
+@pytest.mark.parametrize("mutant, caught, config", [
+    ("one_cycle_error", "error_first_cycle", "tiny"),
+    ("ctrl_while_busy", "error_when_illegal", "tiny"),
+    ("image_half_slot", "error_when_illegal", IMAGE_CONFIG),
 ])
-def test_planted_fault_fails(mutant, caught):
-    [r] = check(stall=2, tasks=("bmc",), depths={"bmc": 6}, mutant=mutant)
+def test_planted_fault_fails(mutant, caught, config):
+    [r] = check(config=config, stall=2, tasks=("bmc",), depths={"bmc": 6}, mutant=mutant)
     assert r.status == "FAIL", r.log
     assert caught in r.failed
     assert r.step is not None and r.step <= 6
@@ -53,7 +67,7 @@ def test_every_property_and_cover_is_a_named_check():
                         r'"(\w+)"', il)
     assert sorted(n for n, f in checks if f == "assert") == sorted(PROPERTIES)
     assert sorted(n for n, f in checks if f == "cover") == sorted(COVERS)
-    assert set(MUTANTS) == {"one_cycle_error", "ctrl_while_busy"}
+    assert set(MUTANTS) == {"one_cycle_error", "ctrl_while_busy", "image_half_slot"}
 
 
 @pytest.mark.parametrize("kwargs, message", [

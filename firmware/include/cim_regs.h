@@ -46,7 +46,8 @@ typedef struct {
     __IM  uint32_t CFG_MAX_PIXELS;      /* 0x028 RO  Largest layer the sequencer accepts */
     __IM  uint32_t CFG_LAYOUT;          /* 0x02C RO  Memory layouts the driver follows */
     __IM  uint32_t CAPS;                /* 0x030 RO  Capabilities */
-    uint32_t       RESERVED0[3];        /* 0x034-0x03C */
+    __IM  uint32_t CFG_IMAGE;           /* 0x034 RO  Image buffer (two slots; CHANNELS 0: none) */
+    uint32_t       RESERVED0[2];        /* 0x038-0x03C */
     __OM  uint32_t CTRL;                /* 0x040 WO  Control (ERROR while busy) */
     __IM  uint32_t STATUS;              /* 0x044 RO  Status */
     __IOM uint32_t IRQ_ENABLE;          /* 0x048 RW  Interrupt enables (IRQ = any enabled status bit) */
@@ -55,7 +56,7 @@ typedef struct {
     __IM  uint32_t CYCLES_BUSY;         /* 0x054 RO  Cycles busy since START */
     __IM  uint32_t CYCLES_COMPUTE;      /* 0x058 RO  Busy cycles in which some macro computed */
     __IM  uint32_t CYCLES_STALL;        /* 0x05C RO  Busy cycles in which no macro computed but one waited (for weights, or on backpressure) */
-    uint32_t       RESERVED1[1];        /* 0x060-0x060 */
+    __IOM uint32_t IMAGE_SLOT;          /* 0x060 RW  Image slot of the next run (ERROR while busy) */
     __IM  uint32_t RESULT;              /* 0x064 RO  Classifier result of the last run */
 } CIM_TypeDef;
 
@@ -131,8 +132,17 @@ typedef struct {
 #define CIM_CAPS_RESIDUAL_Msk                (0x00000001UL << CIM_CAPS_RESIDUAL_Pos)
 #define CIM_CAPS_ACT_NARROW_Pos              3u
 #define CIM_CAPS_ACT_NARROW_Msk              (0x00000001UL << CIM_CAPS_ACT_NARROW_Pos)
+#define CIM_CAPS_IMAGE_Pos                   4u
+#define CIM_CAPS_IMAGE_Msk                   (0x00000001UL << CIM_CAPS_IMAGE_Pos)
 #define CIM_CAPS_CLASSIFIER_Pos              5u
 #define CIM_CAPS_CLASSIFIER_Msk              (0x00000001UL << CIM_CAPS_CLASSIFIER_Pos)
+#define CIM_CFG_IMAGE_OFFSET                 0x034u
+#define CIM_CFG_IMAGE_CHANNELS_Pos           0u
+#define CIM_CFG_IMAGE_CHANNELS_Msk           (0x000000FFUL << CIM_CFG_IMAGE_CHANNELS_Pos)
+#define CIM_CFG_IMAGE_SIZE_Pos               8u
+#define CIM_CFG_IMAGE_SIZE_Msk               (0x00000FFFUL << CIM_CFG_IMAGE_SIZE_Pos)
+#define CIM_CFG_IMAGE_KERNEL_Pos             20u
+#define CIM_CFG_IMAGE_KERNEL_Msk             (0x0000000FUL << CIM_CFG_IMAGE_KERNEL_Pos)
 #define CIM_CTRL_OFFSET                      0x040u
 #define CIM_CTRL_START_Pos                   0u
 #define CIM_CTRL_START_Msk                   (0x00000001UL << CIM_CTRL_START_Pos)
@@ -176,6 +186,10 @@ typedef struct {
 #define CIM_CYCLES_STALL_COUNT_Pos           0u
 #define CIM_CYCLES_STALL_COUNT_Msk           (0xFFFFFFFFUL << CIM_CYCLES_STALL_COUNT_Pos)
 #define CIM_CYCLES_STALL_RESET               0x00000000u
+#define CIM_IMAGE_SLOT_OFFSET                0x060u
+#define CIM_IMAGE_SLOT_SLOT_Pos              0u
+#define CIM_IMAGE_SLOT_SLOT_Msk              (0x00000001UL << CIM_IMAGE_SLOT_SLOT_Pos)
+#define CIM_IMAGE_SLOT_RESET                 0x00000000u
 #define CIM_RESULT_OFFSET                    0x064u
 #define CIM_RESULT_CLASS_Pos                 0u
 #define CIM_RESULT_CLASS_Msk                 (0x0000FFFFUL << CIM_RESULT_CLASS_Pos)
@@ -363,6 +377,7 @@ typedef struct {
 #define CIM_CFG_MAX_PIXELS_RESET    0x00000400u
 #define CIM_CFG_LAYOUT_RESET        0x0002040Au
 #define CIM_CAPS_RESET              0x0000002Du
+#define CIM_CFG_IMAGE_RESET         0x00702000u
 #else /* CIM_CONFIG_DEFAULT */
 #define CIM_CFG_NAME                "default"
 #define CIM_CFG_ROWS                64u
@@ -399,6 +414,9 @@ typedef struct {
 #define CIM_WIN_ACT_OFFSET          0x00040000UL
 #define CIM_WIN_ACT_SIZE            0x00040000UL
 #define CIM_WIN_ACT_WORDS           8192u
+#define CIM_WIN_IMAGE_OFFSET        0x00080000UL
+#define CIM_WIN_IMAGE_SIZE          0x00002000UL
+#define CIM_WIN_IMAGE_WORDS         2048u
 #define CIM_WIN_WEIGHT_OFFSET       0x00200000UL
 #define CIM_WIN_WEIGHT_SIZE         0x00200000UL
 #define CIM_WIN_WEIGHT_WORDS        524288u
@@ -415,7 +433,8 @@ typedef struct {
 #define CIM_CFG_LIMITS_RESET        0x00100040u
 #define CIM_CFG_MAX_PIXELS_RESET    0x00000400u
 #define CIM_CFG_LAYOUT_RESET        0x0008040Au
-#define CIM_CAPS_RESET              0x0000002Du
+#define CIM_CAPS_RESET              0x0000003Du
+#define CIM_CFG_IMAGE_RESET         0x00702003u
 #endif
 
 #ifdef __cplusplus

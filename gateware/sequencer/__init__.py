@@ -4,6 +4,7 @@ how :class:`~gateware.accelerator.Accelerator` connects them)."""
 from .classifier import Classifier
 from .collector import Collector
 from .fetcher import Fetcher
+from .im2col import Im2col
 from .issuer import Issuer
 from .layer import AccelError, IssueSignature, LayerSignature
 from .loader import WeightLoader
@@ -12,5 +13,6 @@ from .pooler import Pooler
 from .residual import ResidualReader
 from .writer import Writer
 
-__all__ = ["AccelError", "Classifier", "Collector", "Fetcher", "IssueSignature", "Issuer",
-           "LayerSignature", "MacroUnit", "Pooler", "ResidualReader", "WeightLoader", "Writer"]
+__all__ = ["AccelError", "Classifier", "Collector", "Fetcher", "Im2col", "IssueSignature",
+           "Issuer", "LayerSignature", "MacroUnit", "Pooler", "ResidualReader", "WeightLoader",
+           "Writer"]

@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .layer import (
+    OP_IM2COL,
     OP_MAXPOOL,
     AccelError,
     IssueSignature,
@@ -81,10 +82,13 @@ class Issuer(wiring.Component):
     residuals : ``In(credit_signature())``
         Credits: a residual is in the FIFO for the next final-round pixel.
     layer_done : ``In(1)``
-        The writer (or, max pooling, the pooler) wrote the layer's last word.
+        The writer (or the pooler, or the im2col unit) wrote the layer's last word.
     pool_start : ``Out(1)``
         Pulse: the pooler runs the layer ``ctrl.desc`` (a max-pooling descriptor: ``CHECK``
         goes to ``POOL``, which pulses this, then ``DRAIN``).
+    im2col_start : ``Out(1)``
+        Pulse: the im2col unit runs the layer ``ctrl.desc`` (``op`` 2: ``CHECK`` goes to
+        ``IM2COL``, which pulses this, then ``DRAIN``).
     overrun, overflow : ``In(1)``
         Run-time errors (kept until the layer ends, then the program stops).
     waiting : ``Out(1)``
@@ -105,7 +109,7 @@ class Issuer(wiring.Component):
             "ctrl": Out(LayerSignature(param_rows=param_rows)),
             "residuals": In(credit_signature()),
             "layer_done": In(1), "overrun": In(1), "overflow": In(1),
-            "waiting": Out(1), "pool_start": Out(1),
+            "waiting": Out(1), "pool_start": Out(1), "im2col_start": Out(1),
         })
 
     def elaborate(self, platform):
@@ -175,11 +179,17 @@ class Issuer(wiring.Component):
                     m.next = "STOP"
                 with m.Elif(desc.op == OP_MAXPOOL):
                     m.next = "POOL"
+                with m.Elif(desc.op == OP_IM2COL):
+                    m.next = "IM2COL"
                 with m.Else():
                     m.next = "SETUP"
             with m.State("POOL"):
                 # The pooler runs the layer and ends it with layer_done.
                 m.d.comb += self.pool_start.eq(1)
+                m.next = "DRAIN"
+            with m.State("IM2COL"):
+                # The im2col unit runs the layer and ends it with layer_done.
+                m.d.comb += self.im2col_start.eq(1)
                 m.next = "DRAIN"
             with m.State("SETUP"):
                 m.d.comb += ctrl.start.eq(1)
