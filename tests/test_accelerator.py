@@ -419,3 +419,34 @@ def test_im2col_exact(tmp_path, arch, channels, size, K, slot):
     bad = first_mismatch(alone, res.memory, want)
     assert bad is None, f"seed {SEED}: {bad}"
     assert res.layers == [a.cycles for a in cycles.network_cycles(alone)]
+
+
+@pytest.mark.parametrize("channels,size,slot", [(3, 24, 1), (1, 16, 0)])
+def test_whole_network_exact(tmp_path, channels, size, slot):
+    """Every layer on the accelerator (the ``whole`` partition) in one program: the image from
+    the image buffer through the im2col layer (7x7 stride 2 on 8-bit pixels, 8-bit weights),
+    the 1x1 convolution over its lanes, max pooling, the residual stages, and global average
+    pooling + classifier as one raw layer: every surviving layer bit-exact against the golden
+    model, the logits and the class in the registers equal to the golden classifier's, every
+    layer's cycles those of the cycle model. A 3-channel ResNet14 on 24x24 (a 2x2 map before
+    the pooling: the raw layer's window is 3x3 with padding 1) and a 1-channel one on 16x16
+    (1x1 map)."""
+    spec = dataclasses.replace(small_specs(4, 4)[1], in_channels=channels, image_size=size,
+                               first_bits=8, last_bits=8, num_classes=6)
+    net, x = random_net(spec, SEED, batch=1)
+    model = compiler.partition(golden.load(export.save(tmp_path / "net.npz",
+                                                       *export.to_manifest(net))), "whole")
+    cfg = HwConfig(name="tiny_whole", rows=16, cols=8, w_bits=4, a_bits=4, macros=2,
+                   max_planes=12, acc_width=32, image_channels=3, image_size=size,
+                   im2col_kernel=7)
+    program = compiler.compile_model(model, cfg)
+    ops = [d.op for d in program.descriptors]
+    assert program.image and program.raw and ops[:3] == [2, 0, 1], ops
+    assert program.descriptors[-1].kernel == (3 if size == 24 else 1)
+    xs = x.numpy()
+    res = _check(model, program, xs[0], SEED, macro_style="behavioral", preload_weights=True,
+                 image_slot=slot, max_cycles=400_000)
+    env = golden.run(model, xs[:1])
+    assert logits_mismatch(program, res, env) is None, f"seed {SEED}"
+    analytic = cycles.network_cycles(program)
+    assert res.layers == [a.cycles for a in analytic], (res.layers, analytic)
