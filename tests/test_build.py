@@ -550,7 +550,7 @@ def test_report_system(tiny_build):
     digits model's 5-bit pixels into its first convolution: tiny feeds 4 bit-planes)."""
     out, _ = tiny_build
     s = report_of(out)["system"]
-    assert s["clock_mhz"] == 10.0 and set(s["partitions"]) == {"file", "stem", "mcu"}
+    assert s["clock_mhz"] == 10.0 and set(s["partitions"]) == {"file", "stem", "whole", "mcu"}
     assert s["partitions"]["file"]["accel_cycles_analytic"] > 0
     assert s["partitions"]["mcu"]["accel_cycles_analytic"] == 0
     stem = s["partitions"]["stem"]

@@ -721,7 +721,7 @@ def test_bad_mcu_blobs(fw, digits):
                            ops[res]["out_c"], ops[res]["out_h"], ops[res]["out_w"]))
     bad = {
         "an ACCEL blob without program": _header_word(good, "partition", 1),
-        "an unknown partition": _header_word(good, "partition", 3),
+        "an unknown partition": _header_word(good, "partition", len(fb.PARTITIONS) + 1),
         "accelerator words": _header_word(good, "program_words", 4),
         "too many ops": _header_word(good, "ops_count", fb.MAX_OPS + 1),
         "an OFFLOAD op": _op_word(good, conv, "kind", fb.OP_KINDS.index("OFFLOAD") + 1),
@@ -901,3 +901,75 @@ def test_images_of_a_model_without_dataset(tmp_path):
     assert x.shape == (5, *model.input_shape) and x.dtype == np.uint8
     assert x.max() <= model.manifest["input"]["pixel_max"]
     assert (y == golden.predict(model, x)).all()
+
+
+# ----------------------------------------------------------------------------- WHOLE partition
+
+
+@pytest.mark.parametrize("wait", ["poll", "irq"])
+def test_whole_partition_on_fake_accelerator(fw, resnet, wait):
+    """A WHOLE blob (every layer on the accelerator): the driver writes each image once into
+    the image buffer, the next one into the other slot while the current one computes
+    (cim_net_run_next), starts on the right slot, and reads logits and class from the
+    registers: every logit equals the golden model's, the stages are write, wait, read."""
+    count = 3
+    x = random_images(resnet, count, np.random.default_rng(SEED))
+    blob = fb.build_blob(resnet, get_config("default"), x, partition="whole")
+    s = Session(fw, blob)
+    assert s.status == "OK" and [fb.OP_KINDS[o["kind"] - 1] for o in s.ops] == ["CLASSIFY"]
+    assert s.attach(fh.FakeAccelerator(get_config("default"))) == "OK"
+    assert fh.status(fw.cim_load_model(C.byref(s.dev), C.byref(s.model))) == "OK"
+    s.init_net(s.dev)
+    if wait == "irq":
+        s.net.wait = 1
+        s.fake.on_irq = lambda: fw.cim_irq_handler(C.byref(s.dev))
+        assert fh.status(fw.cim_irq_enable(C.byref(s.dev), 1)) == "OK"
+    stages = []
+    cb = fh.STAGE(lambda _, stage: stages.append(stage))
+    s.net.stage = cb
+    want = golden.run(resnet, x)["fc"]
+    imgs = [fh.Buffer(x[b].tobytes()) for b in range(count)]
+    slots = []
+    for b in range(count):
+        cls = C.c_uint32()
+        nxt = imgs[b + 1].addr if b + 1 < count else None
+        slots.append(s.net.slot)
+        st = fw.cim_net_run_next(C.byref(s.net), imgs[b].addr, nxt, C.byref(cls))
+        assert fh.status(st) == "OK"
+        logits = np.ctypeslib.as_array(fw.cim_net_logits(C.byref(s.net)), (want.shape[1],))
+        assert np.array_equal(logits, want[b]), f"image {b}"
+        assert cls.value == int(np.argmax(want[b]))
+    assert slots == [0, 1, 0] and s.fake.starts == count
+    # Each image written once (1 channel of 32 rows of 32 bytes: 256 words).
+    assert s.fake.writes["IMAGE"] == count * 256
+    assert stages == [STAGES[n] for n in ("OFFLOAD_WRITE", "OFFLOAD_WAIT", "OFFLOAD_READ",
+                                          "IDLE")] * count
+    assert not s.fake.errors
+
+
+def test_bad_whole_blobs(fw, resnet):
+    """Both checkers refuse a WHOLE blob whose op, image or program disagrees, and the
+    generator refuses a configuration without an image buffer."""
+    x = random_images(resnet, 1, np.random.default_rng(SEED))
+    good = fb.build_blob(resnet, get_config("default"), x, partition="whole")
+    assert blob_status(fw, good) == "OK"
+    h, op = fb.parse_header(good), fb.parse_ops(good)[0]
+    descs = h["program_words"] // fb.fmt.DESC_WORDS
+    bad = {
+        "an ACCEL blob's ops": _header_word(good, "partition", 1),
+        "another op kind": _op_word(good, 0, "kind", fb.OP_KINDS.index("OFFLOAD") + 1),
+        "channels": _op_word(good, 0, "in_c", 2),
+        "rows": _op_word(good, 0, "in_h", 31),
+        "classes": _op_word(good, 0, "out_c", 9),
+        "unsigned logits": _op_word(good, 0, "out_signed", 0),
+        "logits outside the workspace": _op_word(good, 0, "out_offset", h["workspace_bytes"]),
+        "logits misaligned": _op_word(good, 0, "out_offset", op["out_offset"] + 4),
+        "an image larger than the buffer": _header_word(good, "hw_image_size", 16),
+        "no image buffer": _header_word(good, "hw_image_channels", 0),
+        "no im2col first": _desc_field(good, 0, "op", fb.fmt.OP_CONV),
+        "no raw layer last": _desc_field(good, descs - 1, "raw", 0),
+    }
+    for what, blob in bad.items():
+        assert blob_status(fw, blob) == "ERR_BLOB_FORMAT", what
+    with pytest.raises(fb.BlobError, match="image buffer"):
+        fb.build_blob(resnet, get_config("default:image_channels=0"), partition="whole")

@@ -22,25 +22,28 @@ def resnet():
 
 def test_partitions_move_layers_and_keep_the_arithmetic(resnet):
     """``stem`` moves the first convolution and the max pooling to the accelerator, ``mcu``
-    everything to the MCU, ``file`` changes nothing; the golden model's outputs are the same
-    under every split, and the compiled stem program runs them bit-exactly in the functional
-    model."""
+    everything to the MCU, ``whole`` everything to the accelerator, ``file`` changes nothing;
+    the golden model's outputs are the same under every split, and the compiled stem program
+    runs them bit-exactly in the functional model (on ``default`` the first convolution goes
+    through the image buffer: an im2col layer, then the convolution as 1x1)."""
     where = {n["name"]: n["where"] for n in resnet.nodes}
     stem = compiler.partition(resnet, "stem")
     assert {n["name"]: n["where"] for n in stem.nodes} == {
         **where, "conv1": "accel", "maxpool": "accel"}
     assert all(n["where"] == "mcu" for n in compiler.partition(resnet, "mcu").nodes)
+    assert all(n["where"] == "accel" for n in compiler.partition(resnet, "whole").nodes)
     assert compiler.partition(resnet, "file") is resnet
     assert {n["name"]: n["where"] for n in resnet.nodes} == where     # not changed in place
     x = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 32))
     env = golden.run(resnet, x)
     program = compiler.compile_model(stem, get_config("default"))
-    assert program.names[:2] == ["conv1", "maxpool"] and program.input_name == "input"
+    assert program.names[:3] == ["conv1.im2col", "conv1", "maxpool"] and program.image
+    assert program.input_name == "input"
     got = compiler.execute(program, x)
-    for name in program.names:
+    for name in program.names[1:]:
         assert np.array_equal(got[name], env[name]), name
     layers = cycles.network_cycles(program)
-    assert layers[0].name == "conv1" and layers[1].name == "maxpool"
+    assert [c.name for c in layers[:3]] == program.names[:3]
 
 
 def test_partition_errors(resnet):
