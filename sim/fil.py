@@ -39,8 +39,9 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
   read that shows it idle and the next START), so the core's computing costs no simulation
   while the wait for the interrupt costs the accelerator's cycles.
 * instruction counts: every executed instruction is charged to the stage the firmware is
-  in (``cim_results.marker``, written at every stage boundary), per frame (a frame starts
-  at a CONV marker after IDLE), and to ``IRQ`` while the handler runs. Instructions are
+  in (``cim_results.marker``, written at every stage boundary), per frame (a frame runs
+  from a marker after IDLE, other than LOAD, to the next IDLE), and to ``IRQ`` while the
+  handler runs. Instructions are
   counted as the core issues them: those of an IT block whose condition fails too. ``count="block"``
   (default) counts per translated block, with exact corrections where a marker or the final
   state is written mid-block; ``count="code"`` counts instruction by instruction (about 6x
@@ -521,12 +522,12 @@ class Mcu:
         new = STAGES[value] if value < len(STAGES) else f"stage{value}"
         tail, tail_cycles = self._after(self._pc(), including=False)
         self._charge(-tail, -tail_cycles)
-        if new == "CONV" and self._stage == "IDLE":
+        if self._stage == "IDLE" and new not in ("IDLE", "LOAD"):
             self._frames.append({})
             self._frame_cycles.append({})
             self._frame_bus.append({})
             self._accel.append(0)
-        if self._stage == "FC" and new == "IDLE":
+        if self._stage not in ("IDLE", "LOAD") and new == "IDLE":
             self._logits.append(self._logits_now())
             if self.log:
                 self.log(f"frame {len(self._logits) - 1}: {sum(self._frames[-1].values()):,} "
