@@ -41,13 +41,13 @@ BENCHES = [
     ("fuzz", "tiny", "sim.tb_fuzz", VERILATOR, {"CIM_FUZZ_COUNT": "150"}),
     ("regs", "default", "sim.tb_regs", VERILATOR, {}),
     # Several networks on the one default build, one after the other: the shipped digits CNN,
-    # the network imported from Brevitas (QONNX), a random ResNet14-shaped one, then the
-    # shipped ResNet14 with every layer on the accelerator (the image through the image
-    # buffer, double-buffered, and the im2col layer; the classifier's logits and class from
-    # registers); 10 test images each.
+    # the network imported from Brevitas (QONNX), a random CIFAR-10-shaped ResNet14 (3 x 32 x
+    # 32) and the shipped ResNet14, these two with every layer on the accelerator (the image
+    # through the image buffer, double-buffered, and the im2col layer; the classifier's
+    # logits and class from registers); 10 test images each.
     ("networks", "default", "sim.tb_network", VERILATOR,
      {"CIM_SIM_MODEL": "models/digits_cnn_w4a4.npz,models/fmnist_brevitas_w4a4.npz,"
-                       "random:resnet14,models/resnet14_fmnist_w4a4.npz@whole",
+                       "random:resnet14@whole,models/resnet14_fmnist_w4a4.npz@whole",
       "CIM_SIM_IMAGES": "10"}),
     # Firmware in the loop: the Cortex-M4 ELF in Unicorn drives the RTL (interrupt or polling).
     ("firmware", "tiny", "sim.tb_firmware", ("icarus",),
