@@ -32,9 +32,12 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
   across the handler as lazy stacking would. No nesting (one interrupt source). After the return
   the hardware runs the core's exception-return time (10 cycles) before the line is looked
   at again, so the handler's clearing write is seen, as on the core.
-* time: the backend's transfers take bus time; a slice of instructions without a bus
-  transfer (computing, or spinning on RAM waiting for the interrupt) lets the hardware run
-  the slice's estimated core cycles (below), stopping early when the IRQ line rises. A
+* time: the backend's transfers take bus time; after each slice of instructions the
+  hardware runs the slice's estimated core cycles (below) less the bus cycles its transfers
+  took already (the core computing, or spinning on RAM waiting for the interrupt, while the
+  accelerator works), stopping early when the IRQ line rises. While the firmware waits
+  (``OFFLOAD_WAIT``) the slices are short (32 instructions), so the spin overruns the
+  interrupt by at most that much. A
   backend that knows the hardware is idle skips that time (the RTL bench: between a STATUS
   read that shows it idle and the next START), so the core's computing costs no simulation
   while the wait for the interrupt costs the accelerator's cycles.
@@ -82,6 +85,8 @@ __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", 
 REPO = Path(__file__).resolve().parent.parent
 FLASH, FLASH_BYTES = 0x0000_0000, 4 << 20
 RAM, RAM_BYTES = 0x2000_0000, 512 << 10
+WAIT_STAGES = ("OFFLOAD_WAIT",)
+"""Stages in which the firmware waits for the accelerator (short slices, ``Mcu``)."""
 SCS, SCS_BYTES = 0xE000_0000, 1 << 20
 EXC_RETURN = 0xFFFF_FFF9
 RETURN_CYCLES = m4.EXCEPTION_RETURN    # Cortex-M4 exception return (to thread mode)
@@ -296,6 +301,10 @@ class Mcu:
     window_bytes : size of the accelerator's window (``2 ** addr_width``).
     irq_n : external interrupt of the accelerator (``CIM_IRQn``).
     slice_instructions : instructions between interrupt checks at most.
+    wait_slice_instructions : the same while the firmware is in its waiting stage
+        (``OFFLOAD_WAIT``): the core's spin runs ahead of the hardware by up to one slice,
+        so a short one keeps the measured wait within that many instructions of the
+        interrupt.
     max_instructions : the run fails when the firmware has not finished by then.
     count : ``"block"`` or ``"code"`` (module docstring).
     read_waits : ``(start, end, waits)`` offset ranges of the window whose reads the slave
@@ -307,7 +316,7 @@ class Mcu:
     """
 
     def __init__(self, elf: Path, bus: Bus, *, window_bytes: int, irq_n: int = 0,
-                 slice_instructions: int = 2_000,
+                 slice_instructions: int = 2_000, wait_slice_instructions: int = 32,
                  max_instructions: int = 500_000_000, count: str = "block",
                  read_waits: tuple[tuple[int, int, int], ...] = (),
                  accel_cycles_at: int | None = None, log=None):
@@ -319,7 +328,7 @@ class Mcu:
         self.read_waits, self.accel_cycles_at = tuple(read_waits), accel_cycles_at
         self.bus, self.irq_n = bus, irq_n
         self.window_bytes = window_bytes
-        self.slice = slice_instructions
+        self.slice, self.wait_slice = slice_instructions, wait_slice_instructions
         self.max_instructions = max_instructions
         self.log = log
         uc = self.uc = U.Uc(U.UC_ARCH_ARM, U.UC_MODE_THUMB | U.UC_MODE_MCLASS)
@@ -724,8 +733,9 @@ class Mcu:
                 raise FirmwareError(f"no result after {self.instructions:,} instructions "
                                     f"(pc 0x{pc:08x}, stage {self._stage})")
             self._stop, self._slice_transfers = None, 0
-            start, start_cycles = self.instructions, self.cycles
-            self._slice_end = start + self.slice
+            start, start_cycles, start_bus = self.instructions, self.cycles, self.bus_cycles
+            self._slice_end = start + (self.wait_slice if self._stage in WAIT_STAGES
+                                       else self.slice)
             self._resume_at = None
             try:
                 uc.emu_start(pc | 1, 0xFFFF_FFFF)
@@ -748,9 +758,11 @@ class Mcu:
             self._flush()
             if self._done:
                 break
-            if not self._slice_transfers and self._stop is None:
-                # The hardware runs while the core runs: the slice's estimated cycles.
-                self._irq_line = self.bus.idle(self.cycles - start_cycles)
+            computing = (self.cycles - start_cycles) - (self.bus_cycles - start_bus)
+            if self._stop is None and computing > 0:
+                # The hardware runs while the core runs: the slice's estimated cycles, less
+                # those its transfers took on the bus already.
+                self._irq_line = self.bus.idle(computing)
             if self._irq_ready():
                 uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
                 self._enter()
