@@ -70,7 +70,8 @@ class Dev(C.Structure):
 class Net(C.Structure):
     _fields_ = [("dev", C.POINTER(Dev)), ("model", C.POINTER(Model)), ("ws", C.c_void_p),
                 ("wait", C.c_int), ("timeout_polls", U32), ("stage", STAGE),
-                ("stage_ctx", C.c_void_p), ("slot", U32), ("staged", C.c_void_p)]
+                ("stage_ctx", C.c_void_p), ("slot", U32), ("staged", C.c_void_p),
+                ("result_class", U32)]
 
 
 def build_library(build_dir: Path, config: str) -> C.CDLL:

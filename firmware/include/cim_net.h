@@ -32,6 +32,7 @@ typedef struct {
     void *stage_ctx;
     uint32_t slot;               /* WHOLE: the image-buffer slot of the next frame */
     const uint8_t *staged;       /* WHOLE: the image already in that slot, or NULL */
+    uint32_t result_class;       /* WHOLE: the class RESULT gave for the last frame */
 } cim_net_t;
 
 #define CIM_NET_TIMEOUT_POLLS 10000000u

@@ -28,6 +28,7 @@ cim_status_t cim_net_init(cim_net_t *net, cim_dev_t *dev, const cim_model_t *mod
     net->stage_ctx = NULL;
     net->slot = 0;
     net->staged = NULL;
+    net->result_class = 0;
     return CIM_OK;
 }
 
@@ -77,8 +78,8 @@ static cim_status_t classify(cim_net_t *net, const cim_blob_op_t *op, const uint
     if (st != CIM_OK)
         return st;
     stage(net, CIM_STAGE_OFFLOAD_READ);
-    uint32_t cls;
-    return cim_read_result(dev, (int64_t *)(void *)(net->ws + op->out_offset), &cls);
+    return cim_read_result(dev, (int64_t *)(void *)(net->ws + op->out_offset),
+                           &net->result_class);
 }
 
 cim_status_t cim_net_op(cim_net_t *net, uint32_t i, const uint8_t *image, const uint8_t *next)
@@ -134,8 +135,10 @@ cim_status_t cim_net_run_next(cim_net_t *net, const uint8_t *image, const uint8_
     for (uint32_t i = 0; i < net->model->hdr->ops_count && st == CIM_OK; i++)
         st = cim_net_op(net, i, image, next);
     stage(net, CIM_STAGE_IDLE);
-    if (st == CIM_OK)
-        *class_out = cim_argmax64(cim_net_logits(net), net->model->hdr->classes);
+    if (st == CIM_OK)       /* the accelerator's argmax when it ran the classifier */
+        *class_out = net->model->hdr->partition == CIM_PARTITION_WHOLE
+                         ? net->result_class
+                         : cim_argmax64(cim_net_logits(net), net->model->hdr->classes);
     return st;
 }
 
