@@ -241,9 +241,10 @@ OP_FIELDS: tuple[Field, ...] = (
 OP_WORDS = len(OP_FIELDS)
 
 STAGES = ("IDLE", "CONV", "MAXPOOL", "OFFLOAD_WRITE", "OFFLOAD_WAIT", "OFFLOAD_READ",
-          "AVGPOOL", "FC", "LOAD")
+          "AVGPOOL", "FC", "LOAD", "CHECK")
 """Stages of a frame as the firmware marks them, numbered from 0 (``LOAD``: the application
-loading the model into the accelerator; ``IDLE``: between frames)."""
+loading the model into the accelerator; ``IDLE``: between frames; ``CHECK``: after the last
+frame, the application comparing the logits it kept with the golden model's)."""
 
 RESULTS_MAGIC = 0x52494D43   # "CIMR" as little-endian bytes
 RUN_STATES = ("RUNNING", "DONE", "FAILED")

@@ -43,8 +43,8 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
   while the wait for the interrupt costs the accelerator's cycles.
 * instruction counts: every executed instruction is charged to the stage the firmware is
   in (``cim_results.marker``, written at every stage boundary), per frame (a frame runs
-  from a marker after IDLE, other than LOAD, to the next IDLE), and to ``IRQ`` while the
-  handler runs. Instructions are
+  from a marker after IDLE, other than LOAD and CHECK, to the next IDLE; LOAD and CHECK
+  are charged to the setup), and to ``IRQ`` while the handler runs. Instructions are
   counted as the core issues them: those of an IT block whose condition fails too. ``count="block"``
   (default) counts per translated block, with exact corrections where a marker or the final
   state is written mid-block; ``count="code"`` counts instruction by instruction (about 6x
@@ -85,8 +85,6 @@ __all__ = ["CIM_BASE", "Bus", "BusFault", "Elf", "FirmwareError", "Mcu", "Run", 
 REPO = Path(__file__).resolve().parent.parent
 FLASH, FLASH_BYTES = 0x0000_0000, 4 << 20
 RAM, RAM_BYTES = 0x2000_0000, 512 << 10
-WAIT_STAGES = ("OFFLOAD_WAIT",)
-"""Stages in which the firmware waits for the accelerator (short slices, ``Mcu``)."""
 SCS, SCS_BYTES = 0xE000_0000, 1 << 20
 EXC_RETURN = 0xFFFF_FFF9
 RETURN_CYCLES = m4.EXCEPTION_RETURN    # Cortex-M4 exception return (to thread mode)
@@ -221,6 +219,7 @@ class Run:
 
 
 WAIT_STAGES = ("OFFLOAD_WAIT", IRQ_STAGE)      # the core waiting for the accelerator
+OUTSIDE_FRAMES = ("LOAD", "CHECK")              # stages charged to the setup, not a frame
 
 
 def frame_totals(run: Run) -> list[dict[str, int]]:
@@ -413,7 +412,7 @@ class Mcu:
     # ------------------------------------------------------------------ counting
     def _charge(self, n: int, cycles: int, stage: str | None = None, bus: int = 0) -> None:
         s = stage or (IRQ_STAGE if self._active is not None else self._stage)
-        framed = bool(self._frames)
+        framed = bool(self._frames) and s not in OUTSIDE_FRAMES
         for book, v in ((self._frames[-1] if framed else self._setup, n),
                         (self._frame_cycles[-1] if framed else self._setup_cycles, cycles),
                         (self._frame_bus[-1] if framed else self._setup_bus, bus)):
@@ -531,12 +530,12 @@ class Mcu:
         new = STAGES[value] if value < len(STAGES) else f"stage{value}"
         tail, tail_cycles = self._after(self._pc(), including=False)
         self._charge(-tail, -tail_cycles)
-        if self._stage == "IDLE" and new not in ("IDLE", "LOAD"):
+        if self._stage == "IDLE" and new not in ("IDLE", *OUTSIDE_FRAMES):
             self._frames.append({})
             self._frame_cycles.append({})
             self._frame_bus.append({})
             self._accel.append(0)
-        if self._stage not in ("IDLE", "LOAD") and new == "IDLE":
+        if self._stage not in ("IDLE", *OUTSIDE_FRAMES) and new == "IDLE":
             self._logits.append(self._logits_now())
             if self.log:
                 self.log(f"frame {len(self._logits) - 1}: {sum(self._frames[-1].values()):,} "

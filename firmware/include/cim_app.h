@@ -33,4 +33,11 @@
 #define CIM_APP_CYCLES 1
 #endif
 
+/* Logits kept per frame for the check after the run (signed 64-bit words): frames whose
+ * logits fit are checked against the golden model after the last one (stage CHECK), so the
+ * frames back to back carry none of it; later ones are checked as they come. */
+#ifndef CIM_APP_CHECK_WORDS
+#define CIM_APP_CHECK_WORDS 1024u
+#endif
+
 #endif /* CIM_APP_H */

@@ -147,7 +147,8 @@ typedef struct {
 #define CIM_STAGE_AVGPOOL       6u
 #define CIM_STAGE_FC            7u
 #define CIM_STAGE_LOAD          8u
-#define CIM_STAGE_COUNT         9u
+#define CIM_STAGE_CHECK         9u
+#define CIM_STAGE_COUNT         10u
 
 /* The application's results record. */
 #define CIM_RESULTS_MAGIC       0x52494D43u
@@ -157,19 +158,20 @@ typedef struct {
 #define CIM_RUN_FAILED          2u
 
 typedef struct {
-    uint32_t magic;           /*   0: CIM_RESULTS_MAGIC once main() has started */
-    uint32_t state;           /*   4: CIM_RUN_* */
-    uint32_t status;          /*   8: cim_status_t of the first failure (0: none) */
-    uint32_t hw_error;        /*  12: the accelerator's error code when status is CIM_ERR_HW */
-    uint32_t marker;          /*  16: CIM_STAGE_* being run: written at every stage boundary */
-    uint32_t marks;           /*  20: number of marker writes */
-    uint32_t images;          /*  24: images classified */
-    uint32_t correct;         /*  28: classes equal to the labels */
-    uint32_t agree;           /*  32: classes equal to the golden model's */
-    uint32_t exact;           /*  36: images whose logits equal the golden model's, bit for bit */
-    uint32_t accel_cycles;    /*  40: accelerator cycles (CYCLES_TOTAL), summed over the images */
-    uint32_t stage_cycles[9]; /*  44: MCU cycles (DWT CYCCNT; 0 without) per CIM_STAGE_*, summed */
-    uint32_t classes[64];     /*  80: class of image i (the first CIM_RESULTS_IMAGES images) */
+    uint32_t magic;            /*   0: CIM_RESULTS_MAGIC once main() has started */
+    uint32_t state;            /*   4: CIM_RUN_* */
+    uint32_t status;           /*   8: cim_status_t of the first failure (0: none) */
+    uint32_t hw_error;         /*  12: the accelerator's error code when status is CIM_ERR_HW */
+    uint32_t marker;           /*  16: CIM_STAGE_* being run: written at every stage boundary */
+    uint32_t marks;            /*  20: number of marker writes */
+    uint32_t images;           /*  24: images classified */
+    uint32_t correct;          /*  28: classes equal to the labels */
+    uint32_t agree;            /*  32: classes equal to the golden model's */
+    uint32_t exact;            /*  36: images whose logits equal the golden model's, bit for bit */
+    uint32_t accel_cycles;     /*  40: accelerator cycles (CYCLES_TOTAL), summed over the images */
+    uint32_t stage_cycles[10]; /*  44: MCU cycles (DWT CYCCNT; 0 without) per CIM_STAGE_*,
+                                       summed */
+    uint32_t classes[64];      /*  84: class of image i (the first CIM_RESULTS_IMAGES images) */
 } cim_results_t;
 
 #endif /* CIM_FORMAT_H */
