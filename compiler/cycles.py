@@ -61,6 +61,7 @@ from contract.timing import ARGMAX_SCAN, DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
 from .compile import Program, compile_model
+from .partition import PARTITIONS, partition
 
 __all__ = ["LayerCycles", "copies", "im2col_cycles", "layer_cycles", "network_cycles",
            "pool_cycles"]
@@ -231,9 +232,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--config", default="default")
     ap.add_argument("--clock-mhz", type=float, default=10.0)
+    ap.add_argument("--partition", default="file", choices=list(PARTITIONS),
+                    help="which layers run on the accelerator (compiler.partition)")
     args = ap.parse_args(argv)
     config = get_config(args.config)
-    program = compile_model(golden.load(args.model), config)
+    program = compile_model(partition(golden.load(args.model), args.partition), config)
     layers = network_cycles(program, config)
     print(f"{args.model} on {config.name!r}: {config.macros} macros of {config.rows}x"
           f"{config.cols}, W{config.w_bits}A{config.a_bits}, peak "

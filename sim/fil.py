@@ -35,7 +35,8 @@ results record (``cim_results``, at the start of RAM) says DONE or FAILED. Aroun
 * time: the backend's transfers take bus time; after each slice of instructions the
   hardware runs the slice's estimated core cycles (below) less the bus cycles its transfers
   took already (the core computing, or spinning on RAM waiting for the interrupt, while the
-  accelerator works), stopping early when the IRQ line rises. While the firmware waits
+  accelerator works), stopping early when the IRQ line rises; a slice ends at every stage
+  marker, so the computing before a stage's START is not run after it. While the firmware waits
   (``OFFLOAD_WAIT``) the slices are short (32 instructions), so the spin overruns the
   interrupt by at most that much. A
   backend that knows the hardware is idle skips that time (the RTL bench: between a STATUS
@@ -546,6 +547,9 @@ class Mcu:
                      f"{self.instructions:,} instructions ({time.perf_counter() - self._t0:.1f} s)")
         self._stage = new
         self._charge(tail, tail_cycles)
+        # A stage boundary ends the slice: the hardware then runs the computing before it,
+        # not after the transfers that follow (a START the next stage writes).
+        self._end_slice("marker")
 
     def _on_state(self, uc, _access, address, size, value, _):
         if address == RAM + RESULTS["state"] and size == 4 and value in (1, 2):
@@ -758,7 +762,7 @@ class Mcu:
             if self._done:
                 break
             computing = (self.cycles - start_cycles) - (self.bus_cycles - start_bus)
-            if self._stop is None and computing > 0:
+            if self._stop in (None, "marker") and computing > 0:
                 # The hardware runs while the core runs: the slice's estimated cycles, less
                 # those its transfers took on the bus already.
                 self._irq_line = self.bus.idle(computing)
