@@ -42,8 +42,10 @@ class Im2col(wiring.Component):
     Cost: ``image_channels * K`` registers of ``image_size + 3`` bytes (``default``: 21 of 35
     bytes, 5.9 k flip-flops), each bit a 3:1 multiplexer (load, shift by 1 or 2 bytes, hold),
     and one ``G``-to-1 byte mux per lane (``default``: 3 candidates). Yosys ``synth_xilinx``
-    of the unit with its :class:`~gateware.image.ImageBuffer` on ``default``: 6.2 k
-    flip-flops, 13 k LUTs, 4 RAMB36 (under 1 % of the XCVU13P's LUTs).
+    of the unit with its :class:`~gateware.image.ImageBuffer` on ``default``, flattened
+    together: 6.2 k flip-flops, 13 k LUTs, 4 RAMB36; as a module of its own in the whole
+    design's hierarchical estimate (``build.py --estimate``, ``docs/build.md``): 27.4 k LUTs
+    and 6.2 k flip-flops (1.6 % of the XCVU13P's LUTs).
 
     Latency: ``start`` in cycle ``n`` reads the first row in ``n + 1``; each output row takes
     ``C * k`` reads, :data:`ROW_LAND` cycle, then ``Wo * G * S`` words, one per cycle, each
