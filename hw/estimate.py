@@ -33,6 +33,7 @@ is estimated.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -54,6 +55,8 @@ from amaranth.utils import ceil_log2
 
 from contract.config import check_macro_params, get_config
 from gateware.cim_macro import CIMMacro, output_shape, psum_shape
+
+from . import timing
 
 __all__ = ["RESOURCES", "BlackBox", "Memory", "NaiveMacro", "YosysRun", "blackbox_stub",
            "classify", "estimate_design", "estimate_macro", "extract_memories", "find_yosys",
@@ -534,6 +537,69 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
     return "".join(out), "".join(verilog), taken
 
 
+def _net_path(stats_path: Path) -> Path:
+    """Where the netlist of a cached Yosys run is kept (beside its statistics)."""
+    return stats_path.with_name(stats_path.stem + ".net.json.gz")
+
+
+def _timing(netlist: dict, top: str, *, box: bool = False, boxes=None) -> dict:
+    """:func:`hw.timing.analyze`, with a combinational loop reported in the result."""
+    try:
+        return timing.analyze(netlist, top, boxes=boxes, box_timing=box)
+    except timing.CombinationalLoop as e:
+        return {"error": str(e), "loop": e.cells}
+
+
+def _public(t: dict | None) -> dict | None:
+    """A module's timing for the report (without its port-level :class:`BoxTiming`)."""
+    return None if t is None else {k: v for k, v in t.items() if k != "box"}
+
+
+def _rest_timing(stats: dict, net: dict | None, path: Path | None, *, top: str, boxes: dict,
+                 kinds: dict, memories: list, mem_kinds: list) -> dict:
+    """The timing of the rest of the design, its black boxes timed through their own
+    analyses (:class:`hw.timing.BoxTiming`). Kept in the rest's cache entry with a digest of
+    those boxes' timing; analysed again from the cached netlist when that changes."""
+    def box_of(kind, ports=None):
+        t = stats[kind].get("timing") or {}
+        if "box" not in t:
+            return None
+        b = timing.BoxTiming.from_json(t["box"])
+        return b.renamed(ports) if ports else b
+
+    timings = {}
+    for name, b in boxes.items():
+        ports = None
+        if b.memory is not None:
+            # The RAM is synthesized as one copy (Memory.copy_rtlil: w_*, r_*): each read port
+            # r<i>_* of the module is that copy's r_*.
+            pins = re.findall(r"^\s*(?:input|output)\b[^;]*?(\w+);", b.verilog, re.M)
+            ports = {p: re.sub(r"^r\d+_", "r_", p) for p in pins}
+        timings[name] = box_of(kinds[name], ports)
+    for mem, kind in zip(memories, mem_kinds):
+        # extract_memories' stubs, est_mem{rd,wr}_<width>_<address bits>.
+        rd = box_of(kind, {"ADDR": "r_addr", "EN": "r_en", "DATA": "r_data"})
+        wr = box_of(kind, {"ADDR": "w_addr", "EN": "w_en", "DATA": "w_data"})
+        a = max(1, ceil_log2(mem.depth))
+        for stub, t in ((f"est_memrd_{mem.width}_{a}", rd), (f"est_memwr_{mem.width}_{a}", wr)):
+            if t is not None:
+                timings[stub] = (timing.BoxTiming.worst([timings[stub], t])
+                                 if stub in timings else t)
+    timings = {k: v for k, v in timings.items() if v is not None}
+    digest = _cache_key(json.dumps({k: v.to_json() for k, v in sorted(timings.items())},
+                                   sort_keys=True))
+    rest = stats["rest"]
+    if rest.get("timing_boxes") != digest or "timing" not in rest:
+        if net is None:
+            with gzip.open(_net_path(path), "rt") as f:
+                net = json.load(f)
+        rest["timing"] = _timing(net, top, boxes=timings)
+        rest["timing_boxes"] = digest
+        if path:
+            path.write_text(json.dumps(rest, indent=1, sort_keys=True))
+    return rest["timing"]
+
+
 def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | None = None,
                     yosys: list[str] | None = None, progress=None, jobs: int = 2,
                     memory_bits: int = 1 << 16, timeout: float | None = None) -> dict:
@@ -572,12 +638,13 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                       "stubs.v": "".join(blackbox_stub(b.verilog) for b in boxes.values())
                       + mem_stubs},
                      f"read_rtlil in.il; read_verilog -sv stubs.v; hierarchy -top {top}; "
-                     f"{_synth(uram=False)} -top {top}; tee -q -o stat.json stat -json", top)}
+                     f"{_synth(uram=False)} -top {top}; tee -q -o stat.json stat -json; "
+                     f"flatten; {timing.JSON_SCRIPT}", top)}
     def memory_job(mem: Memory, uram: bool) -> str:
         key = mem.key(uram=uram)
         work.setdefault(key, ({"in.il": mem.copy_rtlil(key)},
                               f"read_rtlil in.il; {_synth(uram=uram)} -flatten -top {key}; "
-                              "tee -q -o stat.json stat -json", key))
+                              f"tee -q -o stat.json stat -json; {timing.JSON_SCRIPT}", key))
         return key
 
     kinds = {}
@@ -588,7 +655,7 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
             kinds[name] = name
             work[name] = ({"in.v": strip_zero_init(b.verilog)},
                           f"read_verilog -sv in.v; {_synth(uram=b.uram)} -flatten -top {name}; "
-                          "tee -q -o stat.json stat -json", name)
+                          f"tee -q -o stat.json stat -json; {timing.JSON_SCRIPT}", name)
     mem_kinds = [memory_job(mem, False) for mem in memories]
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
@@ -596,11 +663,16 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     for kind, (files, script, _) in work.items():
         key = _cache_key(kind, version, script, *sorted(files.items()))
         paths[kind] = cache / f"{kind}-{key}.json" if cache else None
-        if paths[kind] and paths[kind].exists():
+        if (paths[kind] and paths[kind].exists()
+                and (kind != "rest" or _net_path(paths[kind]).exists())):
             stats[kind] = json.loads(paths[kind].read_text())
+            if kind != "rest" and "timing" not in stats[kind]:   # an older cache entry
+                del stats[kind]
+                pending.append(kind)
         else:
             pending.append(kind)
     cached = sorted(stats)
+    nets: dict[str, dict] = {}
     running: dict[str, YosysRun] = {}
     t0 = time.monotonic()
     try:
@@ -621,6 +693,15 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                         raise RuntimeError(f"{kind}: {e} (inputs and log in {run.cwd})") from None
                     stats[kind] = {"modules": _stat_modules(stat),
                                    "seconds": round(run.seconds, 1)}
+                    net = timing.netlist_of(os.path.join(run.cwd, "net.json"))
+                    if kind == "rest":   # timed once the boxes are (_rest_timing)
+                        nets[kind] = {"modules": {top: net["modules"][top]}}
+                        if paths[kind]:
+                            with gzip.open(_net_path(paths[kind]), "wt") as f:
+                                json.dump(nets[kind], f)
+                    else:
+                        stats[kind]["timing"] = _timing(net, work[kind][2], box=True)
+                    del net
                     if paths[kind]:
                         paths[kind].write_text(json.dumps(stats[kind], indent=1,
                                                           sort_keys=True))
@@ -637,6 +718,9 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
         for run in running.values():
             run.kill()
             shutil.rmtree(run.cwd, ignore_errors=True)
+
+    rest_timing = _rest_timing(stats, nets.get("rest"), paths["rest"], top=top, boxes=boxes,
+                               kinds=kinds, memories=memories, mem_kinds=mem_kinds)
 
     def own(kind):
         return stats[kind]["modules"][work[kind][2]]
@@ -677,7 +761,11 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     total = {k: sum(r["total"][k] for r in rows) for k in RESOURCES}
     return {"top": top, "modules": rows, "total": total,
             "seconds": {k: stats[k]["seconds"] for k in stats}, "cached": cached,
-            "yosys": version}
+            "yosys": version, "timing": {
+                top: rest_timing,
+                **{name: _public(stats[kinds[name]].get("timing")) for name in boxes},
+                **{f"{mem.module}: memory {mem.name}": _public(stats[kind].get("timing"))
+                   for mem, kind in zip(memories, mem_kinds)}}}
 
 
 def over_capacity(total: dict, capacity: dict) -> list[str]:
