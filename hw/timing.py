@@ -101,9 +101,9 @@ DELAY_MODEL = {name: value for name, value in globals().items() if name.startswi
 
 # ----------------------------------------------------------------------------- cell models
 
-Summary = tuple  # (delay_ns, lut_levels, carries, muxf): what a piece of path adds
+Summary = tuple  # (delay_ns, lut_levels, carries, muxf, dsp): what a piece of path adds
 
-_ZERO = (0.0, 0, 0, 0)
+_ZERO = (0.0, 0, 0, 0, 0)
 
 
 @dataclass
@@ -144,51 +144,54 @@ def _primitive(ctype: str, params: dict, dirs: dict) -> _Model | None:
     ins = frozenset(p for p, d in dirs.items() if d == "input" and not _CLOCK_PIN.match(p))
     outs = [p for p, d in dirs.items() if d == "output"]
     if re.fullmatch(r"LUT[1-6]|INV", ctype):
-        return _Model("LUT", arcs=[(ins, ("O", None), (T_LUT, 1, 0, 0))])
+        return _Model("LUT", arcs=[(ins, ("O", None), (T_LUT, 1, 0, 0, 0))])
     if re.fullmatch(r"MUXF[789]", ctype):
-        return _Model(ctype, arcs=[(ins, ("O", None), (T_MUXF, 0, 0, 1))])
+        return _Model(ctype, arcs=[(ins, ("O", None), (T_MUXF, 0, 0, 1, 0))])
     if ctype in ("CARRY4", "CARRY8"):
         ci = frozenset(p for p in ins if p.startswith("CI"))
         through = T_CARRY4_CI if ctype == "CARRY4" else T_CARRY8_CI
-        return _Model(ctype, arcs=[(ci, (o, None), (through, 0, 1, 0)) for o in outs]
-                      + [(ins - ci, (o, None), (T_CARRY_IN, 0, 1, 0)) for o in outs])
+        return _Model(ctype, arcs=[(ci, (o, None), (through, 0, 1, 0, 0)) for o in outs]
+                      + [(ins - ci, (o, None), (T_CARRY_IN, 0, 1, 0, 0)) for o in outs])
     if re.fullmatch(r"FD[RSCP]E(_1)?", ctype):
         # CLR/PRE (FDCE/FDPE) are asynchronous: recovery/removal are Vivado's to check.
-        ends = [((p, None), (T_FF_SETUP, 0, 0, 0), "FF") for p in ("D", "CE", "R", "S")
+        ends = [((p, None), (T_FF_SETUP, 0, 0, 0, 0), "FF") for p in ("D", "CE", "R", "S")
                 if p in ins]
-        return _Model("FF", starts=[(("Q", None), (T_FF_CKO, 0, 0, 0), "FF")], ends=ends)
+        return _Model("FF", starts=[(("Q", None), (T_FF_CKO, 0, 0, 0, 0), "FF")], ends=ends)
     if re.fullmatch(r"RAMB(18|36)E2", ctype):
         reg = _param(params, "DOA_REG") or _param(params, "DOB_REG")
         cko = T_BRAM_CKO_REG if reg else T_BRAM_CKO
-        return _Model("BRAM", starts=[((o, None), (cko, 0, 0, 0), "BRAM") for o in outs],
-                      ends=[((i, None), (T_BRAM_SETUP, 0, 0, 0), "BRAM") for i in ins])
+        return _Model("BRAM", starts=[((o, None), (cko, 0, 0, 0, 0), "BRAM") for o in outs],
+                      ends=[((i, None), (T_BRAM_SETUP, 0, 0, 0, 0), "BRAM") for i in ins])
     if re.fullmatch(r"URAM288(_BASE)?", ctype):
         reg = _param(params, "OREG_A") or _param(params, "OREG_B")
         cko = T_URAM_CKO_REG if reg else T_URAM_CKO
-        return _Model("URAM", starts=[((o, None), (cko, 0, 0, 0), "URAM") for o in outs],
-                      ends=[((i, None), (T_URAM_SETUP, 0, 0, 0), "URAM") for i in ins])
+        return _Model("URAM", starts=[((o, None), (cko, 0, 0, 0, 0), "URAM") for o in outs],
+                      ends=[((i, None), (T_URAM_SETUP, 0, 0, 0, 0), "URAM") for i in ins])
     if ctype == "DSP48E2":
         inreg = any(_param(params, r) for r in ("AREG", "BREG", "CREG", "DREG", "ADREG"))
         mreg, preg = _param(params, "MREG"), _param(params, "PREG")
         if not (inreg or mreg or preg):
-            return _Model("DSP", arcs=[(ins, (o, None), (T_DSP_COMB, 0, 0, 0)) for o in outs])
+            return _Model("DSP", arcs=[(ins, (o, None), (T_DSP_COMB, 0, 0, 0, 1)) for o in outs])
         setup = T_DSP_SETUP if inreg else T_DSP_SETUP_M if mreg else T_DSP_SETUP_P
         cko = T_DSP_CKO if preg else T_DSP_CKO_M if mreg else T_DSP_COMB
-        return _Model("DSP", starts=[((o, None), (cko, 0, 0, 0), "DSP") for o in outs],
-                      ends=[((i, None), (setup, 0, 0, 0), "DSP") for i in ins])
+        # A path that goes through the multiplier or ALU counts as one DSP stage.
+        cko_s = (cko, 0, 0, 0, int(cko != T_DSP_CKO))
+        setup_s = (setup, 0, 0, 0, int(setup != T_DSP_SETUP))
+        return _Model("DSP", starts=[((o, None), cko_s, "DSP") for o in outs],
+                      ends=[((i, None), setup_s, "DSP") for i in ins])
     if re.fullmatch(r"SRL(16|C32)E", ctype):
         addr = frozenset(p for p in ins if re.fullmatch(r"A\d*", p))
-        return _Model("SRL", arcs=[(addr, ("Q", None), (T_LUT, 1, 0, 0))],
-                      starts=[((o, None), (T_SRL_CKO, 0, 0, 0), "SRL") for o in outs],
-                      ends=[((i, None), (T_LUTRAM_SETUP, 0, 0, 0), "SRL")
+        return _Model("SRL", arcs=[(addr, ("Q", None), (T_LUT, 1, 0, 0, 0))],
+                      starts=[((o, None), (T_SRL_CKO, 0, 0, 0, 0), "SRL") for o in outs],
+                      ends=[((i, None), (T_LUTRAM_SETUP, 0, 0, 0, 0), "SRL")
                             for i in ins - addr])
     if _LUTRAM.match(ctype):
         # Read addresses pass combinationally to the outputs (one LUT level); every address
         # pin may also be a write address, so it ends paths as well.
         addr = frozenset(p for p in ins if _LUTRAM_ADDR.match(p))
-        return _Model("LUTRAM", arcs=[(addr, (o, None), (T_LUT, 1, 0, 0)) for o in outs],
-                      starts=[((o, None), (T_LUTRAM_CKO, 0, 0, 0), "LUTRAM") for o in outs],
-                      ends=[((i, None), (T_LUTRAM_SETUP, 0, 0, 0), "LUTRAM") for i in ins])
+        return _Model("LUTRAM", arcs=[(addr, (o, None), (T_LUT, 1, 0, 0, 0)) for o in outs],
+                      starts=[((o, None), (T_LUTRAM_CKO, 0, 0, 0, 0), "LUTRAM") for o in outs],
+                      ends=[((i, None), (T_LUTRAM_SETUP, 0, 0, 0, 0), "LUTRAM") for i in ins])
     return None
 
 
@@ -200,7 +203,7 @@ class BoxTiming:
     """The timing of a module, seen from its ports, for the modules that instantiate it.
 
     ``out``: per output port, per bit, the longest path from a sequential start inside to that
-    bit (``[delay_ns, levels, carries, muxf, start name]``, or None where no such path).
+    bit (``[delay_ns, levels, carries, muxf, dsp, start name]``, or None where no such path).
     ``tail``: per input port, the longest path from it to a sequential end inside (the same
     list, with the end's name; setup included). ``comb``: per input port, per output port, per
     bit, the longest combinational path between them. Paths from an input port carry no net
@@ -255,15 +258,15 @@ class BoxTiming:
         for port, bits in self.out.items():
             for i, s in enumerate(bits):
                 if s is not None:
-                    m.starts.append(((port, i), tuple(s[:4]), f"{box}: {s[4]}"))
+                    m.starts.append(((port, i), tuple(s[:5]), f"{box}: {s[5]}"))
         for port, s in self.tail.items():
             if s is not None:
-                m.ends.append(((port, None), tuple(s[:4]), f"{box}: {s[4]}"))
+                m.ends.append(((port, None), tuple(s[:5]), f"{box}: {s[5]}"))
         for inp, outs in self.comb.items():
             for port, bits in outs.items():
                 for i, s in enumerate(bits):
                     if s is not None:
-                        m.arcs.append((frozenset([inp]), (port, i), tuple(s[:4])))
+                        m.arcs.append((frozenset([inp]), (port, i), tuple(s[:5])))
         return m
 
 
@@ -387,11 +390,11 @@ class _Graph:
 
     def propagate(self, starts: dict) -> dict:
         """Longest arrival at every bit reached from ``starts`` (bit -> arrival), where an
-        arrival is ``[delay, levels, carries, muxf, previous bit, cell, start name]``."""
+        arrival is ``[delay, levels, carries, muxf, dsp, previous bit, cell, start name]``."""
         arr = dict(starts)
         for ci in self.order:
             cname, ctype, model, conns = self.cells[ci]
-            for pins, (opin, obit), (d, lv, ca, mx) in model.arcs:
+            for pins, (opin, obit), (d, lv, ca, mx, dp) in model.arcs:
                 best = None
                 for p in pins:
                     net = 0.0 if self.dedicated(ctype, p) else T_NET
@@ -399,14 +402,14 @@ class _Graph:
                         a = arr.get(b)
                         if a is None:
                             continue
-                        first = b in self.port_bits and a[4] is None
+                        first = b in self.port_bits and a[5] is None
                         t = a[0] + (0.0 if first else net)
                         if best is None or t > best[0]:
                             best = (t, a, b)
                 if best is None:
                     continue
                 t, a, b = best
-                new = [t + d, a[1] + lv, a[2] + ca, a[3] + mx, b, ci, a[6]]
+                new = [t + d, a[1] + lv, a[2] + ca, a[3] + mx, a[4] + dp, b, ci, a[7]]
                 for ob in self._bits(conns, opin, obit):
                     cur = arr.get(ob)
                     if cur is None or new[0] > cur[0]:
@@ -417,28 +420,28 @@ class _Graph:
         """Arrivals at the outputs of every sequential cell (and box output)."""
         starts = {}
         for _, _, model, conns in self.cells:
-            for (pin, bit), (d, lv, ca, mx), kind in model.starts:
+            for (pin, bit), (d, lv, ca, mx, dp), kind in model.starts:
                 for b in self._bits(conns, pin, bit):
                     name = self.names.get(b, str(b))
                     label = f"{kind} (at {name})" if ":" in kind else f"{name} ({kind})"
                     cur = starts.get(b)
                     if cur is None or d > cur[0]:
-                        starts[b] = [d, lv, ca, mx, None, None, label]
+                        starts[b] = [d, lv, ca, mx, dp, None, None, label]
         return starts
 
     def port_starts(self, ports) -> dict:
-        return {b: [0.0, 0, 0, 0, None, None, f"input {self.names.get(b, b)}"]
+        return {b: [0.0, 0, 0, 0, 0, None, None, f"input {self.names.get(b, b)}"]
                 for p in ports for b in self.in_ports[p] if isinstance(b, int)}
 
     def ends(self, arr: dict):
         """Yield ``(total, arrival, end name, end bit)`` for every sequential end reached."""
         for cname, ctype, model, conns in self.cells:
-            for (pin, bit), (d, lv, ca, mx), kind in model.ends:
+            for (pin, bit), (d, lv, ca, mx, dp), kind in model.ends:
                 for b in self._bits(conns, pin, bit):
                     a = arr.get(b)
                     if a is None:
                         continue
-                    first = b in self.port_bits and a[4] is None
+                    first = b in self.port_bits and a[5] is None
                     net = 0.0 if first or self.dedicated(ctype, pin) else T_NET
                     if ":" in kind:
                         label = f"{kind} (at {self.names.get(b, b)})"
@@ -447,17 +450,18 @@ class _Graph:
                         label = f"{self.names.get(q[0], q[0])} ({ctype} {pin})"
                     else:
                         label = f"{cname} ({ctype} {pin}, from {self.names.get(b, b)})"
-                    yield ([a[0] + net + d, a[1] + lv, a[2] + ca, a[3] + mx], a, label, b)
+                    total = [a[0] + net + d, a[1] + lv, a[2] + ca, a[3] + mx, a[4] + dp]
+                    yield (total, a, label, b)
 
     def path(self, total: list, arrival: list, end: str, arr: dict) -> dict:
         """The report of one path: its totals, start and end, the first named nets along it
         (``arr``: the arrivals it was found in)."""
         nets, a = [], arrival
-        while a is not None and a[4] is not None:
-            nets.append(self.names.get(a[4], str(a[4])))
-            a = arr.get(a[4])
+        while a is not None and a[5] is not None:
+            nets.append(self.names.get(a[5], str(a[5])))
+            a = arr.get(a[5])
         return {"delay_ns": round(total[0], 3), "levels": total[1], "carries": total[2],
-                "muxf": total[3], "start": arrival[6], "end": end,
+                "muxf": total[3], "dsp": total[4], "start": arrival[7], "end": end,
                 "through": _signals(reversed(nets))}
 
 
@@ -487,8 +491,9 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
     in ``boxes`` are black boxes timed through their :class:`BoxTiming`).
 
     Returns ``{"reg_to_reg", "in_to_reg", "reg_to_out", "in_to_out", "fmax_mhz", "cells",
-    "unmodelled"}``: each path ``{"delay_ns", "levels", "carries", "muxf", "start", "end",
-    "through"}`` or None; ``fmax_mhz`` from ``reg_to_reg`` (None without one). With
+    "unmodelled"}``: each path ``{"delay_ns", "levels", "carries", "muxf", "dsp", "start",
+    "end", "through"}`` (LUT levels, carry cells, MUXF7/8/9 and DSP48E2 stages passed, the
+    named signals passed) or None; ``fmax_mhz`` from ``reg_to_reg`` (None without one). With
     ``box_timing``, also ``"box"``: this module's :class:`BoxTiming` as JSON, for modules
     that instantiate it. Raises :class:`CombinationalLoop` for a combinational loop and
     :class:`ValueError` when ``top`` is not in the netlist."""
@@ -504,7 +509,7 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
         for port, bits in g.out_ports.items():
             for i, b in enumerate(bits):
                 if isinstance(b, int) and b in arr:
-                    yield (arr[b][:4], arr[b], f"output {port}" + (f"[{i}]" if len(bits) > 1
+                    yield (arr[b][:5], arr[b], f"output {port}" + (f"[{i}]" if len(bits) > 1
                                                                   else ""), b)
 
     seq = g.propagate(g.seq_starts())
@@ -516,7 +521,7 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
         box = BoxTiming()
         for port, bits in g.out_ports.items():
             box.out[port] = [None if not isinstance(b, int) or b not in seq else
-                             [round(seq[b][0], 4), *seq[b][1:4], seq[b][6]] for b in bits]
+                             [round(seq[b][0], 4), *seq[b][1:5], seq[b][7]] for b in bits]
     inputs = g.port_starts(g.in_ports)
     arr = g.propagate(inputs)
     w = _worst(g.ends(arr))
@@ -527,11 +532,11 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
         for port in g.in_ports:
             arr = g.propagate(g.port_starts([port]))
             w = _worst(g.ends(arr))
-            box.tail[port] = None if w is None else [round(w[0][0], 4), *w[0][1:4], w[2]]
+            box.tail[port] = None if w is None else [round(w[0][0], 4), *w[0][1:5], w[2]]
             comb = {}
             for q, bits in g.out_ports.items():
-                row = [None if not isinstance(b, int) or b not in arr or arr[b][4] is None
-                       else [round(arr[b][0], 4), *arr[b][1:4]] for b in bits]
+                row = [None if not isinstance(b, int) or b not in arr or arr[b][5] is None
+                       else [round(arr[b][0], 4), *arr[b][1:5]] for b in bits]
                 if any(row):
                     comb[q] = row
             if comb:
@@ -586,6 +591,8 @@ def _describe(p: dict | None) -> str:
          f"{p['carries']} carry cell{'s' * (p['carries'] != 1)}")
     if p["muxf"]:
         s += f", {p['muxf']} MUXF"
+    if p.get("dsp"):
+        s += f", {p['dsp']} DSP48E2 stage{'s' * (p['dsp'] != 1)}"
     return f"{s}; from {p['start']} to {p['end']}"
 
 

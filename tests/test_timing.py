@@ -72,14 +72,14 @@ def test_missing_module_is_a_clear_error():
 
 def test_box_timing_composes():
     """A black box's output arrival starts the parent's path and its input tail ends it."""
-    box = timing.BoxTiming(out={"q": [[1.0, 3, 2, 0, "inner (FF)"]]},
-                           tail={"d": [0.5, 1, 0, 0, "deep (FDRE D)"]})
+    box = timing.BoxTiming(out={"q": [[1.0, 3, 2, 0, 0, "inner (FF)"]]},
+                           tail={"d": [0.5, 1, 0, 0, 1, "deep (FDRE D)"]})
     cells = {"b": {"type": "blk", "port_directions": {"d": "input", "q": "output"},
                    "connections": {"d": [5], "q": [4]}},
              "l": _lut([4, 4], 5)}
     t = timing.analyze(_netlist(cells), "top", boxes={"blk": box})
     r = t["reg_to_reg"]
-    assert (r["levels"], r["carries"]) == (3 + 1 + 1, 2)
+    assert (r["levels"], r["carries"], r["dsp"]) == (3 + 1 + 1, 2, 1)
     assert r["delay_ns"] == pytest.approx(1.0 + T_NET + T_LUT + T_NET + 0.5, abs=1e-3)
     assert r["start"].startswith("blk: inner (FF)") and r["end"].startswith("blk: deep")
     renamed = box.renamed({"D0": "d", "D1": "d", "Q": "q"})
