@@ -26,8 +26,12 @@ and in total, :data:`RESOURCES` in the units of a device's capacity: LUT sites (
 plus the LUTs of LUT RAMs and shift registers), flip-flops, CARRY8 (Yosys 0.23 maps carry
 chains to CARRY4 even for xcup; two per CARRY8 is the best packing, so this is a lower
 bound), DSP48E2, 36 Kb block RAMs (RAMB18 as half) and UltraRAMs. These are Yosys's mapping,
-not Vivado's: Vivado's synthesis and optimization differ (usually fewer LUTs), and no timing
-is estimated.
+not Vivado's: Vivado's synthesis and optimization differ (usually fewer LUTs).
+
+The same Yosys runs leave their netlists (``write_json``, kept gzipped in the cache) for the
+timing estimate of :mod:`hw.timing`: per module the longest register-to-register path in LUT
+levels and carry cells and an fmax from a stated delay model -- an estimate; only Vivado
+closes timing.
 """
 
 from __future__ import annotations
@@ -562,7 +566,7 @@ def _timings(stats: dict, nets: dict, paths: dict, work: dict, *, top: str, boxe
     analyses (:class:`hw.timing.BoxTiming`). A timing is kept in its cache entry with a
     digest of :mod:`hw.timing`'s source (and, for the rest, of its boxes' timing) and worked
     out again from the cached netlist when that changes."""
-    version = _cache_key(Path(timing.__file__).read_bytes())
+    version = timing.SOURCE_DIGEST
 
     def ensure(kind, key, **kw):
         entry = stats[kind]
@@ -634,8 +638,13 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     in ``cache`` under a hash of the input, the script and the Yosys version.
     ``progress(text)`` is called about once a second while Yosys runs.
 
+    Every run also writes its netlist (kept in ``cache`` beside its statistics, gzipped), and
+    each module is timed (:func:`hw.timing.analyze`; the rest of the design with its black
+    boxes timed through their own analyses): ``"timing"`` maps the top module, each black
+    box and each memory to its paths and fmax.
+
     Returns ``{"modules": [{"name", "instances", "each", "total", "note"}], "total",
-    "seconds", "cached", "yosys"}`` (resources as in :data:`RESOURCES`).
+    "seconds", "cached", "yosys", "timing"}`` (resources as in :data:`RESOURCES`).
     """
     yosys = yosys or find_yosys()
     if yosys is None:

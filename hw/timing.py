@@ -26,6 +26,7 @@ per net, and clock skew, jitter and placement are not modelled: only Vivado clos
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -35,8 +36,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BoxTiming", "CombinationalLoop", "DELAY_MODEL", "analyze", "format_timing",
-           "main", "netlist_of", "synth_netlist"]
+__all__ = ["BoxTiming", "CombinationalLoop", "DELAY_MODEL", "SOURCE_DIGEST", "analyze",
+           "format_timing", "main", "netlist_of", "synth_netlist"]
 
 # ----------------------------------------------------------------------------- delay model
 # UltraScale+ (Virtex UltraScale+ XCVU13P), -2 speed grade, in ns. Approximate values in the
@@ -95,6 +96,9 @@ T_DSP_CKO_M = 1.30
 """DSP48E2 clock to P out from the M register through the ALU (PREG=0)."""
 T_DSP_COMB = 3.20
 """A DSP48E2 with no register at all: input to output."""
+
+SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+"""A digest of this file as imported: cached timings made by other code are worked out again."""
 
 DELAY_MODEL = {name: value for name, value in globals().items() if name.startswith("T_")}
 """The delay model as a dictionary (ns), for reports."""
@@ -434,7 +438,8 @@ class _Graph:
                 for p in ports for b in self.in_ports[p] if isinstance(b, int)}
 
     def ends(self, arr: dict):
-        """Yield ``(total, arrival, end name, end bit)`` for every sequential end reached."""
+        """Yield ``(total, arrival, end name, end bit, scope)`` for every sequential end
+        reached; ``scope``: the submodule the end is in (:func:`_scope`)."""
         for cname, ctype, model, conns in self.cells:
             for (pin, bit), (d, lv, ca, mx, dp), kind in model.ends:
                 for b in self._bits(conns, pin, bit):
@@ -443,15 +448,18 @@ class _Graph:
                         continue
                     first = b in self.port_bits and a[5] is None
                     net = 0.0 if first or self.dedicated(ctype, pin) else T_NET
+                    q = self._bits(conns, "Q", None)
                     if ":" in kind:
                         label = f"{kind} (at {self.names.get(b, b)})"
-                    elif q := self._bits(conns, "Q", None):
+                    elif q:
                         # A flip-flop is named by the register it holds.
                         label = f"{self.names.get(q[0], q[0])} ({ctype} {pin})"
                     else:
                         label = f"{cname} ({ctype} {pin}, from {self.names.get(b, b)})"
                     total = [a[0] + net + d, a[1] + lv, a[2] + ca, a[3] + mx, a[4] + dp]
-                    yield (total, a, label, b)
+                    yield (total, a, label, b,
+                           _scope(str(self.names.get(q[0], cname)) if q and ":" not in kind
+                                  else cname))
 
     def path(self, total: list, arrival: list, end: str, arr: dict) -> dict:
         """The report of one path: its totals, start and end, the first named nets along it
@@ -477,6 +485,18 @@ def _signals(nets, most: int = 16) -> list[str]:
     return out[:most]
 
 
+def _scope(name: str) -> str:
+    """The submodule a flattened cell or net name is in: its leading dotted parts, without
+    Yosys's ``$flatten`` marks; ``""`` for the top module."""
+    parts = name.replace("$flatten\\", "").replace("\\", "").split(".")[:-1]
+    keep = []
+    for part in parts:
+        if part.startswith("$"):
+            break
+        keep.append(part)
+    return ".".join(keep)
+
+
 def _worst(items):
     best = None
     for item in items:
@@ -491,7 +511,8 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
     in ``boxes`` are black boxes timed through their :class:`BoxTiming`).
 
     Returns ``{"reg_to_reg", "in_to_reg", "reg_to_out", "in_to_out", "fmax_mhz", "cells",
-    "unmodelled"}``: each path ``{"delay_ns", "levels", "carries", "muxf", "dsp", "start",
+    "unmodelled"}`` and, when the registers lie in several submodules (a flattened design),
+    ``"by_module"``: the longest register-to-register path ending in each, slowest first; each path ``{"delay_ns", "levels", "carries", "muxf", "dsp", "start",
     "end", "through"}`` (LUT levels, carry cells, MUXF7/8/9 and DSP48E2 stages passed, the
     named signals passed) or None; ``fmax_mhz`` from ``reg_to_reg`` (None without one). With
     ``box_timing``, also ``"box"``: this module's :class:`BoxTiming` as JSON, for modules
@@ -513,8 +534,18 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
                                                                   else ""), b)
 
     seq = g.propagate(g.seq_starts())
-    w = _worst(g.ends(seq))
+    ends = list(g.ends(seq))
+    w = _worst(ends)
     out["reg_to_reg"] = g.path(*w[:3], seq) if w else None
+    # The longest register-to-register path ending in each submodule (flattened designs).
+    scopes: dict[str, tuple] = {}
+    for e in ends:
+        if e[4] not in scopes or e[0][0] > scopes[e[4]][0][0]:
+            scopes[e[4]] = e
+    if len(scopes) > 1:
+        out["by_module"] = {k or "(top)": {**g.path(*e[:3], seq), "through": None}
+                            for k, e in sorted(scopes.items(), key=lambda kv: -kv[1][0][0])}
+    del ends
     w = _worst(outputs(seq))
     out["reg_to_out"] = g.path(*w[:3], seq) if w else None
     if box_timing:
@@ -607,6 +638,10 @@ def format_timing(timing: dict) -> str:
         fmax = f"{t['fmax_mhz']:.0f} MHz" if t.get("fmax_mhz") else "no register path"
         lines.append(f"{name}: fmax {fmax}")
         lines.append(f"  register to register: {_describe(t['reg_to_reg'])}")
+        if t.get("by_module"):
+            lines.append("  the longest ending in each submodule:")
+        for scope, p in (t.get("by_module") or {}).items():
+            lines.append(f"    {scope}: {1000 / p['delay_ns']:.0f} MHz, {_describe(p)}")
         for key, label in (("in_to_reg", "input to register"),
                            ("reg_to_out", "register to output")):
             if t.get(key):
