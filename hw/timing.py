@@ -512,9 +512,10 @@ def analyze(netlist: dict, top: str, *, boxes: dict[str, BoxTiming] | None = Non
 
     Returns ``{"reg_to_reg", "in_to_reg", "reg_to_out", "in_to_out", "fmax_mhz", "cells",
     "unmodelled"}`` and, when the registers lie in several submodules (a flattened design),
-    ``"by_module"``: the longest register-to-register path ending in each, slowest first; each path ``{"delay_ns", "levels", "carries", "muxf", "dsp", "start",
-    "end", "through"}`` (LUT levels, carry cells, MUXF7/8/9 and DSP48E2 stages passed, the
-    named signals passed) or None; ``fmax_mhz`` from ``reg_to_reg`` (None without one). With
+    ``"by_module"``: the longest register-to-register path ending in each, slowest first.
+    Each path is ``{"delay_ns", "levels", "carries", "muxf", "dsp", "start", "end",
+    "through"}`` (LUT levels, carry cells, MUXF7/8/9 and DSP48E2 stages passed, the named
+    signals passed) or None; ``fmax_mhz`` from ``reg_to_reg`` (None without one). With
     ``box_timing``, also ``"box"``: this module's :class:`BoxTiming` as JSON, for modules
     that instantiate it. Raises :class:`CombinationalLoop` for a combinational loop and
     :class:`ValueError` when ``top`` is not in the netlist."""
