@@ -292,10 +292,9 @@ def _bit_names(module: dict) -> dict:
     ranked = sorted(module.get("netnames", {}).items(),
                     key=lambda kv: (kv[1].get("hide_name", 0), "$" in kv[0], len(kv[0])))
     for name, net in reversed(ranked):
-        bits = net["bits"]
+        bits, name = net["bits"], name.lstrip("\\")
         for i, b in enumerate(bits):
             if isinstance(b, int):
-                name = name.lstrip("\\")
                 names[b] = f"{name}[{i}]" if len(bits) > 1 else name
     return names
 
@@ -308,12 +307,13 @@ class _Graph:
         self.names = _bit_names(module)
         self.cells = []       # (name, type, model, connections)
         self.unmodelled: dict[str, int] = {}
+        box_models = {name: b.model(name) for name, b in boxes.items()}
         for cname, cell in module["cells"].items():
             ctype = cell["type"].lstrip("\\")
             conns = cell["connections"]
             dirs = cell.get("port_directions") or {}
             if ctype in boxes:
-                model = boxes[ctype].model(ctype)
+                model = box_models[ctype]
             else:
                 model = _primitive(ctype, cell.get("parameters", {}), dirs)
             if model is None:
