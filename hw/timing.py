@@ -299,6 +299,12 @@ def _bit_names(module: dict) -> dict:
     return names
 
 
+def _sorted_arcs(arcs: list) -> list:
+    """Arcs with their input pins in order, so that ties between equally long paths are
+    broken the same way in every run (sets of strings iterate in a per-process order)."""
+    return [(tuple(sorted(pins)), out, summary) for pins, out, summary in arcs]
+
+
 class _Graph:
     """A flattened module as cells with models, the bit each output drives, and the
     combinational cells in topological order."""
@@ -308,6 +314,8 @@ class _Graph:
         self.cells = []       # (name, type, model, connections)
         self.unmodelled: dict[str, int] = {}
         box_models = {name: b.model(name) for name, b in boxes.items()}
+        for model in box_models.values():
+            model.arcs = _sorted_arcs(model.arcs)
         for cname, cell in module["cells"].items():
             ctype = cell["type"].lstrip("\\")
             conns = cell["connections"]
@@ -325,6 +333,8 @@ class _Graph:
                         model.starts.append(((p, None), _ZERO, ctype))
                     elif not _CLOCK_PIN.match(p):
                         model.ends.append(((p, None), _ZERO, ctype))
+            if ctype not in box_models:
+                model.arcs = _sorted_arcs(model.arcs)
             self.cells.append((cname, ctype, model, conns))
         self.in_ports = {p: v["bits"] for p, v in module["ports"].items()
                          if v["direction"] == "input"}
@@ -641,7 +651,15 @@ def format_timing(timing: dict) -> str:
         lines.append(f"  register to register: {_describe(t['reg_to_reg'])}")
         if t.get("by_module"):
             lines.append("  the longest ending in each submodule:")
+        # Submodules that differ only in a number (unit0 .. unit17) and time alike: once.
+        groups: dict[tuple, list] = {}
         for scope, p in (t.get("by_module") or {}).items():
+            key = (re.sub(r"\d+", "#", scope), p["delay_ns"], p["levels"], p["carries"])
+            groups.setdefault(key, []).append((scope, p))
+        for members in groups.values():
+            scope, p = members[0]
+            if len(members) > 1:
+                scope = f"{scope} and {len(members) - 1} alike ({members[-1][0]}, ...)"
             lines.append(f"    {scope}: {1000 / p['delay_ns']:.0f} MHz, {_describe(p)}")
         for key, label in (("in_to_reg", "input to register"),
                            ("reg_to_out", "register to output")):
