@@ -653,7 +653,9 @@ def format_timing(timing: dict) -> str:
             lines.append("  the longest ending in each submodule:")
         # Submodules that differ only in a number (unit0 .. unit17) and time alike: once.
         groups: dict[tuple, list] = {}
-        for scope, p in (t.get("by_module") or {}).items():
+        by_module = sorted((t.get("by_module") or {}).items(),
+                           key=lambda kv: (-kv[1]["delay_ns"], kv[0]))
+        for scope, p in by_module:
             key = (re.sub(r"\d+", "#", scope), p["delay_ns"], p["levels"], p["carries"])
             groups.setdefault(key, []).append((scope, p))
         for members in groups.values():
