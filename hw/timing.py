@@ -644,7 +644,10 @@ def format_timing(timing: dict) -> str:
     lines = []
     for name, t in timing.items():
         if t is None:
-            lines.append(f"{name}: no timing (nothing sequential)")
+            lines.append(f"{name}: no timing")
+            continue
+        if "error" in t:     # hw.estimate keeps a combinational loop in the report
+            lines.append(f"{name}: no timing: {t['error']}")
             continue
         fmax = f"{t['fmax_mhz']:.0f} MHz" if t.get("fmax_mhz") else "no register path"
         lines.append(f"{name}: fmax {fmax}")

@@ -65,6 +65,13 @@ def test_combinational_loop_is_an_error():
     assert "loop_a (LUT2)" in str(e.value) and "loop_b (LUT2)" in str(e.value)
 
 
+def test_loop_in_a_report():
+    """The estimate keeps a loop as the module's timing; the report says so."""
+    text = timing.format_timing({"m": {"error": "combinational loop through 2 cells: a -> b",
+                                       "loop": ["a", "b"]}})
+    assert text == "m: no timing: combinational loop through 2 cells: a -> b"
+
+
 def test_missing_module_is_a_clear_error():
     with pytest.raises(ValueError, match="no module 'nope' in the netlist"):
         timing.analyze(_netlist({}), "nope")
