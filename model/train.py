@@ -152,7 +152,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         build = (f"CUDA {torch.version.cuda}" if torch.version.cuda
-                 else "a CPU-only build (no CUDA)")
+                 else "a CPU-only build")
         raise ValueError(f"--device cuda: PyTorch {torch.__version__} ({build}) sees no CUDA "
                          "device; use --device cpu or auto, or install a CUDA build of torch")
     return torch.device(name)
