@@ -29,6 +29,7 @@ import hashlib
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def make_client(scheduler: str | None, workers: int, processes: bool = True):
         except OSError as e:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from e
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     return Client(cluster)
 
 
@@ -195,7 +196,8 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
         futures = {}
         for i in todo:
             params, fn, args = jobs[i]
-            fut = client.submit(fn, params, *args, pure=False, key=f"{point_key(params)}")
+            # A fresh task key per submission: a scheduler may remember a failed try's key.
+            fut = client.submit(fn, params, *args, key=f"{point_key(params)}-{uuid.uuid4()}")
             futures[fut] = i
         bar = tqdm(total=len(todo), desc=out.name, unit="point", disable=not progress,
                    file=sys.stdout)
@@ -207,12 +209,16 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
             except Exception as e:  # a failed point is reported; the others go on
                 errors.append(f"{point_key(params)}: {e}")
                 bar.update(1)
+                if not progress:
+                    print(f"[{bar.n}/{len(todo)}] {point_key(params)} failed", flush=True)
                 continue
             store(out, params, res)
             results[i] = res
             bar.update(1)
-            bar.set_postfix_str(f"{point_key(params).rsplit('-', 1)[0]}: "
-                                f"{res['golden_acc']:.2%}")
+            line = f"{point_key(params).rsplit('-', 1)[0]}: {res['golden_acc']:.2%}"
+            bar.set_postfix_str(line)
+            if not progress:  # a line per point instead of the bar (logs, batch jobs)
+                print(f"[{bar.n}/{len(todo)}] {line} ({res['seconds']} s)", flush=True)
         bar.close()
     return [results[i] for i in sorted(results)], errors
 
