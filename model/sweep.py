@@ -5,10 +5,13 @@
         --adc-rows 16,32,64,128 --limit 2000
     python -m model.sweep bits ... --scheduler tcp://host:8786   # fan out over a cluster
 
-``bits``: one training run (:mod:`model.train`, float phase then QAT) per weight/activation
-bit pair, then the golden model on the test split. ``adc``: a fixed model file evaluated by the
-golden model with a partial-sum ADC (:class:`contract.arith.AdcModel`) per (ADC bits, rows per
-conversion) pair, plus the exact reference. A pair whose ADC cannot clip (``2**bits - 1 >=
+``bits``: per weight/activation bit pair a QAT run (:mod:`model.train`) and the golden model
+on the test split. The float phase does not depend on the bit widths, so one float run, a job
+of its own, serves every pair: Dask hands its checkpoint to the QAT jobs (``--init-float``).
+
+``adc``: a fixed model file evaluated by the golden model with a partial-sum ADC
+(:class:`contract.arith.AdcModel`) per (ADC bits, rows per conversion) pair, plus the exact
+reference. A pair whose ADC cannot clip (``2**bits - 1 >=
 rows``) is computed exactly, which it equals by the ADC rule.
 
 Each point is submitted to a ``dask.distributed`` client: a ``LocalCluster`` of ``--workers``
@@ -31,6 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -59,7 +63,9 @@ class SweepError(Exception):
 def point_key(params: dict) -> str:
     """A file name for a point: readable parameters plus a hash of all of them."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    if params["sweep"] == "bits":
+    if params["sweep"] == "float":
+        label = "float"
+    elif params["sweep"] == "bits":
         label = f"w{params['w_bits']}a{params['a_bits']}"
     else:
         label = "exact" if params["adc_bits"] is None else \
@@ -108,11 +114,11 @@ def bit_pairs(bits: Sequence[int], grid: str, center: int = 4) -> list[tuple[int
 # These run on the Dask workers: module-level functions of plain arguments.
 
 
-def train_point(params: dict, run_dir: str) -> dict:
-    """Train and evaluate one bit pair with :mod:`model.train`; return its metrics."""
+def _train(params: dict, run: Path, extra: list[str]) -> None:
+    """``python -m model.train`` with the point's parameters into ``run`` (log in
+    ``run/train.log``); SweepError with the log's tail when it fails."""
     from . import train
 
-    run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     argv = ["--arch", params["arch"], "--dataset", params["dataset"], "--out", str(run),
             "--width", str(params["width"]), "--blocks", ",".join(map(str, params["blocks"])),
@@ -125,14 +131,39 @@ def train_point(params: dict, run_dir: str) -> dict:
         argv += ["--limit", str(params["limit"])]
     if params["data_dir"] is not None:
         argv += ["--data-dir", params["data_dir"]]
-    t0 = time.time()
     log = run / "train.log"
-    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        rc = train.main(argv)
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        rc = train.main(argv + extra)
     if rc != 0:
         tail = log.read_text().strip().splitlines()[-5:]
-        raise SweepError(f"training w{params['w_bits']}a{params['a_bits']} failed (exit {rc}):"
-                         "\n  " + "\n  ".join(tail))
+        raise SweepError(f"training into {run} failed (exit {rc}):\n  " + "\n  ".join(tail))
+
+
+def float_point(params: dict, run_dir: str) -> dict:
+    """The float phase every bit pair of a sweep starts from (it does not depend on the bit
+    widths); returns its checkpoint (weights and state), which Dask hands to the QAT jobs."""
+    import torch
+
+    run = Path(run_dir)
+    _train(dict(params, qat_epochs=0), run, [])
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return dict(spec=ck["spec"], model=ck["model"], state=ck["state"], rng=ck["rng"],
+                optimizer=None)
+
+
+def train_point(params: dict, run_dir: str, float_init: dict | None = None) -> dict:
+    """QAT and evaluation of one bit pair with :mod:`model.train`, from the shared float
+    network ``float_init`` (a checkpoint) when given; returns its metrics."""
+    import torch
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    extra = []
+    if float_init is not None:
+        torch.save(float_init, run / "float_init.pt")
+        extra = ["--init-float", str(run / "float_init.pt")]
+    t0 = time.time()
+    _train(params, run, extra)
     m = json.loads((run / "metrics.json").read_text())
     return dict(w_bits=params["w_bits"], a_bits=params["a_bits"], golden_acc=m["golden_acc"],
                 float_acc=m["float_acc"], fakequant_acc=m["fakequant_acc"],
@@ -175,10 +206,21 @@ def make_client(scheduler: str | None, workers: int, processes: bool = True):
     return Client(cluster)
 
 
+@dataclass(frozen=True)
+class Prerequisite:
+    """A job that points take as an argument: submitted once, and only if a point that needs
+    it runs; the points get its result (Dask moves it to their workers)."""
+
+    key: str
+    fn: Callable
+    args: tuple
+
+
 def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
                progress: bool = True) -> tuple[list[dict], list[str]]:
     """Run every job ``(params, function, args)`` whose point is not cached; return the
-    results of all points (in ``jobs`` order) and the error messages of failed ones."""
+    results of all points (in ``jobs`` order) and the error messages of failed ones. An
+    argument that is a :class:`Prerequisite` is replaced by its job's result."""
     from dask.distributed import as_completed
 
     results: dict[int, dict] = {}
@@ -193,9 +235,18 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
           f"{len(client.scheduler_info()['workers'])} Dask workers", flush=True)
     errors = []
     if todo:
-        futures = {}
+        futures, prereqs = {}, {}
+
+        def resolve(a):
+            if not isinstance(a, Prerequisite):
+                return a
+            if a.key not in prereqs:
+                prereqs[a.key] = client.submit(a.fn, *a.args, key=f"{a.key}-{uuid.uuid4()}")
+            return prereqs[a.key]
+
         for i in todo:
             params, fn, args = jobs[i]
+            args = tuple(resolve(a) for a in args)
             # A fresh task key per submission: a scheduler may remember a failed try's key.
             fut = client.submit(fn, params, *args, key=f"{point_key(params)}-{uuid.uuid4()}")
             futures[fut] = i
@@ -312,19 +363,24 @@ def bits_jobs(args) -> tuple[list, str]:
     # Where and how fast a point runs does not change its result (up to floating-point
     # order), so device, threads and data folder are passed but not hashed.
     runtime = dict(device=args.device, threads=args.threads, data_dir=args.data_dir)
+    # The float phase does not depend on the bit widths: one run serves every point.
+    fparams = dict(common, sweep="float", w_bits=4, a_bits=4)
+    fkey = point_key(fparams)
+    pre = Prerequisite(fkey, float_point, (dict(fparams, **runtime),
+                                           str(Path(args.runs) / fkey)))
     jobs = []
     for w, a in bit_pairs(args.bits, args.grid):
         params = dict(common, w_bits=w, a_bits=a)
         run_dir = Path(args.runs) / point_key(params)
-        jobs.append((params, _bits_job, (runtime, str(run_dir))))
+        jobs.append((params, _bits_job, (runtime, str(run_dir), pre)))
     limit = f"first {args.limit} train images" if args.limit else "full train split"
     title = (f"{args.arch} width {args.width:g} on {args.dataset} ({limit}, "
              f"{args.float_epochs}+{args.qat_epochs} epochs, recipe {args.recipe})")
     return jobs, title
 
 
-def _bits_job(params: dict, runtime: dict, run_dir: str) -> dict:
-    return train_point(dict(params, **runtime), run_dir)
+def _bits_job(params: dict, runtime: dict, run_dir: str, float_init: dict) -> dict:
+    return train_point(dict(params, **runtime), run_dir, float_init)
 
 
 def adc_jobs(args) -> tuple[list, str]:

@@ -36,6 +36,7 @@ explicitly overrides the recipe:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -72,7 +73,7 @@ RECIPES = {
 # The options a recipe sets, recorded in metrics.json with the rest of the schedule.
 TRAINING_OPTIONS = ("recipe", "float_epochs", "qat_epochs", "batch_size", "lr",
                     "label_smoothing", "distill_weight", "distill_temperature", "augment",
-                    "amp", "limit", "seed")
+                    "amp", "limit", "seed", "init_float")
 
 
 def parse_args(argv=None):
@@ -122,6 +123,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init-float", default=None, metavar="CHECKPOINT",
+                   help="skip the float phase: start QAT from the float network of another "
+                        "run's checkpoint.pt (same network up to its bit widths, float phase "
+                        "finished), e.g. one float run shared by a bit-width sweep")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     for k, v in RECIPES[args.recipe].items():
@@ -251,6 +256,32 @@ def make_teacher(spec: nets.NetSpec, state_dict: dict, device: torch.device) -> 
     return teacher
 
 
+BIT_FIELDS = ("w_bits", "a_bits", "first_bits", "last_bits", "res_bits")
+
+
+def load_float_init(path: str | Path, spec: nets.NetSpec) -> tuple[dict, dict]:
+    """``(float weights, training state at the start of QAT)`` from a checkpoint whose float
+    phase is done and whose network is ``spec`` up to the bit widths (which the float phase
+    never uses). ValueError names what does not fit."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        other = nets.NetSpec.from_dict(ck["spec"])
+        state = ck["state"]
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"--init-float {path}: not a training checkpoint ({e})") from e
+    bits = {k: getattr(spec, k) for k in BIT_FIELDS}
+    if dataclasses.replace(other, **bits) != spec:
+        raise ValueError(f"--init-float {path}: its network differs beyond the bit widths:\n"
+                         f"  checkpoint {other.to_dict()}\n  arguments  {spec.to_dict()}")
+    if state["phase"] == "float" or state["float_acc"] is None:
+        raise ValueError(f"--init-float {path}: its float phase is not finished "
+                         f"(phase {state['phase']}, epoch {state['epoch']})")
+    history = [h for h in state["history"] if h["phase"] == "float"]
+    return ck["model"], dict(phase="qat", epoch=0, history=history,
+                             float_acc=state["float_acc"])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -323,6 +354,15 @@ def main(argv=None) -> int:
                   "distillation or start a new run", file=sys.stderr)
             return 2
         print(f"resumed {ckpt_path}: phase {state['phase']}, epoch {state['epoch']}")
+    elif args.init_float:
+        try:
+            weights, state = load_float_init(args.init_float, spec)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        net.load_state_dict(weights)
+        args.float_epochs = len(state["history"])
+        print(f"float network from {args.init_float}: float accuracy {state['float_acc']:.2%}")
 
     gen = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(xtr) / args.batch_size)
