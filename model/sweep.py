@@ -252,7 +252,7 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
             futures[fut] = i
         bar = tqdm(total=len(todo), desc=out.name, unit="point", disable=not progress,
                    file=sys.stdout)
-        for fut in as_completed(futures):
+        for done, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
             params = jobs[i][0]
             try:
@@ -261,7 +261,7 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
                 errors.append(f"{point_key(params)}: {e}")
                 bar.update(1)
                 if not progress:
-                    print(f"[{bar.n}/{len(todo)}] {point_key(params)} failed", flush=True)
+                    print(f"[{done}/{len(todo)}] {point_key(params)} failed", flush=True)
                 continue
             store(out, params, res)
             results[i] = res
@@ -269,7 +269,7 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
             line = f"{point_key(params).rsplit('-', 1)[0]}: {res['golden_acc']:.2%}"
             bar.set_postfix_str(line)
             if not progress:  # a line per point instead of the bar (logs, batch jobs)
-                print(f"[{bar.n}/{len(todo)}] {line} ({res['seconds']} s)", flush=True)
+                print(f"[{done}/{len(todo)}] {line} ({res['seconds']} s)", flush=True)
         bar.close()
     return [results[i] for i in sorted(results)], errors
 
