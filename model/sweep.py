@@ -285,57 +285,51 @@ def write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> Path:
     return path
 
 
-def plot_bits(path: Path, rows: list[dict], title: str) -> Path:
-    """Golden accuracy against activation bits, one line per weight bit width."""
+def plot_lines(path: Path, lines: dict[str, list[tuple[int, float]]], *, xlabel: str,
+               legend: str, title: str, reference: tuple[str, float] | None = None) -> Path:
+    """A PNG of accuracy lines ``{label: [(x, accuracy)]}`` against integer ``x``, with an
+    optional dashed ``(label, accuracy)`` reference line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for wb in sorted({r["w_bits"] for r in rows}):
-        pts = sorted((r["a_bits"], r["golden_acc"]) for r in rows if r["w_bits"] == wb)
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=f"W{wb}")
-    floats = [r["float_acc"] for r in rows if r.get("float_acc") is not None]
-    if floats:
-        ax.axhline(100 * sum(floats) / len(floats), color="grey", ls="--", lw=1,
-                   label="float (mean)")
-    abits = sorted({r["a_bits"] for r in rows})
-    ax.set_xticks(abits)
-    ax.set_xlabel("activation bits")
+    for label, pts in lines.items():
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=label)
+    if reference is not None:
+        ax.axhline(100 * reference[1], color="grey", ls="--", lw=1, label=reference[0])
+    ax.set_xticks(sorted({p[0] for pts in lines.values() for p in pts}))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy, integer golden model (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(title="weight bits", fontsize=8)
+    ax.legend(title=legend, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})  # no version stamp: reproducible bytes
     plt.close(fig)
     return path
 
 
+def plot_bits(path: Path, rows: list[dict], title: str) -> Path:
+    """Golden accuracy against activation bits, one line per weight bit width, and the mean
+    float accuracy the QAT runs started from."""
+    lines = {f"W{wb}": [(r["a_bits"], r["golden_acc"]) for r in rows if r["w_bits"] == wb]
+             for wb in sorted({r["w_bits"] for r in rows})}
+    floats = [r["float_acc"] for r in rows if r.get("float_acc") is not None]
+    ref = ("float", sum(floats) / len(floats)) if floats else None
+    return plot_lines(path, lines, xlabel="activation bits", legend="weight bits",
+                      title=title, reference=ref)
+
+
 def plot_adc(path: Path, rows: list[dict], title: str) -> Path:
     """Golden accuracy against ADC bits, one line per rows per conversion, exact as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for rws in sorted({r["adc_rows"] for r in rows if r["adc_bits"] is not None}):
-        pts = sorted((r["adc_bits"], r["golden_acc"]) for r in rows
-                     if r["adc_rows"] == rws and r["adc_bits"] is not None)
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=f"{rws} rows")
-    for r in rows:
-        if r["adc_bits"] is None:
-            ax.axhline(100 * r["golden_acc"], color="grey", ls="--", lw=1, label="exact")
-    ax.set_xticks(sorted({r["adc_bits"] for r in rows if r["adc_bits"] is not None}))
-    ax.set_xlabel("ADC bits per partial sum")
-    ax.set_ylabel("top-1 accuracy, integer golden model (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(title="rows per conversion", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    adc = [r for r in rows if r["adc_bits"] is not None]
+    lines = {f"{n} rows": [(r["adc_bits"], r["golden_acc"]) for r in adc if r["adc_rows"] == n]
+             for n in sorted({r["adc_rows"] for r in adc})}
+    exact = [r["golden_acc"] for r in rows if r["adc_bits"] is None]
+    return plot_lines(path, lines, xlabel="ADC bits per partial sum", legend="rows per conversion",
+                      title=title, reference=("exact", exact[0]) if exact else None)
 
 
 # ----------------------------------------------------------------------------- sweeps
