@@ -7,7 +7,7 @@
 # Formal checks of the AHB-Lite slave (SymbiYosys: BMC, k-induction, cover; about 2 minutes):
 #   make formal
 # Also: make evaluate (accuracy of the shipped models with the golden model), make bench,
-# make firmware, make models (retrain), make lint.
+# make firmware, make models (retrain), make sweeps (accuracy sweeps), make lint.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +16,7 @@ APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset
                 g++ liblz4-dev
 
 .PHONY: all run evaluate test sim fuzz formal bench lint deps system-deps python-deps clean \
-        models firmware
+        models firmware sweeps
 
 all: test
 
@@ -90,6 +90,16 @@ firmware: deps
 
 clean:
 	rm -rf $(VENV) build sim_build .pytest_cache
+
+# The accuracy sweeps of the README's "Sweeps" section (model/sweep.py): every point a job on a
+# Dask LocalCluster of SWEEP_WORKERS processes, cached per point under results/ (a rerun only
+# computes missing points), then results/{bits,adc}/*.csv and *.png.
+SWEEP_WORKERS ?= 2
+sweeps: python-deps
+	$(PY) -m model.sweep bits --bits 2,3,4,8 --grid full --width 0.25 --limit 10000 \
+	  --float-epochs 4 --qat-epochs 2 --workers $(SWEEP_WORKERS)
+	$(PY) -m model.sweep adc --model models/resnet14_fmnist_w4a4.npz --adc-bits 2,3,4,5,6 \
+	  --adc-rows 32,64,128 --limit 1000 --workers $(SWEEP_WORKERS)
 
 # Retrain the shipped models from scratch (CPU; about an hour on 2 cores) and copy them to
 # models/. The figures in the README come from `make run` on the result.
