@@ -244,11 +244,13 @@ def run_points(client, jobs: list[tuple[dict, Callable, tuple]], out: Path, *,
                 prereqs[a.key] = client.submit(a.fn, *a.args, key=f"{a.key}-{uuid.uuid4()}")
             return prereqs[a.key]
 
-        for i in todo:
+        for k, i in enumerate(todo):
             params, fn, args = jobs[i]
             args = tuple(resolve(a) for a in args)
             # A fresh task key per submission: a scheduler may remember a failed try's key.
-            fut = client.submit(fn, params, *args, key=f"{point_key(params)}-{uuid.uuid4()}")
+            # Points run in the order of ``jobs`` where workers are fewer than points.
+            fut = client.submit(fn, params, *args, key=f"{point_key(params)}-{uuid.uuid4()}",
+                                priority=len(todo) - k)
             futures[fut] = i
         bar = tqdm(total=len(todo), desc=out.name, unit="point", disable=not progress,
                    file=sys.stdout)
@@ -396,7 +398,8 @@ def adc_jobs(args) -> tuple[list, str]:
         Path(args.model).read_bytes()).hexdigest()
     common = dict(sweep="adc", model=Path(args.model).name, model_hash=ident, dataset=dataset,
                   limit=args.limit)
-    points = [(None, None)] + [(b, r) for r in args.adc_rows for b in args.adc_bits]
+    # Fewest bits first: where workers are few, an interrupted sweep has the coarse grid.
+    points = [(None, None)] + [(b, r) for b in args.adc_bits for r in args.adc_rows]
     jobs = []
     for b, r in points:
         params = dict(common, adc_bits=b, adc_rows=r)

@@ -96,8 +96,8 @@ def test_done_points_are_not_rerun_and_an_interrupted_sweep_resumes(client, tmp_
 
 def test_adc_sweep_end_to_end(tmp_path, capsys):
     out = tmp_path / "adc"
-    argv = ["adc", "--model", DIGITS, "--adc-bits", "1,2,4", "--adc-rows", "8", "--out",
-            str(out), "--no-progress"]
+    argv = ["adc", "--model", DIGITS, "--adc-bits", "1,2,4", "--adc-rows", "8", "--limit",
+            "120", "--out", str(out), "--no-progress"]
     assert sweep.main(argv, processes=False) == 0
     rows = list(csv.DictReader((out / "adc.csv").open()))
     assert [(r["adc_bits"], r["adc_rows"], r["clips"]) for r in rows] == [
@@ -105,7 +105,7 @@ def test_adc_sweep_end_to_end(tmp_path, capsys):
     assert (out / "adc.png").read_bytes()[:4] == b"\x89PNG"
     # The numbers are the golden model's.
     model = golden.load(DIGITS)
-    x, y, _ = data.load_dataset("digits", "test")
+    x, y, _ = data.load_dataset("digits", "test", limit=120)
     x = evaluate.fit_images(x, model.input_shape)
     assert float(rows[0]["golden_acc"]) == golden.accuracy(model, x, y)
     assert float(rows[1]["golden_acc"]) == golden.accuracy(
