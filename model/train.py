@@ -277,6 +277,9 @@ def load_float_init(path: str | Path, spec: nets.NetSpec) -> tuple[dict, dict]:
     if state["phase"] == "float" or state["float_acc"] is None:
         raise ValueError(f"--init-float {path}: its float phase is not finished "
                          f"(phase {state['phase']}, epoch {state['epoch']})")
+    if any(h["phase"] == "qat" for h in state["history"]):
+        raise ValueError(f"--init-float {path}: its weights have been through QAT already; "
+                         "use a run stopped after its float phase (--qat-epochs 0)")
     history = [h for h in state["history"] if h["phase"] == "float"]
     return ck["model"], dict(phase="qat", epoch=0, history=history,
                              float_acc=state["float_acc"])

@@ -165,9 +165,11 @@ def test_qat_from_a_shared_float_run_equals_the_whole_run(digits_run, tmp_path):
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in split["history"]] == strip
     assert split["golden_acc"] == whole["golden_acc"]
-    # A float run of another network is refused.
+    # A float run of another network, and weights that went through QAT, are refused.
     assert train.main([*args, "--out", str(tmp_path / "x"), "--width", "0.5", "--init-float",
                        str(float_run / "checkpoint.pt")]) == 2
+    assert train.main([*args, "--out", str(tmp_path / "y"), "--init-float",
+                       str(digits_run / "checkpoint.pt")]) == 2
 
 
 def test_distillation_resumes_with_its_teacher(tmp_path, monkeypatch):
