@@ -99,7 +99,7 @@ sweeps: python-deps
 	$(PY) -m model.sweep bits --bits 2,3,4,8 --grid full --width 0.25 --limit 10000 \
 	  --float-epochs 4 --qat-epochs 2 --workers $(SWEEP_WORKERS)
 	$(PY) -m model.sweep adc --model models/resnet14_fmnist_w4a4.npz --adc-bits 2,3,4,5,6 \
-	  --adc-rows 32,64,128 --limit 1000 --workers $(SWEEP_WORKERS)
+	  --adc-rows 16,32,64,128 --limit 1000 --workers $(SWEEP_WORKERS)
 
 # Retrain the shipped models from scratch (CPU; about an hour on 2 cores) and copy them to
 # models/. The figures in the README come from `make run` on the result.

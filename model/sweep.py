@@ -370,8 +370,8 @@ def bits_jobs(args) -> tuple[list, str]:
         run_dir = Path(args.runs) / point_key(params)
         jobs.append((params, _bits_job, (runtime, str(run_dir), pre)))
     limit = f"first {args.limit} train images" if args.limit else "full train split"
-    title = (f"{args.arch} width {args.width:g} on {args.dataset} ({limit}, "
-             f"{args.float_epochs}+{args.qat_epochs} epochs, recipe {args.recipe})")
+    title = (f"{args.arch} width {args.width:g} on {args.dataset}\n({limit}, "
+             f"{args.float_epochs} float + {args.qat_epochs} QAT epochs, recipe {args.recipe})")
     return jobs, title
 
 
@@ -405,7 +405,7 @@ def adc_jobs(args) -> tuple[list, str]:
         params = dict(common, adc_bits=b, adc_rows=r)
         jobs.append((params, _adc_job, (args.data_dir, str(Path(args.model).resolve()))))
     images = f"first {args.limit} test images" if args.limit else "full test split"
-    title = f"{Path(args.model).name} on {dataset} ({images})"
+    title = f"{Path(args.model).name}\non {dataset} ({images})"
     return jobs, title
 
 
