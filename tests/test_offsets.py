@@ -19,7 +19,14 @@ from model.calibration import (
     OffsetArray,
     calibrate,
 )
-from tests.test_cim_macro import corner_tiles, random_inputs, random_weights, run_macro, seed_for
+from tests.test_cim_macro import (  # noqa: F401  (unelaborated: a fixture)
+    corner_tiles,
+    random_inputs,
+    random_weights,
+    run_macro,
+    seed_for,
+    unelaborated,
+)
 
 ONE = 1 << OFFSET_FRAC_BITS   # one LSB in offset units
 
@@ -178,6 +185,7 @@ def test_macro_with_offsets_is_bit_exact(w_bits, adc_bits, rows, style):
     assert not np.array_equal(want, plain), f"seed {seed}: the offsets changed nothing"
 
 
+@pytest.mark.usefixtures("unelaborated")
 def test_macro_offsets_are_checked():
     kw = dict(rows=8, cols=2, w_bits=2, a_bits=2)
     with pytest.raises(ValueError, match="need adc_bits"):
