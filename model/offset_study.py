@@ -50,8 +50,11 @@ def parse_cal(text: str) -> CalibrationRows:
 def _accuracy(model, x, y, adc, cache, batch):
     """Top-1 accuracy on the device ``adc``; devices whose ADCs shift the same codes compute
     the same results, so they are evaluated once."""
-    key = None if adc is None else hashlib.sha1(
-        b"" if adc.offsets is None else offset_codes(adc.offsets.values).tobytes()).hexdigest()
+    codes = None if adc is None or adc.offsets is None else offset_codes(adc.offsets.values)
+    if codes is not None and not codes.any():
+        codes = None                        # no code moves: the ADC without offsets
+    key = None if adc is None else (
+        adc.rows, adc.bits, None if codes is None else hashlib.sha1(codes.tobytes()).hexdigest())
     if key not in cache:
         t0 = time.time()
         cache[key] = (golden.accuracy(model, x, y, batch=batch, adc=adc), time.time() - t0)
