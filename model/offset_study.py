@@ -153,8 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--sigmas", default="0.1,0.25,0.5,1,2",
                    help="offset spreads in LSB, comma-separated (default %(default)s)")
     p.add_argument("--cal", action="append", type=parse_cal, default=None,
-                   help="calibration rows ROWS:STEP (LSB per row), repeatable; default 8:0.5 "
-                        "and 8:1")
+                   help="calibration rows ROWS:STEP (LSB per row), repeatable; default 8:0.5, "
+                        "8:1 and 16:0.25")
     p.add_argument("--adc-bits", type=int, default=6)
     p.add_argument("--adc-rows", type=int, default=64)
     p.add_argument("--config", default="default",
@@ -173,7 +173,8 @@ def main(argv=None) -> int:
         get_config(args.config)
     except ValueError as e:
         p.error(str(e))
-    cals = args.cal or [CalibrationRows(8, 0.5), CalibrationRows(8, 1.0)]
+    cals = args.cal or [CalibrationRows(8, 0.5), CalibrationRows(8, 1.0),
+                        CalibrationRows(16, 0.25)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
