@@ -214,6 +214,8 @@ def test_calibration_cancels_every_offset_in_range_to_one_step(rows, step):
     assert np.abs(residual).max() <= cal.step_fx
     assert not res.out_of_range.any()
     assert np.array_equal(res.ones, array.ones())
+    # The step rule (R/2, then -+R/4 ... -+1) reaches odd settings only.
+    assert (res.ones % 2 == 1).all()
     assert res.evaluations == rows.bit_length() - 2 + 1 == array.evaluations
     assert res.row_writes == array.row_writes
     assert res.words_written == res.row_writes * 1       # 16 bits per row: one bus word
