@@ -6,9 +6,9 @@ minutes to emit). :func:`verilog` builds the design with ``macro_module`` set (t
 become instances of one Verilog module, see :class:`~gateware.accelerator.Accelerator`) and
 appends that module, emitted once from :class:`~gateware.cim_macro.CIMMacro`. The result
 simulates and synthesizes as the plain design does; the Amaranth simulator runs the plain
-design (it has no Verilog instances). The weight store goes the same way (``ram_module``,
-:mod:`gateware.ram`): Amaranth spells out a memory's initial contents bit by bit, minutes
-for the ``default`` configuration's 16 Mbit.
+design (it has no Verilog instances). The weight store's banks go the same way (``ram_module``,
+:mod:`gateware.ram`, :mod:`gateware.weights`): Amaranth spells out a memory's initial contents
+bit by bit, minutes for the ``default`` configuration's 16 Mbit.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from amaranth.back import verilog as amaranth_verilog
 
 from contract.config import HwConfig
 
-from .accelerator import weight_ram
 from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .ram import ram_verilog
+from .weights import weight_ram
 
 __all__ = ["macro_module_name", "ram_module_name", "verilog"]
 
@@ -30,7 +30,7 @@ def macro_module_name(name: str) -> str:
 
 
 def ram_module_name(name: str) -> str:
-    """Name of the weight-store RAM module in the Verilog of a design named ``name``."""
+    """Name of the weight-store bank module in the Verilog of a design named ``name``."""
     return f"{name}_weight_ram"
 
 

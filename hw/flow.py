@@ -461,10 +461,10 @@ def run_estimate(config: HwConfig, verilog: str, *, cache: Path | None,
 
 def blackboxes(config: HwConfig, verilog: str) -> dict:
     """The modules of :data:`BLACKBOXES` as :func:`hw.estimate.estimate_design` takes them:
-    the macro as it is; the weight RAM (one write port, one read port per macro) as a
-    :class:`~hw.estimate.Memory`, mapped to UltraRAM: in block RAM alone its copies cannot
-    fit (18 x 16 Mbit for ``default`` against the XCVU13P's 94.5 Mbit)."""
-    from gateware.accelerator import weight_ram
+    the macro as it is; a weight-store bank (one write port, one read port: one bank per
+    macro, :mod:`gateware.weights`) as a :class:`~hw.estimate.Memory`, UltraRAM allowed (a
+    bank's beat is as wide as the macro's write port)."""
+    from gateware.weights import weight_ram
     macro, ram_name = BLACKBOXES
     ram = weight_ram(config, module=ram_name)
     mem = est.Memory(module=ram_name, name="mem", width=ram.width, depth=ram.depth,
@@ -473,8 +473,8 @@ def blackboxes(config: HwConfig, verilog: str) -> dict:
         macro: est.split_module(verilog, macro)[1],
         ram_name: est.BlackBox(
             verilog=est.split_module(verilog, ram_name)[1], memory=mem, uram=True,
-            note=f"{mem.reads} copies (one per read port) of {mem.depth} x {mem.width} bits, "
-                 f"{mem.granularity}-bit write lanes, UltraRAM allowed"),
+            note=f"one bank per macro: {mem.depth} x {mem.width} bits, {mem.reads} read "
+                 f"port, {mem.granularity}-bit write lanes, UltraRAM allowed"),
     }
 
 

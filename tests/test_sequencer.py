@@ -177,13 +177,12 @@ def run_fetcher(cfg, program, rng, *, prog_words=64):
 def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
     """The fetcher on program memory ``words``: (cycle, descriptor, code) of every offer taken,
     under random backpressure."""
-    tile_cap = cfg.weight_words // (cfg.write_cycles * fmt.beat_words(cfg))
     rec_cap = cfg.param_words // PARAM_WORDS
     dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
                   w_bits=cfg.w_bits, planes=cfg.planes_max,
                   bank_words=cfg.bank_words, max_size=cfg.max_size,
-                  max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
-                  rec_cap=rec_cap, image_channels=cfg.image_channels,
+                  max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, macros=cfg.macros,
+                  weight_rows=cfg.weight_rows, rec_cap=rec_cap, image_channels=cfg.image_channels,
                   image_size=cfg.image_size, im2col_kernel=cfg.im2col_kernel)
     words = list(words)[:prog_words]
     words += [0] * (prog_words - len(words))
@@ -206,7 +205,7 @@ def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
             ctx.set(dut.prog.data, words[addr] if addr < prog_words else 0)
 
     simulate(dut, bench)
-    return got, (tile_cap, rec_cap)
+    return got, (cfg.weight_rows, rec_cap)
 
 
 @pytest.fixture(scope="module")
@@ -336,31 +335,34 @@ def test_fetcher_runs_off_the_program():
 # ----------------------------------------------------------------------------- loader
 
 
-def tile_fields(d, cfg, j, t):
-    """(beat address, kh, kw, window offset) of row tile t of column tile j: the compiler's
-    tile order (t = (kh * k + kw) * G + cg; layer tile j * T + t at weight_base) and address
-    formula (word ((y * W + x) * G + cg) * S, relative to the window's corner)."""
+def tile_fields(d, cfg, row, t):
+    """(beat address, kh, kw, window offset, shift) of row tile t in weight row ``row`` of the
+    layer: the bank address of the row (contract.program: every macro of a round reads the
+    round's row of its own bank), the compiler's tile order (t = (kh * k + kw) * G + cg) and
+    address formula (word ((y * W + x) * G + cg) * S, relative to the window's corner)."""
     k, G, W = d.kernel, d.in_groups, d.in_width
     sw, rest = divmod(t, k * k * G)
     kh, rest = divmod(rest, k * G)
     kw, cg = divmod(rest, G)
     shift = fmt.slice_shifts(cfg)[sw] if fmt.weight_slices(d.w_bits, cfg) > 1 else 0
-    return ((d.weight_base + j * d.row_tiles + t) * cfg.write_cycles, kh, kw,
+    return ((d.weight_base + row) * cfg.write_cycles, kh, kw,
             ((kh * W + kw) * G + cg) * _sl(d.in_bits, cfg.a_bits), shift)
 
 
 def expected_tiles(d, cfg):
     """Per macro, the tiles it gets, in order: compiler.cycles' rounds and copies (macro i of a
-    round of ``group`` row tiles from tb holds row tile tb + i mod group)."""
+    round of ``group`` row tiles from tb holds row tile tb + i mod group), round r from the
+    layer's weight row r."""
     M = cfg.macros
     cp = cycles.copies(d, cfg)
     rounds = cycles._rounds(d, cfg, cp)
     per_col = len(rounds) // d.col_tiles
+    assert len(rounds) == fmt.weight_rows(d.col_tiles, d.row_tiles, cfg)
     out = [[] for _ in range(M)]
     for r, (macros, _) in enumerate(rounds):
-        j, tb = divmod(r, per_col)
+        tb = r % per_col
         for i in range(macros):
-            out[i].append(tile_fields(d, cfg, j, tb * M + i % (macros // cp)))
+            out[i].append(tile_fields(d, cfg, r, tb * M + i % (macros // cp)))
     return out
 
 

@@ -39,7 +39,7 @@ typedef struct {
     __IM  uint32_t CFG_BITS;            /* 0x00C RO  Number formats */
     __IM  uint32_t CFG_MACROS;          /* 0x010 RO  Parallelism */
     __IM  uint32_t CFG_PROG_WORDS;      /* 0x014 RO  Layer-program memory depth */
-    __IM  uint32_t CFG_WEIGHT_WORDS;    /* 0x018 RO  Weight memory depth */
+    __IM  uint32_t CFG_WEIGHT_WORDS;    /* 0x018 RO  Weight store depth (whole weight rows) */
     __IM  uint32_t CFG_PARAM_WORDS;     /* 0x01C RO  Parameter memory depth */
     __IM  uint32_t CFG_BANK_WORDS;      /* 0x020 RO  Activation buffer bank depth */
     __IM  uint32_t CFG_LIMITS;          /* 0x024 RO  Largest layer the sequencer accepts */
@@ -391,7 +391,7 @@ typedef struct {
 #define CIM_CFG_ACC_WIDTH           24u
 #define CIM_CFG_BANK_WORDS          4096u
 #define CIM_CFG_PROG_WORDS          1024u
-#define CIM_CFG_WEIGHT_WORDS        524288u
+#define CIM_CFG_WEIGHT_WORDS        1048576u
 #define CIM_CFG_PARAM_WORDS         16384u
 #define CIM_CFG_MAX_SIZE            64u
 #define CIM_CFG_MAX_GROUPS          16u
@@ -400,8 +400,8 @@ typedef struct {
 #define CIM_CFG_IMAGE_CHANNELS      3u
 #define CIM_CFG_IMAGE_SIZE          32u
 #define CIM_CFG_IM2COL_KERNEL       7u
-#define CIM_ADDR_WIDTH              22u
-#define CIM_SPAN                    0x00400000UL
+#define CIM_ADDR_WIDTH              23u
+#define CIM_SPAN                    0x00800000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
 #define CIM_WIN_PROG_SIZE           0x00001000UL
 #define CIM_WIN_PROG_WORDS          1024u
@@ -417,9 +417,9 @@ typedef struct {
 #define CIM_WIN_IMAGE_OFFSET        0x00080000UL
 #define CIM_WIN_IMAGE_SIZE          0x00002000UL
 #define CIM_WIN_IMAGE_WORDS         2048u
-#define CIM_WIN_WEIGHT_OFFSET       0x00200000UL
-#define CIM_WIN_WEIGHT_SIZE         0x00200000UL
-#define CIM_WIN_WEIGHT_WORDS        524288u
+#define CIM_WIN_WEIGHT_OFFSET       0x00400000UL
+#define CIM_WIN_WEIGHT_SIZE         0x00400000UL
+#define CIM_WIN_WEIGHT_WORDS        1041408u
 #define CIM_ACT_SLICES              8u
 #define CIM_MAGIC_RESET             0x43494D41u
 #define CIM_VERSION_RESET           0x00030000u
@@ -427,7 +427,7 @@ typedef struct {
 #define CIM_CFG_BITS_RESET          0x0018C044u
 #define CIM_CFG_MACROS_RESET        0x00040012u
 #define CIM_CFG_PROG_WORDS_RESET    0x00000400u
-#define CIM_CFG_WEIGHT_WORDS_RESET  0x00080000u
+#define CIM_CFG_WEIGHT_WORDS_RESET  0x000FE400u
 #define CIM_CFG_PARAM_WORDS_RESET   0x00004000u
 #define CIM_CFG_BANK_WORDS_RESET    0x00001000u
 #define CIM_CFG_LIMITS_RESET        0x00100040u

@@ -9,6 +9,7 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ..divide import div_const
 from .layer import (
     DESC_WORDS,
     MAX_SHIFT,
@@ -27,13 +28,13 @@ __all__ = ["Fetcher", "check"]
 
 
 def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max_groups,
-          max_pixels, tile_cap, rec_cap, image_channels=0, image_size=4, im2col_kernel=1):
+          max_pixels, macros, weight_rows, rec_cap, image_channels=0, image_size=4, im2col_kernel=1):
     """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
     what :func:`contract.program.check_descriptor` states (op, kernel, stride, size, tiles,
     format, channels, addresses, in that order, a max-pooling descriptor by its own rules;
     ``tests/test_sequencer.py`` holds the two equal). ``planes``: the most bit-planes fed per
-    pixel (``HwConfig.planes_max``); ``tile_cap``: weight tiles the store holds; ``rec_cap``:
-    parameter records; ``image_channels`` (0: no image buffer, no im2col), ``image_size``,
+    pixel (``HwConfig.planes_max``); ``macros``; ``weight_rows``: weight rows the store holds
+    (a layer takes ``J * ceil(T / macros)``); ``rec_cap``: parameter records; ``image_channels`` (0: no image buffer, no im2col), ``image_size``,
     ``im2col_kernel``: the image buffer's."""
     code = Signal(AccelError)
     R, C, BW = rows, cols, bank_words
@@ -89,7 +90,7 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
                     | (d.weight_tiles != J * T)
                     | (d.out_channels == 0) | (d.out_channels > J * C)
                     | (d.out_channels + C <= J * C) | (d.out_groups * R < J * C)
-                    | (d.weight_base + d.weight_tiles > tile_cap)
+                    | (d.weight_base + J * div_const(T + (macros - 1), macros) > weight_rows)
                     | (d.param_base[:ceil_log2(C)] != 0)
                     | (d.param_base + J * C > rec_cap))):
         m.d.comb += code.eq(AccelError.TILES)
@@ -152,7 +153,7 @@ class Fetcher(wiring.Component):
         Most bit-planes fed per pixel (``HwConfig.planes_max``).
     bank_words : int
         Words of an activation-buffer bank (for the address checks).
-    max_size, max_groups, max_pixels, tile_cap, rec_cap : int
+    max_size, max_groups, max_pixels, macros, weight_rows, rec_cap : int
         Limits of the checks (:func:`check`).
     image_channels, image_size, im2col_kernel : int
         The image buffer's (``HwConfig``; ``image_channels`` 0: none).
@@ -170,7 +171,8 @@ class Fetcher(wiring.Component):
 
     def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, w_bits: int,
                  planes: int, bank_words: int, max_size: int, max_groups: int,
-                 max_pixels: int, tile_cap: int, rec_cap: int, image_channels: int = 0,
+                 max_pixels: int, macros: int, weight_rows: int, rec_cap: int,
+                 image_channels: int = 0,
                  image_size: int = 4, im2col_kernel: int = 1):
         if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
             raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
@@ -179,7 +181,8 @@ class Fetcher(wiring.Component):
         self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, w_bits=w_bits, planes=planes,
                            bank_words=bank_words,
                            max_size=max_size, max_groups=max_groups,
-                           max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap,
+                           max_pixels=max_pixels, macros=macros, weight_rows=weight_rows,
+                           rec_cap=rec_cap,
                            image_channels=image_channels, image_size=image_size,
                            im2col_kernel=im2col_kernel)
         super().__init__({

@@ -87,7 +87,8 @@ def desc_layout() -> data.StructLayout:
 
 
 def tile_layout(*, addr_width: int) -> data.StructLayout:
-    """A weight tile handed to a macro: the weight-store ``addr`` of its first beat and its
+    """A weight tile handed to a macro: ``addr``, its first beat in the macro's weight-store bank,
+    and its
     tap ``(kh, kw)`` with ``off``, the word offset of the tap in the input window
     (``((kh * W + kw) * G + cg) * S``, ``S`` the input's slice words), and ``shift``, the
     bit-planes its input is shifted by (its weight slice's, :func:`contract.program.
