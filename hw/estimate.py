@@ -345,8 +345,10 @@ def strip_zero_init(verilog: str) -> str:
 class Memory:
     """A RAM with one write port (``granularity`` bits per write enable) and ``reads``
     synchronous read ports, ``depth`` words of ``width`` bits: on an FPGA, whose block RAMs
-    have two ports, ``reads`` copies of a one-read-port RAM. ``module``/``name``: where it is
-    in the design (for the report)."""
+    have two ports, :attr:`copies` copies of a one-read-port RAM, or, when ``shared`` (a read
+    port has the write port's address: port A of a true-dual-port RAM), of a RAM whose port A
+    writes and reads and port B reads. ``module``/``name``: where it is in the design (for
+    the report)."""
 
     module: str
     name: str
@@ -354,14 +356,22 @@ class Memory:
     depth: int
     reads: int
     granularity: int
+    shared: bool = False
+
+    @property
+    def copies(self) -> int:
+        return max(1, self.reads - self.shared)
 
     def key(self, *, uram: bool = False) -> str:
-        return f"mem_{self.width}x{self.depth}_g{self.granularity}" + ("_uram" if uram else "")
+        return (f"mem_{self.width}x{self.depth}_g{self.granularity}" + ("_tdp" if self.shared
+                                                                        else "")
+                + ("_uram" if uram else ""))
 
     def copy_rtlil(self, name: str) -> str:
-        """RTLIL of module ``name``: one copy of this memory (one read port), written directly:
-        Yosys 0.23's Verilog front end takes many minutes over the part-word writes a wide
-        RAM with narrow write lanes needs in Verilog."""
+        """RTLIL of module ``name``: one copy of this memory (one read port, and one more on
+        the write port's address when ``shared``), written directly: Yosys 0.23's Verilog
+        front end takes many minutes over the part-word writes a wide RAM with narrow write
+        lanes needs in Verilog."""
         w, d, g = self.width, self.depth, self.granularity
         a = max(1, ceil_log2(d))        # as gateware.ram.RAM.addr_width
         lanes = w // g
@@ -388,7 +398,23 @@ class Memory:
             "    parameter \\CLK_POLARITY 1", "    connect \\ADDR \\r_addr",
             "    connect \\DATA \\r_data", "    connect \\ARST 1'0", "    connect \\SRST 1'0",
             "    connect \\EN \\r_en", "    connect \\CLK \\clk", "  end",
+            *(self._shared_read(a, w) if self.shared else []),
             "end", ""])
+
+    @staticmethod
+    def _shared_read(a: int, w: int) -> list[str]:
+        """A read port on the write port's address (port A of a true-dual-port RAM)."""
+        x = f"{w}'" + "x" * w
+        return [f"  wire width {w} output 8 \\a_data", "  wire input 9 \\a_en",
+                "  cell $memrd_v2 $ra", '    parameter \\MEMID "\\\\mem"',
+                f"    parameter \\ABITS {a}", f"    parameter \\WIDTH {w}",
+                "    parameter \\TRANSPARENCY_MASK 1'0", "    parameter \\COLLISION_X_MASK 1'0",
+                f"    parameter \\ARST_VALUE {x}", f"    parameter \\SRST_VALUE {x}",
+                f"    parameter \\INIT_VALUE {x}", "    parameter \\CE_OVER_SRST 0",
+                "    parameter \\CLK_ENABLE 1", "    parameter \\CLK_POLARITY 1",
+                "    connect \\ADDR \\w_addr", "    connect \\DATA \\a_data",
+                "    connect \\ARST 1'0", "    connect \\SRST 1'0", "    connect \\EN \\a_en",
+                "    connect \\CLK \\clk", "  end"]
 
 
 @dataclass(frozen=True)
@@ -480,8 +506,11 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
         memid = re.search(r'parameter \\MEMID "\\\\(.*)"', c.group(3)).group(1)
         key = (module_of(c.start()), "\\" + memid)
         if key in mems:
-            p = ports.setdefault(key, {"rd": 0, "wr": [], "cells": []})
+            p = ports.setdefault(key, {"rd": 0, "wr": [], "cells": [], "addr": []})
             p["cells"].append(c)
+            if c.group(1) != "meminit_v2":
+                p["addr"].append((c.group(1), re.search(r"connect \\ADDR (.*)",
+                                                        c.group(3)).group(1).strip()))
             if c.group(1) == "memrd_v2":
                 p["rd"] += 1
             elif c.group(1) == "memwr_v2":
@@ -496,8 +525,11 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
         w, d = mems[key]
         if w * d < min_bits or len(p["wr"]) != 1 or p["rd"] < 1:
             continue
+        # A read port on the write port's address shares its port (true dual port).
+        waddr = [a for kind, a in p["addr"] if kind == "memwr_v2"]
+        shared = any(kind == "memrd_v2" and a in waddr for kind, a in p["addr"])
         taken.append(Memory(key[0].lstrip("\\"), key[1].lstrip("\\"), w, d, p["rd"],
-                            p["wr"][0]))
+                            p["wr"][0], shared))
         for c in p["cells"]:
             kind = c.group(1)
             if kind == "meminit_v2":
@@ -666,14 +698,23 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                                           if c not in mods and c not in boxes
                                           and not c.startswith("est_mem")}))
     for name, b in boxes.items():
-        copies = b.memory.reads if b.memory else 1
+        copies = b.memory.copies if b.memory else 1
         row(name, count.get(name, 0),
             {k: v * copies for k, v in resources(own(kinds[name])).items()}, b.note)
+    # Alike memories of one module (an activation bank's copies) make one row.
+    alike: dict[tuple, list[Memory]] = {}
     for mem, kind in zip(memories, mem_kinds):
-        row(f"{mem.module}: memory {mem.name}", count.get(mem.module, 0),
-            {k: v * mem.reads for k, v in resources(own(kind)).items()},
-            f"{mem.reads} cop{'y' if mem.reads == 1 else 'ies'} (one per read port) of "
-            f"{mem.depth} x {mem.width} bits, {mem.granularity}-bit write lanes")
+        alike.setdefault((mem.module, kind), []).append(mem)
+    for (module, kind), group in alike.items():
+        mem, n = group[0], len(group)
+        ports = ("one per read port, port A shared by the write and a read" if mem.shared
+                 else "one per read port")
+        row(f"{module}: memory {mem.name}" + (f" and {n - 1} like it" if n > 1 else ""),
+            count.get(module, 0),
+            {k: v * mem.copies * n for k, v in resources(own(kind)).items()},
+            f"{n * mem.copies} cop{'y' if n * mem.copies == 1 else 'ies'} ({ports}) of "
+            f"{mem.depth} x {mem.width} bits, {mem.granularity}-bit write lanes"
+            + (f", {mem.reads} read ports each" if n > 1 else ""))
     total = {k: sum(r["total"][k] for r in rows) for k in RESOURCES}
     return {"top": top, "modules": rows, "total": total,
             "seconds": {k: stats[k]["seconds"] for k in stats}, "cached": cached,

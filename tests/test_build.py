@@ -491,6 +491,47 @@ def test_memory_extraction():
     assert estimate.extract_memories(il, min_bits=1 << 17)[2] == []
 
 
+class TwoPorts(wiring.Component):
+    """Two 64 Kbit memories with 4-bit write lanes and two read ports each: one with both
+    read ports apart from the write's address, one whose first read port is on the write
+    port's address (the activation buffer's true-dual-port copies)."""
+
+    a: In(12)
+    q: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        q = 0
+        for name, shared in (("apart", False), ("tdp", True)):
+            m.submodules[name] = mem = Memory(shape=16, depth=4096, init=[])
+            w = mem.write_port(granularity=4)
+            m.d.comb += [w.addr.eq(self.a), w.data.eq(Cat(self.a, self.a[:4])),
+                         w.en.eq(self.a[:4])]
+            for i in range(2):
+                r = mem.read_port(transparent_for=())
+                m.d.comb += r.addr.eq(self.a if shared and i == 0 else self.a + i + 1)
+                q = q ^ r.data
+        m.d.comb += self.q.eq(q)
+        return m
+
+
+def test_shared_port_memory(tmp_path):
+    """A read port on the write port's address shares the RAM's port A: one copy serves two
+    read ports, as many block RAMs as one read port of the memory apart."""
+    il = estimate.strip_zero_meminit(rtlil.convert(TwoPorts(), name="top"))
+    mems = {m.name: m for m in estimate.extract_memories(il, min_bits=1 << 16)[2]}
+    assert (mems["apart"].shared, mems["apart"].copies) == (False, 2)
+    assert (mems["tdp"].shared, mems["tdp"].copies, mems["tdp"].reads) == (True, 1, 2)
+    if estimate.find_yosys() is None:
+        pytest.skip("no yosys")
+    est = estimate.estimate_design(il, top="top", blackboxes={}, cache=tmp_path)
+    rows = {r["name"]: r for r in est["modules"]}
+    apart, tdp = rows["top: memory apart"], rows["top: memory tdp"]
+    assert "2 copies (one per read port)" in apart["note"]
+    assert "1 copy (one per read port, port A shared" in tdp["note"]
+    assert tdp["total"]["bram36"] > 0 and 2 * tdp["total"]["bram36"] == apart["total"]["bram36"]
+
+
 def test_hierarchical_estimate(tmp_path):
     if estimate.find_yosys() is None:
         pytest.skip("no yosys")
