@@ -14,7 +14,7 @@ from contract.program import beat_words
 from .divide import div_const
 from .ram import RAM
 
-__all__ = ["WeightStore", "bank_images", "weight_ram"]
+__all__ = ["WeightStore", "bank_images", "bank_shape", "weight_ram"]
 
 
 def bank_images(config: HwConfig, words) -> list[list[int]]:
@@ -32,14 +32,20 @@ def bank_images(config: HwConfig, words) -> list[list[int]]:
     return banks
 
 
+def bank_shape(config: HwConfig) -> tuple[int, int]:
+    """``(width, depth)`` of one bank: a macro's write beat (``beat_words`` 32-bit words) by
+    ``weight_rows`` tiles of ``write_cycles`` beats; 32-bit write lanes, one read port."""
+    return beat_words(config) * 32, config.weight_rows * config.write_cycles
+
+
 def weight_ram(config: HwConfig, *, module: str | None = None, init=()) -> RAM:
-    """One bank of ``config``'s weight store: one word per write beat of a macro, one read
-    port, ``weight_rows`` tiles; ``init``: its beats from beat 0 (:func:`bank_images`)."""
-    bw = beat_words(config)
+    """One bank of ``config``'s weight store (:func:`bank_shape`); ``init``: its beats from
+    beat 0 (:func:`bank_images`)."""
+    width, depth = bank_shape(config)
     # UltraRAM: a bank's beat is as wide as the macro's write port (1,024 bits on `default`),
     # for which block RAM's 72-bit ports are the narrower choice (gateware/README.md).
-    return RAM(width=bw * 32, depth=config.weight_rows * config.write_cycles, granularity=32,
-               read_ports=1, module=module, init=list(init), ram_style="ultra")
+    return RAM(width=width, depth=depth, granularity=32, read_ports=1, module=module,
+               init=list(init), ram_style="ultra")
 
 
 class WeightStore(wiring.Component):

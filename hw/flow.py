@@ -464,11 +464,11 @@ def blackboxes(config: HwConfig, verilog: str) -> dict:
     the macro as it is; a weight-store bank (one write port, one read port: one bank per
     macro, :mod:`gateware.weights`) as a :class:`~hw.estimate.Memory`, UltraRAM allowed (a
     bank's beat is as wide as the macro's write port)."""
-    from gateware.weights import weight_ram
+    from gateware.weights import bank_shape
     macro, ram_name = BLACKBOXES
-    ram = weight_ram(config, module=ram_name)
-    mem = est.Memory(module=ram_name, name="mem", width=ram.width, depth=ram.depth,
-                     reads=ram.n_reads, granularity=ram.granularity)
+    width, depth = bank_shape(config)
+    mem = est.Memory(module=ram_name, name="mem", width=width, depth=depth, reads=1,
+                     granularity=32)
     return {
         macro: est.split_module(verilog, macro)[1],
         ram_name: est.BlackBox(
