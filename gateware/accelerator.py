@@ -283,7 +283,7 @@ class Accelerator(wiring.Component):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
                 index=i, macros=M, rows=R, a_bits=ab, planes=pl, write_cycles=wc,
                 addr_width=baw,
-                weight_addr_width=wmem.banks[i].addr_width, weight_width=wmem.banks[i].width,
+                weight_addr_width=wmem.banks[0].addr_width, weight_width=wmem.banks[0].width,
                 input_layout=mac.input_layout, write_layout=mac.write_layout)
             connect(m, loader.tiles[i], unit.tile)
             connect(m, unit.weights, wmem.reads[i])

@@ -1,5 +1,5 @@
-"""The weight store: one bank per macro, each with its own read port (:mod:`contract.program`,
-weight image: banks and rows)."""
+"""The weight store: a bank per pair of macros, each macro with its own read port
+(:mod:`contract.program`, weight image: banks and rows)."""
 
 from __future__ import annotations
 
@@ -17,25 +17,35 @@ from .ram import RAM
 __all__ = ["WeightStore", "bank_images", "bank_shape", "weight_ram"]
 
 
+def banks(config: HwConfig) -> int:
+    """Banks of the weight store: one per pair of macros (the last one alone when the count is
+    odd)."""
+    return -(-config.macros // 2)
+
+
 def bank_images(config: HwConfig, words) -> list[list[int]]:
     """The weight image's 32-bit ``words`` (from image word 0) split per bank, as each bank's
-    beats (``beat_words`` words each): image tile ``n`` goes to bank ``n mod M``, bank tile
-    ``n div M``."""
-    bw, tw, M = beat_words(config), config.tile_words, config.macros
+    beats (``beat_words`` words each): image tile ``n`` is macro ``i = n mod M``'s tile of row
+    ``r = n div M``, at tile ``2 * r + i mod 2`` of bank ``i div 2``."""
+    bw, tw, M, wc = beat_words(config), config.tile_words, config.macros, config.write_cycles
     words = [int(w) for w in words]
     words += [0] * (-len(words) % tw)
-    banks = [[] for _ in range(M)]
+    out = [[] for _ in range(banks(config))]
     for n in range(len(words) // tw):
+        row, i = divmod(n, M)
+        bank, at = out[i // 2], (2 * row + i % 2) * wc
+        bank += [0] * (at + wc - len(bank))
         tile = words[n * tw:(n + 1) * tw]
-        banks[n % M] += [sum(w << (32 * i) for i, w in enumerate(tile[k:k + bw]))
-                         for k in range(0, tw, bw)]
-    return banks
+        bank[at:at + wc] = [sum(w << (32 * k) for k, w in enumerate(tile[b:b + bw]))
+                            for b in range(0, tw, bw)]
+    return out
 
 
 def bank_shape(config: HwConfig) -> tuple[int, int]:
     """``(width, depth)`` of one bank: a macro's write beat (``beat_words`` 32-bit words) by
-    ``weight_rows`` tiles of ``write_cycles`` beats; 32-bit write lanes, one read port."""
-    return beat_words(config) * 32, config.weight_rows * config.write_cycles
+    two macros' ``weight_rows`` tiles of ``write_cycles`` beats; 32-bit write lanes, two read
+    ports, the first on the write's port (:class:`~gateware.ram.RAM`, ``shared``)."""
+    return beat_words(config) * 32, 2 * config.weight_rows * config.write_cycles
 
 
 def weight_ram(config: HwConfig, *, module: str | None = None, init=()) -> RAM:
@@ -44,18 +54,22 @@ def weight_ram(config: HwConfig, *, module: str | None = None, init=()) -> RAM:
     width, depth = bank_shape(config)
     # UltraRAM: a bank's beat is as wide as the macro's write port (1,024 bits on `default`),
     # for which block RAM's 72-bit ports are the narrower choice (gateware/README.md).
-    return RAM(width=width, depth=depth, granularity=32, read_ports=1, module=module,
-               init=list(init), ram_style="ultra")
+    return RAM(width=width, depth=depth, granularity=32, read_ports=2, module=module,
+               init=list(init), ram_style="ultra", shared=True)
 
 
 class WeightStore(wiring.Component):
-    """The weight store (module docstring): ``macros`` banks of ``weight_rows`` tiles.
+    """The weight store (module docstring): ``ceil(macros / 2)`` banks of two macros'
+    ``weight_rows`` tiles each, one read port per macro.
 
     The bus writes 32-bit words at an image word address; the write is decoded into bank,
     beat and word lane (a division by the macro count, :mod:`gateware.divide`) in one register
-    stage and lands in the bank one cycle after ``w_en``. Macro unit ``i`` reads bank ``i``
-    through ``reads[i]``: a beat address inside the bank (``row * write_cycles + beat``), data
-    the cycle after ``en``.
+    stage and lands in the bank one cycle after ``w_en``. Macro unit ``i`` reads through
+    ``reads[i]`` a beat of its own tiles (``row * write_cycles + beat``): bank ``i div 2``,
+    tile ``2 * row + i mod 2``, data the cycle after ``en``. Even macros read on the port the
+    bus writes through (two ports per bank: one UltraRAM column serves two macros), so the
+    bus writes only while the accelerator is idle (the ``WEIGHT`` window answers ERROR
+    while busy), and a write lands before a START written after it can start a layer.
 
     Parameters
     ----------
@@ -86,6 +100,8 @@ class WeightStore(wiring.Component):
                              f"{self.words}")
         self.banks = [weight_ram(config, module=module, init=image)
                       for image in bank_images(config, init)]
+        self.banks += [weight_ram(config, module=module)
+                       for _ in range(banks(config) - len(self.banks))]
         super().__init__({
             "w_addr": In(range(self.words)), "w_data": In(32), "w_en": In(1),
             "reads": In(self.banks[0].read_signature).array(config.macros),
@@ -97,19 +113,24 @@ class WeightStore(wiring.Component):
         bw, wc, M = beat_words(cfg), cfg.write_cycles, cfg.macros
         tsh, wsh = exact_log2(cfg.tile_words), exact_log2(bw)
         tile = self.w_addr[tsh:]
-        bank = Signal(range(M))
+        macro = Signal(range(M))
         addr = Signal(self.banks[0].addr_width)
         lanes = Signal(bw)
         data = Signal(32)
         en = Signal()
         row = div_const(tile, M)
-        m.d.sync += [bank.eq(tile - row * M),
-                     addr.eq(Cat(self.w_addr[wsh:tsh], row) if tsh > wsh else row),
+        i = tile - row * M
+        m.d.sync += [macro.eq(i), addr.eq(Cat(self.w_addr[wsh:tsh], i[0], row)),
                      lanes.eq(Const(1, bw) << self.w_addr[:wsh] if wsh else 1),
                      data.eq(self.w_data), en.eq(self.w_en)]
-        for i, ram in enumerate(self.banks):
-            m.submodules[f"bank{i}"] = ram
+        for b, ram in enumerate(self.banks):
+            m.submodules[f"bank{b}"] = ram
             m.d.comb += [ram.w_addr.eq(addr), ram.w_data.eq(Cat(*[data] * bw)),
-                         ram.w_en.eq(Mux(en & (bank == i), lanes, 0))]
-            wiring.connect(m, wiring.flipped(self.reads[i]), ram.reads[0])
+                         ram.w_en.eq(Mux(en & (macro[1:] == b), lanes, 0))]
+        bsh = exact_log2(cfg.write_cycles)
+        for i, port in enumerate(self.reads):
+            ram_port = self.banks[i // 2].reads[i % 2]
+            m.d.comb += [ram_port.addr.eq(Cat(port.addr[:bsh], Const(i % 2, 1),
+                                              port.addr[bsh:])),
+                         ram_port.en.eq(port.en), port.data.eq(ram_port.data)]
         return m

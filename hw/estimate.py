@@ -398,14 +398,27 @@ class Memory:
             "    parameter \\CLK_POLARITY 1", "    connect \\ADDR \\r_addr",
             "    connect \\DATA \\r_data", "    connect \\ARST 1'0", "    connect \\SRST 1'0",
             "    connect \\EN \\r_en", "    connect \\CLK \\clk", "  end",
-            *(self._shared_read(a, w) if self.shared else []),
+            *(self._shared_read(a, w, lanes) if self.shared else []),
             "end", ""])
 
     @staticmethod
-    def _shared_read(a: int, w: int) -> list[str]:
-        """A read port on the write port's address (port A of a true-dual-port RAM)."""
+    def _shared_read(a: int, w: int, lanes: int) -> list[str]:
+        """A read port on the write port's address (port A of a true-dual-port RAM), enabled
+        only in cycles that write nothing (as :class:`gateware.ram.RAM` with ``shared``: so
+        UltraRAM, which has no read-first mode, takes both ports)."""
         x = f"{w}'" + "x" * w
         return [f"  wire width {w} output 8 \\a_data", "  wire input 9 \\a_en",
+                "  wire \\w_any", "  wire \\w_none", "  wire \\a_ren",
+                "  cell $reduce_or $w_any", "    parameter \\A_SIGNED 0",
+                f"    parameter \\A_WIDTH {lanes}", "    parameter \\Y_WIDTH 1",
+                "    connect \\A \\w_en", "    connect \\Y \\w_any", "  end",
+                "  cell $not $w_none", "    parameter \\A_SIGNED 0", "    parameter \\A_WIDTH 1",
+                "    parameter \\Y_WIDTH 1", "    connect \\A \\w_any",
+                "    connect \\Y \\w_none", "  end",
+                "  cell $and $a_ren", "    parameter \\A_SIGNED 0", "    parameter \\B_SIGNED 0",
+                "    parameter \\A_WIDTH 1", "    parameter \\B_WIDTH 1",
+                "    parameter \\Y_WIDTH 1", "    connect \\A \\a_en", "    connect \\B \\w_none",
+                "    connect \\Y \\a_ren", "  end",
                 "  cell $memrd_v2 $ra", '    parameter \\MEMID "\\\\mem"',
                 f"    parameter \\ABITS {a}", f"    parameter \\WIDTH {w}",
                 "    parameter \\TRANSPARENCY_MASK 1'0", "    parameter \\COLLISION_X_MASK 1'0",
@@ -413,7 +426,7 @@ class Memory:
                 f"    parameter \\INIT_VALUE {x}", "    parameter \\CE_OVER_SRST 0",
                 "    parameter \\CLK_ENABLE 1", "    parameter \\CLK_POLARITY 1",
                 "    connect \\ADDR \\w_addr", "    connect \\DATA \\a_data",
-                "    connect \\ARST 1'0", "    connect \\SRST 1'0", "    connect \\EN \\a_en",
+                "    connect \\ARST 1'0", "    connect \\SRST 1'0", "    connect \\EN \\a_ren",
                 "    connect \\CLK \\clk", "  end"]
 
 

@@ -461,20 +461,22 @@ def run_estimate(config: HwConfig, verilog: str, *, cache: Path | None,
 
 def blackboxes(config: HwConfig, verilog: str) -> dict:
     """The modules of :data:`BLACKBOXES` as :func:`hw.estimate.estimate_design` takes them:
-    the macro as it is; a weight-store bank (one write port, one read port: one bank per
-    macro, :mod:`gateware.weights`) as a :class:`~hw.estimate.Memory`, UltraRAM allowed (a
-    bank's beat is as wide as the macro's write port)."""
+    the macro as it is; a weight-store bank (one write port and two read ports, one of them
+    on the write's port: one bank per two macros, :mod:`gateware.weights`) as a
+    :class:`~hw.estimate.Memory`, UltraRAM allowed (a bank's beat is as wide as the macro's
+    write port)."""
     from gateware.weights import bank_shape
     macro, ram_name = BLACKBOXES
     width, depth = bank_shape(config)
-    mem = est.Memory(module=ram_name, name="mem", width=width, depth=depth, reads=1,
-                     granularity=32)
+    mem = est.Memory(module=ram_name, name="mem", width=width, depth=depth, reads=2,
+                     granularity=32, shared=True)
     return {
         macro: est.split_module(verilog, macro)[1],
         ram_name: est.BlackBox(
             verilog=est.split_module(verilog, ram_name)[1], memory=mem, uram=True,
-            note=f"one bank per macro: {mem.depth} x {mem.width} bits, {mem.reads} read "
-                 f"port, {mem.granularity}-bit write lanes, UltraRAM allowed"),
+            note=f"one bank per two macros: {mem.depth} x {mem.width} bits, a read port "
+                 f"per macro (one shared with the write: true dual port), {mem.granularity}-"
+                 f"bit write lanes, UltraRAM allowed"),
     }
 
 
