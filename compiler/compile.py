@@ -41,6 +41,7 @@ from contract.program import (
     Descriptor,
     ErrorCode,
     check_descriptor,
+    copies,
     im2col_lanes,
     im2col_weight,
     layer_rows,
@@ -625,12 +626,15 @@ def execute_memory(program: Program, mem: np.ndarray,
         # The input's slice words, each a_bits of the value, low slice first (N, P, T, R).
         xs = sum(mem[:, addr + s] << (s * ab) for s in range(sl))
         xs = np.where(pad[None, :, :, None], 0, xs & ((1 << d.in_bits) - 1))
-        # The layer's weight rows (contract.program): row tile t of column tile j is slot t of
-        # the column tile's Q * M.
+        # The layer's weight rows (contract.program): macro i of a round reads slot i of the
+        # round's row, so row tile t of column tile j is slot t of the column tile's Q * M,
+        # and with copies (T < M) copy c, which computes the pixels p with p mod cp == c (the
+        # issuer's groups take turns), reads slots c * T .. c * T + T - 1.
         rows = weight_rows(d.col_tiles, T, cfg)
         span = cfg.macros * tw
         wimg = program.weight_image[d.weight_base * span:(d.weight_base + rows) * span]
-        tiles = unpack_tiles(wimg, cfg).reshape(d.col_tiles, -1, R, C)[:, :T]
+        slots = unpack_tiles(wimg, cfg).reshape(d.col_tiles, -1, R, C)
+        cp = copies(d, cfg)
         recs = program.param_image.reshape(-1, PARAM_WORDS)
         m, b, r = unpack_params(recs[d.param_base:d.param_base + d.col_tiles * C])
         res = None
@@ -645,9 +649,13 @@ def execute_memory(program: Program, mem: np.ndarray,
         for j in range(d.col_tiles):
             pl = planes(d, cfg)
             shifts = slice_shifts(cfg) if weight_slices(d.w_bits, cfg) > 1 else (0,)
-            psum = np.stack([adc_dot(xs[:, :, t % T0] << shifts[t // T0], tiles[j, t],
-                                     w_bits=cfg.w_bits, a_bits=pl, adc_bits=cfg.adc_bits)
-                             for t in range(T)], axis=2)            # (N, P, T, C)
+            psum = np.zeros((n, P, T, C), np.int64)
+            for c in range(cp):
+                px = np.arange(P) % cp == c
+                psum[:, px] = np.stack([
+                    adc_dot(xs[:, px][:, :, t % T0] << shifts[t // T0], slots[j, c * T + t],
+                            w_bits=cfg.w_bits, a_bits=pl, adc_bits=cfg.adc_bits)
+                    for t in range(T)], axis=2)                     # (N, P, T, C)
             lanes = slice(j * C, (j + 1) * C)
             rv = np.zeros((n, P, C), np.int64)
             if res is not None:

@@ -56,7 +56,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from contract.config import HwConfig, get_config
-from contract.program import DESC_WORDS, OP_IM2COL, OP_MAXPOOL, Descriptor, planes
+from contract.program import DESC_WORDS, OP_IM2COL, OP_MAXPOOL, Descriptor, copies, planes
 from contract.timing import ARGMAX_SCAN, DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
@@ -88,18 +88,6 @@ DONE = 1
 
 def _slices(bits: int, a_bits: int) -> int:
     return -(-bits // a_bits)
-
-
-def copies(d: Descriptor, config: HwConfig) -> int:
-    """Copies of a column tile's row tiles over the macros (module docstring)."""
-    ab, pl = config.a_bits, planes(d, config)
-    sp = max(_slices(d.out_bits, ab), _slices(d.res_bits, ab) if d.has_residual else 0)
-    pixels = d.out_height * d.out_width
-    best = 1
-    for c in range(2, min(pl, config.macros) + 1):
-        if c * d.row_tiles <= config.macros and c * sp <= pl and c <= pixels:
-            best = c
-    return best
 
 
 @dataclass(frozen=True)

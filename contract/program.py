@@ -119,7 +119,7 @@ __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "LOGIT_BITS", "OP_CONV", "OP_IM2COL
            "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "im2col_lanes",
            "im2col_weight", "layer_tiles",
            "pack_params", "pack_tiles", "planes", "reserved_bits", "slice_shifts", "slices",
-           "tensor_words", "tile_words", "weight_rows", "layer_rows", "unpack_params", "unpack_tiles", "weight_digits",
+           "tensor_words", "tile_words", "weight_rows", "layer_rows", "copies", "unpack_params", "unpack_tiles", "weight_digits",
            "weight_slices"]
 
 
@@ -294,6 +294,21 @@ def beat_words(config: HwConfig) -> int:
 
 def tile_words(config: HwConfig) -> int:
     return config.write_cycles * beat_words(config)
+
+
+def copies(d: Descriptor, config: HwConfig) -> int:
+    """Copies of a column tile's row tiles over the macros: as many as fit the macros
+    (``copies * T <= M``), the pixels, and the output (and residual) port, which takes ``sp``
+    words per pixel against the layer's ``planes`` cycles per slot (the sequencer's rule,
+    ``gateware.sequencer.layer.copies``; ``compiler.cycles``). Copy ``c`` computes the pixels
+    ``p`` with ``p mod copies == c`` from the tiles in banks ``c * T .. c * T + T - 1``."""
+    ab, pl = config.a_bits, planes(d, config)
+    sp = max(slices(d.out_bits, ab), slices(d.res_bits, ab) if d.has_residual else 0)
+    best = 1
+    for c in range(2, min(pl, config.macros) + 1):
+        if c * d.row_tiles <= config.macros and c * sp <= pl and c <= d.out_height * d.out_width:
+            best = c
+    return best
 
 
 def weight_rows(col_tiles: int, row_tiles: int, config: HwConfig) -> int:

@@ -528,7 +528,8 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
          "(w * ACT_SLICES + s) * 4", {}),
         *image,
         ("WEIGHT", Access.WO, (4,), config.weight_store_words, 4,
-         "Weight image (compiler weight packing): image tile n in macro n mod MACROS's bank",
+         "Weight image (compiler weight packing): image tile n is macro n mod MACROS's tile "
+         "of weight row n div MACROS",
          {}),
     )
     windows, cursor = [], REG_BLOCK

@@ -354,7 +354,7 @@ def expected_tiles(d, cfg):
     round of ``group`` row tiles from tb holds row tile tb + i mod group), round r from the
     layer's weight row r."""
     M = cfg.macros
-    cp = cycles.copies(d, cfg)
+    cp = fmt.copies(d, cfg)
     rounds = cycles._rounds(d, cfg, cp)
     per_col = len(rounds) // d.col_tiles
     assert len(rounds) == fmt.weight_rows(d.col_tiles, d.row_tiles, cfg)
@@ -532,7 +532,7 @@ def expected_rounds(d, cfg):
     """Per round: (macros, group, length, [(cycle of the slot, group g, pixel)]) from
     compiler.cycles: copies, rounds, slot length L, group g at g * sp of its slot."""
     ab, pl = cfg.a_bits, fmt.planes(d, cfg)
-    cp = cycles.copies(d, cfg)
+    cp = fmt.copies(d, cfg)
     sp = max(_sl(d.out_bits, ab), _sl(d.res_bits, ab) if d.has_residual else 0)
     P = d.out_height * d.out_width
     out = []

@@ -127,7 +127,7 @@ def layer_planes(m, desc, w_bits: int, name: str = ""):
 
 
 def copies(m, desc, sp, pl, *, planes: int, macros: int, name: str = ""):
-    """Copies of the row tiles (comb signal; :func:`compiler.cycles.copies`): as many as fit the
+    """Copies of the row tiles (comb signal; :func:`contract.program.copies`): as many as fit the
     macros, the pixels, and the output (and residual) ports, which take ``sp`` cycles per
     pixel against ``pl`` (:func:`layer_planes`, at most ``planes``) per slot."""
     c_ = Signal(range(planes + 1), name=f"{name}copies")
