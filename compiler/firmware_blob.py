@@ -31,8 +31,9 @@ sections
     ``total_bytes``; ``program_words`` is a whole number of descriptors, only the last
     marked ``last``; ``weight_words`` and ``param_words`` are exactly what the descriptors
     address (``weight_base + col_tiles * ceil(row_tiles / hw_macros)`` weight rows of
-    ``hw_macros`` tiles, ``param_base + col_tiles * hw_cols`` records); every tensor a layer reads or writes lies inside the activation buffer; the
-    ``OFFLOAD`` op's tensors are the first layer's input and a layer's output.
+    ``hw_macros`` tiles, ``param_base + col_tiles * hw_cols`` records); every tensor a layer
+    reads or writes lies inside the activation buffer; the ``OFFLOAD`` op's tensors are the
+    first layer's input and a layer's output.
     :func:`check_blob` and the firmware's ``cim_model_open`` refuse a blob where any header
     or op word disagrees with the contents: the CRC only says the bytes are the ones written.
 

@@ -593,9 +593,9 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     keeps Yosys 0.23's memory mapper, which ran out of memory on a 20-read-port activation
     buffer, within bounds), or, for a memory with a read port on the write port's address
     (:attr:`Memory.shared`), as one true-dual-port copy per read port but that one; alike
-    memories of one module make one row; and the rest, with all of those as black boxes and its hierarchy
-    kept so that every module is counted on its own. Up to ``jobs`` Yosys runs at a time.
-    Each module's resources are multiplied by its instance count, read from the synthesized
+    memories of one module make one row; and the rest, with all of those as black boxes and
+    its hierarchy kept so that every module is counted on its own. Up to ``jobs`` Yosys runs at
+    a time. Each module's resources are multiplied by its instance count, read from the synthesized
     hierarchy.
 
     RTLIL because Yosys 0.23's Verilog front end takes many minutes over the part-word writes
