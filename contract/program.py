@@ -119,8 +119,8 @@ __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "LOGIT_BITS", "OP_CONV", "OP_IM2COL
            "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "im2col_lanes",
            "im2col_weight", "layer_tiles",
            "pack_params", "pack_tiles", "planes", "reserved_bits", "slice_shifts", "slices",
-           "tensor_words", "tile_words", "weight_rows", "layer_rows", "copies", "unpack_params", "unpack_tiles", "weight_digits",
-           "weight_slices"]
+           "tensor_words", "tile_words", "weight_rows", "layer_rows", "copies", "unpack_params",
+           "unpack_tiles", "weight_digits", "weight_slices"]
 
 
 @dataclass(frozen=True)

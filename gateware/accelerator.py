@@ -72,7 +72,6 @@ from .actbuf import ActivationBuffer
 from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .datapath import Datapath
 from .image import ImageBuffer, image_slot_bytes, image_window_bytes
-from .weights import WeightStore
 from .sequencer import (
     AccelError,
     Classifier,
@@ -86,6 +85,7 @@ from .sequencer import (
     WeightLoader,
     Writer,
 )
+from .weights import WeightStore
 
 __all__ = ["AccelError", "Accelerator"]
 
@@ -214,7 +214,6 @@ class Accelerator(wiring.Component):
         m = Module()
         cfg = self.config
         R, C, ab, M = cfg.rows, cfg.cols, cfg.a_bits, cfg.macros
-        bw = self.beat_words
         baw = ceil_log2(self.bank_words)
 
         # ------------------------------------------------------------ memories
@@ -223,8 +222,9 @@ class Accelerator(wiring.Component):
         m.d.comb += [pw.addr.eq(self.prog_w_addr), pw.data.eq(self.prog_w_data),
                      pw.en.eq(self.prog_w_en)]
 
-        m.submodules.weights = wmem = WeightStore(config=cfg, module=self.ram_module,
-                                                  init=() if self.weight_init is None else self.weight_init)
+        m.submodules.weights = wmem = WeightStore(
+            config=cfg, module=self.ram_module,
+            init=() if self.weight_init is None else self.weight_init)
         m.d.comb += [wmem.w_addr.eq(self.weight_w_addr), wmem.w_data.eq(self.weight_w_data),
                      wmem.w_en.eq(self.weight_w_en)]
 

@@ -263,12 +263,12 @@ class Window:
 
     ``words``: entries of the memory behind it; ``word_bytes``: bus bytes per entry (4, or
     ``4 * slices`` for the wide activation words). They map the window's first ``words *
-    word_bytes`` bytes (more than half of it); an access past them is unmapped. ``sizes``: transfer sizes in bytes it
-    takes. Windows answer ERROR while the accelerator is busy, but for double buffering:
-    ``slot_bytes`` > 0 makes the window two slots of that many bytes (slot 1 from byte
-    ``slot_bytes``), and while busy a write to the slot other than the one accelerator output
-    ``active_slot`` (1 bit) names is legal (the slot the running program reads stays
-    closed)."""
+    word_bytes`` bytes (more than half of it); an access past them is unmapped. ``sizes``:
+    transfer sizes in bytes it takes. Windows answer ERROR while the accelerator is busy, but
+    for double buffering: ``slot_bytes`` > 0 makes the window two slots of that many bytes
+    (slot 1 from byte ``slot_bytes``), and while busy a write to the slot other than the one
+    accelerator output ``active_slot`` (1 bit) names is legal (the slot the running program
+    reads stays closed)."""
 
     name: str
     offset: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 from amaranth.utils import exact_log2
 
 from contract.config import HwConfig
@@ -110,7 +110,7 @@ class WeightStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        bw, wc, M = beat_words(cfg), cfg.write_cycles, cfg.macros
+        bw, M = beat_words(cfg), cfg.macros
         tsh, wsh = exact_log2(cfg.tile_words), exact_log2(bw)
         tile = self.w_addr[tsh:]
         macro = Signal(range(M))

@@ -15,6 +15,7 @@ from contract import program as fmt
 from contract.arith import MAX_SHIFT
 from contract.config import HwConfig, get_config
 from contract.program import DESC_WORDS, PARAM_WORDS, Descriptor, check_descriptor
+from contract.timing import CHECK_LATENCY
 from gateware.cim_macro import CIMMacro
 from gateware.datapath import Datapath
 from gateware.sequencer import (
@@ -224,7 +225,8 @@ def test_fetcher_compiled_program(digits_program):
 
 def test_fetcher_first_offer():
     """With the consumer always ready, the first descriptor is offered (and taken)
-    DESC_WORDS + 2 cycles after go: compiler.cycles.FIRST_READY's fetch."""
+    DESC_WORDS + 2 + CHECK_LATENCY cycles after go: compiler.cycles.FIRST_READY's fetch and
+    check."""
     d = make_desc(np.random.default_rng(SEED), TINY, last=1)
 
     class Always:
@@ -232,8 +234,9 @@ def test_fetcher_first_offer():
             return 0.0
 
     got, _ = run_fetcher(TINY, [d], Always())
-    assert [(n, x) for n, x, _ in got] == [(DESC_WORDS + 2, d)], f"seed {SEED}: {got}"
-    assert DESC_WORDS + 2 == cycles.FIRST_READY - 3
+    first = DESC_WORDS + 2 + CHECK_LATENCY
+    assert [(n, x) for n, x, _ in got] == [(first, d)], f"seed {SEED}: {got}"
+    assert first == cycles.FIRST_READY - 3 == cycles.FIRST_DESC
 
 
 @pytest.mark.parametrize("cfg", ["tiny", "odd"])
@@ -879,3 +882,64 @@ def test_writer(cfg, out_bits):
                                                  d.out_width), out_bits,
                                 bool(d.out_signed), ab)[0].reshape(-1, P)
     assert (back == y[:d.out_channels]).all(), f"seed {SEED}: out_bits {out_bits}"
+
+
+# ----------------------------------------------------------------------------- pooler
+
+
+@pytest.mark.parametrize("k,s,p,groups,size", [(3, 2, 1, 1, 7), (2, 2, 0, 3, 6),
+                                               (3, 1, 1, 2, 5), (5, 2, 2, 2, 6),
+                                               (7, 1, 3, 1, 4)])
+def test_pooler_windows(k, s, p, groups, size):
+    """The pooler alone on random buffer words: every output word is the lane-wise maximum
+    of its window's words (padding reads zero), at the compiler's address, in
+    ``1 + P * G * k * k`` reads from start (its addresses kept by additions)."""
+    from gateware.sequencer.pooler import Pooler
+    rng = np.random.default_rng(SEED)
+    R, ab, baw = 4, 4, 8
+    ho = wo = (size + 2 * p - k) // s + 1
+    base, out_base = 3, (1 << baw) + 5           # input in bank 0, output in bank 1
+    mem = rng.integers(0, 1 << (R * ab), size=2 << baw)
+    d = Descriptor(**{**{f.name: 0 for f in fmt.FIELDS}, "kernel": k, "stride": s,
+                      "padding": p, "op": fmt.OP_MAXPOOL, "in_height": size,
+                      "in_width": size, "in_groups": groups, "out_height": ho,
+                      "out_width": wo, "out_groups": groups, "in_base": base,
+                      "out_base": out_base, "in_bits": ab, "out_bits": ab, "relu": 1})
+    dut = Pooler(rows=R, a_bits=ab, addr_width=baw)
+    writes, cycles_ = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.desc.as_value(), desc_int(d))
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        data = 0
+        for n in range(1, 4000):
+            if ctx.get(dut.write.valid):
+                writes.append((ctx.get(dut.write.payload.addr), ctx.get(dut.bank),
+                               ctx.get(dut.write.payload.word.as_value())))
+            if ctx.get(dut.done):
+                cycles_.append(n)
+                break
+            en, addr, pad = (ctx.get(dut.act.en), ctx.get(dut.act.addr), ctx.get(dut.act.pad))
+            if en:
+                data = 0 if pad else int(mem[addr])
+            await ctx.tick()
+            ctx.set(dut.act.data.as_value(), data)
+
+    simulate(dut, bench)
+    want = []
+    for oy in range(ho):
+        for ox in range(wo):
+            for g in range(groups):
+                lanes = np.zeros(R, np.int64)
+                for kh in range(k):
+                    for kw in range(k):
+                        y, x = oy * s - p + kh, ox * s - p + kw
+                        if 0 <= y < size and 0 <= x < size:
+                            word = int(mem[base + (y * size + x) * groups + g])
+                            lanes = np.maximum(lanes, [(word >> (i * ab)) & 15 for i in range(R)])
+                addr = (out_base & ((1 << baw) - 1)) + (oy * wo + ox) * groups + g
+                want.append((addr, 1, sum(int(v) << (i * ab) for i, v in enumerate(lanes))))
+    assert writes == want, f"seed {SEED}"
+    assert cycles_ == [1 + ho * wo * groups * k * k + 1], cycles_
