@@ -642,7 +642,15 @@ def format_timing(timing: dict) -> str:
     """Per module (``{name: analyze() result}``): fmax and the longest register-to-register
     path, then the port paths, as text."""
     lines = []
+    # Modules that differ only in a number (an activation bank's copies) and time alike: once.
+    alike: dict[tuple, list[str]] = {}
     for name, t in timing.items():
+        key = (re.sub(r"\d+", "#", name), json.dumps(t, sort_keys=True, default=str))
+        alike.setdefault(key, []).append(name)
+    for names in alike.values():
+        name, t = names[0], timing[names[0]]
+        if len(names) > 1:
+            name = f"{name} and {len(names) - 1} alike ({names[-1]}, ...)"
         if t is None:
             lines.append(f"{name}: no timing")
             continue
