@@ -313,7 +313,7 @@ CONFIGS: dict[str, HwConfig] = {
     # See the module docstring for why these numbers.
     "tiny": HwConfig(name="tiny", rows=16, cols=8, w_bits=4, a_bits=4, macros=2),
     "default": HwConfig(name="default", rows=64, cols=64, w_bits=4, a_bits=4, macros=18,
-                        write_rows=4, prog_words=1024, weight_words=1 << 20,
+                        write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
                         param_words=1 << 14, max_planes=12, image_channels=3),
 }
 

@@ -241,8 +241,11 @@ class Accelerator(wiring.Component):
 
         # Ports 0 .. M-1 feed the macros in lockstep, port M reads residuals; the stream port
         # serves the bus while idle.
+        # Byte-wide write enables where every writer writes whole bytes (a column tile of C
+        # lanes, the bus a byte): bank 0 can then be UltraRAM (ActivationBuffer.ram_style).
+        lanes = 8 // ab if ab < 8 and (C * ab) % 8 == 0 and R % (8 // ab) == 0 else 1
         m.submodules.act = act = ActivationBuffer(depth=self.bank_words, rows=R, a_bits=ab,
-                                                  read_ports=M + 1)
+                                                  read_ports=M + 1, write_lanes=lanes)
         m.submodules.dp = dp = Datapath(lanes=C, acc_width=self.acc_width,
                                         psum_width=self.acc_width)
         macros = [self._macro(m, i) for i in range(M)]

@@ -119,6 +119,10 @@ class ActivationBuffer(wiring.Component):
         (1 bit), must not have ``word``. ``None``: just those two fields.
     read_ports : int
         Number of lockstep read ports, 0 to 1024.
+    write_lanes : int
+        Lanes per write enable of the memories (a power of two dividing ``rows``; ``mask``
+        must be equal over each group of that many lanes). Byte-wide enables (``8 //
+        a_bits`` lanes) let bank 0's copies be UltraRAM, whose write enables are per byte.
 
     Members
     -------
@@ -139,7 +143,7 @@ class ActivationBuffer(wiring.Component):
     port_latency = 1
 
     def __init__(self, *, depth: int, rows: int, a_bits: int, request_layout=None,
-                 read_ports: int = 0):
+                 read_ports: int = 0, write_lanes: int = 1):
         if (not isinstance(depth, int) or isinstance(depth, bool) or depth < 2
                 or depth > 1 << 20 or depth & (depth - 1)):
             raise ValueError(f"Depth must be a power of two between 2 and {1 << 20}, "
@@ -154,6 +158,11 @@ class ActivationBuffer(wiring.Component):
         if (not isinstance(read_ports, int) or isinstance(read_ports, bool)
                 or not 0 <= read_ports <= 1024):
             raise ValueError(f"Read ports must be an integer from 0 to 1024, not {read_ports!r}")
+        if (not isinstance(write_lanes, int) or isinstance(write_lanes, bool) or write_lanes < 1
+                or write_lanes & (write_lanes - 1) or rows % write_lanes):
+            raise ValueError(f"Write lanes must be a power of two dividing the rows ({rows}), "
+                             f"not {write_lanes!r}")
+        self.write_lanes = write_lanes
         self.depth = depth
         self.read_ports = read_ports
         self.rows = rows
@@ -215,6 +224,13 @@ class ActivationBuffer(wiring.Component):
 
     # ------------------------------------------------------------------ hardware
 
+    def ram_style(self, bank: int) -> str:
+        """The memory bank ``bank``'s copies ask for (Vivado's ``ram_style``): bank 0 UltraRAM
+        when its write enables are whole bytes, bank 1 block RAM. The two are separate
+        budgets on the device: the split halves what either takes."""
+        byte = self.write_lanes * self.a_bits == 8 or self.a_bits == 8
+        return "ultra" if bank == 0 and byte else "block"
+
     def copies(self) -> int:
         """RAM copies per bank: two read ports each (module docstring)."""
         return max(1, -(-(self.read_ports + 1) // 2))
@@ -247,14 +263,15 @@ class ActivationBuffer(wiring.Component):
         for b in range(2):
             m.d.comb += w_en[b].eq(Mux(w.valid & (self.write_bank == b), w.payload.mask, 0))
             for c in range(copies):
-                mem = Memory(shape=self.word_layout, depth=self.depth, init=[])
+                mem = Memory(shape=self.word_layout, depth=self.depth, init=[],
+                             attrs={"ram_style": self.ram_style(b)})
                 m.submodules[f"bank{b}_copy{c}"] = mem
-                wr = mem.write_port(granularity=1)
+                wr = mem.write_port(granularity=self.write_lanes)
                 # Port A: the write's address in a cycle that writes this bank, else its
                 # reader's (one true-dual-port block RAM per copy: read-first on port A).
                 shared = Signal(aw, name=f"bank{b}_copy{c}_addr_a")
                 m.d.comb += [wr.addr.eq(shared), wr.data.eq(w.payload.word),
-                             wr.en.eq(w_en[b])]
+                             wr.en.eq(w_en[b][::self.write_lanes])]
                 a = wanted.get((c, 0))
                 m.d.comb += shared.eq(Mux(w_en[b].any(), w.payload.addr,
                                           r_addr[a] if a is not None else 0))
@@ -262,8 +279,11 @@ class ActivationBuffer(wiring.Component):
                     if n is None:
                         continue
                     rd = mem.read_port(transparent_for=())
+                    # Port A reads only in cycles that do not write its bank (no-change, as
+                    # UltraRAM does; its reader never reads the bank being written).
+                    en = r_en[n] & (r_bank[n] == b)
                     m.d.comb += [rd.addr.eq(shared if port == 0 else r_addr[n]),
-                                 rd.en.eq(r_en[n] & (r_bank[n] == b)),
+                                 rd.en.eq(en & ~w_en[b].any() if port == 0 else en),
                                  r_data[n][b].eq(rd.data)]
 
         def read(n, addr, bank, en):

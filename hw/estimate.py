@@ -354,8 +354,9 @@ class Memory:
     synchronous read ports, ``depth`` words of ``width`` bits: on an FPGA, whose block RAMs
     have two ports, :attr:`copies` copies of a one-read-port RAM, or, when ``shared`` (a read
     port has the write port's address: port A of a true-dual-port RAM), of a RAM whose port A
-    writes and reads and port B reads. ``module``/``name``: where it is in the design (for
-    the report)."""
+    writes and reads and port B reads. ``uram``: the design asks for UltraRAM (Vivado's
+    ``ram_style = "ultra"``), so the estimate allows it. ``module``/``name``: where it is in
+    the design (for the report)."""
 
     module: str
     name: str
@@ -364,6 +365,7 @@ class Memory:
     reads: int
     granularity: int
     shared: bool = False
+    uram: bool = False
 
     @property
     def copies(self) -> int:
@@ -506,13 +508,21 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
     widths: dict[tuple[str, str], int] = {}
     mems: dict[tuple[str, str], tuple[int, int]] = {}
     module = None
+    styles: dict[tuple[str, str], str] = {}
+    style = None        # a ram_style attribute on the declaration that follows
     for line in rtlil.splitlines():
         if m := re.match(r"module (\S+)", line):
             module = m.group(1)
+        elif m := re.match(r'\s*attribute \\ram_style "(\w+)"', line):
+            style = m.group(1)
+            continue
         elif m := re.match(r"\s*wire (?:width (\d+) )?(?:\w+(?: \d+)? )*(\S+)$", line):
             widths[(module, m.group(2))] = int(m.group(1) or 1)
         elif m := re.match(r"\s*memory width (\d+) (?:offset \d+ )?size (\d+) (\S+)$", line):
             mems[(module, m.group(3))] = (int(m.group(1)), int(m.group(2)))
+            styles[(module, m.group(3))] = style
+        if not line.lstrip().startswith("attribute"):
+            style = None
     # Cell blocks: "  cell $type id" ... "  end".
     cells = list(re.finditer(r"(?m)^  cell \$(memrd_v2|memwr_v2|meminit_v2) (\S+)\n(.*?)^  end\n",
                              rtlil, re.S))
@@ -549,7 +559,7 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
         waddr = [a for kind, a in p["addr"] if kind == "memwr_v2"]
         shared = any(kind == "memrd_v2" and a in waddr for kind, a in p["addr"])
         taken.append(Memory(key[0].lstrip("\\"), key[1].lstrip("\\"), w, d, p["rd"],
-                            p["wr"][0], shared))
+                            p["wr"][0], shared, styles.get(key) == "ultra"))
         for c in p["cells"]:
             kind = c.group(1)
             if kind == "meminit_v2":
@@ -723,7 +733,7 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
             work[name] = ({"in.v": strip_zero_init(b.verilog)},
                           f"read_verilog -sv in.v; {_synth(uram=b.uram)} -flatten -top {name}; "
                           f"tee -q -o stat.json stat -json; {timing.JSON_SCRIPT}", name)
-    mem_kinds = [memory_job(mem, False) for mem in memories]
+    mem_kinds = [memory_job(mem, mem.uram) for mem in memories]
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
     stats, paths, pending = {}, {}, []

@@ -532,6 +532,22 @@ def test_shared_port_memory(tmp_path):
     assert tdp["total"]["bram36"] > 0 and 2 * tdp["total"]["bram36"] == apart["total"]["bram36"]
 
 
+def test_activation_banks_split_memory_kinds():
+    """The activation buffer's bank 0 asks for UltraRAM (byte-wide write enables), bank 1 for
+    block RAM; the estimate reads the attribute and allows UltraRAM for bank 0 only. Lanes
+    narrower than a byte keep block RAM for both."""
+    from gateware.actbuf import ActivationBuffer
+    for lanes, want in ((2, {"bank0": True, "bank1": False}), (1, {"bank0": False,
+                                                                   "bank1": False})):
+        act = ActivationBuffer(depth=4096, rows=8, a_bits=4, read_ports=3, write_lanes=lanes)
+        il = estimate.strip_zero_meminit(rtlil.convert(act, name="act"))
+        mems = estimate.extract_memories(il, min_bits=1 << 16)[2]
+        assert len(mems) == 2 * act.copies() == 4
+        assert all(m.shared and m.reads == 2 for m in mems)
+        assert {m.name: m.uram for m in mems} == {f"{b}_copy{c}": want[b]
+                                                  for b in want for c in range(2)}
+
+
 def test_hierarchical_estimate(tmp_path):
     if estimate.find_yosys() is None:
         pytest.skip("no yosys")

@@ -389,7 +389,7 @@ typedef struct {
 #define CIM_CFG_WRITE_ROWS          4u
 #define CIM_CFG_DOUBLE_BUFFER       1u
 #define CIM_CFG_ACC_WIDTH           24u
-#define CIM_CFG_BANK_WORDS          4096u
+#define CIM_CFG_BANK_WORDS          2048u
 #define CIM_CFG_PROG_WORDS          1024u
 #define CIM_CFG_WEIGHT_WORDS        1048576u
 #define CIM_CFG_PARAM_WORDS         16384u
@@ -411,10 +411,10 @@ typedef struct {
 #define CIM_WIN_PARAM_OFFSET        0x00010000UL
 #define CIM_WIN_PARAM_SIZE          0x00010000UL
 #define CIM_WIN_PARAM_WORDS         16384u
-#define CIM_WIN_ACT_OFFSET          0x00040000UL
-#define CIM_WIN_ACT_SIZE            0x00040000UL
-#define CIM_WIN_ACT_WORDS           8192u
-#define CIM_WIN_IMAGE_OFFSET        0x00080000UL
+#define CIM_WIN_ACT_OFFSET          0x00020000UL
+#define CIM_WIN_ACT_SIZE            0x00020000UL
+#define CIM_WIN_ACT_WORDS           4096u
+#define CIM_WIN_IMAGE_OFFSET        0x00040000UL
 #define CIM_WIN_IMAGE_SIZE          0x00002000UL
 #define CIM_WIN_IMAGE_WORDS         2048u
 #define CIM_WIN_WEIGHT_OFFSET       0x00400000UL
@@ -429,7 +429,7 @@ typedef struct {
 #define CIM_CFG_PROG_WORDS_RESET    0x00000400u
 #define CIM_CFG_WEIGHT_WORDS_RESET  0x000FE400u
 #define CIM_CFG_PARAM_WORDS_RESET   0x00004000u
-#define CIM_CFG_BANK_WORDS_RESET    0x00001000u
+#define CIM_CFG_BANK_WORDS_RESET    0x00000800u
 #define CIM_CFG_LIMITS_RESET        0x00100040u
 #define CIM_CFG_MAX_PIXELS_RESET    0x00000400u
 #define CIM_CFG_LAYOUT_RESET        0x0008040Au
