@@ -67,9 +67,11 @@ class ActivationBuffer(wiring.Component):
     """Two-bank activation buffer: one layer reads its input from one bank while it writes
     its output to the other.
 
-    Each bank is :meth:`copies` memories of ``depth`` words, each a true-dual-port block RAM:
-    port A is shared by the write and one lockstep reader (the write's address in a cycle
-    that writes the bank), port B is a reader; a write goes to every copy of its bank. So
+    Each bank is :meth:`copies` memories of ``depth`` words, each a true-dual-port RAM (bank
+    0's UltraRAM where the write enables are whole bytes, :meth:`ram_style`): port A is shared
+    by the write and one lockstep reader (the write's address in a cycle that writes the
+    bank; the reader's read is not made then), port B is a reader; a write goes to every copy
+    of its bank. So
     ``n`` read ports cost ``ceil((n + 1) / 2)`` copies of a bank (the stream port is one of
     them), not ``n + 1``. The bank bit is the top address bit, ``read_bank`` for the stream
     port and ``write_bank`` for the write port. The stream port and the last lockstep port are
@@ -268,7 +270,7 @@ class ActivationBuffer(wiring.Component):
                 m.submodules[f"bank{b}_copy{c}"] = mem
                 wr = mem.write_port(granularity=self.write_lanes)
                 # Port A: the write's address in a cycle that writes this bank, else its
-                # reader's (one true-dual-port block RAM per copy: read-first on port A).
+                # reader's (one true-dual-port RAM per copy).
                 shared = Signal(aw, name=f"bank{b}_copy{c}_addr_a")
                 m.d.comb += [wr.addr.eq(shared), wr.data.eq(w.payload.word),
                              wr.en.eq(w_en[b][::self.write_lanes])]
