@@ -62,8 +62,10 @@ fed ``x`` shifted left by ``SLICE_SHIFTS`` ``(wb, 0, wb - 1)`` bit-planes on sli
 tiles computes each term (:func:`planes`: ``in_bits + wb`` planes per pixel), and the
 running sum over the row tiles adds them.
 
-**Banks and rows.** The weight store is one bank per macro (``M`` macros), so that each bank
-has one read port: image tile ``n`` lives in bank ``n mod M``, at tile ``n div M`` of the bank.
+**Banks and rows.** The weight store keeps each macro's tiles apart (``M`` macros; a *bank*
+here is one macro's tiles: :mod:`gateware.weights` puts two macros' banks in one two-port
+memory), so that each macro reads through a port of its own: image tile ``n`` lives in bank
+``n mod M``, at tile ``n div M`` of the bank.
 ``M`` consecutive image tiles, one per bank, make a *weight row*; a layer starts on a row
 (``weight_base`` counts rows) and takes ``J * Q`` rows, ``Q = ceil(T / M)``, one per round of
 the weight loader: row ``weight_base + j * Q + q`` holds, in bank ``i``, the layer's tile
