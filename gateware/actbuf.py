@@ -281,14 +281,12 @@ class ActivationBuffer(wiring.Component):
                     if n is None:
                         continue
                     rd = mem.read_port(transparent_for=())
-                    # Port A reads only its reader's bank, and only in cycles that do not
-                    # write it (no-change, as UltraRAM does; its reader never reads the bank
-                    # being written). Port B reads both banks at once, so that whichever bank
-                    # a read names, both of its registers hold a word read, never the
-                    # unknown contents of a register no read has loaded yet.
-                    en = r_en[n] & (r_bank[n] == b) & ~w_en[b].any() if port == 0 else r_en[n]
+                    # Port A reads only in cycles that do not write its bank (no-change, as
+                    # UltraRAM does; its reader never reads the bank being written).
+                    en = r_en[n] & (r_bank[n] == b)
                     m.d.comb += [rd.addr.eq(shared if port == 0 else r_addr[n]),
-                                 rd.en.eq(en), r_data[n][b].eq(rd.data)]
+                                 rd.en.eq(en & ~w_en[b].any() if port == 0 else en),
+                                 r_data[n][b].eq(rd.data)]
 
         def read(n, addr, bank, en):
             """Reader ``n``'s request; its word (both banks' copies, chosen by the bank the
