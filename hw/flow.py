@@ -5,7 +5,9 @@
 
 :func:`build` writes, under the output folder (``build/<board>/`` by default)::
 
-    report.json               what was built, cycles and FPS, the estimate, the Vivado status
+    report.json               what was built, cycles and FPS, the energy model, the estimate,
+                              the Vivado status
+    report.html               the same as a page with charts (hw/report_html.py)
     rtl/cim_top.v             the accelerator with its AHB-Lite slave (gateware.top.verilog)
     firmware/cim_regs.h       the C register header (gateware.regmap)
     model/                    program.bin, weights.bin, params.bin (little-endian 32-bit
@@ -43,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from compiler import Program, compile_model, partition
+from compiler import energy as energy_model
+from compiler.partition import accel_outputs
 from compiler.cycles import network_cycles
 from contract.config import HwConfig
 from gateware.cache import emitted
@@ -50,6 +54,7 @@ from gateware.emit import macro_module_name, ram_module_name
 from model import golden
 
 from . import estimate as est
+from . import report_html
 from .board_top import BoardTop, jtag_axi_tcl
 from .integration import (
     CIM_BASE,
@@ -159,13 +164,6 @@ def _words(path: Path, words: np.ndarray) -> None:
     np.asarray(words, dtype="<u4").tofile(path)
 
 
-def model_outputs(model: golden.IntModel) -> list[str]:
-    """Accelerator tensors the MCU reads back."""
-    accel = {n["name"] for n in model.nodes if n["where"] == "accel"}
-    return sorted({i for n in model.nodes if n["where"] != "accel" for i in n["inputs"]
-                   if i in accel})
-
-
 def write_model(program: Program, model: golden.IntModel, out: Path) -> None:
     """The compiled images and their manifest under ``out``."""
     from gateware.regmap import register_map
@@ -177,7 +175,7 @@ def write_model(program: Program, model: golden.IntModel, out: Path) -> None:
     manifest = {"model": str(model.path), "config": program.config.name,
                 "format": "little-endian 32-bit words; write word i of an image to the "
                           "window's offset + 4 * i (32-bit accesses)",
-                "images": {}, "input": program.input_name, "outputs": model_outputs(model),
+                "images": {}, "input": program.input_name, "outputs": accel_outputs(model),
                 "layers": [], "buffers": {}}
     for name, (window, words) in images.items():
         _words(out / f"{name}.bin", words)
@@ -345,7 +343,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
     fpga = board is not None
     if estimate and not fpga:
         raise BuildError("--estimate needs an FPGA board (its capacity), not 'sim'")
-    steps = 5 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
+    steps = 6 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
     progress = progress or Progress(steps)
     out = Path(out)
     report: dict = {"generator": "build.py", "board": None, "config": dataclasses.asdict(config)}
@@ -363,6 +361,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
             for sub in ("rtl", "model", "firmware", "vivado", "ip"):
                 shutil.rmtree(out / sub, ignore_errors=True)
             (out / "report.json").unlink(missing_ok=True)
+            (out / "report.html").unlink(missing_ok=True)
         write_model(program, model, out / "model")
         progress.detail(f"{len(program.names)} layers, {len(program.weight_image):,} weight "
                         "words")
@@ -375,6 +374,9 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
                                        model_sha256=report["model"]["sha256"])
         perf = performance(program, clock_mhz=clock_mhz, measured=measured, note=note)
     report["performance"] = perf
+    with progress.step("energy model"):
+        report["energy"] = energy_model.estimate(program, accel_outputs(model))
+        progress.detail(f"{report['energy']['frame_pj'] / 1e6:.3f} uJ per frame (a model)")
     with progress.step("system end to end (every partition)"):
         report["system"] = system_report(Path(model_path), config)
 
@@ -436,8 +438,9 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
     report["artifacts"] = {str(p.relative_to(out)): {"bytes": p.stat().st_size,
                                                       "sha256": _sha(p)}
                            for p in sorted(out.rglob("*"))
-                           if p.is_file() and p.name != "report.json"}
+                           if p.is_file() and p.name not in ("report.json", "report.html")}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    report_html.write(json.loads((out / "report.json").read_text()), out / "report.html")
     if fpga and report["vivado"]["ran"] and not report["vivado"]["bitstream"]:
         raise BuildError(report["vivado"]["reason"])
     return report
