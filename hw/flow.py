@@ -46,8 +46,8 @@ import numpy as np
 
 from compiler import Program, compile_model, partition
 from compiler import energy as energy_model
-from compiler.partition import accel_outputs
 from compiler.cycles import network_cycles
+from compiler.partition import accel_outputs
 from contract.config import HwConfig
 from gateware.cache import emitted
 from gateware.emit import macro_module_name, ram_module_name
@@ -329,6 +329,42 @@ def format_performance(perf: dict, model: str, cfg: HwConfig) -> str:
 # ----------------------------------------------------------------------------- the build
 
 
+def board_info(board: Board) -> dict:
+    """``report.json``'s ``board``."""
+    return {"name": board.name, "part": board.part, "clock_hz": board.clock_hz,
+            "placeholder_pins": board.placeholder_pins,
+            "file": str(board.path.relative_to(REPO) if board.path.is_relative_to(REPO)
+                        else board.path)}
+
+
+def figures(model: golden.IntModel, program: Program, model_path: Path, *, clock_mhz: float,
+            partition_name: str = "file", progress: Progress | None = None) -> dict:
+    """The report's keys that come from the compiled model alone (no Verilog, no Yosys):
+    ``model``, ``performance`` (:func:`performance`, with the RTL measurement when there is
+    one), ``energy`` (:func:`compiler.energy.estimate`, a model) and ``system``
+    (:func:`hw.system.system_report`). ``model`` is partitioned as ``partition_name`` says
+    and ``program`` compiled from it."""
+    def step(label):
+        return progress.step(label) if progress else contextlib.nullcontext()
+
+    config = program.config
+    out = {"model": {"path": str(model_path), "sha256": _sha(model_path),
+                     "layers": len(program.names), "partition": partition_name}}
+    with step("cycles per frame"):
+        mpath = measured_path(model_path, config, partition_name=partition_name)
+        measured, note = load_measured(mpath, config, program.names,
+                                       model_sha256=out["model"]["sha256"])
+        out["performance"] = performance(program, clock_mhz=clock_mhz, measured=measured,
+                                         note=note)
+    with step("energy model"):
+        out["energy"] = energy_model.estimate(program, accel_outputs(model))
+        if progress:
+            progress.detail(f"{out['energy']['frame_pj'] / 1e6:.3f} uJ per frame (a model)")
+    with step("system end to end (every partition)"):
+        out["system"] = system_report(model_path, config)
+    return out
+
+
 def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
           cache: Path | None, clock_mhz: float, estimate: bool = False,
           run_vivado: bool = True, progress: Progress | None = None,
@@ -365,20 +401,8 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
         write_model(program, model, out / "model")
         progress.detail(f"{len(program.names)} layers, {len(program.weight_image):,} weight "
                         "words")
-    report["model"] = {"path": str(model_path), "sha256": _sha(Path(model_path)),
-                       "layers": len(program.names), "partition": partition_name}
-
-    with progress.step("cycles per frame"):
-        mpath = measured_path(model_path, config, partition_name=partition_name)
-        measured, note = load_measured(mpath, config, program.names,
-                                       model_sha256=report["model"]["sha256"])
-        perf = performance(program, clock_mhz=clock_mhz, measured=measured, note=note)
-    report["performance"] = perf
-    with progress.step("energy model"):
-        report["energy"] = energy_model.estimate(program, accel_outputs(model))
-        progress.detail(f"{report['energy']['frame_pj'] / 1e6:.3f} uJ per frame (a model)")
-    with progress.step("system end to end (every partition)"):
-        report["system"] = system_report(Path(model_path), config)
+    report.update(figures(model, program, Path(model_path), clock_mhz=clock_mhz,
+                          partition_name=partition_name, progress=progress))
 
     with progress.step(f"accelerator Verilog ({config.name})"):
         verilog, vinfo = accelerator_verilog(config, cache=cache)
@@ -395,10 +419,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
         (out / "firmware" / "cim_regs.h").write_text(render_header())
 
     if fpga:
-        report["board"] = {"name": board.name, "part": board.part, "clock_hz": board.clock_hz,
-                           "placeholder_pins": board.placeholder_pins,
-                           "file": str(board.path.relative_to(REPO)
-                                       if board.path.is_relative_to(REPO) else board.path)}
+        report["board"] = board_info(board)
         with progress.step("Vivado plan (platform)"):
             plan = vivado_plan(board, config, verilog)
             vdir = plan.extract(out / "vivado")
