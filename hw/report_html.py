@@ -13,18 +13,21 @@ Each chart is an ``<svg class="chart" id=...>``; every bar is a ``<rect class="b
 checks in a browser). :func:`write` writes the page beside ``report.json``.
 
     python -m hw.report_html build/vu13p/report.json      # (re)writes build/vu13p/report.html
+    python -m hw.report_html build/vu13p/report.json --screenshot docs/img/report.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-__all__ = ["Chart", "bar_chart", "render", "write"]
+__all__ = ["Chart", "bar_chart", "find_browser", "render", "screenshot", "write"]
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac")
@@ -379,18 +382,58 @@ def write(report: dict, path: Path) -> Path:
     return path
 
 
+BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser")
+"""Executables :func:`find_browser` looks for on ``PATH`` (Debian's ``chromium-headless-shell``
+first)."""
+
+
+def find_browser() -> str | None:
+    """A Chromium for Playwright to drive: ``$CIM_CHROMIUM``, else the first of
+    :data:`BROWSERS` on ``PATH``; None when there is none (nothing is downloaded)."""
+    env = os.environ.get("CIM_CHROMIUM")
+    if env:
+        return env if Path(env).is_file() else None
+    return next((p for p in map(shutil.which, BROWSERS) if p), None)
+
+
+def screenshot(html: Path, png: Path, *, width: int = 1100) -> Path:
+    """A full-page PNG of ``html`` in headless Chromium (Playwright with the system's
+    browser, :func:`find_browser`)."""
+    browser = find_browser()
+    if browser is None:
+        raise RuntimeError("no Chromium found: apt-get install chromium-headless-shell (or set "
+                           "CIM_CHROMIUM to a Chromium executable)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise RuntimeError("the screenshot needs Playwright: pip install -e '.[dev]'") from None
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser)
+        try:
+            page = b.new_page(viewport={"width": width, "height": 800})
+            page.goto(Path(html).resolve().as_uri())
+            page.screenshot(path=str(png), full_page=True)
+        finally:
+            b.close()
+    return Path(png)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hw.report_html",
                                  description="Write report.html beside a build's report.json")
     ap.add_argument("report", type=Path, help="report.json of build.py")
     ap.add_argument("--out", type=Path, help="output file (default: report.html beside it)")
+    ap.add_argument("--screenshot", type=Path, metavar="PNG",
+                    help="also a full-page PNG of the page (Playwright, system Chromium)")
     args = ap.parse_args(argv)
     try:
         report = json.loads(args.report.read_text())
         out = write(report, args.out or args.report.with_name("report.html"))
-    except (OSError, ValueError) as e:
+        print(out)
+        if args.screenshot:
+            print(screenshot(out, args.screenshot))
+    except (OSError, ValueError, RuntimeError) as e:
         ap.error(f"{args.report}: {e}")
-    print(out)
     return 0
 
 
