@@ -47,6 +47,7 @@ section { background: #fff; border: 1px solid #e1e4ea; border-radius: 6px; paddi
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { padding: 2px 8px; text-align: right; border-bottom: 1px solid #eceef2; }
 th:first-child, td:first-child { text-align: left; }
+table.text td, table.text th { text-align: left; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; margin: 8px 0; }
 dl.facts dt { color: #5a6272; } dl.facts dd { margin: 0; }
 .legend span { display: inline-block; margin-right: 14px; font-size: 12px; }
@@ -149,10 +150,12 @@ def _legend(names, colors=PALETTE) -> str:
         for i, n in enumerate(names)) + "</p>"
 
 
-def _table(head: list[str], rows: list[list]) -> str:
+def _table(head: list[str], rows: list[list], *, text: bool = False) -> str:
+    """A table of escaped cells; ``text``: every column left-aligned (prose, not figures)."""
     h = "".join(f"<th>{_e(x)}</th>" for x in head)
     body = "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    cls = ' class="text"' if text else ""
+    return f"<table{cls}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ----------------------------------------------------------------------------- sections
@@ -331,7 +334,9 @@ def _energy(r: dict) -> str:
                   list(e["by_kind_pj"]), ["energy"],
                   [[v / 1e3] for v in e["by_kind_pj"].values()], fmt="{:,.1f}", unit=" nJ")
     t = e["table"]
-    src = [[k, _fmt_value(t["values"].get(k)), v] for k, v in t["sources"].items()]
+    shown = {**t["values"], "sram_points": {f"{k} pJ/bit": v for k, v in
+                                            t["values"].get("sram_pj_per_bit", {}).items()}}
+    src = [[k, _fmt_value(shown.get(k)), v] for k, v in t["sources"].items()]
     per_mac = ("" if e.get("pj_per_mac") is None
                else f", <strong>{e['pj_per_mac']:.3f} pJ per MAC</strong> over "
                     f"{_n(e['macs_per_frame'])} MACs")
@@ -343,7 +348,7 @@ def _energy(r: dict) -> str:
         f"{_n(io['bus_words_in'])} words in, {_n(io['bus_words_out'])} out.</p>"
         + _legend(series) + bar_chart(chart) + bar_chart(kinds)
         + "<h3>Per-event energies and their sources</h3>"
-        + _table(["value", "", "source"], src) + "</section>")
+        + _table(["value", "", "source"], src, text=True) + "</section>")
 
 
 def _fmt_value(v) -> str:
@@ -404,7 +409,7 @@ def screenshot(html: Path, png: Path, *, width: int = 1100) -> Path:
         raise RuntimeError("no Chromium found: apt-get install chromium-headless-shell (or set "
                            "CIM_CHROMIUM to a Chromium executable)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import Error, sync_playwright
     except ImportError:
         raise RuntimeError("the screenshot needs Playwright: pip install -e '.[dev]'") from None
     with sync_playwright() as p:
@@ -413,6 +418,8 @@ def screenshot(html: Path, png: Path, *, width: int = 1100) -> Path:
             page = b.new_page(viewport={"width": width, "height": 800})
             page.goto(Path(html).resolve().as_uri())
             page.screenshot(path=str(png), full_page=True)
+        except Error as e:
+            raise RuntimeError(f"{browser}: {e.message}") from None
         finally:
             b.close()
     return Path(png)
