@@ -250,7 +250,9 @@ def frame_io(program: Program, outputs: list[str]) -> FrameIO:
 def _memories(config: HwConfig) -> dict[str, tuple[int, int]]:
     """``name -> (bits per access, bytes of one copy)`` of the accelerator's memories."""
     word = config.rows * config.a_bits
-    return {"weights": (32, config.weight_words * 4),
+    # A macro reads its tiles from its own weight-store bank, one bank per two macros
+    # (contract.program: banks and rows).
+    return {"weights": (32, config.weight_store_words * 4 // -(-config.macros // 2)),
             "act": (word, 2 * config.bank_words * word // 8),
             "image": (8 * config.image_size,
                       max(1, 2 * config.image_channels * config.image_size ** 2))}

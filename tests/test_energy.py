@@ -130,7 +130,7 @@ def test_whole_resnet14_frame_io():
     program = compile_model(model, get_config("default"))
     io = en.frame_io(program, accel_outputs(model))
     assert (io.bus_words_in, io.bus_words_out, io.image_bytes) == (256, 11, 1024)
-    assert io.load_words == 412_340
+    assert io.load_words == 497_844
 
 
 def test_cli(capsys):
