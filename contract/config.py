@@ -41,6 +41,19 @@ Named configurations
     * Bit-planes. ``max_planes=12``: the first convolution (8-bit pixels, 8-bit weights as
       two 4-bit digits, ``contract.program``) runs on the macros too; their results are 8
       bits wider than at 4 planes (18 k LUT and FF more in all, ``docs/build.md``).
+``large``
+    ``default`` with 45 macros: the most that fill the XCVU13P by this rule. A macro's
+    flip-flops bind first (its weights, their shadow copies and its adder trees: 56,709 FF
+    against 16,975 LUT, ``default``'s estimate), and the rest of the accelerator takes
+    56,237 FF and 125 more per macro; 0.8 x 3,456,000 FF allows
+    ``(2,764,800 - 56,237) // (56,709 + 125) = 47`` macros. Of those, the largest multiple of
+    9 (ResNet14's row tiles per 64 input channels of a 3 x 3 kernel, so that a layer's tiles
+    fill whole rounds, as 18 does on ``default``): 45. ``python build.py --board vu13p
+    --config large --estimate`` checks every resource against 80 %. Today's schedule runs
+    ResNet14's middle section in as many cycles on 36 macros as on 45 (``python -m
+    compiler.cycles``): at most 4 copies of a layer's row tiles (the output port writes a
+    pixel's word a cycle, each copy one every 4 cycles), the serial 1 x 1 shortcuts and each
+    layer's fill and drain, not the array, bound it there.
 """
 
 from __future__ import annotations
@@ -315,6 +328,9 @@ CONFIGS: dict[str, HwConfig] = {
     "default": HwConfig(name="default", rows=64, cols=64, w_bits=4, a_bits=4, macros=18,
                         write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
                         param_words=1 << 14, max_planes=12, image_channels=3),
+    "large": HwConfig(name="large", rows=64, cols=64, w_bits=4, a_bits=4, macros=45,
+                      write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
+                      param_words=1 << 14, max_planes=12, image_channels=3),
 }
 
 
