@@ -12,8 +12,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # g++ and liblz4-dev: Verilator compiles C++ and writes FST waveforms (make sim).
+# chromium-headless-shell: the browser tests/test_report_html.py opens report.html in.
 APT_PACKAGES := iverilog yosys gcc-arm-none-eabi libnewlib-arm-none-eabi dataset-fashion-mnist \
-                g++ liblz4-dev
+                g++ liblz4-dev chromium-headless-shell
 
 .PHONY: all run evaluate test sim fuzz formal bench lint deps system-deps python-deps clean \
         models firmware sweeps

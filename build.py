@@ -90,6 +90,11 @@ def main(argv=None) -> int:
     print(format_performance(report["performance"], args.model, config))
     print()
     print(format_system(report["system"]))
+    e = report["energy"]
+    print()
+    print(f"Energy per frame, a model (not a measurement; {e['table']['node']}, "
+          f"python -m compiler.energy): {e['frame_pj'] / 1e6:.3f} uJ"
+          + (f", {e['pj_per_mac']:.3f} pJ per MAC" if e["pj_per_mac"] is not None else ""))
     if "estimate" in report:
         e = report["estimate"]
         print()
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
                   "netlist, UltraScale+ -2 delay model; only Vivado closes timing):")
             print(timing.format_timing(e["timing"]))
     print()
-    print(f"Artifacts in {out} (report.json lists them).")
+    print(f"Artifacts in {out} (report.json lists them; report.html shows the report).")
     if board:
         v = report["vivado"]
         print(f"Bitstream: {v['bitstream']}" if v["bitstream"] else f"No bitstream: {v['reason']}")

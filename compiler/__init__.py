@@ -6,6 +6,8 @@
 * :mod:`compiler.cycles`: the analytic cycle model of the sequencer's schedule.
 * :mod:`compiler.partition`: which part of the system runs each layer (:func:`partition`).
 * :mod:`compiler.firmware_blob`: the model blob the Cortex-M4 firmware loads.
+* :mod:`compiler.energy`: energy per frame and per MAC, a model (events counted from the
+  program times per-event energies from the literature).
 
 It imports the network side and the contract, never the gateware.
 """

@@ -41,8 +41,10 @@ from contract.program import (
     Descriptor,
     ErrorCode,
     check_descriptor,
+    copies,
     im2col_lanes,
     im2col_weight,
+    layer_rows,
     layer_tiles,
     pack_params,
     pack_tiles,
@@ -52,6 +54,7 @@ from contract.program import (
     tile_words,
     unpack_params,
     unpack_tiles,
+    weight_rows,
     weight_slices,
 )
 from model import golden
@@ -405,7 +408,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         alloc.place(input_name, shape, bits, signed, 0, -1)
 
     descriptors, tiles, params, names, inputs = [], [], [], [], {}
-    tile_count = param_count = 0
+    row_count = param_count = 0
     skip = False
     for i, n in enumerate(nodes):
         if skip:        # the classifier, compiled with its average pooling
@@ -446,7 +449,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         src = buffers[n["inputs"][0]]
         if weight is None:
             weight = model.array(name, "weight")
-        tiles.append(layer_tiles(weight, config, n["w_bits"]))
+        tiles.append(layer_rows(layer_tiles(weight, config, n["w_bits"]), j, config))
         if raw:         # y = acc * 1 + bias, kept whole
             bias = np.pad(model.array(name, "bias").astype(np.int64), (0, j * C - cout))
             params.append(pack_params(np.ones(j * C, np.int64), bias,
@@ -467,7 +470,7 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
                  weight_tiles=j * t, in_base=src.base, w_bits=n["w_bits"], raw=int(raw),
                  out_base=out_base,
                  res_base=buffers[res].base if res is not None else 0,
-                 weight_base=tile_count, param_base=param_count)
+                 weight_base=row_count, param_base=param_count)
         for f in FIELDS:
             if not 0 <= d[f.name] < 1 << f.bits:
                 _fail(name, f"{f.name}={d[f.name]} does not fit the descriptor's {f.bits} bits")
@@ -476,20 +479,22 @@ def compile_model(model: golden.IntModel, config: HwConfig, *, bank_words: int |
         descriptors.append(Descriptor(**d))
         names.append(name)
         inputs[name] = list(n["inputs"])
-        tile_count += j * t
+        row_count += weight_rows(j, t, config)
         param_count += j * C
     weight_image = pack_tiles(np.concatenate(tiles) if tiles else
                               np.zeros((0, R, C), np.int64), config)
     param_image = (np.concatenate(params) if params else
                    np.zeros((0, PARAM_WORDS), np.uint32)).reshape(-1)
     program_len = len(descriptors) * DESC_WORDS
-    for what, words, cap in (("layer program", program_len, "prog_words"),
-                             ("weight image", len(weight_image), "weight_words"),
-                             ("parameter image", len(param_image), "param_words")):
-        if words > getattr(config, cap):
+    for what, words, cap, limit in (
+            ("layer program", program_len, "prog_words", config.prog_words),
+            ("weight image", len(weight_image), "weight_words", config.weight_store_words),
+            ("parameter image", len(param_image), "param_words", config.param_words)):
+        if words > limit:
+            held = (f"{cap}={getattr(config, cap)}" if limit == getattr(config, cap) else
+                    f"{cap}={getattr(config, cap)}, {limit} words in whole weight rows")
             raise CompileError(f"{model.path}: the {what} takes {words} words, configuration "
-                               f"{config.name!r} has {cap}={getattr(config, cap)}; choose a "
-                               f"larger configuration")
+                               f"{config.name!r} has {held}; choose a larger configuration")
     if config.sequencer_problem is None:
         for name, d in zip(names, descriptors):
             _check_descriptor(name, d, config, bank_words)
@@ -621,8 +626,15 @@ def execute_memory(program: Program, mem: np.ndarray,
         # The input's slice words, each a_bits of the value, low slice first (N, P, T, R).
         xs = sum(mem[:, addr + s] << (s * ab) for s in range(sl))
         xs = np.where(pad[None, :, :, None], 0, xs & ((1 << d.in_bits) - 1))
-        wimg = program.weight_image[d.weight_base * tw:(d.weight_base + d.weight_tiles) * tw]
-        tiles = unpack_tiles(wimg, cfg).reshape(d.col_tiles, d.row_tiles, R, C)
+        # The layer's weight rows (contract.program): macro i of a round reads slot i of the
+        # round's row, so row tile t of column tile j is slot t of the column tile's Q * M,
+        # and with copies (T < M) copy c, which computes the pixels p with p mod cp == c (the
+        # issuer's groups take turns), reads slots c * T .. c * T + T - 1.
+        rows = weight_rows(d.col_tiles, T, cfg)
+        span = cfg.macros * tw
+        wimg = program.weight_image[d.weight_base * span:(d.weight_base + rows) * span]
+        slots = unpack_tiles(wimg, cfg).reshape(d.col_tiles, -1, R, C)
+        cp = copies(d, cfg)
         recs = program.param_image.reshape(-1, PARAM_WORDS)
         m, b, r = unpack_params(recs[d.param_base:d.param_base + d.col_tiles * C])
         res = None
@@ -637,9 +649,13 @@ def execute_memory(program: Program, mem: np.ndarray,
         for j in range(d.col_tiles):
             pl = planes(d, cfg)
             shifts = slice_shifts(cfg) if weight_slices(d.w_bits, cfg) > 1 else (0,)
-            psum = np.stack([adc_dot(xs[:, :, t % T0] << shifts[t // T0], tiles[j, t],
-                                     w_bits=cfg.w_bits, a_bits=pl, adc_bits=cfg.adc_bits)
-                             for t in range(T)], axis=2)            # (N, P, T, C)
+            psum = np.zeros((n, P, T, C), np.int64)
+            for c in range(cp):
+                px = np.arange(P) % cp == c
+                psum[:, px] = np.stack([
+                    adc_dot(xs[:, px][:, :, t % T0] << shifts[t // T0], slots[j, c * T + t],
+                            w_bits=cfg.w_bits, a_bits=pl, adc_bits=cfg.adc_bits)
+                    for t in range(T)], axis=2)                     # (N, P, T, C)
             lanes = slice(j * C, (j + 1) * C)
             rv = np.zeros((n, P, C), np.int64)
             if res is not None:

@@ -56,8 +56,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from contract.config import HwConfig, get_config
-from contract.program import DESC_WORDS, OP_IM2COL, OP_MAXPOOL, Descriptor, planes
-from contract.timing import ARGMAX_SCAN, DATAPATH_LATENCY, MACRO_LATENCY
+from contract.program import DESC_WORDS, OP_IM2COL, OP_MAXPOOL, Descriptor, copies, planes
+from contract.timing import ARGMAX_SCAN, CHECK_LATENCY, DATAPATH_LATENCY, MACRO_LATENCY
 from model import golden
 
 from .compile import Program, compile_model
@@ -66,10 +66,10 @@ from .partition import PARTITIONS, partition
 __all__ = ["LayerCycles", "copies", "im2col_cycles", "layer_cycles", "network_cycles",
            "pool_cycles"]
 
-FIRST_READY = DESC_WORDS + 5
+FIRST_READY = DESC_WORDS + CHECK_LATENCY + 5
 """Cycles from ``start`` to the first layer's first weight tile being loaded, beyond ``wc``:
-descriptor fetch (``DESC_WORDS + 2``), hand-over to the loader (1), load start (2); plus one
-per pair of macros (the loader hands out two tiles per cycle)."""
+descriptor fetch and check (``DESC_WORDS + 2 + CHECK_LATENCY``), hand-over to the loader
+(1), load start (2); plus one per pair of macros (the loader hands out two tiles per cycle)."""
 LAYER_START = 3
 """Cycles from a layer's start (taking its descriptor from the queue) to the first cycle its
 first round may start: check (1), set-up (1), round switch (1)."""
@@ -88,18 +88,6 @@ DONE = 1
 
 def _slices(bits: int, a_bits: int) -> int:
     return -(-bits // a_bits)
-
-
-def copies(d: Descriptor, config: HwConfig) -> int:
-    """Copies of a column tile's row tiles over the macros (module docstring)."""
-    ab, pl = config.a_bits, planes(d, config)
-    sp = max(_slices(d.out_bits, ab), _slices(d.res_bits, ab) if d.has_residual else 0)
-    pixels = d.out_height * d.out_width
-    best = 1
-    for c in range(2, min(pl, config.macros) + 1):
-        if c * d.row_tiles <= config.macros and c * sp <= pl and c <= pixels:
-            best = c
-    return best
 
 
 @dataclass(frozen=True)
@@ -128,9 +116,9 @@ def _rounds(d: Descriptor, config: HwConfig, cp: int) -> list[tuple[int, bool]]:
     return col * d.col_tiles
 
 
-POOL_START = 2
+POOL_START = 3
 """Cycles from a max-pooling layer's start to its first read: check (1), the issuer's
-``POOL``, which starts the pooler (1)."""
+``POOL``, which starts the pooler (1), the pooler's set-up (1)."""
 POOL_END = 2
 """Cycles from a max-pooling layer's last read to the next layer's start: the write of its
 last word (with ``layer_done``), the issuer's ``DRAIN``."""
@@ -147,7 +135,7 @@ def pool_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
     return LayerCycles(name, t, 0, 0.0, 0, 1, 0, reads, 0, first - t)
 
 
-FIRST_DESC = DESC_WORDS + 2
+FIRST_DESC = DESC_WORDS + 2 + CHECK_LATENCY
 """Cycles a program's first layer waits for its descriptor (fetched from ``start``; a later
 layer's is in the loader's queue when it starts): what a max-pooling or im2col layer that
 starts a program adds to its cycles."""

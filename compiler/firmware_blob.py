@@ -30,9 +30,10 @@ sections
     one another from the end of the header, each padded only to the alignment, and end at
     ``total_bytes``; ``program_words`` is a whole number of descriptors, only the last
     marked ``last``; ``weight_words`` and ``param_words`` are exactly what the descriptors
-    address (``weight_base + weight_tiles`` tiles, ``param_base + col_tiles * hw_cols``
-    records); every tensor a layer reads or writes lies inside the activation buffer; the
-    ``OFFLOAD`` op's tensors are the first layer's input and a layer's output.
+    address (``weight_base + col_tiles * ceil(row_tiles / hw_macros)`` weight rows of
+    ``hw_macros`` tiles, ``param_base + col_tiles * hw_cols`` records); every tensor a layer
+    reads or writes lies inside the activation buffer; the ``OFFLOAD`` op's tensors are the
+    first layer's input and a layer's output.
     :func:`check_blob` and the firmware's ``cim_model_open`` refuse a blob where any header
     or op word disagrees with the contents: the CRC only says the bytes are the ones written.
 
@@ -161,7 +162,7 @@ HEADER_FIELDS: tuple[Field, ...] = (
     Field("hw_acc_width", "datapath accumulator bits"),
     Field("hw_bank_words", "words per activation-buffer bank"),
     Field("hw_prog_words", "layer-program memory words"),
-    Field("hw_weight_words", "weight memory words"),
+    Field("hw_weight_words", "weight store words (whole weight rows, HwConfig.weight_store_words)"),
     Field("hw_param_words", "parameter memory words"),
     Field("hw_max_size", "largest layer input height or width"),
     Field("hw_max_groups", "largest input channel-group count"),
@@ -403,7 +404,7 @@ def _hw_words(config: HwConfig) -> dict[str, int]:
         ("adc_bits", config.adc_bits or 0), ("write_rows", config.write_rows),
         ("double_buffer", config.double_buffer), ("acc_width", config.acc_width),
         ("bank_words", config.bank_words), ("prog_words", config.prog_words),
-        ("weight_words", config.weight_words), ("param_words", config.param_words),
+        ("weight_words", config.weight_store_words), ("param_words", config.param_words),
         ("max_size", config.max_size), ("max_groups", config.max_groups),
         ("max_pixels", config.max_pixels), ("desc_words", fmt.DESC_WORDS),
         ("param_record_words", fmt.PARAM_WORDS), ("image_channels", config.image_channels),
@@ -1106,13 +1107,14 @@ def _check_program(blob: bytes, h: dict, off: dict) -> None:
                      d.out_signed) == (off["act_out_base"], off["out_c"], off["out_h"],
                                        off["out_w"], off["out_bits"], off["out_signed"])
                     for d in descs), "the OFFLOAD output is no layer's output")
-    tiles = max(d.weight_base + d.weight_tiles for d in descs)
+    macros = h["hw_macros"]
+    rows = max(d.weight_base + d.col_tiles * -(-d.row_tiles // macros) for d in descs)
     records = max(d.param_base + d.col_tiles * h["hw_cols"] for d in descs)
     beat = -(-h["hw_write_rows"] * h["hw_cols"] * h["hw_w_bits"] // 32)
     tile_words = h["hw_rows"] // h["hw_write_rows"] * beat
-    _require(h["weight_words"] == tiles * tile_words,
-             f"weight_words {h['weight_words']}, the descriptors address {tiles} tiles of "
-             f"{tile_words} words")
+    _require(h["weight_words"] == rows * macros * tile_words,
+             f"weight_words {h['weight_words']}, the descriptors address {rows} weight rows of "
+             f"{macros} tiles of {tile_words} words")
     _require(h["param_words"] == records * h["hw_param_record_words"],
              f"param_words {h['param_words']}, the descriptors address {records} records of "
              f"{h['hw_param_record_words']} words")
@@ -1195,7 +1197,8 @@ def _check_header(h: dict) -> None:
     n = h["images_count"]
     _require(all(pow2) and h["hw_rows"] <= 1024 and 1 <= h["hw_cols"] <= 1024
              and h["hw_write_rows"] <= h["hw_rows"] and h["hw_a_bits"] <= 8
-             and h["hw_w_bits"] <= 8 and h["hw_bank_words"] >= 1 and h["classes"] >= 1
+             and h["hw_w_bits"] <= 8 and 1 <= h["hw_macros"] <= 256
+             and h["hw_bank_words"] >= 1 and h["classes"] >= 1
              and h["hw_desc_words"] == fmt.DESC_WORDS
              and h["hw_param_record_words"] == fmt.PARAM_WORDS
              and image >= 1 and 1 <= h["pixel_max"] <= 255,

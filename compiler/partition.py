@@ -32,7 +32,7 @@ import copy
 
 from model import golden
 
-__all__ = ["PARTITIONS", "partition"]
+__all__ = ["PARTITIONS", "accel_outputs", "partition"]
 
 PARTITIONS = {
     "file": "as the model file says",
@@ -66,3 +66,10 @@ def partition(model: golden.IntModel, name: str) -> golden.IntModel:
                                  f"{n['name']!r} ({n['op']}) to the accelerator")
             n["where"] = "accel"
     return golden.IntModel(manifest, model.arrays, model.path)
+
+
+def accel_outputs(model: golden.IntModel) -> list[str]:
+    """Tensors of the accelerator's layers that the MCU reads back (inputs of its layers)."""
+    accel = {n["name"] for n in model.nodes if n["where"] == "accel"}
+    return sorted({i for n in model.nodes if n["where"] != "accel" for i in n["inputs"]
+                   if i in accel})

@@ -13,9 +13,10 @@ import numpy as np
 
 __all__ = [
     "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "LOGIT_BITS", "MAX_ACC_WIDTH", "MAX_PADDING",
-    "MAX_SHIFT", "MULT_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel",
-    "accumulator_width", "act_range", "adc_dot", "column_range", "datapath_model", "out_size",
-    "plane_range", "requantize", "signed_range", "signed_width", "weight_qmax", "weight_range",
+    "MAX_SHIFT", "MULT_BITS", "OFFSET_FRAC_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS",
+    "AdcModel", "AdcOffsets", "accumulator_width", "act_range", "adc_dot", "column_range",
+    "datapath_model", "offset_codes", "out_size", "plane_range", "requantize", "signed_range",
+    "signed_width", "weight_qmax", "weight_range",
 ]
 
 # ----------------------------------------------------------------------------- field widths
@@ -203,6 +204,84 @@ def datapath_model(psum, first, last, m, b, r, res, *, lanes: int, acc_width: in
     return np.clip(u, lo, hi), overflow
 
 
+OFFSET_FRAC_BITS = 8
+"""Column offsets (:class:`AdcOffsets`) are fixed point, in units of ``2**-8`` LSB of the
+partial-sum ADC: fine enough for a Gaussian spread of a fraction of an LSB, and an integer, so
+the golden model and the RTL round them alike (:func:`offset_codes`)."""
+
+
+def offset_codes(offsets) -> np.ndarray:
+    """The whole ADC codes a bit-column's analog offset adds to its count.
+
+    ``offsets``: integers in units of ``2**-OFFSET_FRAC_BITS`` LSB. A count is an integer and
+    the ADC's decision levels sit half an LSB either side of it, so an offset ``e`` moves the
+    code by ``round(e)``, ties upwards: ``(e + 2**(F-1)) >> F``. Returns int64 of the same
+    shape.
+    """
+    e = np.asarray(offsets)
+    if not np.issubdtype(e.dtype, np.integer):
+        raise ValueError(f"offsets must be integers (units of 2**-{OFFSET_FRAC_BITS} LSB), "
+                         f"not {e.dtype}")
+    return (e.astype(np.int64) + (1 << (OFFSET_FRAC_BITS - 1))) >> OFFSET_FRAC_BITS
+
+
+@dataclass(frozen=True, eq=False)
+class AdcOffsets:
+    """The analog offsets of a device's partial-sum ADCs, one per bit-column.
+
+    A column of ``w_bits``-bit weights is ``w_bits`` SRAM bit-columns, one per weight bit,
+    each with its own comparator or ADC and so its own offset (seed 002: comparator
+    mismatch). ``values[m, c, b]`` is the offset of macro ``m``, column ``c``, weight bit
+    ``b``, in units of ``2**-OFFSET_FRAC_BITS`` LSB (int64); it adds ``offset_codes(values)``
+    to every count that bit-column's ADC digitizes, before the ADC's clip to
+    ``[0, 2**bits - 1]`` (:func:`adc_dot`). A calibrated device's values are its residual
+    offsets (the analog offset plus its calibration rows' bias, ``model.calibration``).
+    """
+
+    values: np.ndarray
+
+    def __post_init__(self):
+        v = np.asarray(self.values)
+        if v.ndim != 3 or 0 in v.shape:
+            raise ValueError(f"offsets must have shape (macros, cols, w_bits), not {v.shape}")
+        if not np.issubdtype(v.dtype, np.integer):
+            raise ValueError(f"offsets must be integers (units of 2**-{OFFSET_FRAC_BITS} LSB),"
+                             f" not {v.dtype}")
+        v = v.astype(np.int64)
+        v.flags.writeable = False
+        object.__setattr__(self, "values", v)
+
+    @classmethod
+    def gaussian(cls, *, sigma: float, macros: int, cols: int, w_bits: int,
+                 seed: int) -> AdcOffsets:
+        """Offsets drawn from a normal distribution of standard deviation ``sigma`` LSB,
+        rounded to the fixed-point grid; the same ``seed`` gives the same device."""
+        if not (isinstance(sigma, (int, float)) and np.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"offset sigma must be a finite number of LSB >= 0, not {sigma!r}")
+        for name, v in (("macros", macros), ("cols", cols), ("w_bits", w_bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        rng = np.random.default_rng(seed)
+        theta = rng.normal(0.0, 1.0, (macros, cols, w_bits)) * sigma
+        return cls(np.round(theta * (1 << OFFSET_FRAC_BITS)).astype(np.int64))
+
+    @property
+    def macros(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def w_bits(self) -> int:
+        return self.values.shape[2]
+
+    def lsb(self) -> np.ndarray:
+        """The offsets in LSB (float64), for statistics and plots."""
+        return self.values / (1 << OFFSET_FRAC_BITS)
+
+
 @dataclass(frozen=True)
 class AdcModel:
     """A partial-sum ADC on the CIM array, for studying what an analog macro would cost.
@@ -214,40 +293,85 @@ class AdcModel:
     shift-and-add; for binary weights the count of rows with input 1 and stored +1 does.
     Only accelerator (``where == "accel"``) convs are affected: the MCU computes exactly.
     ``gateware.cim_macro.CIMMacro`` implements the same rule in RTL.
+
+    ``offsets`` (optional) gives every bit-column of the device an offset
+    (:class:`AdcOffsets`), added to each count before the clip, which then also clips at 0.
+    Where a tile runs is the golden model's placement (``model.golden.conv_acc_adc``).
     """
 
     rows: int
     bits: int
+    offsets: AdcOffsets | None = None
 
     def __post_init__(self):
         if self.rows < 1 or self.rows & (self.rows - 1):
             raise ValueError(f"ADC rows must be a power of two, not {self.rows}")
         if not 1 <= self.bits <= 16:
             raise ValueError(f"ADC bits must be 1..16, not {self.bits}")
+        if self.offsets is not None and not isinstance(self.offsets, AdcOffsets):
+            raise ValueError(f"offsets must be an AdcOffsets, not {type(self.offsets).__name__}")
 
 
 def adc_dot(x: np.ndarray, w: np.ndarray, *, w_bits: int, a_bits: int,
-            adc_bits: int | None) -> np.ndarray:
+            adc_bits: int | None, offsets=None) -> np.ndarray:
     """``x @ w`` for one row tile, computed per input bit-plane and weight bit with each
     partial count clipped to ``2**adc_bits - 1`` (exact when ``adc_bits`` is None).
 
     ``x``: unsigned ``a_bits``-bit integers ``(..., rows)``; ``w``: signed ``w_bits``-bit
     weights ``(rows, cols)`` (two's complement; +-1 for one bit). Returns int64 ``(..., cols)``.
+
+    ``offsets`` (needs ``adc_bits``): the analog offset of every bit-column, integers
+    ``(cols, w_bits)`` in units of ``2**-OFFSET_FRAC_BITS`` LSB. Each count ``p`` then reads
+    ``clip(p + offset_codes(offset), 0, 2**adc_bits - 1)``; for binary weights the plane's
+    popcount stays exact (a digital count, no ADC).
     """
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
+    rows, cols = w.shape
+    if x.shape[-1] != rows:
+        raise ValueError(f"x {x.shape} and w {w.shape} do not match: expected (..., rows) and "
+                         "(rows, cols)")
+    shift = None
+    if offsets is not None:
+        if adc_bits is None:
+            raise ValueError("column offsets need an ADC (adc_bits), not an exact array")
+        shift = offset_codes(offsets)
+        if shift.shape != (cols, w_bits):
+            raise ValueError(f"offsets must have shape (cols, w_bits) = {(cols, w_bits)}, not "
+                             f"{shift.shape}")
+        shift = shift.T.reshape(-1)                     # bit b of column c at b * cols + c
     cmax = None if adc_bits is None else (1 << adc_bits) - 1
-    wbits = [(w > 0).astype(np.int64)] if w_bits == 1 else [(w >> b) & 1 for b in range(w_bits)]
-    y = np.zeros(x.shape[:-1] + w.shape[1:], dtype=np.int64)
+    nb = 1 if w_bits == 1 else w_bits
+    wb = (w > 0)[None] if w_bits == 1 else (w[None] >> np.arange(nb)[:, None, None]) & 1
+    # Every value below is an integer of magnitude < (rows + |shift|) * 2**(w_bits + a_bits
+    # + 1): float32 holds those exactly below 2**24 and runs the counts on BLAS.
+    big = rows + (0 if shift is None or not shift.size else int(abs(shift).max()))
+    bound = big * (2 << (w_bits + a_bits))
+    ft = np.float32 if bound < 1 << 24 else np.float64
+    wmat = wb.transpose(1, 0, 2).reshape(rows, nb * cols).astype(ft)
+    lead = x.shape[:-1]
+    xf = x.reshape(-1, rows)
+    if a_bits <= 16 and xf.size and xf.min() >= 0 and xf.max() < 1 << 16:
+        xf = xf.astype(np.uint16)                   # cheaper bit-plane extraction
+    # Sum the planes' (clipped) counts per bit-column, then combine the weight bits once.
+    acc = np.zeros((xf.shape[0], nb * cols), dtype=ft)
+    ones = np.zeros((xf.shape[0], 1), dtype=ft)     # binary weights: sum_j 2**j n_j
     for j in range(a_bits):
-        xj = (x >> j) & 1
-        counts = [xj @ wb for wb in wbits]
-        if cmax is not None:
-            counts = [np.minimum(c, cmax) for c in counts]
+        xj = ((xf >> j) & 1).astype(ft)
+        counts = xj @ wmat                          # (M, w_bits * cols)
+        if shift is not None:
+            counts += shift
+            np.clip(counts, 0, cmax, out=counts)
+        elif cmax is not None:
+            np.minimum(counts, cmax, out=counts)
+        if j:
+            counts *= ft(1 << j)
+        acc += counts
         if w_bits == 1:
-            part = 2 * counts[0] - xj.sum(axis=-1, keepdims=True)
-        else:
-            part = sum(counts[b] << b for b in range(w_bits - 1))
-            part = part - (counts[-1] << (w_bits - 1))
-        y += part << j
-    return y
+            ones += xj.sum(axis=-1, keepdims=True) * ft(1 << j)
+    if w_bits == 1:
+        y = 2 * acc - ones
+    else:
+        acc = acc.reshape(-1, nb, cols)
+        y = sum(acc[:, b] * ft(1 << b) for b in range(nb - 1)) - acc[:, -1] * ft(1 << (nb - 1))
+    return y.astype(np.int64).reshape(*lead, cols)

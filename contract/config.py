@@ -41,6 +41,19 @@ Named configurations
     * Bit-planes. ``max_planes=12``: the first convolution (8-bit pixels, 8-bit weights as
       two 4-bit digits, ``contract.program``) runs on the macros too; their results are 8
       bits wider than at 4 planes (18 k LUT and FF more in all, ``docs/build.md``).
+``large``
+    ``default`` with 45 macros: the most that fill the XCVU13P by this rule. A macro's
+    flip-flops bind first (its weights, their shadow copies and its adder trees: 56,709 FF
+    against 16,975 LUT, ``default``'s estimate), and the rest of the accelerator takes
+    56,237 FF and 125 more per macro; 0.8 x 3,456,000 FF allows
+    ``(2,764,800 - 56,237) // (56,709 + 125) = 47`` macros. Of those, the largest multiple of
+    9 (ResNet14's row tiles per 64 input channels of a 3 x 3 kernel, so that a layer's tiles
+    fill whole rounds, as 18 does on ``default``): 45. ``python build.py --board vu13p
+    --config large --estimate`` checks every resource against 80 %. Today's schedule runs
+    ResNet14's middle section in as many cycles on 36 macros as on 45 (``python -m
+    compiler.cycles``): at most 4 copies of a layer's row tiles (the output port writes a
+    pixel's word a cycle, each copy one every 4 cycles), the serial 1 x 1 shortcuts and each
+    layer's fill and drain, not the array, bound it there.
 """
 
 from __future__ import annotations
@@ -132,7 +145,9 @@ class HwConfig:
     bank_words : int
         Words per activation-buffer bank (two banks; one word = one pixel's channel group).
     prog_words, weight_words, param_words : int
-        Depths, in 32-bit words, of the layer-program, weight and parameter memories.
+        Depths, in 32-bit words, of the layer-program, weight and parameter memories. The weight
+        store is a bank per macro; it holds :attr:`weight_rows` rows of one tile per bank, as
+        many as fit ``weight_words`` (the bus window's size).
     max_size, max_groups, max_pixels : int
         Largest input height/width, input channel-group count and output pixel count of a
         layer the sequencer accepts.
@@ -195,6 +210,9 @@ class HwConfig:
             _check_int(name, value)
             if not (_is_pow2(value) and value >= 2):
                 raise ValueError(f"{name} must be a power of two of at least 2, not {value}")
+        if self.weight_rows < 1:
+            raise ValueError(f"weight_words ({self.weight_words}) must hold a weight row: "
+                             f"{self.macros} tiles (one per macro) of {self.tile_words} words")
         for name in ("max_size", "max_groups", "max_pixels"):
             _check_int(name, getattr(self, name))
             if getattr(self, name) < 1:
@@ -281,6 +299,24 @@ class HwConfig:
         return self.rows * self.cols
 
     @property
+    def tile_words(self) -> int:
+        """32-bit words of one weight tile: ``write_cycles`` beats of ``ceil(write_rows * cols *
+        w_bits / 32)`` words (:mod:`contract.program`)."""
+        return self.write_cycles * -(-self.write_rows * self.cols * self.w_bits // 32)
+
+    @property
+    def weight_rows(self) -> int:
+        """Weight rows the weight store holds: one tile in each macro's bank per row, as many
+        rows as fit ``weight_words`` (:mod:`contract.program`, weight image)."""
+        return max(self.weight_words, self.tile_words) // self.tile_words // self.macros
+
+    @property
+    def weight_store_words(self) -> int:
+        """32-bit words the weight store holds: :attr:`weight_rows` rows of ``macros`` tiles
+        (at most ``weight_words``)."""
+        return self.weight_rows * self.macros * self.tile_words
+
+    @property
     def write_cycles(self) -> int:
         """Cycles to load one macro's weights through its write port."""
         return self.rows // self.write_rows
@@ -290,8 +326,11 @@ CONFIGS: dict[str, HwConfig] = {
     # See the module docstring for why these numbers.
     "tiny": HwConfig(name="tiny", rows=16, cols=8, w_bits=4, a_bits=4, macros=2),
     "default": HwConfig(name="default", rows=64, cols=64, w_bits=4, a_bits=4, macros=18,
-                        write_rows=4, prog_words=1024, weight_words=1 << 19,
+                        write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
                         param_words=1 << 14, max_planes=12, image_channels=3),
+    "large": HwConfig(name="large", rows=64, cols=64, w_bits=4, a_bits=4, macros=45,
+                      write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
+                      param_words=1 << 14, max_planes=12, image_channels=3),
 }
 
 

@@ -62,14 +62,25 @@ fed ``x`` shifted left by ``SLICE_SHIFTS`` ``(wb, 0, wb - 1)`` bit-planes on sli
 tiles computes each term (:func:`planes`: ``in_bits + wb`` planes per pixel), and the
 running sum over the row tiles adds them.
 
-A layer's tiles are stored column tile major: tile ``j * T + t`` of the layer is image tile
-``weight_base + j * T + t``. A tile is ``rows // write_rows`` write beats (beat ``a`` holds
+**Banks and rows.** The weight store keeps each macro's tiles apart (``M`` macros; a *bank*
+here is one macro's tiles: :mod:`gateware.weights` puts two macros' banks in one two-port
+memory), so that each macro reads through a port of its own: image tile ``n`` lives in bank
+``n mod M``, at tile ``n div M`` of the bank.
+``M`` consecutive image tiles, one per bank, make a *weight row*; a layer starts on a row
+(``weight_base`` counts rows) and takes ``J * Q`` rows, ``Q = ceil(T / M)``, one per round of
+the weight loader: row ``weight_base + j * Q + q`` holds, in bank ``i``, the layer's tile
+``(j, (q * M + i) mod T)``. Macro ``i`` of round ``q`` of column tile ``j`` computes row tile
+``q * M + i``, or, when ``T < M`` and the row tiles are copied over the macros, ``i mod T``:
+either way the tile in its own bank. (Banks that no macro reads in a round hold tiles
+``(q * M + i) mod T`` too, never read, so a layer's rows need nothing but its own tiles.)
+A tile is ``rows // write_rows`` write beats (beat ``a`` holds
 tile rows ``a * write_rows .. a * write_rows + write_rows - 1``), each beat the macro's write
 ``w`` field: element ``w[i][c]`` (row ``a * write_rows + i``, column ``c``) at bits
 ``[(i * C + c) * w_bits, (i * C + c + 1) * w_bits)`` as ``w_bits`` two's complement (binary:
 1 = +1, 0 = -1). A beat is padded with zeros to ``BEAT_WORDS = ceil(write_rows * C * w_bits /
 32)`` 32-bit words, word 0 holding bits 0..31. Image word of beat ``a`` of image tile ``n``,
-word ``i``: ``(n * rows // write_rows + a) * BEAT_WORDS + i``.
+word ``i``: ``(n * rows // write_rows + a) * BEAT_WORDS + i``. The store holds
+``HwConfig.weight_rows`` rows (``weight_words`` words rounded down to whole rows).
 
 Parameter image
 ---------------
@@ -110,8 +121,8 @@ __all__ = ["DESC_WORDS", "FIELDS", "LAYOUT", "LOGIT_BITS", "OP_CONV", "OP_IM2COL
            "ErrorCode", "Field", "beat_words", "check_descriptor", "check_words", "im2col_lanes",
            "im2col_weight", "layer_tiles",
            "pack_params", "pack_tiles", "planes", "reserved_bits", "slice_shifts", "slices",
-           "tensor_words", "tile_words", "unpack_params", "unpack_tiles", "weight_digits",
-           "weight_slices"]
+           "tensor_words", "tile_words", "weight_rows", "layer_rows", "copies", "unpack_params",
+           "unpack_tiles", "weight_digits", "weight_slices"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,7 @@ FIELDS: tuple[Field, ...] = (
           "logit registers and the argmax (convolution only, the last layer)"),
     Field("out_base", 24, "word address of the output tensor"),
     Field("res_base", 24, "word address of the residual tensor (0 without one)"),
-    Field("weight_base", 32, "first image tile of the layer"),
+    Field("weight_base", 32, "first weight row of the layer (M image tiles, one per macro bank)"),
     Field("param_base", 24, "first parameter record of the layer"),
 )
 
@@ -285,6 +296,38 @@ def beat_words(config: HwConfig) -> int:
 
 def tile_words(config: HwConfig) -> int:
     return config.write_cycles * beat_words(config)
+
+
+def copies(d: Descriptor, config: HwConfig) -> int:
+    """Copies of a column tile's row tiles over the macros: as many as fit the macros
+    (``copies * T <= M``), the pixels, and the output (and residual) port, which takes ``sp``
+    words per pixel against the layer's ``planes`` cycles per slot (the sequencer's rule,
+    ``gateware.sequencer.layer.copies``; ``compiler.cycles``). Copy ``c`` computes the pixels
+    ``p`` with ``p mod copies == c`` from the tiles in banks ``c * T .. c * T + T - 1``."""
+    ab, pl = config.a_bits, planes(d, config)
+    sp = max(slices(d.out_bits, ab), slices(d.res_bits, ab) if d.has_residual else 0)
+    best = 1
+    for c in range(2, min(pl, config.macros) + 1):
+        if c * d.row_tiles <= config.macros and c * sp <= pl and c <= d.out_height * d.out_width:
+            best = c
+    return best
+
+
+def weight_rows(col_tiles: int, row_tiles: int, config: HwConfig) -> int:
+    """Weight rows of a layer of ``J`` column tiles and ``T`` row tiles: ``J * ceil(T / M)``
+    (module docstring)."""
+    return col_tiles * -(-row_tiles // config.macros)
+
+
+def layer_rows(tiles: np.ndarray, col_tiles: int, config: HwConfig) -> np.ndarray:
+    """The ``(J * T, rows, cols)`` tiles of a layer (:func:`layer_tiles`) laid out in weight
+    rows: ``(J * Q * M, rows, cols)``, image tile ``(j * Q + q) * M + i`` holding tile ``(j, (q
+    * M + i) mod T)`` (module docstring)."""
+    tiles = np.asarray(tiles)
+    T, M = len(tiles) // col_tiles, config.macros
+    Q = -(-T // M)
+    t = (np.arange(Q * M) % T)[None, :] + (np.arange(col_tiles) * T)[:, None]
+    return tiles[t.reshape(-1)]
 
 
 def weight_slices(w_bits: int, config: HwConfig) -> int:
@@ -521,7 +564,6 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
     bank_words = config.bank_words if bank_words is None else bank_words
     k, s, p = d.kernel, d.stride, d.padding
     H, W, G, T, J = d.in_height, d.in_width, d.in_groups, d.row_tiles, d.col_tiles
-    tile_cap = max(config.weight_words, beat_words(config)) // tile_words(config)
     rec_cap = config.param_words // PARAM_WORDS
     pool, im2col, raw = d.op == OP_MAXPOOL, d.op == OP_IM2COL, d.op == OP_CONV and d.raw
     if d.op not in (OP_CONV, OP_MAXPOOL) and not (im2col and config.image_channels):
@@ -547,7 +589,7 @@ def check_descriptor(d: Descriptor, config: HwConfig, bank_words: int | None = N
             or d.weight_tiles != J * T
             or d.out_channels == 0 or d.out_channels > J * C or d.out_channels + C <= J * C
             or d.out_groups * R < J * C
-            or d.weight_base + d.weight_tiles > tile_cap or d.param_base % C
+            or d.weight_base + weight_rows(J, T, config) > config.weight_rows or d.param_base % C
             or d.param_base + J * C > rec_cap):
         return ErrorCode.TILES
     if (reserved or not 1 <= d.in_bits <= config.in_bits_max

@@ -4,7 +4,7 @@ The cycle model (:mod:`compiler.cycles`) states the sequencer's schedule in form
 these; each gateware block declares its latency from here, and its tests measure it.
 """
 
-__all__ = ["ACTBUF_LATENCY", "ARGMAX_SCAN", "DATAPATH_LATENCY", "MACRO_LATENCY"]
+__all__ = ["ACTBUF_LATENCY", "ARGMAX_SCAN", "CHECK_LATENCY", "DATAPATH_LATENCY", "MACRO_LATENCY"]
 
 MACRO_LATENCY = 3
 """CIM macro: cycles from the clock edge that accepts a vector's last bit-plane to the edge
@@ -22,3 +22,8 @@ ARGMAX_SCAN = 1
 """Classifier: cycles its sequential argmax spends per logit after the first; a raw layer
 ends ``ARGMAX_SCAN * (out_channels - 1)`` cycles after its result arrives
 (:class:`gateware.sequencer.Classifier`)."""
+
+CHECK_LATENCY = 4
+"""Descriptor check: cycles from a descriptor's last word to its code (three stages of
+products, one of the code), each stage one multiplier deep for the clock
+(:func:`gateware.sequencer.fetcher.check`)."""

@@ -72,7 +72,6 @@ from .actbuf import ActivationBuffer
 from .cim_macro import DEFAULT_STYLE, CIMMacro
 from .datapath import Datapath
 from .image import ImageBuffer, image_slot_bytes, image_window_bytes
-from .ram import RAM
 from .sequencer import (
     AccelError,
     Classifier,
@@ -86,26 +85,13 @@ from .sequencer import (
     WeightLoader,
     Writer,
 )
+from .weights import WeightStore
 
-__all__ = ["AccelError", "Accelerator", "weight_ram"]
+__all__ = ["AccelError", "Accelerator"]
 
 
 RES_FIFO_DEPTH = 8
 """Residuals read ahead of the issuer."""
-
-
-def weight_ram(config: HwConfig, *, module: str | None = None, init=None) -> RAM:
-    """The weight store of ``config``: one word per write beat of a macro, one read port per
-    macro, 32-bit writes; ``init``: 32-bit words from address 0."""
-    bw = beat_words(config)
-    words = [int(w) for w in (init if init is not None else ())]
-    words += [0] * (-len(words) % bw)
-    beats = [sum(w << (32 * i) for i, w in enumerate(words[k:k + bw]))
-             for k in range(0, len(words), bw)]
-    # UltraRAM: in block RAM the default configuration's copies (one per read port) do not
-    # fit the XCVU13P (docs/build.md).
-    return RAM(width=bw * 32, depth=max(config.weight_words, bw) // bw, granularity=32,
-               read_ports=config.macros, module=module, init=beats, ram_style="ultra")
 
 
 def _ports(component):
@@ -179,8 +165,7 @@ class Accelerator(wiring.Component):
         if not isinstance(bank_words, int) or bank_words < 2 or bank_words & (bank_words - 1):
             raise ValueError(f"Bank words must be a power of two of at least 2, not "
                              f"{bank_words!r}")
-        prog_words, weight_words, param_words = (config.prog_words, config.weight_words,
-                                                 config.param_words)
+        prog_words, param_words = config.prog_words, config.param_words
         max_size, max_groups, max_pixels = config.max_size, config.max_groups, config.max_pixels
         self.config = config
         self.acc_width = acc_width
@@ -193,7 +178,7 @@ class Accelerator(wiring.Component):
         if self.beat_words & (self.beat_words - 1):
             raise ValueError(f"A weight beat must be a power-of-two number of words, not "
                              f"{self.beat_words}")
-        self.weight_words = max(weight_words, self.beat_words)
+        self.weight_words = config.weight_store_words
         if param_words < PARAM_WORDS * config.cols:
             raise ValueError(f"Parameter words ({param_words}) must hold one column tile's "
                              f"records ({PARAM_WORDS * config.cols} words)")
@@ -229,7 +214,6 @@ class Accelerator(wiring.Component):
         m = Module()
         cfg = self.config
         R, C, ab, M = cfg.rows, cfg.cols, cfg.a_bits, cfg.macros
-        bw = self.beat_words
         baw = ceil_log2(self.bank_words)
 
         # ------------------------------------------------------------ memories
@@ -238,14 +222,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [pw.addr.eq(self.prog_w_addr), pw.data.eq(self.prog_w_data),
                      pw.en.eq(self.prog_w_en)]
 
-        m.submodules.weights = wmem = weight_ram(cfg, module=self.ram_module,
-                                                 init=self.weight_init)
-        wsh = ceil_log2(bw)
-        m.d.comb += [wmem.w_addr.eq(self.weight_w_addr >> wsh),
-                     wmem.w_data.eq(Cat(*[self.weight_w_data] * bw)),
-                     wmem.w_en.eq(Mux(self.weight_w_en,
-                                      Const(1, bw) << self.weight_w_addr[:wsh] if wsh else 1,
-                                      0))]
+        m.submodules.weights = wmem = WeightStore(
+            config=cfg, module=self.ram_module,
+            init=() if self.weight_init is None else self.weight_init)
+        m.d.comb += [wmem.w_addr.eq(self.weight_w_addr), wmem.w_data.eq(self.weight_w_data),
+                     wmem.w_en.eq(self.weight_w_en)]
 
         # One row per column tile: the C records the collector needs at once.
         row_words = PARAM_WORDS * C
@@ -260,8 +241,11 @@ class Accelerator(wiring.Component):
 
         # Ports 0 .. M-1 feed the macros in lockstep, port M reads residuals; the stream port
         # serves the bus while idle.
+        # Byte-wide write enables where every writer writes whole bytes (a column tile of C
+        # lanes, the bus a byte): bank 0 can then be UltraRAM (ActivationBuffer.ram_style).
+        lanes = 8 // ab if ab < 8 and (C * ab) % 8 == 0 and R % (8 // ab) == 0 else 1
         m.submodules.act = act = ActivationBuffer(depth=self.bank_words, rows=R, a_bits=ab,
-                                                  read_ports=M + 1)
+                                                  read_ports=M + 1, write_lanes=lanes)
         m.submodules.dp = dp = Datapath(lanes=C, acc_width=self.acc_width,
                                         psum_width=self.acc_width)
         macros = [self._macro(m, i) for i in range(M)]
@@ -273,7 +257,7 @@ class Accelerator(wiring.Component):
             planes=cfg.planes_max,
             bank_words=self.bank_words, max_size=self.max_size,
             max_groups=self.max_groups, max_pixels=self.max_pixels,
-            tile_cap=self.weight_words // (wc * bw), rec_cap=self.param_words // PARAM_WORDS,
+            macros=M, weight_rows=cfg.weight_rows, rec_cap=self.param_words // PARAM_WORDS,
             image_channels=cfg.image_channels, image_size=cfg.image_size,
             im2col_kernel=cfg.im2col_kernel)
         pl = cfg.planes_max
@@ -302,7 +286,7 @@ class Accelerator(wiring.Component):
             m.submodules[f"unit{i}"] = unit = MacroUnit(
                 index=i, macros=M, rows=R, a_bits=ab, planes=pl, write_cycles=wc,
                 addr_width=baw,
-                weight_addr_width=wmem.addr_width, weight_width=wmem.width,
+                weight_addr_width=wmem.banks[0].addr_width, weight_width=wmem.banks[0].width,
                 input_layout=mac.input_layout, write_layout=mac.write_layout)
             connect(m, loader.tiles[i], unit.tile)
             connect(m, unit.weights, wmem.reads[i])

@@ -13,7 +13,7 @@ stored. :func:`pack_tensor` is the reference for this layout.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -67,11 +67,19 @@ class ActivationBuffer(wiring.Component):
     """Two-bank activation buffer: one layer reads its input from one bank while it writes
     its output to the other.
 
-    The banks are the two halves of one :class:`~amaranth.lib.memory.Memory` of
-    ``2 * depth`` words (one simple dual-port block RAM array): the bank bit is the top address
-    bit, ``read_bank`` for the read port and ``write_bank`` for the write port. Nothing stops
-    both from naming the same bank; a read in the cycle that writes the same word returns the
-    old word (the read port is not transparent).
+    Each bank is :meth:`copies` memories of ``depth`` words, each a true-dual-port RAM (bank
+    0's UltraRAM where the write enables are whole bytes, :meth:`ram_style`): port A is shared
+    by the write and one lockstep reader (the write's address in a cycle that writes the
+    bank; the reader's read is not made then), port B is a reader; a write goes to every copy
+    of its bank. So
+    ``n`` read ports cost ``ceil((n + 1) / 2)`` copies of a bank (the stream port is one of
+    them), not ``n + 1``. The bank bit is the top address bit, ``read_bank`` for the stream
+    port and ``write_bank`` for the write port. The stream port and the last lockstep port are
+    on port B: they may read the bank being written (a read in the cycle that writes the same
+    word returns the old word). The other lockstep ports must not read the bank written in
+    the same cycle (their port A has the write's address then): the sequencer's macros read
+    their layer's input bank and the output goes to the other one (``contract.program``'s
+    ADDRESS check); the pooler, on port 0, does the same.
 
     Read path and latency
     ---------------------
@@ -91,8 +99,7 @@ class ActivationBuffer(wiring.Component):
     never stalls (the sequencer feeding its macros in lockstep): ``addr`` is a global address
     (the bank is its top bit, ``read_bank`` does not apply), and in a cycle with ``en`` high
     the word at ``addr`` (zeros if ``pad``) appears on ``data`` in the next cycle
-    (:attr:`port_latency`, 1) and stays there until the next ``en``. Every port is one more
-    read port of the same memory (the synthesizer replicates the block RAM per port).
+    (:attr:`port_latency`, 1) and stays there until the next ``en``.
 
     Write path
     ----------
@@ -114,6 +121,10 @@ class ActivationBuffer(wiring.Component):
         (1 bit), must not have ``word``. ``None``: just those two fields.
     read_ports : int
         Number of lockstep read ports, 0 to 1024.
+    write_lanes : int
+        Lanes per write enable of the memories (a power of two dividing ``rows``; ``mask``
+        must be equal over each group of that many lanes). Byte-wide enables (``8 //
+        a_bits`` lanes) let bank 0's copies be UltraRAM, whose write enables are per byte.
 
     Members
     -------
@@ -134,7 +145,7 @@ class ActivationBuffer(wiring.Component):
     port_latency = 1
 
     def __init__(self, *, depth: int, rows: int, a_bits: int, request_layout=None,
-                 read_ports: int = 0):
+                 read_ports: int = 0, write_lanes: int = 1):
         if (not isinstance(depth, int) or isinstance(depth, bool) or depth < 2
                 or depth > 1 << 20 or depth & (depth - 1)):
             raise ValueError(f"Depth must be a power of two between 2 and {1 << 20}, "
@@ -149,6 +160,11 @@ class ActivationBuffer(wiring.Component):
         if (not isinstance(read_ports, int) or isinstance(read_ports, bool)
                 or not 0 <= read_ports <= 1024):
             raise ValueError(f"Read ports must be an integer from 0 to 1024, not {read_ports!r}")
+        if (not isinstance(write_lanes, int) or isinstance(write_lanes, bool) or write_lanes < 1
+                or write_lanes & (write_lanes - 1) or rows % write_lanes):
+            raise ValueError(f"Write lanes must be a power of two dividing the rows ({rows}), "
+                             f"not {write_lanes!r}")
+        self.write_lanes = write_lanes
         self.depth = depth
         self.read_ports = read_ports
         self.rows = rows
@@ -210,27 +226,82 @@ class ActivationBuffer(wiring.Component):
 
     # ------------------------------------------------------------------ hardware
 
+    def ram_style(self, bank: int) -> str:
+        """The memory bank ``bank``'s copies ask for (Vivado's ``ram_style``): bank 0 UltraRAM
+        when its write enables are whole bytes, bank 1 block RAM. The two are separate
+        budgets on the device: the split halves what either takes."""
+        byte = self.write_lanes * self.a_bits == 8 or self.a_bits == 8
+        return "ultra" if bank == 0 and byte else "block"
+
+    def copies(self) -> int:
+        """RAM copies per bank: two read ports each (module docstring)."""
+        return max(1, -(-(self.read_ports + 1) // 2))
+
     def elaborate(self, platform):
         m = Module()
         i, o, w = self.i_stream, self.o_stream, self.w_stream
+        aw = self.addr_width
+        copies = self.copies()
 
-        m.submodules.mem = mem = Memory(shape=self.word_layout, depth=2 * self.depth, init=[])
-        wr = mem.write_port(granularity=1)
-        rd = mem.read_port(transparent_for=())
+        # Read port slots: (copy, port) with port 0 = A (shared with the write), 1 = B. The
+        # stream port and the last lockstep port may read the bank being written: port B.
+        slots_b = [(c, 1) for c in range(copies)]
+        slots_a = [(c, 0) for c in range(copies)]
+        if copies == 1:         # at most one lockstep port: port A
+            order = [slots_b[0], *slots_a[:self.read_ports]]
+        else:                   # the stream on B of copy 0, the last lockstep port on B of 1
+            rest = slots_a + slots_b[2:]
+            order = [slots_b[0], *rest[:self.read_ports - 1], slots_b[1]]
+        wanted = {slot: n for n, slot in enumerate(order)}      # 0: stream, n + 1: reads[n]
 
-        m.d.comb += [
-            w.ready.eq(1),
-            wr.addr.eq(Cat(w.payload.addr, self.write_bank)),
-            wr.data.eq(w.payload.word),
-            wr.en.eq(Mux(w.valid, w.payload.mask, 0)),
-        ]
+        # Each reader's address, enable and word, per bank.
+        r_addr = [Signal(aw, name=f"r{n}_addr") for n in range(len(order))]
+        r_en = [Signal(name=f"r{n}_en") for n in range(len(order))]
+        r_bank = [Signal(name=f"r{n}_bank") for n in range(len(order))]
+        r_data = [[Signal(self.word_layout, name=f"r{n}_b{b}") for b in range(2)]
+                  for n in range(len(order))]
+        w_en = [Signal(self.rows, name=f"w{b}_en") for b in range(2)]
+        m.d.comb += [w.ready.eq(1)]
+        for b in range(2):
+            m.d.comb += w_en[b].eq(Mux(w.valid & (self.write_bank == b), w.payload.mask, 0))
+            for c in range(copies):
+                mem = Memory(shape=self.word_layout, depth=self.depth, init=[],
+                             attrs={"ram_style": self.ram_style(b)})
+                m.submodules[f"bank{b}_copy{c}"] = mem
+                wr = mem.write_port(granularity=self.write_lanes)
+                # Port A: the write's address in a cycle that writes this bank, else its
+                # reader's (one true-dual-port RAM per copy).
+                shared = Signal(aw, name=f"bank{b}_copy{c}_addr_a")
+                m.d.comb += [wr.addr.eq(shared), wr.data.eq(w.payload.word),
+                             wr.en.eq(w_en[b][::self.write_lanes])]
+                a = wanted.get((c, 0))
+                m.d.comb += shared.eq(Mux(w_en[b].any(), w.payload.addr,
+                                          r_addr[a] if a is not None else 0))
+                for port, n in ((0, a), (1, wanted.get((c, 1)))):
+                    if n is None:
+                        continue
+                    rd = mem.read_port(transparent_for=())
+                    # Port A reads only in cycles that do not write its bank (no-change, as
+                    # UltraRAM does; its reader never reads the bank being written).
+                    en = r_en[n] & (r_bank[n] == b)
+                    m.d.comb += [rd.addr.eq(shared if port == 0 else r_addr[n]),
+                                 rd.en.eq(en & ~w_en[b].any() if port == 0 else en),
+                                 r_data[n][b].eq(rd.data)]
+
+        def read(n, addr, bank, en):
+            """Reader ``n``'s request; its word (both banks' copies, chosen by the bank the
+            request named) the cycle after."""
+            bank_q = Signal(name=f"r{n}_bank_q")
+            m.d.comb += [r_addr[n].eq(addr), r_bank[n].eq(bank), r_en[n].eq(en)]
+            with m.If(en):
+                m.d.sync += bank_q.eq(bank)
+            return Mux(bank_q, r_data[n][1].as_value(), r_data[n][0].as_value())
 
         for n in range(self.read_ports):
             port = self.reads[n]
-            lrd = mem.read_port(transparent_for=())
             pad_q = Signal(name=f"read{n}_pad")
-            m.d.comb += [lrd.addr.eq(port.addr), lrd.en.eq(port.en & ~port.pad),
-                         port.data.eq(Mux(pad_q, 0, lrd.data.as_value()))]
+            word = read(n + 1, port.addr[:aw], port.addr[aw], port.en & ~port.pad)
+            m.d.comb += port.data.eq(Mux(pad_q, 0, word))
             with m.If(port.en):
                 m.d.sync += pad_q.eq(port.pad)
 
@@ -249,17 +320,16 @@ class ActivationBuffer(wiring.Component):
         m.d.comb += [
             advance.eq(~s1_valid | ~sk_valid),
             i.ready.eq(advance),
-            rd.addr.eq(Cat(i.payload.addr, self.read_bank)),
-            # Padding reads nothing; with en low the RAM holds its output.
-            rd.en.eq(advance & i.valid & ~i.payload.pad),
         ]
+        # Padding reads nothing; with en low the RAM holds its output.
+        stream_word = read(0, i.payload.addr, self.read_bank, advance & i.valid & ~i.payload.pad)
         with m.If(advance):
             m.d.sync += [s1_valid.eq(i.valid), s1_pad.eq(i.payload.pad)]
             m.d.sync += [getattr(s1_meta, name).eq(getattr(i.payload, name))
                          for name in self.meta_layout.members]
 
         up = Signal(self.out_layout)
-        m.d.comb += up.word.eq(Mux(s1_pad, 0, rd.data.as_value()))
+        m.d.comb += up.word.eq(Mux(s1_pad, 0, stream_word))
         m.d.comb += [getattr(up, name).eq(getattr(s1_meta, name))
                      for name in self.meta_layout.members]
 

@@ -341,7 +341,10 @@ class CIMSlave(wiring.Component):
                         allowed = Mux(write, can_write, r.access.readable)
                         m.d.comb += [a_reg.eq(i), ok.eq(sizes_ok(REG_SIZES) & aligned & allowed)]
         for w in rm.windows:
-            with m.Elif(inside(w.offset, w.size)):
+            mapped = inside(w.offset, w.size)
+            if w.end - w.offset < w.size:   # the window's unmapped tail (Window.end)
+                mapped = mapped & (addr[:exact_log2(w.size)] < w.end - w.offset)
+            with m.Elif(mapped):
                 open_ = ~busy
                 if w.active_slot is not None:
                     # Double buffering: the slot the running program does not read is open.

@@ -12,7 +12,14 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from contract.arith import adc_dot, column_range, plane_range, weight_range
+from contract.arith import (
+    OFFSET_FRAC_BITS,
+    adc_dot,
+    column_range,
+    offset_codes,
+    plane_range,
+    weight_range,
+)
 from contract.config import check_macro_params
 from contract.timing import MACRO_LATENCY
 
@@ -186,6 +193,15 @@ class CIMMacro(wiring.Component):
         (for ``w_bits == 1``: ``sum_j 2**j * (2 * p[j][0] - n_j)`` with ``n_j`` the number of
         rows whose bit ``j`` is set, counted exactly). Clipping is per macro, i.e. per
         ``rows``-row tile of a longer dot product; :meth:`model` states the same rule.
+    adc_offsets : array-like or None
+        Per-bit-column ADC offsets of the device this macro models (needs ``adc_bits``):
+        integers ``(cols, w_bits)``, ``[c][b]`` the offset of column ``c``'s weight bit ``b``
+        in units of ``2**-OFFSET_FRAC_BITS`` LSB (one macro of a
+        :class:`contract.arith.AdcOffsets`). Fixed at elaboration: every count ``p`` of that
+        bit-column becomes ``clip(p + offset_codes(offset), 0, 2**adc_bits - 1)``, a constant
+        added before the clip (``docs/offsets.md``). ``None`` (default): no offsets. Every
+        plane is a conversion that reads the offset, so with offsets a vector sent with fewer
+        planes no longer equals its zero-padded form: :meth:`model` converts ``a_bits``.
     write_rows : int
         Weight rows per write beat: a power of two from 2 to ``rows`` (rows are stored in
         pairs, each pair with its precomputed sum).
@@ -219,8 +235,8 @@ class CIMMacro(wiring.Component):
     ``output.ready``); otherwise ``input.ready`` is high.
     """
 
-    def __init__(self, *, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=2,
-                 double_buffer=True, style="structural"):
+    def __init__(self, *, rows, cols, w_bits, a_bits, adc_bits=None, adc_offsets=None,
+                 write_rows=2, double_buffer=True, style="structural"):
         check_macro_params(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits,
                            adc_bits=adc_bits, write_rows=write_rows,
                            double_buffer=double_buffer)
@@ -232,6 +248,7 @@ class CIMMacro(wiring.Component):
         self.w_bits = w_bits
         self.a_bits = a_bits
         self.adc_bits = adc_bits
+        self.adc_offsets = self._check_offsets(adc_offsets, adc_bits, cols, w_bits)
         self.write_rows = write_rows
         self.double_buffer = double_buffer
         self.latency = LATENCY
@@ -254,6 +271,23 @@ class CIMMacro(wiring.Component):
             "output": Out(stream.Signature(self.output_layout)),
         })
 
+    @staticmethod
+    def _check_offsets(offsets, adc_bits, cols, w_bits):
+        if offsets is None:
+            return None
+        if adc_bits is None:
+            raise ValueError("adc_offsets model the ADC's offsets: they need adc_bits")
+        v = np.asarray(offsets)
+        if v.shape != (cols, w_bits):
+            raise ValueError(f"adc_offsets must have shape (cols, w_bits) = {(cols, w_bits)}, "
+                             f"not {v.shape}")
+        if v.size and not np.issubdtype(v.dtype, np.integer):
+            raise ValueError(f"adc_offsets must be integers in units of 2**-{OFFSET_FRAC_BITS} "
+                             f"LSB, not {v.dtype}")
+        v = v.astype(np.int64)
+        v.flags.writeable = False
+        return v
+
     @property
     def peak_macs_per_cycle(self) -> float:
         return self.rows * self.cols / self.a_bits
@@ -261,7 +295,7 @@ class CIMMacro(wiring.Component):
     # ------------------------------------------------------------------ reference model
 
     @staticmethod
-    def model(x, w, *, w_bits, a_bits, adc_bits=None):
+    def model(x, w, *, w_bits, a_bits, adc_bits=None, adc_offsets=None):
         """Bit-exact reference of the macro's results.
 
         ``x``: integers in ``[0, 2**a_bits)``, shape ``(..., rows)``; ``w``: weights in
@@ -282,7 +316,8 @@ class CIMMacro(wiring.Component):
             raise ValueError(f"weights must be in [{lo}, {hi}] for w_bits={w_bits}"
                              + (" and nonzero" if w_bits == 1 else ""))
         # The arithmetic is the contract's ADC rule, defined once there.
-        return adc_dot(x, w, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits)
+        return adc_dot(x, w, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits,
+                       offsets=adc_offsets)
 
     # ------------------------------------------------------------------ hardware
 
@@ -399,6 +434,7 @@ class CIMMacro(wiring.Component):
     def _column_adc(self, m, x_a, active, c, nx_a):
         Wb = self.w_bits
         cmax = (1 << self.adc_bits) - 1
+        codes = None if self.adc_offsets is None else offset_codes(self.adc_offsets)
         clipped = []
         for b in range(Wb):
             terms = []
@@ -411,7 +447,16 @@ class CIMMacro(wiring.Component):
             else:
                 count, _, _ = _chain_sum(m, terms, width=2, offset=0, name=f"c{c}_b{b}")
             clip = Signal(range(cmax + 1), name=f"c{c}_adc{b}")
-            m.d.comb += clip.eq(Mux(count > cmax, cmax, count))
+            d = 0 if codes is None else int(codes[c, b])
+            if d:
+                # The device's offset: a constant (rounded at elaboration) before the clip,
+                # which now also clips at 0.
+                v = Signal(Shape.cast(range(min(d, 0), self.rows + max(d, 0) + 1)),
+                           name=f"c{c}_off{b}")
+                m.d.comb += v.eq(count + d)
+                m.d.comb += clip.eq(Mux(v < 0, 0, Mux(v > cmax, cmax, v)))
+            else:
+                m.d.comb += clip.eq(Mux(count > cmax, cmax, count))
             clipped.append(clip)
         if Wb == 1:
             return (clipped[0] << 1) - nx_a

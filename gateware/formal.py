@@ -250,7 +250,7 @@ class SlaveHarness(wiring.Component):
     # ---------------------------------------------------------------- the map, restated
     @staticmethod
     def _inside(addr, w):
-        return (addr >= w.offset) & (addr < w.offset + w.size)
+        return (addr >= w.offset) & (addr < w.end)
 
     def _legal(self, addr, size, write, busy):
         """Whether the map allows a transfer: the bus rules of :mod:`gateware.regmap`

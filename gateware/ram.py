@@ -11,11 +11,17 @@ Ports (both forms): one write port (``w_addr``, ``w_data``, ``w_en`` with one bi
 ``granularity`` bits of the word) and ``read_ports`` read ports (``addr``, ``en`` in;
 ``data`` out): a read with ``en`` high returns the word at ``addr`` in the next cycle (the
 word before a write to it in the same cycle) and holds it while ``en`` is low.
+
+``shared``: read port 0 shares the write port (port A of a true-dual-port RAM, read port 1 is
+port B): the RAM reads on port 0 only in cycles that write nothing (a read then is lost: its
+``data`` holds the word before), so that a two-port RAM serves one writer and two readers
+whose reads never meet a write (the weight store: the bus writes only while the accelerator
+is idle). A read on port 0 in a cycle that writes nothing behaves as above.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -47,6 +53,8 @@ class RAM(wiring.Component):
     ram_style : str or None
         The FPGA memory to use, as Vivado's ``ram_style`` attribute on the memory (one of
         :data:`RAM_STYLES`); ``None`` leaves the choice to the tools.
+    shared : bool
+        Read port 0 shares the write port (module docstring); needs two read ports.
 
     Members
     -------
@@ -55,7 +63,8 @@ class RAM(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, granularity: int, read_ports: int,
-                 module: str | None = None, init=(), ram_style: str | None = None):
+                 module: str | None = None, init=(), ram_style: str | None = None,
+                 shared: bool = False):
         for name, v in (("Width", width), ("Depth", depth), ("Granularity", granularity),
                         ("Read ports", read_ports)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -67,7 +76,10 @@ class RAM(wiring.Component):
         if ram_style is not None and ram_style not in RAM_STYLES:
             raise ValueError(f"RAM style must be one of {', '.join(RAM_STYLES)} or None, not "
                              f"{ram_style!r}")
-        self.ram_style = ram_style
+        if shared not in (False, True) or (shared and read_ports != 2):
+            raise ValueError(f"A shared write port needs two read ports (A and B), not "
+                             f"{read_ports} (shared={shared!r})")
+        self.ram_style, self.shared = ram_style, bool(shared)
         init = list(init)
         if init and module is not None:
             raise ValueError("Initial contents need the Amaranth memory (module=None)")
@@ -93,11 +105,17 @@ class RAM(wiring.Component):
             m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=self.init,
                                             attrs=attrs)
             wp = mem.write_port(granularity=self.granularity)
-            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
-                         wp.en.eq(self.w_en)]
-            for port in self.reads:
+            m.d.comb += [wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
+            addr_a = self.w_addr
+            if self.shared:
+                addr_a = Mux(self.w_en.any(), self.w_addr, self.reads[0].addr)
+            m.d.comb += wp.addr.eq(addr_a)
+            for n, port in enumerate(self.reads):
                 rp = mem.read_port(transparent_for=())
-                m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en), port.data.eq(rp.data)]
+                shared = self.shared and n == 0
+                m.d.comb += [rp.addr.eq(addr_a if shared else port.addr),
+                             rp.en.eq(port.en & ~self.w_en.any() if shared else port.en),
+                             port.data.eq(rp.data)]
             return m
         ports = dict(i_clk=ClockSignal(), i_rst=ResetSignal(), i_w_addr=self.w_addr,
                      i_w_data=self.w_data, i_w_en=self.w_en)
@@ -128,12 +146,22 @@ def ram_verilog(ram: RAM) -> str:
               "  integer i;",
               "  // Zero contents, as the FPGA's block RAM after configuration.",
               "  initial for (i = 0; i < " + str(ram.depth) + "; i = i + 1) mem[i] = "
-              f"{w}'d0;",
-              "  always @(posedge clk) begin"]
-    # Reads first: a read returns the word before a write to it in the same cycle.
-    for n in reads:
-        lines.append(f"    if (r{n}_en) r{n}_data <= mem[r{n}_addr];")
-    lines += [f"    for (i = 0; i < {lanes}; i = i + 1)",
-              f"      if (w_en[i]) mem[w_addr][i * {g} +: {g}] <= w_data[i * {g} +: {g}];",
-              "  end", "endmodule", ""]
+              f"{w}'d0;"]
+    a = "a_addr" if ram.shared else "w_addr"
+    write = [f"for (i = 0; i < {lanes}; i = i + 1)",
+             f"  if (w_en[i]) mem[{a}][i * {g} +: {g}] <= w_data[i * {g} +: {g}];"]
+    if ram.shared:
+        # Port A writes, or reads when it writes nothing (no-change: UltraRAM has no
+        # read-first); port B reads.
+        lines += [f"  wire [{aw - 1}:0] a_addr = |w_en ? w_addr : r0_addr;",
+                  "  always @(posedge clk) begin",
+                  "    if (|w_en) begin", *[f"      {t}" for t in write],
+                  "    end else if (r0_en) r0_data <= mem[a_addr];", "  end",
+                  "  always @(posedge clk) if (r1_en) r1_data <= mem[r1_addr];"]
+    else:
+        # Reads first: a read returns the word before a write to it in the same cycle.
+        lines += ["  always @(posedge clk) begin",
+                  *[f"    if (r{n}_en) r{n}_data <= mem[r{n}_addr];" for n in reads],
+                  *[f"    {t}" for t in write], "  end"]
+    lines += ["endmodule", ""]
     return "\n".join(lines)

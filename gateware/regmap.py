@@ -262,12 +262,13 @@ class Window:
     """A memory window: ``size`` bytes at ``offset`` (both powers of two, aligned).
 
     ``words``: entries of the memory behind it; ``word_bytes``: bus bytes per entry (4, or
-    ``4 * slices`` for the wide activation words). ``sizes``: transfer sizes in bytes it
-    takes. Windows answer ERROR while the accelerator is busy, but for double buffering:
-    ``slot_bytes`` > 0 makes the window two slots of that many bytes (slot 1 from byte
-    ``slot_bytes``), and while busy a write to the slot other than the one accelerator output
-    ``active_slot`` (1 bit) names is legal (the slot the running program reads stays
-    closed)."""
+    ``4 * slices`` for the wide activation words). They map the window's first ``words *
+    word_bytes`` bytes (more than half of it); an access past them is unmapped. ``sizes``:
+    transfer sizes in bytes it takes. Windows answer ERROR while the accelerator is busy, but
+    for double buffering: ``slot_bytes`` > 0 makes the window two slots of that many bytes
+    (slot 1 from byte ``slot_bytes``), and while busy a write to the slot other than the one
+    accelerator output ``active_slot`` (1 bit) names is legal (the slot the running program
+    reads stays closed)."""
 
     name: str
     offset: int
@@ -299,15 +300,18 @@ class Window:
         if not (_is_pow2(self.size) and self.offset % self.size == 0):
             raise ValueError(f"Window {self.name}: size {self.size:#x} must be a power of two "
                              f"and offset {self.offset:#x} a multiple of it")
-        if self.words * self.word_bytes != self.size:
+        if not self.size // 2 < self.words * self.word_bytes <= self.size:
             raise ValueError(f"Window {self.name}: {self.words} words of {self.word_bytes} "
-                             f"bytes do not make {self.size:#x} bytes")
+                             f"bytes do not fill more than half of {self.size:#x} bytes")
         if not self.sizes or any(s not in (1, 2, 4) for s in self.sizes):
             raise ValueError(f"Window {self.name}: transfer sizes must be among 1, 2, 4")
 
     @property
     def end(self) -> int:
-        return self.offset + self.size
+        """End of the mapped bytes: ``words * word_bytes`` from ``offset``; the rest of ``size``
+        (the weight store's, whole weight rows of a macro count that is not a power of two) is
+        unmapped."""
+        return self.offset + self.words * self.word_bytes
 
 
 @dataclass(frozen=True)
@@ -404,8 +408,8 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("WRITE_ROWS", 16, 16, "weight rows per macro write beat", c.write_rows)),
         word("CFG_PROG_WORDS", 0x014, "Layer-program memory depth", "WORDS",
              "32-bit words", c.prog_words),
-        word("CFG_WEIGHT_WORDS", 0x018, "Weight memory depth", "WORDS", "32-bit words",
-             c.weight_words),
+        word("CFG_WEIGHT_WORDS", 0x018, "Weight store depth (whole weight rows)", "WORDS",
+             "32-bit words", c.weight_store_words),
         word("CFG_PARAM_WORDS", 0x01C, "Parameter memory depth", "WORDS", "32-bit words",
              c.param_words),
         word("CFG_BANK_WORDS", 0x020, "Activation buffer bank depth", "WORDS",
@@ -523,12 +527,14 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
          "Activation buffer: word w (bank * BANK_WORDS + offset), slice s at byte "
          "(w * ACT_SLICES + s) * 4", {}),
         *image,
-        ("WEIGHT", Access.WO, (4,), config.weight_words, 4,
-         "Weight image (compiler weight packing)", {}),
+        ("WEIGHT", Access.WO, (4,), config.weight_store_words, 4,
+         "Weight image (compiler weight packing): image tile n is macro n mod MACROS's tile "
+         "of weight row n div MACROS",
+         {}),
     )
     windows, cursor = [], REG_BLOCK
     for name, access, sizes, words, word_bytes, desc, extra in specs:
-        size = words * word_bytes
+        size = 1 << ceil_log2(words * word_bytes)
         offset = -(-cursor // size) * size
         windows.append(Window(name, offset, size, access, sizes, words, word_bytes, desc,
                               **extra))

@@ -352,8 +352,11 @@ def strip_zero_init(verilog: str) -> str:
 class Memory:
     """A RAM with one write port (``granularity`` bits per write enable) and ``reads``
     synchronous read ports, ``depth`` words of ``width`` bits: on an FPGA, whose block RAMs
-    have two ports, ``reads`` copies of a one-read-port RAM. ``module``/``name``: where it is
-    in the design (for the report)."""
+    have two ports, :attr:`copies` copies of a one-read-port RAM, or, when ``shared`` (a read
+    port has the write port's address: port A of a true-dual-port RAM), of a RAM whose port A
+    writes and reads and port B reads. ``uram``: the design asks for UltraRAM (Vivado's
+    ``ram_style = "ultra"``), so the estimate allows it. ``module``/``name``: where it is in
+    the design (for the report)."""
 
     module: str
     name: str
@@ -361,14 +364,23 @@ class Memory:
     depth: int
     reads: int
     granularity: int
+    shared: bool = False
+    uram: bool = False
+
+    @property
+    def copies(self) -> int:
+        return max(1, self.reads - self.shared)
 
     def key(self, *, uram: bool = False) -> str:
-        return f"mem_{self.width}x{self.depth}_g{self.granularity}" + ("_uram" if uram else "")
+        return (f"mem_{self.width}x{self.depth}_g{self.granularity}" + ("_tdp" if self.shared
+                                                                        else "")
+                + ("_uram" if uram else ""))
 
     def copy_rtlil(self, name: str) -> str:
-        """RTLIL of module ``name``: one copy of this memory (one read port), written directly:
-        Yosys 0.23's Verilog front end takes many minutes over the part-word writes a wide
-        RAM with narrow write lanes needs in Verilog."""
+        """RTLIL of module ``name``: one copy of this memory (one read port, and one more on
+        the write port's address when ``shared``), written directly: Yosys 0.23's Verilog
+        front end takes many minutes over the part-word writes a wide RAM with narrow write
+        lanes needs in Verilog."""
         w, d, g = self.width, self.depth, self.granularity
         a = max(1, ceil_log2(d))        # as gateware.ram.RAM.addr_width
         lanes = w // g
@@ -395,7 +407,36 @@ class Memory:
             "    parameter \\CLK_POLARITY 1", "    connect \\ADDR \\r_addr",
             "    connect \\DATA \\r_data", "    connect \\ARST 1'0", "    connect \\SRST 1'0",
             "    connect \\EN \\r_en", "    connect \\CLK \\clk", "  end",
+            *(self._shared_read(a, w, lanes) if self.shared else []),
             "end", ""])
+
+    @staticmethod
+    def _shared_read(a: int, w: int, lanes: int) -> list[str]:
+        """A read port on the write port's address (port A of a true-dual-port RAM), enabled
+        only in cycles that write nothing (as :class:`gateware.ram.RAM` with ``shared``: so
+        UltraRAM, which has no read-first mode, takes both ports)."""
+        x = f"{w}'" + "x" * w
+        return [f"  wire width {w} output 8 \\a_data", "  wire input 9 \\a_en",
+                "  wire \\w_any", "  wire \\w_none", "  wire \\a_ren",
+                "  cell $reduce_or $w_any", "    parameter \\A_SIGNED 0",
+                f"    parameter \\A_WIDTH {lanes}", "    parameter \\Y_WIDTH 1",
+                "    connect \\A \\w_en", "    connect \\Y \\w_any", "  end",
+                "  cell $not $w_none", "    parameter \\A_SIGNED 0", "    parameter \\A_WIDTH 1",
+                "    parameter \\Y_WIDTH 1", "    connect \\A \\w_any",
+                "    connect \\Y \\w_none", "  end",
+                "  cell $and $a_ren", "    parameter \\A_SIGNED 0", "    parameter \\B_SIGNED 0",
+                "    parameter \\A_WIDTH 1", "    parameter \\B_WIDTH 1",
+                "    parameter \\Y_WIDTH 1", "    connect \\A \\a_en", "    connect \\B \\w_none",
+                "    connect \\Y \\a_ren", "  end",
+                "  cell $memrd_v2 $ra", '    parameter \\MEMID "\\\\mem"',
+                f"    parameter \\ABITS {a}", f"    parameter \\WIDTH {w}",
+                "    parameter \\TRANSPARENCY_MASK 1'0", "    parameter \\COLLISION_X_MASK 1'0",
+                f"    parameter \\ARST_VALUE {x}", f"    parameter \\SRST_VALUE {x}",
+                f"    parameter \\INIT_VALUE {x}", "    parameter \\CE_OVER_SRST 0",
+                "    parameter \\CLK_ENABLE 1", "    parameter \\CLK_POLARITY 1",
+                "    connect \\ADDR \\w_addr", "    connect \\DATA \\a_data",
+                "    connect \\ARST 1'0", "    connect \\SRST 1'0", "    connect \\EN \\a_ren",
+                "    connect \\CLK \\clk", "  end"]
 
 
 @dataclass(frozen=True)
@@ -467,13 +508,21 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
     widths: dict[tuple[str, str], int] = {}
     mems: dict[tuple[str, str], tuple[int, int]] = {}
     module = None
+    styles: dict[tuple[str, str], str] = {}
+    style = None        # a ram_style attribute on the declaration that follows
     for line in rtlil.splitlines():
         if m := re.match(r"module (\S+)", line):
             module = m.group(1)
+        elif m := re.match(r'\s*attribute \\ram_style "(\w+)"', line):
+            style = m.group(1)
+            continue
         elif m := re.match(r"\s*wire (?:width (\d+) )?(?:\w+(?: \d+)? )*(\S+)$", line):
             widths[(module, m.group(2))] = int(m.group(1) or 1)
         elif m := re.match(r"\s*memory width (\d+) (?:offset \d+ )?size (\d+) (\S+)$", line):
             mems[(module, m.group(3))] = (int(m.group(1)), int(m.group(2)))
+            styles[(module, m.group(3))] = style
+        if not line.lstrip().startswith("attribute"):
+            style = None
     # Cell blocks: "  cell $type id" ... "  end".
     cells = list(re.finditer(r"(?m)^  cell \$(memrd_v2|memwr_v2|meminit_v2) (\S+)\n(.*?)^  end\n",
                              rtlil, re.S))
@@ -487,8 +536,11 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
         memid = re.search(r'parameter \\MEMID "\\\\(.*)"', c.group(3)).group(1)
         key = (module_of(c.start()), "\\" + memid)
         if key in mems:
-            p = ports.setdefault(key, {"rd": 0, "wr": [], "cells": []})
+            p = ports.setdefault(key, {"rd": 0, "wr": [], "cells": [], "addr": []})
             p["cells"].append(c)
+            if c.group(1) != "meminit_v2":
+                p["addr"].append((c.group(1), re.search(r"connect \\ADDR (.*)",
+                                                        c.group(3)).group(1).strip()))
             if c.group(1) == "memrd_v2":
                 p["rd"] += 1
             elif c.group(1) == "memwr_v2":
@@ -503,8 +555,11 @@ def extract_memories(rtlil: str, *, min_bits: int) -> tuple[str, str, list[Memor
         w, d = mems[key]
         if w * d < min_bits or len(p["wr"]) != 1 or p["rd"] < 1:
             continue
+        # A read port on the write port's address shares its port (true dual port).
+        waddr = [a for kind, a in p["addr"] if kind == "memwr_v2"]
+        shared = any(kind == "memrd_v2" and a in waddr for kind, a in p["addr"])
         taken.append(Memory(key[0].lstrip("\\"), key[1].lstrip("\\"), w, d, p["rd"],
-                            p["wr"][0]))
+                            p["wr"][0], shared, styles.get(key) == "ultra"))
         for c in p["cells"]:
             kind = c.group(1)
             if kind == "meminit_v2":
@@ -626,10 +681,12 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
     (``synth_xilinx -flatten``); every distinct large memory of the RTLIL (``memory_bits`` or
     more, one write port), as one copy with one read port, counted once per read port (an
     FPGA's block RAMs have two ports: a memory with n read ports is n copies; synthesizing one
-    keeps Yosys 0.23's memory mapper, which runs out of memory on the 20-read-port activation
-    buffer, within bounds); and the rest, with all of those as black boxes and its hierarchy
-    kept so that every module is counted on its own. Up to ``jobs`` Yosys runs at a time.
-    Each module's resources are multiplied by its instance count, read from the synthesized
+    keeps Yosys 0.23's memory mapper, which ran out of memory on a 20-read-port activation
+    buffer, within bounds), or, for a memory with a read port on the write port's address
+    (:attr:`Memory.shared`), as one true-dual-port copy per read port but that one; alike
+    memories of one module make one row; and the rest, with all of those as black boxes and
+    its hierarchy kept so that every module is counted on its own. Up to ``jobs`` Yosys runs at
+    a time. Each module's resources are multiplied by its instance count, read from the synthesized
     hierarchy.
 
     RTLIL because Yosys 0.23's Verilog front end takes many minutes over the part-word writes
@@ -676,7 +733,7 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
             work[name] = ({"in.v": strip_zero_init(b.verilog)},
                           f"read_verilog -sv in.v; {_synth(uram=b.uram)} -flatten -top {name}; "
                           f"tee -q -o stat.json stat -json; {timing.JSON_SCRIPT}", name)
-    mem_kinds = [memory_job(mem, False) for mem in memories]
+    mem_kinds = [memory_job(mem, mem.uram) for mem in memories]
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
     stats, paths, pending = {}, {}, []
@@ -767,14 +824,23 @@ def estimate_design(rtlil: str, *, top: str, blackboxes: dict, cache: Path | Non
                                           if c not in mods and c not in boxes
                                           and not c.startswith("est_mem")}))
     for name, b in boxes.items():
-        copies = b.memory.reads if b.memory else 1
+        copies = b.memory.copies if b.memory else 1
         row(name, count.get(name, 0),
             {k: v * copies for k, v in resources(own(kinds[name])).items()}, b.note)
+    # Alike memories of one module (an activation bank's copies) make one row.
+    alike: dict[tuple, list[Memory]] = {}
     for mem, kind in zip(memories, mem_kinds):
-        row(f"{mem.module}: memory {mem.name}", count.get(mem.module, 0),
-            {k: v * mem.reads for k, v in resources(own(kind)).items()},
-            f"{mem.reads} cop{'y' if mem.reads == 1 else 'ies'} (one per read port) of "
-            f"{mem.depth} x {mem.width} bits, {mem.granularity}-bit write lanes")
+        alike.setdefault((mem.module, kind), []).append(mem)
+    for (module, kind), group in alike.items():
+        mem, n = group[0], len(group)
+        ports = ("one per read port, port A shared by the write and a read" if mem.shared
+                 else "one per read port")
+        row(f"{module}: memory {mem.name}" + (f" and {n - 1} like it" if n > 1 else ""),
+            count.get(module, 0),
+            {k: v * mem.copies * n for k, v in resources(own(kind)).items()},
+            f"{n * mem.copies} cop{'y' if n * mem.copies == 1 else 'ies'} ({ports}) of "
+            f"{mem.depth} x {mem.width} bits, {mem.granularity}-bit write lanes"
+            + (f", {mem.reads} read ports each" if n > 1 else ""))
     total = {k: sum(r["total"][k] for r in rows) for k in RESOURCES}
     return {"top": top, "modules": rows, "total": total,
             "seconds": {k: stats[k]["seconds"] for k in stats}, "cached": cached,

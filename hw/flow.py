@@ -5,7 +5,9 @@
 
 :func:`build` writes, under the output folder (``build/<board>/`` by default)::
 
-    report.json               what was built, cycles and FPS, the estimate, the Vivado status
+    report.json               what was built, cycles and FPS, the energy model, the estimate,
+                              the Vivado status
+    report.html               the same as a page with charts (hw/report_html.py)
     rtl/cim_top.v             the accelerator with its AHB-Lite slave (gateware.top.verilog)
     firmware/cim_regs.h       the C register header (gateware.regmap)
     model/                    program.bin, weights.bin, params.bin (little-endian 32-bit
@@ -43,13 +45,16 @@ from pathlib import Path
 import numpy as np
 
 from compiler import Program, compile_model, partition
+from compiler import energy as energy_model
 from compiler.cycles import network_cycles
+from compiler.partition import accel_outputs
 from contract.config import HwConfig
 from gateware.cache import emitted
 from gateware.emit import macro_module_name, ram_module_name
 from model import golden
 
 from . import estimate as est
+from . import report_html
 from .board_top import BoardTop, jtag_axi_tcl
 from .integration import (
     CIM_BASE,
@@ -159,13 +164,6 @@ def _words(path: Path, words: np.ndarray) -> None:
     np.asarray(words, dtype="<u4").tofile(path)
 
 
-def model_outputs(model: golden.IntModel) -> list[str]:
-    """Accelerator tensors the MCU reads back."""
-    accel = {n["name"] for n in model.nodes if n["where"] == "accel"}
-    return sorted({i for n in model.nodes if n["where"] != "accel" for i in n["inputs"]
-                   if i in accel})
-
-
 def write_model(program: Program, model: golden.IntModel, out: Path) -> None:
     """The compiled images and their manifest under ``out``."""
     from gateware.regmap import register_map
@@ -177,7 +175,7 @@ def write_model(program: Program, model: golden.IntModel, out: Path) -> None:
     manifest = {"model": str(model.path), "config": program.config.name,
                 "format": "little-endian 32-bit words; write word i of an image to the "
                           "window's offset + 4 * i (32-bit accesses)",
-                "images": {}, "input": program.input_name, "outputs": model_outputs(model),
+                "images": {}, "input": program.input_name, "outputs": accel_outputs(model),
                 "layers": [], "buffers": {}}
     for name, (window, words) in images.items():
         _words(out / f"{name}.bin", words)
@@ -331,6 +329,42 @@ def format_performance(perf: dict, model: str, cfg: HwConfig) -> str:
 # ----------------------------------------------------------------------------- the build
 
 
+def board_info(board: Board) -> dict:
+    """``report.json``'s ``board``."""
+    return {"name": board.name, "part": board.part, "clock_hz": board.clock_hz,
+            "placeholder_pins": board.placeholder_pins,
+            "file": str(board.path.relative_to(REPO) if board.path.is_relative_to(REPO)
+                        else board.path)}
+
+
+def figures(model: golden.IntModel, program: Program, model_path: Path, *, clock_mhz: float,
+            partition_name: str = "file", progress: Progress | None = None) -> dict:
+    """The report's keys that come from the compiled model alone (no Verilog, no Yosys):
+    ``model``, ``performance`` (:func:`performance`, with the RTL measurement when there is
+    one), ``energy`` (:func:`compiler.energy.estimate`, a model) and ``system``
+    (:func:`hw.system.system_report`). ``model`` is partitioned as ``partition_name`` says
+    and ``program`` compiled from it."""
+    def step(label):
+        return progress.step(label) if progress else contextlib.nullcontext()
+
+    config = program.config
+    out = {"model": {"path": str(model_path), "sha256": _sha(model_path),
+                     "layers": len(program.names), "partition": partition_name}}
+    with step("cycles per frame"):
+        mpath = measured_path(model_path, config, partition_name=partition_name)
+        measured, note = load_measured(mpath, config, program.names,
+                                       model_sha256=out["model"]["sha256"])
+        out["performance"] = performance(program, clock_mhz=clock_mhz, measured=measured,
+                                         note=note)
+    with step("energy model"):
+        out["energy"] = energy_model.estimate(program, accel_outputs(model))
+        if progress:
+            progress.detail(f"{out['energy']['frame_pj'] / 1e6:.3f} uJ per frame (a model)")
+    with step("system end to end (every partition)"):
+        out["system"] = system_report(model_path, config)
+    return out
+
+
 def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
           cache: Path | None, clock_mhz: float, estimate: bool = False,
           run_vivado: bool = True, progress: Progress | None = None,
@@ -345,7 +379,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
     fpga = board is not None
     if estimate and not fpga:
         raise BuildError("--estimate needs an FPGA board (its capacity), not 'sim'")
-    steps = 5 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
+    steps = 6 + 2 * fpga + bool(estimate) + (fpga and run_vivado)
     progress = progress or Progress(steps)
     out = Path(out)
     report: dict = {"generator": "build.py", "board": None, "config": dataclasses.asdict(config)}
@@ -363,20 +397,12 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
             for sub in ("rtl", "model", "firmware", "vivado", "ip"):
                 shutil.rmtree(out / sub, ignore_errors=True)
             (out / "report.json").unlink(missing_ok=True)
+            (out / "report.html").unlink(missing_ok=True)
         write_model(program, model, out / "model")
         progress.detail(f"{len(program.names)} layers, {len(program.weight_image):,} weight "
                         "words")
-    report["model"] = {"path": str(model_path), "sha256": _sha(Path(model_path)),
-                       "layers": len(program.names), "partition": partition_name}
-
-    with progress.step("cycles per frame"):
-        mpath = measured_path(model_path, config, partition_name=partition_name)
-        measured, note = load_measured(mpath, config, program.names,
-                                       model_sha256=report["model"]["sha256"])
-        perf = performance(program, clock_mhz=clock_mhz, measured=measured, note=note)
-    report["performance"] = perf
-    with progress.step("system end to end (every partition)"):
-        report["system"] = system_report(Path(model_path), config)
+    report.update(figures(model, program, Path(model_path), clock_mhz=clock_mhz,
+                          partition_name=partition_name, progress=progress))
 
     with progress.step(f"accelerator Verilog ({config.name})"):
         verilog, vinfo = accelerator_verilog(config, cache=cache)
@@ -393,10 +419,7 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
         (out / "firmware" / "cim_regs.h").write_text(render_header())
 
     if fpga:
-        report["board"] = {"name": board.name, "part": board.part, "clock_hz": board.clock_hz,
-                           "placeholder_pins": board.placeholder_pins,
-                           "file": str(board.path.relative_to(REPO)
-                                       if board.path.is_relative_to(REPO) else board.path)}
+        report["board"] = board_info(board)
         with progress.step("Vivado plan (platform)"):
             plan = vivado_plan(board, config, verilog)
             vdir = plan.extract(out / "vivado")
@@ -436,8 +459,9 @@ def build(*, board: Board | None, config: HwConfig, model_path: Path, out: Path,
     report["artifacts"] = {str(p.relative_to(out)): {"bytes": p.stat().st_size,
                                                       "sha256": _sha(p)}
                            for p in sorted(out.rglob("*"))
-                           if p.is_file() and p.name != "report.json"}
+                           if p.is_file() and p.name not in ("report.json", "report.html")}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    report_html.write(json.loads((out / "report.json").read_text()), out / "report.html")
     if fpga and report["vivado"]["ran"] and not report["vivado"]["bitstream"]:
         raise BuildError(report["vivado"]["reason"])
     return report
@@ -463,20 +487,22 @@ def run_estimate(config: HwConfig, verilog: str, *, cache: Path | None,
 
 def blackboxes(config: HwConfig, verilog: str) -> dict:
     """The modules of :data:`BLACKBOXES` as :func:`hw.estimate.estimate_design` takes them:
-    the macro as it is; the weight RAM (one write port, one read port per macro) as a
-    :class:`~hw.estimate.Memory`, mapped to UltraRAM: in block RAM alone its copies cannot
-    fit (18 x 16 Mbit for ``default`` against the XCVU13P's 94.5 Mbit)."""
-    from gateware.accelerator import weight_ram
+    the macro as it is; a weight-store bank (one write port and two read ports, one of them
+    on the write's port: one bank per two macros, :mod:`gateware.weights`) as a
+    :class:`~hw.estimate.Memory`, UltraRAM allowed (a bank's beat is as wide as the macro's
+    write port)."""
+    from gateware.weights import bank_shape
     macro, ram_name = BLACKBOXES
-    ram = weight_ram(config, module=ram_name)
-    mem = est.Memory(module=ram_name, name="mem", width=ram.width, depth=ram.depth,
-                     reads=ram.n_reads, granularity=ram.granularity)
+    width, depth = bank_shape(config)
+    mem = est.Memory(module=ram_name, name="mem", width=width, depth=depth, reads=2,
+                     granularity=32, shared=True)
     return {
         macro: est.split_module(verilog, macro)[1],
         ram_name: est.BlackBox(
             verilog=est.split_module(verilog, ram_name)[1], memory=mem, uram=True,
-            note=f"{mem.reads} copies (one per read port) of {mem.depth} x {mem.width} bits, "
-                 f"{mem.granularity}-bit write lanes, UltraRAM allowed"),
+            note=f"one bank per two macros: {mem.depth} x {mem.width} bits, a read port "
+                 f"per macro (one shared with the write: true dual port), {mem.granularity}-"
+                 f"bit write lanes, UltraRAM allowed"),
     }
 
 

@@ -22,7 +22,9 @@ from contract.arith import (
     MULT_BITS,
     RES_MULT_BITS,
     AdcModel,
+    AdcOffsets,
     act_range,
+    adc_dot,
     out_size,
     requantize,
     weight_qmax,
@@ -333,14 +335,38 @@ def conv_acc(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
 def conv_acc_adc(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcModel, *,
                  w_bits: int, a_bits: int) -> np.ndarray:
     """:func:`conv_acc` as the CIM array computes it with a partial-sum ADC (see
-    :class:`AdcModel` and its reference, :func:`contract.arith.adc_dot`), tiles summed exactly.
+    :class:`AdcModel`): one :func:`adc_dot` per row tile, tiles summed exactly.
 
-    Per (kh, kw, row tile) one float32 matrix product takes every input bit-plane (stacked
-    along the rows) against every weight bit (stacked along the columns). Every number on the
-    way is an integer below 2**24 (counts of at most ``adc.rows`` ones, weighted by the
-    weight bits' +-2**b) until the bit-planes' 2**j weighting, which is summed in float64, so
-    the result is exact; the BLAS products make this about ten times faster than ``adc_dot``.
-    """
+    With ``adc.offsets`` every tile runs on bit-columns of the device, placed as
+    :func:`tile_offsets` states. Without offsets the same rule runs as BLAS products
+    (:func:`_conv_acc_adc_blas`), which give the same integers several times faster."""
+    if adc.offsets is None:
+        return _conv_acc_adc_blas(x, w, stride, pad, adc, w_bits=w_bits, a_bits=a_bits)
+    n, c = x.shape[:2]
+    cout, _, k, _ = w.shape
+    win = _windows(x, k, stride, pad)  # (N, C, Ho, Wo, k, k)
+    ho, wo = win.shape[2:4]
+    acc = np.zeros((n, ho, wo, cout), dtype=np.int64)
+    groups = -(-c // adc.rows)
+    t = 0
+    for kh in range(k):
+        for kw in range(k):
+            xt = win[:, :, :, :, kh, kw].transpose(0, 2, 3, 1)  # (N, Ho, Wo, C)
+            for c0 in range(0, c, adc.rows):
+                off = tile_offsets(adc.offsets, t, k * k * groups, cout, w_bits)
+                acc += adc_dot(xt[..., c0:c0 + adc.rows], w[:, c0:c0 + adc.rows, kh, kw].T,
+                               w_bits=w_bits, a_bits=a_bits, adc_bits=adc.bits, offsets=off)
+                t += 1
+    return acc.transpose(0, 3, 1, 2)
+
+
+def _conv_acc_adc_blas(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcModel, *,
+                       w_bits: int, a_bits: int) -> np.ndarray:
+    """:func:`conv_acc_adc` without offsets. Per (kh, kw, row tile) one float32 matrix
+    product takes every input bit-plane (stacked along the rows) against every weight bit
+    (stacked along the columns). Every number on the way is an integer below 2**24 (counts of
+    at most ``adc.rows`` ones, weighted by the weight bits' +-2**b) until the bit-planes'
+    2**j weighting, which is summed in float64, so the result is exact."""
     n, c = x.shape[:2]
     cout, _, k, _ = w.shape
     if adc.rows << max(w_bits, 1) >= 1 << 24:
@@ -377,6 +403,25 @@ def conv_acc_adc(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcMo
                     acc += counts @ coef
     acc = np.tensordot(2.0 ** np.arange(a_bits), acc.reshape(a_bits, -1, cout), axes=1)
     return acc.astype(np.int64).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
+
+
+def tile_offsets(offsets: AdcOffsets, tile: int, tiles: int, cout: int,
+                 w_bits: int) -> np.ndarray:
+    """The offsets ``(cout, w_bits)`` of the bit-columns that compute row tile ``tile`` (of
+    ``tiles``, in the order kh, kw, channel group) of a conv with ``cout`` outputs.
+
+    The golden model's placement: output channel ``o`` runs on column ``o % cols`` of column
+    tile ``j = o // cols``, and weight tile ``(j, t)`` on macro ``(j * tiles + t) % macros``
+    (the weight image's tile order, dealt round robin). The sequencer places tiles by rounds
+    and copies (``gateware/README.md``); with independent offsets per bit-column both give
+    every tile its own draw, which is what an accuracy study needs."""
+    if offsets.w_bits != w_bits:
+        raise ValueError(f"the device's offsets are for {offsets.w_bits}-bit weights "
+                         f"(shape {offsets.values.shape}), the layer has {w_bits}-bit weights")
+    cols = offsets.cols
+    parts = [offsets.values[(j * tiles + tile) % offsets.macros, :min(cols, cout - j * cols)]
+             for j in range(-(-cout // cols))]
+    return np.concatenate(parts)
 
 
 def tensor_bits(model: IntModel, name: str) -> int:

@@ -53,10 +53,9 @@ from contract.program import (
     PARAM_WORDS,
     Descriptor,
     ErrorCode,
-    beat_words,
     check_words,
     tensor_words,
-    tile_words,
+    weight_rows,
 )
 
 __all__ = ["FAILURES", "OUTCOMES", "Expectation", "Mutator", "base_program", "expect", "walk"]
@@ -169,7 +168,6 @@ class Mutator:
         self.words = [int(w) for w in base.program_words()]
         self.count = len(base.descriptors)
         self.bits = {f.name: f.bits for f in FIELDS}
-        self.tile_cap = max(self.cfg.weight_words, beat_words(self.cfg)) // tile_words(self.cfg)
 
     def mutate(self) -> tuple[list[int], str]:
         kinds, weights = zip(*self.KINDS)
@@ -218,8 +216,8 @@ class Mutator:
             d = dataclasses.replace(d, out_bits=bits, out_signed=int(signed),
                                     relu=int(not signed))
         elif which == "weight_base":
-            d = dataclasses.replace(d, weight_base=rng.randrange(
-                max(self.tile_cap - d.weight_tiles, 0) + 1))
+            d = dataclasses.replace(d, weight_base=rng.randrange(max(
+                cfg.weight_rows - weight_rows(d.col_tiles, d.row_tiles, cfg), 0) + 1))
         elif which == "param_base":
             rec_cap = cfg.param_words // PARAM_WORDS
             d = dataclasses.replace(d, param_base=cfg.cols * rng.randrange(

@@ -284,6 +284,6 @@ class Harness(wiring.Component):
 
 def harness_verilog(*, with_dut: bool) -> str:
     """Verilog of :class:`Harness` (module ``tb_top``; the device is a separate file)."""
-    from amaranth.back import verilog
+    from gateware.emit import convert
     h = Harness(with_dut=with_dut)
-    return verilog.convert(h, name=TOP_NAME, emit_src=False)
+    return convert(h, name=TOP_NAME, emit_src=False)

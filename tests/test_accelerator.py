@@ -208,6 +208,39 @@ def test_one_pixel_layers_exact(tmp_path, width):
            preload_weights=True, max_cycles=20_000)
 
 
+def test_copies_read_their_own_banks():
+    """Copies of a layer's row tiles read the tiles in their own macros' banks (contract.
+    program): with copy 1's tiles replaced by others (as a program pointed at other weight
+    rows would have them), the RTL computes what the functional model says, which is not
+    what the unchanged image computes."""
+    cfg = get_config("tiny:macros=18")
+    model = golden.load(DIGITS)
+    xs, _, _ = data.load_dataset("digits", "test", limit=1)
+    program = compiler.compile_model(model, cfg)
+    rng = np.random.default_rng(SEED)
+    image = program.weight_image.copy()
+    tw, M = fmt.tile_words(cfg), cfg.macros
+    changed = []
+    for name, d in zip(program.names, program.descriptors):
+        if d.op != fmt.OP_CONV or fmt.copies(d, cfg) < 2:
+            continue
+        T = d.row_tiles
+        for j in range(d.col_tiles):
+            lo = ((d.weight_base + j) * M + T) * tw       # copy 1's slots of column tile j
+            image[lo:lo + T * tw] = fmt.pack_tiles(
+                rng.integers(-8, 8, size=(T, cfg.rows, cfg.cols)), cfg)
+        changed.append(name)
+    assert changed, "no layer with copies"
+    scrambled = dataclasses.replace(program, weight_image=image)
+    env = compiler.execute(scrambled, xs[0][None])
+    plain = compiler.execute(program, xs[0][None])
+    assert any((env[n] != plain[n]).any() for n in changed)
+    res = run_frame(scrambled, xs[0], preload_weights=True)
+    assert not res.status["error"], res.status
+    bad = first_mismatch(scrambled, res.memory, env)
+    assert bad is None, f"seed {SEED}: {bad}"
+
+
 def test_digits_exact():
     """The shipped digits model on a real test image (about 20 s in the simulator); every
     layer within 2 % of compiler.cycles (checked in _check)."""

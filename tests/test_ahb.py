@@ -379,6 +379,25 @@ def test_error_responses():
     run_slave(body, run_cycles=200)
 
 
+def test_weight_window_tail():
+    """With a macro count that is not a power of two, the weight store holds whole weight rows,
+    less than its window: the last mapped word takes a write, the words past it answer
+    ERROR and reach nothing."""
+    rm = register_map(get_config("tiny:macros=3"))
+    w = rm.window("WEIGHT")
+    assert w.words == 3 * 341 * 16 and w.end < w.offset + w.size
+    rng = random.Random(SEED)
+
+    async def body(ctx, s, fake):
+        ok, past, last = await ahb(ctx, s.bus, [wr(w.end - 4, 7), wr(w.end, 8),
+                                                wr(w.offset + w.size - 4, 9)], rng)
+        check(ok.ok and past.error and last.error, SEED, f"{ok.trace} {past.trace} {last.trace}")
+        check([(e[1], e[2], e[3]) for e in fake.log] == [("weight", w.words - 1, 7)], SEED,
+              f"the accelerator saw {fake.log}")
+
+    run_slave(body, regmap=rm)
+
+
 def test_address_width():
     """A slave given more address space than the map needs answers ERROR above the map
     instead of aliasing; HADDR bits above its width are the decoder's and are ignored."""

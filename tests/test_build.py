@@ -66,11 +66,11 @@ def report_of(out: Path) -> dict:
 # ----------------------------------------------------------------------------- the tree
 
 
-EXPECTED = ["report.json", "rtl/cim_top.v", "firmware/cim_regs.h", "model/program.bin",
-            "model/weights.bin", "model/params.bin", "model/program.json", "vivado/top.v",
-            "vivado/top.xdc", "vivado/top.tcl", "vivado/build_top.sh", "vivado/cim_top.v",
-            "vivado/smoke_test.tcl", "ip/cim_ahb_m4.v", "ip/cim_top.v", "ip/package_ip.tcl",
-            "ip/address_map.md"]
+EXPECTED = ["report.json", "report.html", "rtl/cim_top.v", "firmware/cim_regs.h",
+            "model/program.bin", "model/weights.bin", "model/params.bin", "model/program.json",
+            "vivado/top.v", "vivado/top.xdc", "vivado/top.tcl", "vivado/build_top.sh",
+            "vivado/cim_top.v", "vivado/smoke_test.tcl", "ip/cim_ahb_m4.v", "ip/cim_top.v",
+            "ip/package_ip.tcl", "ip/address_map.md"]
 
 
 def test_every_artifact(tiny_build):
@@ -80,13 +80,13 @@ def test_every_artifact(tiny_build):
     report = report_of(out)
     listed = set(report["artifacts"])
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*")
-               if p.is_file() and p.name != "report.json"}
+               if p.is_file() and p.name not in ("report.json", "report.html")}
     assert listed == on_disk
     for rel, info in report["artifacts"].items():
         assert info["sha256"] == flow._sha(out / rel)
         assert info["bytes"] == (out / rel).stat().st_size
     # The progress display and the table.
-    assert "[1/7] compile the model" in proc.stderr
+    assert "[1/8] compile the model" in proc.stderr
     assert "total per frame" in proc.stdout and "FPS at 10 MHz" in proc.stdout
 
 
@@ -489,6 +489,63 @@ def test_memory_extraction():
     assert rest.count("cell \\est_memrd_16_12 ") == 3 and "module est_memwr_16_12" in stubs
     # Below the threshold nothing is taken.
     assert estimate.extract_memories(il, min_bits=1 << 17)[2] == []
+
+
+class TwoPorts(wiring.Component):
+    """Two 64 Kbit memories with 4-bit write lanes and two read ports each: one with both
+    read ports apart from the write's address, one whose first read port is on the write
+    port's address (the activation buffer's true-dual-port copies)."""
+
+    a: In(12)
+    q: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        q = 0
+        for name, shared in (("apart", False), ("tdp", True)):
+            m.submodules[name] = mem = Memory(shape=16, depth=4096, init=[])
+            w = mem.write_port(granularity=4)
+            m.d.comb += [w.addr.eq(self.a), w.data.eq(Cat(self.a, self.a[:4])),
+                         w.en.eq(self.a[:4])]
+            for i in range(2):
+                r = mem.read_port(transparent_for=())
+                m.d.comb += r.addr.eq(self.a if shared and i == 0 else self.a + i + 1)
+                q = q ^ r.data
+        m.d.comb += self.q.eq(q)
+        return m
+
+
+def test_shared_port_memory(tmp_path):
+    """A read port on the write port's address shares the RAM's port A: one copy serves two
+    read ports, as many block RAMs as one read port of the memory apart."""
+    il = estimate.strip_zero_meminit(rtlil.convert(TwoPorts(), name="top"))
+    mems = {m.name: m for m in estimate.extract_memories(il, min_bits=1 << 16)[2]}
+    assert (mems["apart"].shared, mems["apart"].copies) == (False, 2)
+    assert (mems["tdp"].shared, mems["tdp"].copies, mems["tdp"].reads) == (True, 1, 2)
+    if estimate.find_yosys() is None:
+        pytest.skip("no yosys")
+    est = estimate.estimate_design(il, top="top", blackboxes={}, cache=tmp_path)
+    rows = {r["name"]: r for r in est["modules"]}
+    apart, tdp = rows["top: memory apart"], rows["top: memory tdp"]
+    assert "2 copies (one per read port)" in apart["note"]
+    assert "1 copy (one per read port, port A shared" in tdp["note"]
+    assert tdp["total"]["bram36"] > 0 and 2 * tdp["total"]["bram36"] == apart["total"]["bram36"]
+
+
+def test_activation_banks_split_memory_kinds():
+    """The activation buffer's bank 0 asks for UltraRAM (byte-wide write enables), bank 1 for
+    block RAM; the estimate reads the attribute and allows UltraRAM for bank 0 only. Lanes
+    narrower than a byte keep block RAM for both."""
+    from gateware.actbuf import ActivationBuffer
+    for lanes, want in ((2, {"bank0": True, "bank1": False}), (1, {"bank0": False,
+                                                                   "bank1": False})):
+        act = ActivationBuffer(depth=4096, rows=8, a_bits=4, read_ports=3, write_lanes=lanes)
+        il = estimate.strip_zero_meminit(rtlil.convert(act, name="act"))
+        mems = estimate.extract_memories(il, min_bits=1 << 16)[2]
+        assert len(mems) == 2 * act.copies() == 4
+        assert all(m.shared and m.reads == 2 for m in mems)
+        assert {m.name: m.uram for m in mems} == {f"{b}_copy{c}": want[b]
+                                                  for b in want for c in range(2)}
 
 
 def test_hierarchical_estimate(tmp_path):

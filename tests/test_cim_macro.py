@@ -54,12 +54,13 @@ def corner_tiles(rows, cols, w_bits, a_bits):
 # ----------------------------------------------------------------------------- harness
 
 
-def run_macro(dut, tiles, rng, *, idle=0.3, stall=0.3, seed=None):
+def run_macro(dut, tiles, rng, *, idle=0.3, stall=0.3, seed=None, planes=None):
     """Drive ``tiles`` (a list of (weights, vectors)) through ``dut`` with random idle
     cycles on both input ports and random backpressure on the output; return the results
     in order. Each vector goes with as few bit-planes as its largest element needs (at
-    least one), most significant first. With ``double_buffer`` the next tile's weights
-    are written while the current tile computes; without, only while nothing is in flight.
+    least one), or with ``planes`` planes when given, most significant first. With
+    ``double_buffer`` the next tile's weights are written while the current tile computes;
+    without, only while nothing is in flight.
     """
     rows, cols, w_bits = dut.rows, dut.cols, dut.w_bits
     wr = dut.write_rows
@@ -80,7 +81,7 @@ def run_macro(dut, tiles, rng, *, idle=0.3, stall=0.3, seed=None):
     def input_beats(x, commit):
         beats = []
         for v, vec in enumerate(x):
-            n = max(1, int(vec.max()).bit_length())
+            n = planes or max(1, int(vec.max()).bit_length())
             for j in reversed(range(n)):
                 plane = int(sum(((int(a) >> j) & 1) << r for r, a in enumerate(vec)))
                 beats.append((plane, j == 0, commit and v == 0 and j == n - 1))

@@ -83,13 +83,16 @@ def test_compiled_descriptors_round_trip(resnet):
     assert c2.has_residual and c2.res_base == sc.out_base and c2.res_signed and c2.res_bits == 8
     assert (c2.row_tiles, c2.col_tiles, c2.weight_tiles) == (18, 2, 36)
     assert d["layer3_1_conv2"].last and not c2.last
-    # Tiles and parameter records follow one another.
-    ds = prog.descriptors
-    for a, b in zip(ds, ds[1:]):
-        assert b.weight_base == a.weight_base + a.weight_tiles
-        assert b.param_base == a.param_base + a.col_tiles * prog.config.cols
-    assert len(prog.weight_image) == (ds[-1].weight_base + ds[-1].weight_tiles) \
-        * fmt.tile_words(prog.config)
+    # Weight rows (J * ceil(T / M) of M tiles) and parameter records follow one another.
+    ds, cfg = prog.descriptors, prog.config
+    rows = [fmt.weight_rows(d.col_tiles, d.row_tiles, cfg) for d in ds]
+    assert rows[:2] == [1, 1] and cfg.macros == 18
+    assert rows[ds.index(c2)] == 2 and rows[ds.index(d["layer3_1_conv2"])] == 4 * 2
+    for a, b, n in zip(ds, ds[1:], rows):
+        assert b.weight_base == a.weight_base + n
+        assert b.param_base == a.param_base + a.col_tiles * cfg.cols
+    assert len(prog.weight_image) == (ds[-1].weight_base + rows[-1]) * cfg.macros \
+        * fmt.tile_words(cfg)
 
 
 # ----------------------------------------------------------------------------- packing
@@ -263,7 +266,12 @@ def test_compile_errors(digits, case, match):
 
 def test_memory_capacity(digits):
     small = dataclasses.replace(CONFIGS["tiny"], name="small", weight_words=1024)
-    with pytest.raises(CompileError, match="weight image takes 4032 words.*weight_words=1024"):
+    with pytest.raises(CompileError, match="weight image takes 4096 words.*weight_words=1024;"):
+        compiler.compile_model(digits, small)
+    # Three macros: 1024 words are 21 rows of three 16-word tiles, 1008 words.
+    small = dataclasses.replace(small, macros=3)
+    assert small.weight_store_words == 1008
+    with pytest.raises(CompileError, match=r"weight_words=1024, 1008 words in whole weight rows"):
         compiler.compile_model(digits, small)
 
 
@@ -364,8 +372,8 @@ def test_cycle_model_by_hand(resnet):
     wc = 64 // 4
     c = by_name["layer1_0_conv1"]       # 9 tiles on 18 macros: 2 copies take turns, 32 slots
     assert (c.rounds, c.copies, c.slots, c.compute) == (1, 2, 32, 128)
-    # Fetch, hand-over and 18 tiles handed out two per cycle, then one load.
-    first_issue = 10 + 5 + (18 - 1) // 2 + wc + 1
+    # Fetch and check, hand-over and 18 tiles handed out two per cycle, then one load.
+    first_issue = 10 + 4 + 5 + (18 - 1) // 2 + wc + 1
     assert c.cycles == first_issue + 31 * 4 + 1 * 1 + 4 + drain
     # The next layer's tiles load behind this layer's only round: the next layer starts at
     # once (check, set-up, switch).

@@ -80,7 +80,7 @@ def test_map_is_consistent(name):
                                                                           cfg.a_bits)
     assert value["CFG_MACROS", "MACROS"] == cfg.macros
     assert value["CFG_BITS", "ACC_WIDTH"] == cfg.acc_width
-    assert value["CFG_WEIGHT_WORDS", "WORDS"] == cfg.weight_words
+    assert value["CFG_WEIGHT_WORDS", "WORDS"] == cfg.weight_store_words
     assert value["CFG_LAYOUT", "DESC_WORDS"] == DESC_WORDS
     assert value["CFG_LAYOUT", "PARAM_WORDS"] == PARAM_WORDS
     assert rm.window("ACT").words == 2 * cfg.bank_words

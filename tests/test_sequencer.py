@@ -15,6 +15,7 @@ from contract import program as fmt
 from contract.arith import MAX_SHIFT
 from contract.config import HwConfig, get_config
 from contract.program import DESC_WORDS, PARAM_WORDS, Descriptor, check_descriptor
+from contract.timing import CHECK_LATENCY
 from gateware.cim_macro import CIMMacro
 from gateware.datapath import Datapath
 from gateware.sequencer import (
@@ -177,13 +178,12 @@ def run_fetcher(cfg, program, rng, *, prog_words=64):
 def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
     """The fetcher on program memory ``words``: (cycle, descriptor, code) of every offer taken,
     under random backpressure."""
-    tile_cap = cfg.weight_words // (cfg.write_cycles * fmt.beat_words(cfg))
     rec_cap = cfg.param_words // PARAM_WORDS
     dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
                   w_bits=cfg.w_bits, planes=cfg.planes_max,
                   bank_words=cfg.bank_words, max_size=cfg.max_size,
-                  max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, tile_cap=tile_cap,
-                  rec_cap=rec_cap, image_channels=cfg.image_channels,
+                  max_groups=cfg.max_groups, max_pixels=cfg.max_pixels, macros=cfg.macros,
+                  weight_rows=cfg.weight_rows, rec_cap=rec_cap, image_channels=cfg.image_channels,
                   image_size=cfg.image_size, im2col_kernel=cfg.im2col_kernel)
     words = list(words)[:prog_words]
     words += [0] * (prog_words - len(words))
@@ -206,7 +206,7 @@ def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
             ctx.set(dut.prog.data, words[addr] if addr < prog_words else 0)
 
     simulate(dut, bench)
-    return got, (tile_cap, rec_cap)
+    return got, (cfg.weight_rows, rec_cap)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,8 @@ def test_fetcher_compiled_program(digits_program):
 
 def test_fetcher_first_offer():
     """With the consumer always ready, the first descriptor is offered (and taken)
-    DESC_WORDS + 2 cycles after go: compiler.cycles.FIRST_READY's fetch."""
+    DESC_WORDS + 2 + CHECK_LATENCY cycles after go: compiler.cycles.FIRST_READY's fetch and
+    check."""
     d = make_desc(np.random.default_rng(SEED), TINY, last=1)
 
     class Always:
@@ -233,8 +234,9 @@ def test_fetcher_first_offer():
             return 0.0
 
     got, _ = run_fetcher(TINY, [d], Always())
-    assert [(n, x) for n, x, _ in got] == [(DESC_WORDS + 2, d)], f"seed {SEED}: {got}"
-    assert DESC_WORDS + 2 == cycles.FIRST_READY - 3
+    first = DESC_WORDS + 2 + CHECK_LATENCY
+    assert [(n, x) for n, x, _ in got] == [(first, d)], f"seed {SEED}: {got}"
+    assert first == cycles.FIRST_READY - 3 == cycles.FIRST_DESC
 
 
 @pytest.mark.parametrize("cfg", ["tiny", "odd"])
@@ -336,31 +338,34 @@ def test_fetcher_runs_off_the_program():
 # ----------------------------------------------------------------------------- loader
 
 
-def tile_fields(d, cfg, j, t):
-    """(beat address, kh, kw, window offset) of row tile t of column tile j: the compiler's
-    tile order (t = (kh * k + kw) * G + cg; layer tile j * T + t at weight_base) and address
-    formula (word ((y * W + x) * G + cg) * S, relative to the window's corner)."""
+def tile_fields(d, cfg, row, t):
+    """(beat address, kh, kw, window offset, shift) of row tile t in weight row ``row`` of the
+    layer: the bank address of the row (contract.program: every macro of a round reads the
+    round's row of its own bank), the compiler's tile order (t = (kh * k + kw) * G + cg) and
+    address formula (word ((y * W + x) * G + cg) * S, relative to the window's corner)."""
     k, G, W = d.kernel, d.in_groups, d.in_width
     sw, rest = divmod(t, k * k * G)
     kh, rest = divmod(rest, k * G)
     kw, cg = divmod(rest, G)
     shift = fmt.slice_shifts(cfg)[sw] if fmt.weight_slices(d.w_bits, cfg) > 1 else 0
-    return ((d.weight_base + j * d.row_tiles + t) * cfg.write_cycles, kh, kw,
+    return ((d.weight_base + row) * cfg.write_cycles, kh, kw,
             ((kh * W + kw) * G + cg) * _sl(d.in_bits, cfg.a_bits), shift)
 
 
 def expected_tiles(d, cfg):
     """Per macro, the tiles it gets, in order: compiler.cycles' rounds and copies (macro i of a
-    round of ``group`` row tiles from tb holds row tile tb + i mod group)."""
+    round of ``group`` row tiles from tb holds row tile tb + i mod group), round r from the
+    layer's weight row r."""
     M = cfg.macros
-    cp = cycles.copies(d, cfg)
+    cp = fmt.copies(d, cfg)
     rounds = cycles._rounds(d, cfg, cp)
     per_col = len(rounds) // d.col_tiles
+    assert len(rounds) == fmt.weight_rows(d.col_tiles, d.row_tiles, cfg)
     out = [[] for _ in range(M)]
     for r, (macros, _) in enumerate(rounds):
-        j, tb = divmod(r, per_col)
+        tb = r % per_col
         for i in range(macros):
-            out[i].append(tile_fields(d, cfg, j, tb * M + i % (macros // cp)))
+            out[i].append(tile_fields(d, cfg, r, tb * M + i % (macros // cp)))
     return out
 
 
@@ -530,7 +535,7 @@ def expected_rounds(d, cfg):
     """Per round: (macros, group, length, [(cycle of the slot, group g, pixel)]) from
     compiler.cycles: copies, rounds, slot length L, group g at g * sp of its slot."""
     ab, pl = cfg.a_bits, fmt.planes(d, cfg)
-    cp = cycles.copies(d, cfg)
+    cp = fmt.copies(d, cfg)
     sp = max(_sl(d.out_bits, ab), _sl(d.res_bits, ab) if d.has_residual else 0)
     P = d.out_height * d.out_width
     out = []
@@ -877,3 +882,64 @@ def test_writer(cfg, out_bits):
                                                  d.out_width), out_bits,
                                 bool(d.out_signed), ab)[0].reshape(-1, P)
     assert (back == y[:d.out_channels]).all(), f"seed {SEED}: out_bits {out_bits}"
+
+
+# ----------------------------------------------------------------------------- pooler
+
+
+@pytest.mark.parametrize("k,s,p,groups,size", [(3, 2, 1, 1, 7), (2, 2, 0, 3, 6),
+                                               (3, 1, 1, 2, 5), (5, 2, 2, 2, 6),
+                                               (7, 1, 3, 1, 4)])
+def test_pooler_windows(k, s, p, groups, size):
+    """The pooler alone on random buffer words: every output word is the lane-wise maximum
+    of its window's words (padding reads zero), at the compiler's address, in
+    ``1 + P * G * k * k`` reads from start (its addresses kept by additions)."""
+    from gateware.sequencer.pooler import Pooler
+    rng = np.random.default_rng(SEED)
+    R, ab, baw = 4, 4, 8
+    ho = wo = (size + 2 * p - k) // s + 1
+    base, out_base = 3, (1 << baw) + 5           # input in bank 0, output in bank 1
+    mem = rng.integers(0, 1 << (R * ab), size=2 << baw)
+    d = Descriptor(**{**{f.name: 0 for f in fmt.FIELDS}, "kernel": k, "stride": s,
+                      "padding": p, "op": fmt.OP_MAXPOOL, "in_height": size,
+                      "in_width": size, "in_groups": groups, "out_height": ho,
+                      "out_width": wo, "out_groups": groups, "in_base": base,
+                      "out_base": out_base, "in_bits": ab, "out_bits": ab, "relu": 1})
+    dut = Pooler(rows=R, a_bits=ab, addr_width=baw)
+    writes, cycles_ = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.desc.as_value(), desc_int(d))
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        data = 0
+        for n in range(1, 4000):
+            if ctx.get(dut.write.valid):
+                writes.append((ctx.get(dut.write.payload.addr), ctx.get(dut.bank),
+                               ctx.get(dut.write.payload.word.as_value())))
+            if ctx.get(dut.done):
+                cycles_.append(n)
+                break
+            en, addr, pad = (ctx.get(dut.act.en), ctx.get(dut.act.addr), ctx.get(dut.act.pad))
+            if en:
+                data = 0 if pad else int(mem[addr])
+            await ctx.tick()
+            ctx.set(dut.act.data.as_value(), data)
+
+    simulate(dut, bench)
+    want = []
+    for oy in range(ho):
+        for ox in range(wo):
+            for g in range(groups):
+                lanes = np.zeros(R, np.int64)
+                for kh in range(k):
+                    for kw in range(k):
+                        y, x = oy * s - p + kh, ox * s - p + kw
+                        if 0 <= y < size and 0 <= x < size:
+                            word = int(mem[base + (y * size + x) * groups + g])
+                            lanes = np.maximum(lanes, [(word >> (i * ab)) & 15 for i in range(R)])
+                addr = (out_base & ((1 << baw) - 1)) + (oy * wo + ox) * groups + g
+                want.append((addr, 1, sum(int(v) << (i * ab) for i, v in enumerate(lanes))))
+    assert writes == want, f"seed {SEED}"
+    assert cycles_ == [1 + ho * wo * groups * k * k + 1], cycles_

@@ -54,7 +54,8 @@ typedef struct {
     uint32_t hw_acc_width;          /*  52: datapath accumulator bits */
     uint32_t hw_bank_words;         /*  56: words per activation-buffer bank */
     uint32_t hw_prog_words;         /*  60: layer-program memory words */
-    uint32_t hw_weight_words;       /*  64: weight memory words */
+    uint32_t hw_weight_words;       /*  64: weight store words (whole weight rows,
+                                            HwConfig.weight_store_words) */
     uint32_t hw_param_words;        /*  68: parameter memory words */
     uint32_t hw_max_size;           /*  72: largest layer input height or width */
     uint32_t hw_max_groups;         /*  76: largest input channel-group count */

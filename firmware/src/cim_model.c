@@ -409,7 +409,8 @@ static int header_ok(const cim_blob_header_t *h)
     return is_pow2(h->hw_rows) && h->hw_rows <= 1024u && h->hw_cols >= 1u
            && h->hw_cols <= 1024u && is_pow2(h->hw_write_rows) && h->hw_write_rows <= h->hw_rows
            && is_pow2(h->hw_a_bits) && h->hw_a_bits <= 8u && is_pow2(h->hw_w_bits)
-           && h->hw_w_bits <= 8u && h->hw_bank_words >= 1u && h->classes >= 1u
+           && h->hw_w_bits <= 8u && h->hw_macros >= 1u && h->hw_macros <= 256u
+           && h->hw_bank_words >= 1u && h->classes >= 1u
            && h->hw_desc_words == CIM_DESC_WORDS && h->hw_param_record_words == CIM_PARAM_WORDS
            && image >= 1u && h->pixel_max >= 1u && h->pixel_max <= 255u
            && h->partition >= CIM_PARTITION_ACCEL && h->partition <= CIM_PARTITION_WHOLE
@@ -490,7 +491,7 @@ static uint64_t slices(const cim_blob_header_t *h, uint32_t bits)
 
 /* The layer program against the header and the OFFLOAD op: a whole number of descriptors,
  * `last` on the final one only, weight_words and param_words exactly what the descriptors
- * address, every tensor a layer reads or writes inside the activation buffer, and the
+ * address (weight rows of hw_macros tiles), every tensor a layer reads or writes inside the activation buffer, and the
  * OFFLOAD's tensors those of the first layer's input and of a layer's output. For a
  * CLASSIFY op (the WHOLE partition): the first layer the im2col of its image, the last the
  * raw classifier layer of its classes. */
@@ -519,7 +520,10 @@ static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
                 && DESC(d, RES_BASE) + pixels * DESC(d, OUT_GROUPS)
                                            * slices(h, DESC(d, RES_BITS)) > act))
             return 0;
-        uint64_t t = (uint64_t)DESC(d, WEIGHT_BASE) + DESC(d, WEIGHT_TILES);
+        /* Weight rows of hw_macros tiles: col_tiles * ceil(row_tiles / hw_macros). */
+        uint64_t t = (uint64_t)DESC(d, WEIGHT_BASE)
+                     + (uint64_t)DESC(d, COL_TILES)
+                           * ((DESC(d, ROW_TILES) + (uint64_t)h->hw_macros - 1u) / h->hw_macros);
         uint64_t r = (uint64_t)DESC(d, PARAM_BASE) + (uint64_t)DESC(d, COL_TILES) * h->hw_cols;
         tiles = t > tiles ? t : tiles;
         records = r > records ? r : records;
@@ -544,7 +548,7 @@ static int program_ok(const cim_model_t *m, const cim_blob_op_t *offload)
     }
     uint64_t beat = ((uint64_t)h->hw_write_rows * h->hw_cols * h->hw_w_bits + 31u) / 32u;
     uint64_t tile_words = (uint64_t)(h->hw_rows / h->hw_write_rows) * beat;
-    return output_found && h->weight_words == tiles * tile_words
+    return output_found && h->weight_words == tiles * h->hw_macros * tile_words
            && h->param_words == records * h->hw_param_record_words;
 }
 

@@ -9,6 +9,9 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from contract.timing import CHECK_LATENCY
+
+from ..divide import div_const
 from .layer import (
     DESC_WORDS,
     MAX_SHIFT,
@@ -27,13 +30,17 @@ __all__ = ["Fetcher", "check"]
 
 
 def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max_groups,
-          max_pixels, tile_cap, rec_cap, image_channels=0, image_size=4, im2col_kernel=1):
-    """The check code (a comb ``AccelError`` signal) of descriptor view ``d``: in hardware,
-    what :func:`contract.program.check_descriptor` states (op, kernel, stride, size, tiles,
-    format, channels, addresses, in that order, a max-pooling descriptor by its own rules;
-    ``tests/test_sequencer.py`` holds the two equal). ``planes``: the most bit-planes fed per
-    pixel (``HwConfig.planes_max``); ``tile_cap``: weight tiles the store holds; ``rec_cap``:
-    parameter records; ``image_channels`` (0: no image buffer, no im2col), ``image_size``,
+          max_pixels, macros, weight_rows, rec_cap, image_channels=0, image_size=4,
+          im2col_kernel=1):
+    """The check code (an ``AccelError`` signal, registered) of descriptor view ``d``: in
+    hardware, what :func:`contract.program.check_descriptor` states (op, kernel, stride,
+    size, tiles, format, channels, addresses, in that order, a max-pooling descriptor by its
+    own rules; ``tests/test_sequencer.py`` holds the two equal). Pipelined for the clock: the
+    products it needs take three register stages and the code one more, so the code is
+    ``d``'s :data:`CHECK_LATENCY` cycles after ``d`` last changed. ``planes``: the most
+    bit-planes fed per pixel (``HwConfig.planes_max``); ``macros``; ``weight_rows``: weight
+    rows the store holds (a layer takes ``J * ceil(T / macros)``); ``rec_cap``: parameter
+    records; ``image_channels`` (0: no image buffer, no im2col), ``image_size``,
     ``im2col_kernel``: the image buffer's."""
     code = Signal(AccelError)
     R, C, BW = rows, cols, bank_words
@@ -42,20 +49,31 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
     in_sl = in_slices(m, d, a_bits, name="chk_")
     pl = layer_planes(m, d, w_bits, name="chk_")
     w_max = 1 if w_bits == 1 else 2 * w_bits        # HwConfig.w_bits_max
-    # The tensors' extents (contract.program.tensor_words) and where they lie.
-    in_words, out_words, res_words = Signal(32), Signal(32), Signal(32)
-    group_pixels = Signal(32)
-    m.d.comb += [in_words.eq(d.in_height * d.in_width * d.in_groups * in_sl),
-                 group_pixels.eq(d.out_height * d.out_width * d.out_groups),
-                 out_words.eq(group_pixels * out_sl), res_words.eq(group_pixels * res_sl)]
+    k, s, p = d.kernel, d.stride, d.padding
+    H, W, G = d.in_height, d.in_width, d.in_groups
+    T, J = d.row_tiles, d.col_tiles
+
+    def reg(name, value, width):
+        q = Signal(width, name=f"chk_{name}")
+        m.d.sync += q.eq(value)
+        return q
+    # The products, one multiplier deep per stage (contract.program.tensor_words).
+    hw, pixels = reg("hw", H * W, 24), reg("pixels", d.out_height * d.out_width, 24)
+    kkg, jt = reg("kkg", k * k * G, 16), reg("jt", J * T, 24)
+    per_col = reg("per_col", div_const(T + (macros - 1), macros), 17)
+    hwg = reg("hwg", hw * G, 32)
+    group_pixels = reg("group_pixels", pixels * d.out_groups, 32)
+    rows_needed = reg("rows", J * per_col, 25)
+    in_words = reg("in_words", hwg * in_sl, 32)
+    out_words = reg("out_words", group_pixels * out_sl, 32)
+    res_words = reg("res_words", group_pixels * res_sl, 32)
+    code_q = Signal(AccelError, name="chk_code")
+    m.d.sync += code_q.eq(code)
 
     def outside(base, words):
         return (base >= 2 * BW) | (base[:baw] + words > BW)
     ho_exp = Signal(16)
     wo_exp = Signal(16)
-    k, s, p = d.kernel, d.stride, d.padding
-    H, W, G = d.in_height, d.in_width, d.in_groups
-    T, J = d.row_tiles, d.col_tiles
     m.d.comb += [ho_exp.eq(((H + 2 * p - k) >> (s == 2)) + 1),
                  wo_exp.eq(((W + 2 * p - k) >> (s == 2)) + 1)]
     pool = d.op == OP_MAXPOOL
@@ -78,18 +96,18 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
     with m.Elif((H == 0) | (W == 0) | (G == 0) | (H > size) | (W > size)
                 | (G > max_groups) | (H + 2 * p < k) | (W + 2 * p < k)
                 | (d.out_height != ho_exp) | (d.out_width != wo_exp)
-                | (d.out_height * d.out_width > max_pixels) | (d.out_groups == 0)
+                | (pixels > max_pixels) | (d.out_groups == 0)
                 | (pool & (p >= k)) | (raw & ((d.out_height != 1) | (d.out_width != 1)))):
         m.d.comb += code.eq(AccelError.SIZE)
     with m.Elif(Mux(nonconv,
                     (J != 0) | (T != 0) | (d.weight_tiles != 0) | (d.weight_base != 0)
                     | (d.param_base != 0),
                     (J == 0) | (T == 0) | (raw & (J != 1))
-                    | (T != Mux(d.w_bits > w_bits, 3 * (k * k * G), k * k * G))
-                    | (d.weight_tiles != J * T)
+                    | (T != Mux(d.w_bits > w_bits, 3 * kkg, kkg))
+                    | (d.weight_tiles != jt)
                     | (d.out_channels == 0) | (d.out_channels > J * C)
                     | (d.out_channels + C <= J * C) | (d.out_groups * R < J * C)
-                    | (d.weight_base + d.weight_tiles > tile_cap)
+                    | (d.weight_base + rows_needed > weight_rows)
                     | (d.param_base[:ceil_log2(C)] != 0)
                     | (d.param_base + J * C > rec_cap))):
         m.d.comb += code.eq(AccelError.TILES)
@@ -129,7 +147,7 @@ def check(m, d, *, rows, cols, a_bits, w_bits, planes, bank_words, max_size, max
                           | (d.has_residual & (d.res_base < d.out_base + out_words)
                              & (d.out_base < d.res_base + res_words))))):
         m.d.comb += code.eq(AccelError.ADDRESS)
-    return code
+    return code_q
 
 
 class Fetcher(wiring.Component):
@@ -137,9 +155,10 @@ class Fetcher(wiring.Component):
     on ``descriptors``; it stops after one with ``last`` or a failed check.
 
     A descriptor takes ``DESC_WORDS + 1`` cycles to read (synchronous memory: word ``w``
-    arrives while word ``w + 1`` is addressed) and is offered from the next cycle, held until
-    taken (the first: ``DESC_WORDS + 2`` cycles after ``go``); the next one is read after
-    that. With no ``last`` before the end of program memory
+    arrives while word ``w + 1`` is addressed), is checked in ``CHECK_LATENCY`` more
+    (:func:`check`, pipelined) and is offered from the next cycle, held until taken (the
+    first: ``DESC_WORDS + 2 + CHECK_LATENCY`` cycles after ``go``); the next one is read
+    after that. With no ``last`` before the end of program memory
     the fetcher offers one more, with code ``PROGRAM``.
 
     Parameters
@@ -152,7 +171,7 @@ class Fetcher(wiring.Component):
         Most bit-planes fed per pixel (``HwConfig.planes_max``).
     bank_words : int
         Words of an activation-buffer bank (for the address checks).
-    max_size, max_groups, max_pixels, tile_cap, rec_cap : int
+    max_size, max_groups, max_pixels, macros, weight_rows, rec_cap : int
         Limits of the checks (:func:`check`).
     image_channels, image_size, im2col_kernel : int
         The image buffer's (``HwConfig``; ``image_channels`` 0: none).
@@ -170,7 +189,8 @@ class Fetcher(wiring.Component):
 
     def __init__(self, *, prog_words: int, rows: int, cols: int, a_bits: int, w_bits: int,
                  planes: int, bank_words: int, max_size: int, max_groups: int,
-                 max_pixels: int, tile_cap: int, rec_cap: int, image_channels: int = 0,
+                 max_pixels: int, macros: int, weight_rows: int, rec_cap: int,
+                 image_channels: int = 0,
                  image_size: int = 4, im2col_kernel: int = 1):
         if not isinstance(prog_words, int) or prog_words < DESC_WORDS:
             raise ValueError(f"Program words must be an integer of at least {DESC_WORDS}, "
@@ -179,7 +199,8 @@ class Fetcher(wiring.Component):
         self.limits = dict(rows=rows, cols=cols, a_bits=a_bits, w_bits=w_bits, planes=planes,
                            bank_words=bank_words,
                            max_size=max_size, max_groups=max_groups,
-                           max_pixels=max_pixels, tile_cap=tile_cap, rec_cap=rec_cap,
+                           max_pixels=max_pixels, macros=macros, weight_rows=weight_rows,
+                           rec_cap=rec_cap,
                            image_channels=image_channels, image_size=image_size,
                            im2col_kernel=im2col_kernel)
         super().__init__({
@@ -201,13 +222,18 @@ class Fetcher(wiring.Component):
         m.d.comb += [self.prog.addr.eq(idx + cnt), out.valid.eq(full),
                      out.payload.desc.eq(desc),
                      out.payload.code.eq(Mux(err, AccelError.PROGRAM, code))]
+        settle = Signal(range(CHECK_LATENCY + 1))     # cycles until the check's code is
         with m.If(busy):
             m.d.sync += cnt.eq(cnt + 1)
             for w in range(DESC_WORDS):
                 with m.If(cnt == w + 1):
                     m.d.sync += desc.as_value().word_select(w, 32).eq(self.prog.data)
             with m.If(cnt == DESC_WORDS):
-                m.d.sync += [busy.eq(0), full.eq(1)]
+                m.d.sync += [busy.eq(0), settle.eq(CHECK_LATENCY)]
+        with m.If(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
+            with m.If(settle == 1):
+                m.d.sync += full.eq(1)
         with m.If(out.valid & out.ready):
             m.d.sync += full.eq(0)
             # After a last or a failed descriptor the program ends: fetch nothing more.
@@ -217,5 +243,5 @@ class Fetcher(wiring.Component):
                 with m.Else():
                     m.d.sync += [idx.eq(idx + DESC_WORDS), cnt.eq(0), busy.eq(1)]
         with m.If(self.go):
-            m.d.sync += [idx.eq(0), cnt.eq(0), busy.eq(1), full.eq(0), err.eq(0)]
+            m.d.sync += [idx.eq(0), cnt.eq(0), busy.eq(1), full.eq(0), err.eq(0), settle.eq(0)]
         return m

@@ -87,7 +87,8 @@ def desc_layout() -> data.StructLayout:
 
 
 def tile_layout(*, addr_width: int) -> data.StructLayout:
-    """A weight tile handed to a macro: the weight-store ``addr`` of its first beat and its
+    """A weight tile handed to a macro: ``addr``, its first beat in the macro's weight-store bank,
+    and its
     tap ``(kh, kw)`` with ``off``, the word offset of the tap in the input window
     (``((kh * W + kw) * G + cg) * S``, ``S`` the input's slice words), and ``shift``, the
     bit-planes its input is shifted by (its weight slice's, :func:`contract.program.
@@ -126,7 +127,7 @@ def layer_planes(m, desc, w_bits: int, name: str = ""):
 
 
 def copies(m, desc, sp, pl, *, planes: int, macros: int, name: str = ""):
-    """Copies of the row tiles (comb signal; :func:`compiler.cycles.copies`): as many as fit the
+    """Copies of the row tiles (comb signal; :func:`contract.program.copies`): as many as fit the
     macros, the pixels, and the output (and residual) ports, which take ``sp`` cycles per
     pixel against ``pl`` (:func:`layer_planes`, at most ``planes``) per slot."""
     c_ = Signal(range(planes + 1), name=f"{name}copies")

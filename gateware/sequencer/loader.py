@@ -58,7 +58,8 @@ def step(m, st, *, tiles, groups, kernel, row_words, group_words):
 class WeightLoader(wiring.Component):
     """Takes each checked descriptor from the fetcher, walks the layer's rounds (column tile
     ``j``, first row tile ``tb`` of the round, copies) and pushes every macro of a round its
-    tile: the weight-store address of tile ``j * T + t`` of the layer and its tap. It passes
+    tile: its tap, and the bank address of the round's weight row (every macro of a round
+    reads the same row of its own bank, :mod:`contract.program`). It passes
     every descriptor on to the issuer through a two-entry queue, failed ones and max-pooling
     ones too (without walking them: they have no tiles).
 
@@ -131,7 +132,7 @@ class WeightLoader(wiring.Component):
         wg = Signal(self.addr_width)
         gs = Signal(4)              # slice words per channel group
         wide = Signal()             # three weight slices
-        colptr = Signal(32)         # beat address of tile 0 of column tile j
+        rowptr = Signal(32)         # bank beat address of the round's weight row
         st = Signal(tap_layout(self.addr_width))
         final = Signal()            # the round holds row tile T - 1
         nact = Signal(range(M + 1))     # macros of the round
@@ -160,7 +161,7 @@ class WeightLoader(wiring.Component):
             second = i + 1 == n
             sel = st.shape()(Mux(second, st1, st))
             m.d.comb += [t.valid.eq(((i == n) & offer0) | (second & offer1)),
-                         t.payload.addr.eq(colptr + (sel.t << wsh)),
+                         t.payload.addr.eq(rowptr),
                          t.payload.kh.eq(sel.kh), t.payload.kw.eq(sel.kw),
                          t.payload.off.eq(sel.off)]
             # The weight slice's input shift (contract.program.slice_shifts).
@@ -185,18 +186,18 @@ class WeightLoader(wiring.Component):
             m.d.sync += [desc.eq(d), on.eq(1), j.eq(0), tb.eq(0), i.eq(0), cp.eq(in_cp),
                          wg.eq(d.in_width * d.in_groups * in_sl), gs.eq(in_sl),
                          wide.eq(d.w_bits > self.w_bits),
-                         colptr.eq(d.weight_base << wsh),
+                         rowptr.eq(d.weight_base << wsh),
                          st.eq(0)]
         with m.Elif(push0):
             n_i = i + 1 + push1
             m.d.sync += [i.eq(n_i), st.eq(Mux(push1, st2, st1))]
             with m.If(n_i == nact):
-                m.d.sync += i.eq(0)
+                # Each round is the next weight row (contract.program: banks and rows).
+                m.d.sync += [i.eq(0), rowptr.eq(rowptr + self.write_cycles)]
                 with m.If(~final):
                     m.d.sync += tb.eq(tb + M)
                 with m.Else():
-                    m.d.sync += [tb.eq(0), j.eq(j + 1), colptr.eq(colptr + (T << wsh)),
-                                 st.eq(0)]
+                    m.d.sync += [tb.eq(0), j.eq(j + 1), st.eq(0)]
                     with m.If(j + 1 == desc.col_tiles):
                         m.d.sync += on.eq(0)
         with m.If(self.go):
