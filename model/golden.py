@@ -338,10 +338,7 @@ def conv_acc_adc(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcMo
     :class:`AdcModel`): one :func:`adc_dot` per row tile, tiles summed exactly.
 
     With ``adc.offsets`` every tile runs on bit-columns of the device, placed as
-    :func:`tile_offsets` states. Without offsets the same rule runs as BLAS products
-    (:func:`_conv_acc_adc_blas`), which give the same integers several times faster."""
-    if adc.offsets is None:
-        return _conv_acc_adc_blas(x, w, stride, pad, adc, w_bits=w_bits, a_bits=a_bits)
+    :func:`tile_offsets` states."""
     n, c = x.shape[:2]
     cout, _, k, _ = w.shape
     win = _windows(x, k, stride, pad)  # (N, C, Ho, Wo, k, k)
@@ -353,56 +350,13 @@ def conv_acc_adc(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcMo
         for kw in range(k):
             xt = win[:, :, :, :, kh, kw].transpose(0, 2, 3, 1)  # (N, Ho, Wo, C)
             for c0 in range(0, c, adc.rows):
-                off = tile_offsets(adc.offsets, t, k * k * groups, cout, w_bits)
+                off = None
+                if adc.offsets is not None:
+                    off = tile_offsets(adc.offsets, t, k * k * groups, cout, w_bits)
                 acc += adc_dot(xt[..., c0:c0 + adc.rows], w[:, c0:c0 + adc.rows, kh, kw].T,
                                w_bits=w_bits, a_bits=a_bits, adc_bits=adc.bits, offsets=off)
                 t += 1
     return acc.transpose(0, 3, 1, 2)
-
-
-def _conv_acc_adc_blas(x: np.ndarray, w: np.ndarray, stride: int, pad: int, adc: AdcModel, *,
-                       w_bits: int, a_bits: int) -> np.ndarray:
-    """:func:`conv_acc_adc` without offsets. Per (kh, kw, row tile) one float32 matrix
-    product takes every input bit-plane (stacked along the rows) against every weight bit
-    (stacked along the columns). Every number on the way is an integer below 2**24 (counts of
-    at most ``adc.rows`` ones, weighted by the weight bits' +-2**b) until the bit-planes'
-    2**j weighting, which is summed in float64, so the result is exact."""
-    n, c = x.shape[:2]
-    cout, _, k, _ = w.shape
-    if adc.rows << max(w_bits, 1) >= 1 << 24:
-        raise ValueError(f"ADC rows {adc.rows} with {w_bits}-bit weights exceed float32's "
-                         "exact integers")
-    planes = (np.asarray(x, dtype=np.int64)[None] >> np.arange(a_bits).reshape(-1, 1, 1, 1, 1))
-    planes = (planes & 1).astype(np.float32).reshape(a_bits * n, c, *x.shape[2:])
-    win = _windows(planes, k, stride, pad)  # (A*N, C, Ho, Wo, k, k)
-    ho, wo = win.shape[2:4]
-    rows = a_bits * n * ho * wo
-    cmax = np.float32((1 << adc.bits) - 1)
-    w = np.asarray(w, dtype=np.int64)
-    if w_bits == 1:
-        # Binary weights: one count per tile (input 1 and stored +1), as in adc_dot.
-        wplanes = (w > 0)[..., None]
-    else:
-        wplanes = np.stack([(w >> b) & 1 for b in range(w_bits)], axis=-1)  # (Cout,C,k,k,wb)
-        coef = np.array([1 << b for b in range(w_bits - 1)] + [-(1 << (w_bits - 1))],
-                        dtype=np.float32)
-    nb = wplanes.shape[-1]
-    acc = np.zeros((rows, cout), dtype=np.float64)
-    for kh in range(k):
-        for kw in range(k):
-            xt = np.ascontiguousarray(win[:, :, :, :, kh, kw].transpose(0, 2, 3, 1))
-            xt = xt.reshape(rows, c)
-            for c0 in range(0, c, adc.rows):
-                xs = xt[:, c0:c0 + adc.rows]
-                ws = wplanes[:, c0:c0 + adc.rows, kh, kw]  # (Cout, r, nb)
-                wm = ws.transpose(1, 0, 2).reshape(ws.shape[1], cout * nb).astype(np.float32)
-                counts = np.minimum(xs @ wm, cmax).reshape(rows, cout, nb)
-                if w_bits == 1:
-                    acc += 2 * counts[:, :, 0] - xs.sum(axis=1, keepdims=True)
-                else:
-                    acc += counts @ coef
-    acc = np.tensordot(2.0 ** np.arange(a_bits), acc.reshape(a_bits, -1, cout), axes=1)
-    return acc.astype(np.int64).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
 
 
 def tile_offsets(offsets: AdcOffsets, tile: int, tiles: int, cout: int,
