@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import data, golden
 
@@ -79,7 +80,10 @@ def model_inputs(model: golden.IntModel, count: int, *, dataset: str | None = No
 
 
 def evaluate(model_path: Path, dataset: str | None, data_dir: str | None,
-             limit: int | None, adc: golden.AdcModel | None = None) -> dict:
+             limit: int | None, adc: golden.AdcModel | None = None, *,
+             progress: bool = False) -> dict:
+    """Top-1 accuracy of ``model_path`` with the golden model; ``progress``: a progress bar
+    over the test images on stderr."""
     model = golden.load(model_path)
     meta = model.manifest.get("meta", {})
     dataset = dataset or meta.get("dataset")
@@ -89,7 +93,9 @@ def evaluate(model_path: Path, dataset: str | None, data_dir: str | None,
                                    seed=meta.get("seed", 0))
     x = fit_images(x, model.input_shape)
     t0 = time.time()
-    acc = golden.accuracy(model, x, y, adc=adc)
+    with tqdm(total=len(x), unit="img", desc=Path(model_path).name, disable=not progress,
+              leave=False) as bar:
+        acc = golden.accuracy(model, x, y, adc=adc, progress=bar.update)
     return dict(model=str(model_path), dataset=dataset, test_images=len(x), golden_acc=acc,
                 adc=None if adc is None else dict(rows=adc.rows, bits=adc.bits),
                 seconds=round(time.time() - t0, 2), summary=summary(model),
@@ -110,6 +116,7 @@ def main(argv=None) -> int:
                    help="model a partial-sum ADC of this many bits on the accelerator's convs")
     p.add_argument("--adc-rows", type=int, default=64,
                    help="CIM array rows per ADC partial sum (with --adc-bits; default 64)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     adc = None
     if args.adc_bits is not None:
@@ -124,7 +131,8 @@ def main(argv=None) -> int:
     results = []
     for path in paths:
         try:
-            r = evaluate(path, args.dataset, args.data_dir, args.limit, adc)
+            r = evaluate(path, args.dataset, args.data_dir, args.limit, adc,
+                         progress=not args.no_progress)
         except (golden.ModelFormatError, data.DatasetError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -441,13 +441,18 @@ def run(model: IntModel, x: np.ndarray, upto: str | None = None,
 
 
 def predict(model: IntModel, x: np.ndarray, batch: int = 500,
-            adc: AdcModel | None = None) -> np.ndarray:
-    """Class indices for ``x``."""
+            adc: AdcModel | None = None, progress=None) -> np.ndarray:
+    """Class indices for ``x``; ``progress(n)``, if given, after each batch of ``n`` images
+    (a progress bar's ``update``)."""
     out = model.manifest["output"]
-    return np.concatenate([run(model, x[i:i + batch], adc=adc)[out].argmax(1)
-                           for i in range(0, len(x), batch)])
+    classes = []
+    for i in range(0, len(x), batch):
+        classes.append(run(model, x[i:i + batch], adc=adc)[out].argmax(1))
+        if progress is not None:
+            progress(len(classes[-1]))
+    return np.concatenate(classes)
 
 
 def accuracy(model: IntModel, x: np.ndarray, y: np.ndarray, batch: int = 500,
-             adc: AdcModel | None = None) -> float:
-    return float((predict(model, x, batch, adc) == np.asarray(y)).mean())
+             adc: AdcModel | None = None, progress=None) -> float:
+    return float((predict(model, x, batch, adc, progress) == np.asarray(y)).mean())

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from contract.arith import AdcOffsets, offset_codes
 from contract.config import get_config
@@ -47,7 +48,7 @@ def parse_cal(text: str) -> CalibrationRows:
                                          f"{detail}") from None
 
 
-def _accuracy(model, x, y, adc, cache, batch):
+def _accuracy(model, x, y, adc, cache, batch, progress=False):
     """Top-1 accuracy on the device ``adc``; devices whose ADCs shift the same codes compute
     the same results, so they are evaluated once."""
     codes = None if adc is None or adc.offsets is None else offset_codes(adc.offsets.values)
@@ -57,13 +58,16 @@ def _accuracy(model, x, y, adc, cache, batch):
         adc.rows, adc.bits, None if codes is None else hashlib.sha1(codes.tobytes()).hexdigest())
     if key not in cache:
         t0 = time.time()
-        cache[key] = (golden.accuracy(model, x, y, batch=batch, adc=adc), time.time() - t0)
+        with tqdm(total=len(x), unit="img", disable=not progress, leave=False) as bar:
+            acc = golden.accuracy(model, x, y, batch=batch, adc=adc, progress=bar.update)
+        cache[key] = (acc, time.time() - t0)
     return cache[key]
 
 
 def study(model_path, *, sigmas, cals, adc_bits, adc_rows, config, seed, dataset=None,
-          data_dir=None, limit=None, batch=250, log=print) -> list[dict]:
-    """The study's rows (see :data:`FIELDS`)."""
+          data_dir=None, limit=None, batch=250, log=print, progress=False) -> list[dict]:
+    """The study's rows (see :data:`FIELDS`); ``progress``: a progress bar over the test images
+    of each evaluation, on stderr."""
     model = golden.load(model_path)
     meta = model.manifest.get("meta", {})
     dataset = dataset or meta.get("dataset")
@@ -94,20 +98,22 @@ def study(model_path, *, sigmas, cals, adc_bits, adc_rows, config, seed, dataset
             cycles="" if res is None else res.cycles, seconds=round(secs, 1)))
         log(", ".join(f"{k}={v}" for k, v in rows[-1].items() if v != ""))
 
-    add(0.0, "exact", None, _accuracy(model, x, y, None, cache, batch))
+    add(0.0, "exact", None, _accuracy(model, x, y, None, cache, batch, progress))
     add(0.0, "ideal", None, _accuracy(model, x, y, golden.AdcModel(adc_rows, adc_bits), cache,
-                                      batch))
+                                      batch, progress))
     for sigma in sigmas:
         dev = AdcOffsets.gaussian(sigma=sigma, macros=cfg.macros, cols=cfg.cols,
                                   w_bits=w_bits, seed=seed)
         add(sigma, "uncalibrated", None,
-            _accuracy(model, x, y, golden.AdcModel(adc_rows, adc_bits, dev), cache, batch), dev)
+            _accuracy(model, x, y, golden.AdcModel(adc_rows, adc_bits, dev), cache, batch,
+                      progress), dev)
         for cal in cals:
             array = OffsetArray(dev, cal)
             res = calibrate(array, strict=False)
             after = array.residual()
             add(sigma, "calibrated", cal, _accuracy(
-                model, x, y, golden.AdcModel(adc_rows, adc_bits, after), cache, batch), after,
+                model, x, y, golden.AdcModel(adc_rows, adc_bits, after), cache, batch,
+                progress), after,
                 res)
     return rows
 
@@ -161,6 +167,7 @@ def main(argv=None) -> int:
                    help="hardware configuration whose macros and columns the device has")
     p.add_argument("--seed", type=int, default=0, help="device seed (the offsets' draw)")
     p.add_argument("--out", default="results/offsets")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     try:
         sigmas = [float(s) for s in args.sigmas.split(",")]
@@ -180,7 +187,8 @@ def main(argv=None) -> int:
     try:
         rows = study(args.model, sigmas=sigmas, cals=cals, adc_bits=args.adc_bits,
                      adc_rows=args.adc_rows, config=args.config, seed=args.seed,
-                     dataset=args.dataset, data_dir=args.data_dir, limit=args.limit)
+                     dataset=args.dataset, data_dir=args.data_dir, limit=args.limit,
+                     progress=not args.no_progress)
     except (golden.ModelFormatError, data.DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -274,6 +274,8 @@ def build(target: str, sim: str, *, waves: bool = False, verilator_args=()) -> B
             if p.name != ".lock":
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         t0 = time.perf_counter()
+        print(f"sim.runner: building {target!r} for {sim} (log: {folder / 'build.log'}) ...",
+              flush=True)
         runner = _runner(sim)
         kw = dict(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=folder, always=True,
                   timescale=TIMESCALE, waves=waves, build_args=args,
@@ -285,6 +287,7 @@ def build(target: str, sim: str, *, waves: bool = False, verilator_args=()) -> B
             raise RuntimeError(f"{sim} build of {target!r} failed ({e}); end of "
                                f"{folder / 'build.log'}:\n{log}") from None
         seconds = time.perf_counter() - t0
+        print(f"sim.runner: built {target!r} for {sim} in {seconds:.0f} s", flush=True)
         stamp_path.write_text(json.dumps(dict(key=stamp, seconds=round(seconds, 1)), indent=1))
         return Build(target, sim, waves, folder, seconds, False)
 
