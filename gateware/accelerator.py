@@ -90,8 +90,14 @@ from .weights import WeightStore
 __all__ = ["AccelError", "Accelerator"]
 
 
-RES_FIFO_DEPTH = 8
-"""Residuals read ahead of the issuer."""
+RES_FIFO_DEPTH = 32
+"""Residuals read ahead of the issuer. The issuer claims a pixel's residual when it issues the
+pixel's final round and the FIFO frees it when the datapath takes it, so the FIFO holds every
+pixel between the two: up to one a cycle (``copies * sp <= planes``, ``compiler.cycles``) for
+the pixel's planes, the macro, the collector and the datapath's first stages, about 20 cycles.
+Eight entries were enough for two copies and stalled four (ResNet14's layer1 on 45 macros:
+111 cycles a layer instead of 82; ``tests/test_accelerator.py``,
+``test_residual_layers_with_four_copies``)."""
 
 
 def _ports(component):

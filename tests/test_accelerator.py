@@ -78,6 +78,20 @@ def test_random_net_exact(tmp_path, which):
     _check(model, program, x.numpy()[0], SEED)
 
 
+def test_residual_layers_with_four_copies(tmp_path):
+    """A random ResNet14 on 36 macros of 16x8: its residual convolutions (9 row tiles) run as
+    four copies, a pixel issued every cycle, and the residual reader keeps up with no stall
+    the cycle model does not count (its FIFO covers the issue-to-datapath loop)."""
+    cfg = get_config("tiny:macros=36")
+    # 64 x 64 images: layers long enough that the 2 % holds a cycle or two of start-up.
+    net, x = random_net(dataclasses.replace(small_specs(4, 4)[1], image_size=64), SEED,
+                        batch=1)
+    model = golden.load(export.save(tmp_path / "net.npz", *export.to_manifest(net)))
+    program = compiler.compile_model(model, cfg)
+    assert {fmt.copies(d, cfg) for d in program.descriptors if d.has_residual} == {4}
+    _check(model, program, x.numpy()[0], SEED, macro_style="behavioral", preload_weights=True)
+
+
 @pytest.mark.parametrize("w_bits,width", [(1, 0.75), (1, 0.375), (4, 0.75)])
 def test_partly_filled_groups_exact(tmp_path, w_bits, width):
     """Channel counts that leave the last channel group partly filled (24 or 12 channels on

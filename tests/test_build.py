@@ -366,7 +366,7 @@ def test_vivado_absent_says_what_to_run(tmp_path, cache, monkeypatch):
 @pytest.mark.parametrize("args, code, message", [
     (["--board", "nope"], 2, r"unknown board 'nope'; valid boards: vu13p, sim"),
     (["--config", "huge"], 2, r"unknown hardware configuration 'huge'; valid names: default, "
-                              r"tiny"),
+                              r"large, tiny"),
     (["--package", "ffg900"], 2, r"unknown package 'ffg900' for xcvu13p; valid: fhga2104"),
     (["--speed", "7"], 2, r"unknown speed grade '7' for xcvu13p; valid: "),
     (["--board", "sim", "--speed", "2-e"], 2, r"--package and --speed need an FPGA board"),

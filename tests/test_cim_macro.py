@@ -449,7 +449,7 @@ def test_named_configs(unelaborated):
 
 def test_get_config_lists_valid_names():
     with pytest.raises(ValueError, match="unknown hardware configuration 'huge'; valid "
-                                         "names: default, tiny"):
+                                         "names: default, large, tiny"):
         get_config("huge")
 
 
