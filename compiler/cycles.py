@@ -24,6 +24,9 @@ the cycles to load one weight tile)
   a round starts when all its macros hold their tiles, so it lasts
   ``max(slots * L, (cp - 1) * sp + wc + LOAD_LATENCY)`` cycles, plus one cycle (the
   round switch, :data:`ROUND_GAP`). The first round of a layer waits for its first load.
+* **Residuals.** A layer with a residual input issues a pixel of its final round only once
+  its residual is read: if its first round is final, its first issue waits for the residual
+  reader's first pixel (:data:`RESIDUAL_FIRST` plus ``res_sl`` cycles into the layer).
 * **Per layer.** :data:`SETUP` cycles (descriptor fetch, check, set-up) before the first
   round's load, and :data:`DRAIN` cycles from the last issue to the write of the last output
   word (``pl`` planes, macro, adder tree, :class:`~gateware.datapath.Datapath`, write), plus
@@ -78,6 +81,13 @@ LOAD_LATENCY = 3
 commit (1), weight read (1), write (1)."""
 ROUND_GAP = 1
 """The cycle between rounds in which the sequencer checks the next round's tiles."""
+RESIDUAL_FIRST = 4
+"""Cycles from a layer's start to the residual reader's first credit, beyond ``res_sl``: the
+reader starts with the layer's set-up (2), reads slice 0 the cycle after, and its last slice
+is in the FIFO, claimable, two cycles after it is read (``gateware.sequencer.residual``). A
+final-round pixel is issued only with a claim, so a layer whose first round is final issues no
+earlier than ``RESIDUAL_FIRST + res_sl``; the reader then reads a word a cycle, as fast as the
+issuer claims (``cp * sp <= L``), and the delay lasts to the layer's end."""
 DRAIN = MACRO_LATENCY + 1 + DATAPATH_LATENCY + 1
 """Cycles from the last bit-plane of a layer (``a_bits`` after its last issue: the buffer read
 overlaps the first plane) to the next layer's start: macro (3), adder tree and running sum
@@ -182,6 +192,8 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
     if ready is None:
         ready = FIRST_READY + (rounds[0][0] - 1) // 2 + wc
     t = max(LAYER_START, ready) + 1             # first issue
+    if d.has_residual and rounds[0][1]:
+        t = max(t, RESIDUAL_FIRST + _slices(d.res_bits, ab))
     compute = 0
     for r, (_, final) in enumerate(rounds):
         length = max(pl, cp * sp) if final else pl

@@ -153,15 +153,16 @@ def test_measured_cycles(tmp_path):
     assert flow.measured_path(DIGITS, TINY, root=tmp_path) == own
 
 
-def test_shipped_measurement():
-    """The RTL measurement shipped for the main build (``models/measured/``, written by
-    ``python -m sim.accel_pysim --model models/resnet14_fmnist_w4a4.npz --config default
-    --json ...``) is of this model file, for this program, bit-exact, and within 2 % of the
-    cycle model on every layer. The Verilator network bench holds its total against the RTL
-    once more (``sim/tb_network.py``)."""
+@pytest.mark.parametrize("name", ["default", "large"])
+def test_shipped_measurement(name):
+    """The RTL measurements shipped for ResNet14 (``models/measured/``, written by ``python -m
+    sim.accel_pysim --model models/resnet14_fmnist_w4a4.npz --config NAME --json ...``) are of
+    this model file, for this program, bit-exact, and within 2 % of the cycle model on every
+    layer. The Verilator network bench holds ``default``'s total against the RTL once more
+    (``sim/tb_network.py``)."""
     model_path = REPO / "models" / "resnet14_fmnist_w4a4.npz"
-    config = get_config("default")
-    path = REPO / "models" / "measured" / "resnet14_fmnist_w4a4_default.json"
+    config = get_config(name)
+    path = REPO / "models" / "measured" / f"resnet14_fmnist_w4a4_{name}.json"
     program = compile_model(golden.load(model_path), config)
     measured, note = flow.load_measured(path, config, program.names,
                                         model_sha256=flow._sha(model_path))

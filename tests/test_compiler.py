@@ -378,7 +378,9 @@ def test_cycle_model_by_hand(resnet):
     # The next layer's tiles load behind this layer's only round: the next layer starts at
     # once (check, set-up, switch).
     assert c.next_ready < cycles.LAYER_START
-    assert by_name["layer1_0_conv2"].cycles == 4 + 31 * 4 + 1 + 4 + drain
+    # Its one round is final and adds the block's input, a 4-bit residual (one slice word):
+    # the first issue waits for the residual reader's first pixel, 4 + 1 cycles in.
+    assert by_name["layer1_0_conv2"].cycles == 5 + 31 * 4 + 1 + 4 + drain
     c = by_name["layer3_1_conv1"]       # 144 tiles: 8 rounds of 4 pixels x 4 planes
     assert (c.rounds, c.copies, c.slots, c.compute) == (8, 1, 4, 128)
     load = wc + cycles.LOAD_LATENCY     # 19 > 16: the weight loads set the pace
