@@ -7,14 +7,15 @@ states the whole integer contract in prose. Pure NumPy: no PyTorch, no Amaranth.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "LOGIT_BITS", "MAX_ACC_WIDTH", "MAX_PADDING",
-    "MAX_SHIFT", "MULT_BITS", "OFFSET_FRAC_BITS", "RES_MULT_BITS", "STRIDES", "VALUE_BITS",
-    "AdcModel", "AdcOffsets", "accumulator_width", "act_range", "adc_dot", "column_range",
+    "MAX_CAL_ROWS", "MAX_SHIFT", "MULT_BITS", "OFFSET_FRAC_BITS", "OFFSET_WIDTH", "RES_MULT_BITS", "STRIDES", "VALUE_BITS",
+    "AdcModel", "AdcOffsets", "CalibrationRows", "accumulator_width", "act_range", "adc_dot", "column_range",
     "datapath_model", "offset_codes", "out_size", "plane_range", "requantize", "signed_range",
     "signed_width", "weight_qmax", "weight_range",
 ]
@@ -208,6 +209,9 @@ OFFSET_FRAC_BITS = 8
 """Column offsets (:class:`AdcOffsets`) are fixed point, in units of ``2**-8`` LSB of the
 partial-sum ADC: fine enough for a Gaussian spread of a fraction of an LSB, and an integer, so
 the golden model and the RTL round them alike (:func:`offset_codes`)."""
+OFFSET_WIDTH = 16
+"""Bits of the accelerator's per-bit-column offset registers (signed, units of
+``2**-OFFSET_FRAC_BITS`` LSB: offsets within +-128 LSB; ``HwConfig.offset_sigma``)."""
 
 
 def offset_codes(offsets) -> np.ndarray:
@@ -280,6 +284,59 @@ class AdcOffsets:
     def lsb(self) -> np.ndarray:
         """The offsets in LSB (float64), for statistics and plots."""
         return self.values / (1 << OFFSET_FRAC_BITS)
+
+
+MAX_CAL_ROWS = 64
+"""Most calibration rows per bit-column (:class:`CalibrationRows`)."""
+
+
+@dataclass(frozen=True)
+class CalibrationRows:
+    """The calibration rows of every bit-column.
+
+    ``rows`` cells (a power of two, at least 4), each of which moves the column by ``step``
+    LSB of the partial-sum ADC when its bit flips: seed 002 drives them on a word line of its
+    own voltage, which sets the step, trading range for granularity. The bias of a setting
+    with ``n`` cells set is ``step * (n - rows / 2)`` (a set cell discharges one bit line of
+    the pair, a clear one the other, so half set is nominally no bias). The binary search
+    cancels offsets in ``(-rows / 2 * step, rows / 2 * step]`` to within ``step``.
+    """
+
+    rows: int = 8
+    step: float = 0.5
+
+    def __post_init__(self):
+        if (not isinstance(self.rows, int) or isinstance(self.rows, bool)
+                or not 4 <= self.rows <= MAX_CAL_ROWS or self.rows & (self.rows - 1)):
+            raise ValueError(f"calibration rows must be a power of two from 4 (the search "
+                             f"halves an adjustment of rows / 4 down to one row) to "
+                             f"{MAX_CAL_ROWS}, not {self.rows!r}")
+        if not (isinstance(self.step, (int, float)) and math.isfinite(self.step)
+                and self.step > 0):
+            raise ValueError(f"calibration step must be a positive number of LSB, not "
+                             f"{self.step!r}")
+        if self.step_fx < 1:
+            raise ValueError(f"calibration step {self.step} LSB is finer than the offset grid "
+                             f"(2**-{OFFSET_FRAC_BITS} LSB)")
+
+    @property
+    def step_fx(self) -> int:
+        """The step in units of ``2**-OFFSET_FRAC_BITS`` LSB."""
+        return round(self.step * (1 << OFFSET_FRAC_BITS))
+
+    @property
+    def range_lsb(self) -> float:
+        """Largest offset magnitude the search cancels: ``rows / 2 * step`` LSB."""
+        return self.rows // 2 * self.step
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """The search's adjustments in cells: ``rows / 4, rows / 8, ..., 1``."""
+        return tuple(self.rows >> k for k in range(2, self.rows.bit_length()))
+
+    def bias(self, ones: np.ndarray) -> np.ndarray:
+        """Bias (units of ``2**-OFFSET_FRAC_BITS`` LSB) of bit-columns with ``ones`` cells set."""
+        return self.step_fx * (np.asarray(ones, dtype=np.int64) - self.rows // 2)
 
 
 @dataclass(frozen=True)

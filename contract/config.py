@@ -60,6 +60,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .arith import OFFSET_FRAC_BITS, OFFSET_WIDTH, AdcOffsets, CalibrationRows
+
 __all__ = ["CONFIGS", "MAX_PLANES", "HwConfig", "check_macro_params", "get_config"]
 
 ROWS_RANGE = (8, 1024)
@@ -190,6 +192,10 @@ class HwConfig:
     image_channels: int = 0
     image_size: int = 32
     im2col_kernel: int = 7
+    cal_rows: int = 0
+    cal_step: int = 64
+    offset_sigma: int = 0
+    offset_seed: int = 0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -238,6 +244,59 @@ class HwConfig:
             raise ValueError(f"an im2col layer writes image_channels * im2col_kernel**2 = "
                              f"{self.image_lanes} lanes per pixel, {self.image_groups} groups of "
                              f"{self.rows} rows: more than max_groups={self.max_groups}")
+
+        self._check_calibration()
+
+    def _check_calibration(self):
+        for name in ("cal_rows", "cal_step", "offset_sigma", "offset_seed"):
+            _check_int(name, getattr(self, name))
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
+        if not self.cal_rows:
+            if self.offset_sigma:
+                raise ValueError("offset_sigma models a device's ADC offsets, which the "
+                                 "accelerator holds with its calibration rows: set cal_rows "
+                                 "(e.g. cal_rows=8) or offset_sigma=0")
+            return
+        if self.adc_bits is None:
+            raise ValueError("calibration rows (cal_rows) bias a partial-sum ADC: set adc_bits")
+        CalibrationRows(rows=self.cal_rows, step=self.cal_step / (1 << OFFSET_FRAC_BITS))
+        bits = self.cols * self.w_bits
+        if bits > 32 and (bits % 32 or not _is_pow2(bits // 32)):
+            raise ValueError(f"a calibration row of a macro (cols * w_bits = {bits} bits) must "
+                             f"be fewer than 32 bits or a power of two of 32-bit bus words")
+        if not 1 <= self.cal_step < 1 << (OFFSET_WIDTH - 1):
+            raise ValueError(f"cal_step must be from 1 to {(1 << (OFFSET_WIDTH - 1)) - 1} "
+                             f"(units of 2**-{OFFSET_FRAC_BITS} LSB), not {self.cal_step}")
+        offsets = self.adc_offsets
+        top = 1 << (OFFSET_WIDTH - 1)
+        if offsets is not None and not (-top <= offsets.values.min()
+                                        and offsets.values.max() < top):
+            raise ValueError(f"offset_sigma={self.offset_sigma} draws offsets beyond the "
+                             f"accelerator's {OFFSET_WIDTH}-bit offset registers "
+                             f"(+-{top >> OFFSET_FRAC_BITS} LSB): use a smaller spread")
+
+    @property
+    def calibration(self) -> CalibrationRows | None:
+        """The macros' calibration rows, or None (``cal_rows`` 0)."""
+        if not self.cal_rows:
+            return None
+        return CalibrationRows(rows=self.cal_rows, step=self.cal_step / (1 << OFFSET_FRAC_BITS))
+
+    @property
+    def adc_offsets(self) -> AdcOffsets | None:
+        """The emulated device's analog offsets ``(macros, cols, w_bits)`` (all 0 with
+        ``offset_sigma`` 0), or None without calibration rows."""
+        if not self.cal_rows:
+            return None
+        return AdcOffsets.gaussian(sigma=self.offset_sigma / (1 << OFFSET_FRAC_BITS),
+                                   macros=self.macros, cols=self.cols, w_bits=self.w_bits,
+                                   seed=self.offset_seed)
+
+    @property
+    def cal_row_words(self) -> int:
+        """32-bit bus words of one calibration row of one macro (``cols * w_bits`` bits)."""
+        return -(-self.cols * self.w_bits // 32)
 
     def macro_params(self) -> dict:
         """Keyword arguments for :class:`~gateware.cim_macro.CIMMacro` (whose ``a_bits`` is the

@@ -14,6 +14,8 @@ from amaranth.lib.wiring import In, Out
 
 from contract.arith import (
     OFFSET_FRAC_BITS,
+    OFFSET_WIDTH,
+    CalibrationRows,
     adc_dot,
     column_range,
     offset_codes,
@@ -202,6 +204,13 @@ class CIMMacro(wiring.Component):
         added before the clip (``docs/offsets.md``). ``None`` (default): no offsets. Every
         plane is a conversion that reads the offset, so with offsets a vector sent with fewer
         planes no longer equals its zero-padded form: :meth:`model` converts ``a_bits``.
+    calibration : CalibrationRows or None
+        Calibration rows of every bit-column (needs ``adc_bits``; not with ``adc_offsets``):
+        the macro models a device whose bit-column offsets come in on ``theta`` and whose
+        ``calibration.rows`` cells per bit-column bias them by ``step * (n - rows / 2)``
+        (``n`` cells set; :class:`contract.arith.CalibrationRows`). Inference then converts
+        with the residual ``theta + bias`` as its offset, and ``cal_eval`` latches every
+        bit-column's comparator (residual > 0) into ``compare`` (``docs/offsets.md``).
     write_rows : int
         Weight rows per write beat: a power of two from 2 to ``rows`` (rows are stored in
         pairs, each pair with its precomputed sum).
@@ -227,6 +236,17 @@ class CIMMacro(wiring.Component):
         plane is in flight (between the macro's last output and the next plane).
     output : ``Out(stream.Signature(output_layout))``
         ``y[c]`` (``output_shape(rows, w_bits, a_bits)``), one beat per vector.
+    theta, cal, cal_eval, compare (with ``calibration`` only)
+        ``theta``: ``In(data.ArrayLayout(signed(OFFSET_WIDTH), cols * w_bits))``, bit-column
+        ``k = c * w_bits + b``'s analog offset (units of ``2**-OFFSET_FRAC_BITS`` LSB; held
+        constant: it models the device). ``cal``: ``In(cal_layout)``, ``en``, ``row``,
+        ``word`` and ``data``: while ``en`` is high, 32-bit word ``word`` of calibration row
+        ``row`` (bit ``k`` of a row is bit-column ``k``'s cell; bits past ``cols * w_bits``
+        are ignored) takes ``data``. ``cal_eval``: ``In(1)``, an evaluation in calibration
+        mode: ``compare`` (``Out(cols * w_bits)``) takes every bit-column's comparator
+        decision from the cells as they are in that cycle (bit ``k``: residual > 0). A cell
+        written in cycle ``t`` reaches the ADCs' offsets after edge ``t + 1``: change cells
+        only while no vector is in flight.
 
     Timing: the result of a vector whose last plane is accepted at clock edge ``t`` is
     valid after edge ``t + LATENCY`` (3), unless ``output`` still holds an earlier result.
@@ -236,7 +256,7 @@ class CIMMacro(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, w_bits, a_bits, adc_bits=None, adc_offsets=None,
-                 write_rows=2, double_buffer=True, style="structural"):
+                 calibration=None, write_rows=2, double_buffer=True, style="structural"):
         check_macro_params(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits,
                            adc_bits=adc_bits, write_rows=write_rows,
                            double_buffer=double_buffer)
@@ -249,6 +269,14 @@ class CIMMacro(wiring.Component):
         self.a_bits = a_bits
         self.adc_bits = adc_bits
         self.adc_offsets = self._check_offsets(adc_offsets, adc_bits, cols, w_bits)
+        if calibration is not None:
+            if not isinstance(calibration, CalibrationRows):
+                raise ValueError(f"calibration must be a CalibrationRows or None, not "
+                                 f"{calibration!r}")
+            if adc_bits is None or adc_offsets is not None:
+                raise ValueError("calibration rows bias the ADC of a device whose offsets "
+                                 "come in on theta: they need adc_bits and no adc_offsets")
+        self.calibration = calibration
         self.write_rows = write_rows
         self.double_buffer = double_buffer
         self.latency = LATENCY
@@ -265,11 +293,20 @@ class CIMMacro(wiring.Component):
             "w": data.ArrayLayout(data.ArrayLayout(w_shape, cols), write_rows),
         })
         self.output_layout = data.StructLayout({"y": data.ArrayLayout(self.out_shape, cols)})
-        super().__init__({
+        members = {
             "input": In(stream.Signature(self.input_layout)),
             "write": In(stream.Signature(self.write_layout)),
             "output": Out(stream.Signature(self.output_layout)),
-        })
+        }
+        if calibration is not None:
+            bits = cols * w_bits
+            self.cal_layout = data.StructLayout({
+                "en": 1, "row": range(calibration.rows), "word": range(max(1, -(-bits // 32))),
+                "data": 32})
+            members.update({
+                "theta": In(data.ArrayLayout(signed(OFFSET_WIDTH), bits)),
+                "cal": In(self.cal_layout), "cal_eval": In(1), "compare": Out(bits)})
+        super().__init__(members)
 
     @staticmethod
     def _check_offsets(offsets, adc_bits, cols, w_bits):
@@ -374,6 +411,8 @@ class CIMMacro(wiring.Component):
             with m.If(accept):
                 m.d.sync += nx_a.eq(tree_sum(plane[r] for r in range(R)))
 
+        self._codes = None if self.calibration is None else self._calibration(m)
+
         # Stage B: every column's sum for the plane.
         psums = [self._column_exact(m, x_a, active, c) if exact
                  else self._column_adc(m, x_a, active, c, nx_a if Wb == 1 else None)
@@ -399,6 +438,39 @@ class CIMMacro(wiring.Component):
                     with m.If(last_b):
                         m.d.sync += self.output.payload.y[c].eq(nxt)
         return m
+
+    def _calibration(self, m):
+        """The calibration cells, the comparators and each bit-column's offset code (a
+        register: the residual's whole codes, ``offset_codes``). Returns the codes by
+        bit-column ``k = c * w_bits + b``."""
+        cal, R = self.calibration, self.calibration.rows
+        bits = self.cols * self.w_bits
+        port = self.cal
+        cells = [Signal(bits, name=f"cal_row{r}") for r in range(R)]
+        with m.If(port.en):
+            for r, row in enumerate(cells):
+                with m.If(port.row == r):
+                    if bits <= 32:
+                        m.d.sync += row.eq(port.data[:bits])
+                    else:
+                        m.d.sync += row.word_select(port.word, 32).eq(port.data)
+        step, half = cal.step_fx, R // 2
+        top = (1 << (OFFSET_WIDTH - 1)) + step * half
+        codes, high = [], []
+        for k in range(bits):
+            n = Signal(range(R + 1), name=f"cal_n{k}")
+            m.d.comb += n.eq(tree_sum(row[k] for row in cells))
+            # residual = theta + step * (n - R/2), in units of 2**-F LSB.
+            res = Signal(range(-top, top), name=f"cal_res{k}")
+            m.d.comb += res.eq(self.theta[k] + (n * step) - step * half)
+            code = Signal(range(-(top >> OFFSET_FRAC_BITS) - 1, (top >> OFFSET_FRAC_BITS) + 2),
+                          name=f"cal_code{k}")
+            m.d.sync += code.eq((res + (1 << (OFFSET_FRAC_BITS - 1))) >> OFFSET_FRAC_BITS)
+            codes.append(code)
+            high.append(res > 0)
+        with m.If(self.cal_eval):
+            m.d.sync += self.compare.eq(Cat(*high))
+        return codes
 
     def _pair_fields(self, active, p, c):
         cell = len(active[p]) // self.cols
@@ -447,6 +519,15 @@ class CIMMacro(wiring.Component):
             else:
                 count, _, _ = _chain_sum(m, terms, width=2, offset=0, name=f"c{c}_b{b}")
             clip = Signal(range(cmax + 1), name=f"c{c}_adc{b}")
+            if self._codes is not None:
+                # The calibrated device's residual offset, a run-time code (_calibration).
+                code = self._codes[c * Wb + b]
+                v = Signal(signed(max(len(code), self.rows.bit_length() + 1) + 1),
+                           name=f"c{c}_off{b}")
+                m.d.comb += v.eq(count + code)
+                m.d.comb += clip.eq(Mux(v < 0, 0, Mux(v > cmax, cmax, v)))
+                clipped.append(clip)
+                continue
             d = 0 if codes is None else int(codes[c, b])
             if d:
                 # The device's offset: a constant (rounded at elaboration) before the clip,

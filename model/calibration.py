@@ -17,12 +17,11 @@ runs in the driver over the bus rather than in the sequencer.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from contract.arith import OFFSET_FRAC_BITS, AdcOffsets
+from contract.arith import AdcOffsets, CalibrationRows
 from contract.timing import MACRO_LATENCY
 
 __all__ = ["BUS_READ_CYCLES", "BUS_WRITE_CYCLES", "BUS_WORD_BITS", "CalibrationRangeError",
@@ -40,54 +39,6 @@ BUS_READ_CYCLES = 2
 
 class CalibrationRangeError(ValueError):
     """Some bit-columns' offsets lie beyond what the calibration rows can cancel."""
-
-
-@dataclass(frozen=True)
-class CalibrationRows:
-    """The calibration rows of every bit-column.
-
-    ``rows`` cells (a power of two, at least 4), each of which moves the column by ``step``
-    LSB of the partial-sum ADC when its bit flips: seed 002 drives them on a word line of its
-    own voltage, which sets the step, trading range for granularity. The bias of a setting
-    with ``n`` cells set is ``step * (n - rows / 2)`` (a set cell discharges one bit line of
-    the pair, a clear one the other, so half set is nominally no bias). The binary search
-    cancels offsets in ``(-rows / 2 * step, rows / 2 * step]`` to within ``step``.
-    """
-
-    rows: int = 8
-    step: float = 0.5
-
-    def __post_init__(self):
-        if (not isinstance(self.rows, int) or isinstance(self.rows, bool) or self.rows < 4
-                or self.rows & (self.rows - 1)):
-            raise ValueError(f"calibration rows must be a power of two >= 4 (the search halves "
-                             f"an adjustment of rows / 4 down to one row), not {self.rows!r}")
-        if not (isinstance(self.step, (int, float)) and math.isfinite(self.step)
-                and self.step > 0):
-            raise ValueError(f"calibration step must be a positive number of LSB, not "
-                             f"{self.step!r}")
-        if self.step_fx < 1:
-            raise ValueError(f"calibration step {self.step} LSB is finer than the offset grid "
-                             f"(2**-{OFFSET_FRAC_BITS} LSB)")
-
-    @property
-    def step_fx(self) -> int:
-        """The step in units of ``2**-OFFSET_FRAC_BITS`` LSB."""
-        return round(self.step * (1 << OFFSET_FRAC_BITS))
-
-    @property
-    def range_lsb(self) -> float:
-        """Largest offset magnitude the search cancels: ``rows / 2 * step`` LSB."""
-        return self.rows // 2 * self.step
-
-    @property
-    def steps(self) -> tuple[int, ...]:
-        """The search's adjustments in cells: ``rows / 4, rows / 8, ..., 1``."""
-        return tuple(self.rows >> k for k in range(2, self.rows.bit_length()))
-
-    def bias(self, ones: np.ndarray) -> np.ndarray:
-        """Bias (units of ``2**-OFFSET_FRAC_BITS`` LSB) of bit-columns with ``ones`` cells set."""
-        return self.step_fx * (np.asarray(ones, dtype=np.int64) - self.rows // 2)
 
 
 class OffsetArray:

@@ -185,6 +185,124 @@ def test_macro_with_offsets_is_bit_exact(w_bits, adc_bits, rows, style):
     assert not np.array_equal(want, plain), f"seed {seed}: the offsets changed nothing"
 
 
+def _run_calibrated_macro(dut, theta, cells, tiles, evals):
+    """Drive a macro with calibration rows in the Amaranth simulator: ``theta`` on its
+    offsets, calibration rows written word by word from ``cells`` (rows, cols * w_bits),
+    ``evals`` cell settings each evaluated (``cal_eval``) and read back from ``compare``,
+    then every tile's weights committed and its vectors sent with all their planes. Returns
+    the comparator readings and the results."""
+    from amaranth.sim import Simulator
+
+    bits = dut.cols * dut.w_bits
+    words = max(1, -(-bits // 32))
+    readings, got = [], []
+
+    def pack(row):
+        return int(sum(int(v) << k for k, v in enumerate(row)))
+
+    async def write_cells(ctx, c):
+        for r in range(c.shape[0]):
+            value = pack(c[r])
+            for j in range(words):
+                ctx.set(dut.cal, {"en": 1, "row": r, "word": j,
+                                  "data": (value >> (32 * j)) & 0xFFFF_FFFF})
+                await ctx.tick()
+        ctx.set(dut.cal, {"en": 0, "row": 0, "word": 0, "data": 0})
+
+    async def bench(ctx):
+        for k in range(bits):
+            ctx.set(dut.theta[k], int(theta.reshape(-1)[k]))
+        for setting in evals:
+            await write_cells(ctx, setting)
+            ctx.set(dut.cal_eval, 1)
+            await ctx.tick()
+            ctx.set(dut.cal_eval, 0)
+            v = ctx.get(dut.compare)
+            readings.append([(v >> k) & 1 for k in range(bits)])
+        await write_cells(ctx, cells)
+        ctx.set(dut.output.ready, 1)
+        for w, x in tiles:
+            for g in range(dut.rows // dut.write_rows):
+                rows_w = w[g * dut.write_rows:(g + 1) * dut.write_rows]
+                ctx.set(dut.write.payload, {"addr": g, "w": [[int(v) for v in r]
+                                                            for r in rows_w]})
+                ctx.set(dut.write.valid, 1)
+                await ctx.tick()
+            ctx.set(dut.write.valid, 0)
+            for v, vec in enumerate(x):
+                for j in reversed(range(dut.a_bits)):
+                    plane = int(sum(((int(a) >> j) & 1) << r for r, a in enumerate(vec)))
+                    ctx.set(dut.input.payload, {"plane": plane, "last": j == 0,
+                                                "commit": v == 0 and j == dut.a_bits - 1})
+                    ctx.set(dut.input.valid, 1)
+                    await ctx.tick()
+                    if ctx.get(dut.output.valid):
+                        got.append(list(ctx.get(dut.output.payload.y)))
+            ctx.set(dut.input.valid, 0)
+            for _ in range(dut.latency + 1):
+                await ctx.tick()
+                if ctx.get(dut.output.valid):
+                    got.append(list(ctx.get(dut.output.payload.y)))
+                    break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(readings, dtype=bool), np.array(got, dtype=np.int64)
+
+
+@pytest.mark.parametrize("w_bits,rows,cols,cal_rows,style", [
+    (4, 16, 3, 8, "behavioral"), (2, 8, 20, 4, "structural"), (1, 8, 2, 16, "behavioral")])
+def test_macro_calibration_rows_are_bit_exact(w_bits, rows, cols, cal_rows, style):
+    """The macro with calibration rows: its comparators read what OffsetArray.compare reads
+    for the same cells, and inference with the cells written converts with the residual
+    offset (CIMMacro.model with OffsetArray.residual), including cells past one bus word."""
+    seed = seed_for("macro-calibration", w_bits, rows, cols, cal_rows, style)
+    rng = np.random.default_rng(seed)
+    a_bits, adc_bits = 2, 2
+    cal = CalibrationRows(rows=cal_rows, step=0.75)
+    theta = rng.integers(-5 * ONE // 2, 5 * ONE // 2, (cols, w_bits))
+    theta[0, 0] = ONE // 2 - cal.step_fx     # with R/2 + 1 cells set: a half-LSB tie
+    dut = CIMMacro(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits,
+                   calibration=cal, style=style)
+    evals = [rng.random((cal_rows, cols * w_bits)) < p for p in (0.0, 0.5, 1.0, 0.3)]
+    cells = rng.random((cal_rows, cols * w_bits)) < 0.5
+    cells[:, 0] = np.arange(cal_rows) < cal_rows // 2 + 1
+    tiles = [(random_weights(rng, rows, cols, w_bits), random_inputs(rng, 4, rows, a_bits))]
+    tiles += corner_tiles(rows, cols, w_bits, a_bits)
+    if w_bits == 1:
+        tiles = [((w > 0).astype(int), x) for w, x in tiles]
+    readings, got = _run_calibrated_macro(dut, theta, cells, tiles, evals)
+
+    array = OffsetArray(AdcOffsets(theta[None]), cal)
+    for setting, reading in zip(evals, readings):
+        for r in range(cal_rows):
+            array.write_row(0, r, setting[r].reshape(cols, w_bits))
+        assert np.array_equal(reading.reshape(cols, w_bits), array.compare()[0]), f"seed {seed}"
+    for r in range(cal_rows):
+        array.write_row(0, r, cells[r].reshape(cols, w_bits))
+    residual = array.residual().values[0]
+    assert offset_codes(residual[0, 0]) == 1, "the tie rounds up"
+    want = np.concatenate([CIMMacro.model(x, np.where(w > 0, 1, -1) if w_bits == 1 else w,
+                                          w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits,
+                                          adc_offsets=residual)
+                           for w, x in tiles])
+    assert np.array_equal(got, want), f"seed {seed}: RTL {got.tolist()} != {want.tolist()}"
+
+
+@pytest.mark.usefixtures("unelaborated")
+def test_macro_calibration_is_checked():
+    kw = dict(rows=8, cols=2, w_bits=2, a_bits=2)
+    with pytest.raises(ValueError, match="need adc_bits and no adc_offsets"):
+        CIMMacro(**kw, calibration=CalibrationRows(8, 0.5))
+    with pytest.raises(ValueError, match="need adc_bits and no adc_offsets"):
+        CIMMacro(**kw, adc_bits=2, adc_offsets=np.zeros((2, 2), np.int64),
+                 calibration=CalibrationRows(8, 0.5))
+    with pytest.raises(ValueError, match="must be a CalibrationRows"):
+        CIMMacro(**kw, adc_bits=2, calibration=(8, 0.5))
+
+
 @pytest.mark.usefixtures("unelaborated")
 def test_macro_offsets_are_checked():
     kw = dict(rows=8, cols=2, w_bits=2, a_bits=2)
