@@ -260,14 +260,14 @@ class HwConfig:
             return
         if self.adc_bits is None:
             raise ValueError("calibration rows (cal_rows) bias a partial-sum ADC: set adc_bits")
+        if not 1 <= self.cal_step < 1 << (OFFSET_WIDTH - 1):
+            raise ValueError(f"cal_step must be from 1 to {(1 << (OFFSET_WIDTH - 1)) - 1} "
+                             f"(units of 2**-{OFFSET_FRAC_BITS} LSB), not {self.cal_step}")
         CalibrationRows(rows=self.cal_rows, step=self.cal_step / (1 << OFFSET_FRAC_BITS))
         bits = self.cols * self.w_bits
         if bits > 32 and (bits % 32 or not _is_pow2(bits // 32)):
             raise ValueError(f"a calibration row of a macro (cols * w_bits = {bits} bits) must "
                              f"be fewer than 32 bits or a power of two of 32-bit bus words")
-        if not 1 <= self.cal_step < 1 << (OFFSET_WIDTH - 1):
-            raise ValueError(f"cal_step must be from 1 to {(1 << (OFFSET_WIDTH - 1)) - 1} "
-                             f"(units of 2**-{OFFSET_FRAC_BITS} LSB), not {self.cal_step}")
         offsets = self.adc_offsets
         top = 1 << (OFFSET_WIDTH - 1)
         if offsets is not None and not (-top <= offsets.values.min()

@@ -53,6 +53,14 @@ at a word address of the ``IMAGE`` window (:mod:`gateware.image`), also while bu
 otherwise) is the one the program's im2col layer reads, and a write to it while busy is
 dropped (the bus slave answers it with ERROR), so software fills the other slot while a frame
 runs.
+
+Calibration rows (configurations with ``cal_rows > 0``, ``docs/offsets.md``): every macro
+models a device's ADC offsets (``config.adc_offsets``, constants) and has calibration rows.
+``cal_w_*`` writes 32-bit word ``j`` of calibration row ``r`` of macro ``i`` at word address
+``(i * cal_rows + r) * cal_row_words + j`` (the ``CAL`` window); ``cal_eval`` latches every
+macro's comparators; ``cmp_r_addr`` -> ``cmp_r_data`` reads word ``j`` of macro ``i``'s
+comparator bits at ``i * cal_row_words + j`` combinationally (the ``CMP`` window). Bit ``k``
+of a row or comparator word is bit-column ``k = c * w_bits + b`` (within the 32 of its word).
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSi
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
-from amaranth.utils import ceil_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from contract.config import HwConfig
 from contract.program import DESC_WORDS, PARAM_WORDS, beat_words
@@ -214,7 +222,18 @@ class Accelerator(wiring.Component):
             "act_r_valid": Out(1),
             "result_class": Out(16), "result_valid": Out(1),
             "logit_r_addr": In(max(1, ceil_log2(config.cols))), "logit_r_data": Out(32),
+            **self._cal_ports(config),
         })
+
+    @staticmethod
+    def _cal_ports(config):
+        if not config.cal_rows:
+            return {}
+        rw = config.cal_row_words
+        return {"cal_w_addr": In(ceil_log2(config.macros * config.cal_rows * rw)),
+                "cal_w_data": In(32), "cal_w_en": In(1), "cal_eval": In(1),
+                "cmp_r_addr": In(max(1, ceil_log2(config.macros * rw))),
+                "cmp_r_data": Out(32)}
 
     def elaborate(self, platform):
         m = Module()
@@ -255,6 +274,8 @@ class Accelerator(wiring.Component):
         m.submodules.dp = dp = Datapath(lanes=C, acc_width=self.acc_width,
                                         psum_width=self.acc_width)
         macros = [self._macro(m, i) for i in range(M)]
+        if cfg.cal_rows:
+            self._calibration(m, macros)
 
         # ------------------------------------------------------------ sequencer
         wc = cfg.write_cycles
@@ -403,9 +424,33 @@ class Accelerator(wiring.Component):
         connect(m, unit.image, img.read)
         return unit
 
+    def _calibration(self, m, macros):
+        """The device's offsets on every macro's ``theta``, the ``CAL`` window's writes to
+        the macro its address names, ``cal_eval`` to all, the ``CMP`` window's reads."""
+        cfg = self.config
+        rw, rows = cfg.cal_row_words, cfg.cal_rows
+        lw, lr = exact_log2(rw), exact_log2(rows)
+        theta = cfg.adc_offsets.values.reshape(cfg.macros, -1)
+        which = self.cal_w_addr[lw + lr:]
+        compare = []
+        for i, mac in enumerate(macros):
+            m.d.comb += [t.eq(int(v)) for t, v in zip(mac.theta, theta[i])]
+            m.d.comb += [mac.cal.en.eq(self.cal_w_en & (which == i)),
+                         mac.cal.row.eq(self.cal_w_addr[lw:lw + lr]),
+                         mac.cal.word.eq(self.cal_w_addr[:lw] if lw else 0),
+                         mac.cal.data.eq(self.cal_w_data),
+                         mac.cal_eval.eq(self.cal_eval)]
+            bits = Cat(mac.compare, Const(0, 32 * rw - len(mac.compare)))
+            compare += [bits.word_select(j, 32) for j in range(rw)]
+        with m.Switch(self.cmp_r_addr):
+            for n, word in enumerate(compare):
+                with m.Case(n):
+                    m.d.comb += self.cmp_r_data.eq(word)
+
     def _macro(self, m, i):
         """Macro ``i``: a submodule, or an instance of the macro module (``macro_module``)."""
-        mac = CIMMacro(**self.config.macro_params(), style=self.macro_style)
+        mac = CIMMacro(**self.config.macro_params(), calibration=self.config.calibration,
+                       style=self.macro_style)
         if self.macro_module is None:
             m.submodules[f"macro{i}"] = mac
         else:

@@ -146,7 +146,8 @@ class AHBLiteSignature(wiring.Signature):
 # windows), the memory write ports and the activation read port. The registers' ports are
 # named by their declarations (gateware.regmap: Port, Rise, Pulse) and checked when the slave
 # is built.
-_WINDOW_PORTS = {"PROG": "prog", "PARAM": "param", "WEIGHT": "weight", "IMAGE": "image"}
+_WINDOW_PORTS = {"PROG": "prog", "PARAM": "param", "WEIGHT": "weight", "IMAGE": "image",
+                 "CAL": "cal"}
 _MEMORY_PORTS = ("prog_w_addr", "prog_w_data", "prog_w_en", "weight_w_addr", "weight_w_data",
                  "weight_w_en", "param_w_addr", "param_w_data", "param_w_en",
                  "act_w_addr", "act_w_data", "act_w_mask", "act_w_en",
@@ -310,6 +311,9 @@ class CIMSlave(wiring.Component):
                 m.d.comb += bus.HRDATA.eq(act_read)
             with m.Elif(in_block["LOGITS"]):
                 m.d.comb += bus.HRDATA.eq(acc.logit_r_data)
+            if "CMP" in in_block:
+                with m.Elif(in_block["CMP"]):
+                    m.d.comb += bus.HRDATA.eq(acc.cmp_r_data)
         return m
 
     def _decode(self, m, addr, busy, blocks):
@@ -426,6 +430,9 @@ class CIMSlave(wiring.Component):
         act_data = Cat(acc.act_r_data, Const(0, 32 * rm.act_slices - R * ab))
         # Logits: word c is logit c, read combinationally in the data phase (no wait state).
         m.d.comb += acc.logit_r_addr.eq(d_addr[2:exact_log2(rm.window("LOGITS").size)])
+        if "CMP" in present:
+            # Comparators (calibration rows): word n, read combinationally like LOGITS.
+            m.d.comb += acc.cmp_r_addr.eq(d_addr[2:exact_log2(rm.window("CMP").size)])
         return act_data.word_select(act_slice, 32)
 
 

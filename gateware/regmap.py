@@ -435,17 +435,28 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
               ("IMAGE", 4, 1, "an image buffer (IMAGE window, op 2 im2col layers; CFG_IMAGE)",
                int(c.image_channels > 0)),
               ("CLASSIFIER", 5, 1, "a raw last layer leaves its logits (LOGITS window) and "
-               "class (RESULT)", 1)),
+               "class (RESULT)", 1),
+              ("CALIBRATION", 6, 1, "calibration rows (CFG_CAL; CAL and CMP windows, "
+               "CTRL.CAL_EVAL)", int(c.cal_rows > 0))),
         const("CFG_IMAGE", 0x034, "Image buffer (two slots; CHANNELS 0: none)",
               ("CHANNELS", 0, 8, "most channels of an image", c.image_channels),
               ("SIZE", 8, 12, "most rows and columns of an image (bytes per buffer row)",
                c.image_size),
               ("KERNEL", 20, 4, "K: an im2col layer writes CHANNELS * K * K lanes per pixel",
                c.im2col_kernel)),
+        const("CFG_CAL", 0x038, "Calibration rows (ROWS 0: none; docs/offsets.md)",
+              ("ROWS", 0, 8, "calibration rows R of every bit-column", c.cal_rows),
+              ("ROW_WORDS", 8, 8, "32-bit words of one calibration row of one macro (COLS * "
+               "W_BITS bits, bit-column c * W_BITS + b)", c.cal_row_words if c.cal_rows else 0),
+              ("STEP", 16, 16, "bias of one cell, 2**-8 LSB of the partial-sum ADC",
+               c.cal_step if c.cal_rows else 0)),
         # Control and status.
         Register("CTRL", 0x040, WO, "Control (ERROR while busy)",
                  (Field("START", 0, 1, "1: run the program from descriptor 0",
-                        hw=Pulse("start")),),
+                        hw=Pulse("start")),
+                  *((Field("CAL_EVAL", 1, 1, "1: evaluate the calibration rows: every "
+                           "bit-column's comparator into the CMP window", hw=Pulse("cal_eval")),)
+                    if c.cal_rows else ())),
                  idle_only=True),
         Register("STATUS", 0x044, RO, "Status", (
             Field("BUSY", 0, 1, "the program is running", hw=Port("busy")),
@@ -514,6 +525,16 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
                   "writes while busy",
                   {"slot_bytes": config.image_slot_rows * config.image_size,
                    "active_slot": "image_active"}),)
+    calibration = ()
+    if config.cal_rows:
+        rw = config.cal_row_words
+        calibration = (
+            ("CAL", Access.WO, (4,), config.macros * config.cal_rows * rw, 4,
+             "Calibration rows: word j of row r of macro m at word (m * CFG_CAL.ROWS + r) * "
+             "CFG_CAL.ROW_WORDS + j; bit k of a row is bit-column k's cell", {}),
+            ("CMP", Access.RO, (4,), config.macros * rw, 4,
+             "Comparators at the last CTRL.CAL_EVAL: word j of macro m at word m * "
+             "CFG_CAL.ROW_WORDS + j, bit k: bit-column k's residual offset is positive", {}))
     specs = (
         ("PROG", Access.WO, (4,), config.prog_words, 4,
          f"Layer program: descriptor n at word n * {DESC_WORDS} (compiler FIELDS)", {}),
@@ -531,6 +552,7 @@ def register_map(config: HwConfig, *, addr_width: int | None = None) -> RegMap:
          "Weight image (compiler weight packing): image tile n is macro n mod MACROS's tile "
          "of weight row n div MACROS",
          {}),
+        *calibration,
     )
     windows, cursor = [], REG_BLOCK
     for name, access, sizes, words, word_bytes, desc, extra in specs:

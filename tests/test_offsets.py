@@ -372,7 +372,8 @@ def test_calibration_reports_offsets_beyond_its_range():
 
 
 @pytest.mark.parametrize("kw,msg", [
-    ({"rows": 6}, "power of two >= 4"), ({"rows": 2}, "power of two >= 4"),
+    ({"rows": 6}, "power of two from 4"), ({"rows": 2}, "power of two from 4"),
+    ({"rows": 128}, "power of two from 4 .* to 64"),
     ({"step": 0}, "positive number of LSB"), ({"step": float("inf")}, "positive number"),
     ({"step": 1e-4}, "finer than the offset grid"),
 ])
@@ -415,3 +416,121 @@ def test_study_command_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         offset_study.main(["--sigmas", "1,x"])
     assert "--sigmas must be comma-separated numbers" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- over the bus
+
+
+class _LoggedArray(OffsetArray):
+    """The device model, logging the driver's operations in order."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.log = []
+
+    def write_row(self, macro, row, bits):
+        super().write_row(macro, row, bits)
+        self.log.append(("write", macro, row, np.asarray(bits, bool).copy()))
+
+    def compare(self):
+        high = super().compare()
+        self.log.append(("compare", high.copy()))
+        return high
+
+
+@pytest.mark.parametrize("spec", [
+    "tiny:adc_bits=3,cal_rows=8,cal_step=96,offset_sigma=256",
+    "tiny:adc_bits=3,cols=16,macros=3,cal_rows=4,cal_step=200,offset_sigma=300"])
+def test_calibration_over_the_bus_on_the_rtl(spec):
+    """The driver's search (model.calibration.calibrate) on the device model, every operation
+    replayed over AHB-Lite on CIMTop built for the same device (config offset_sigma,
+    offset_seed): every comparator word the RTL answers after CTRL.CAL_EVAL equals the
+    model's, so the driver takes the same decisions on the RTL; the CAL and CMP windows'
+    unmapped tails answer ERROR."""
+    from amaranth.sim import Simulator
+
+    from contract.config import get_config
+    from gateware.top import CIMTop
+    from tests.test_ahb import ahb, rd, wr
+
+    cfg = get_config(spec)
+    top = CIMTop(config=cfg)
+    rm = top.regmap
+    cal_win, cmp_win = rm.window("CAL"), rm.window("CMP")
+    ctrl = rm.register("CTRL")
+    rw = cfg.cal_row_words
+    array = _LoggedArray(cfg.adc_offsets, cfg.calibration)
+    result = calibrate(array, strict=False)
+    assert result.evaluations >= 2
+
+    def words(bits):
+        flat = np.asarray(bits, bool).reshape(-1)
+        value = int(sum(int(b) << k for k, b in enumerate(flat)))
+        return [(value >> (32 * j)) & 0xFFFF_FFFF for j in range(rw)]
+
+    items, expect = [], []
+    for op in array.log:
+        if op[0] == "write":
+            _, macro, row, bits = op
+            base = cal_win.offset + 4 * (macro * cfg.cal_rows + row) * rw
+            items += [wr(base + 4 * j, w) for j, w in enumerate(words(bits))]
+        else:
+            items.append(wr(ctrl.offset, ctrl.field("CAL_EVAL").mask))
+            for mac in range(cfg.macros):
+                for j, w in enumerate(words(op[1][mac])):
+                    expect.append((len(items), w))
+                    items.append(rd(cmp_win.offset + 4 * (mac * rw + j)))
+    tails = ([wr(cal_win.end, 1)] if cal_win.end < cal_win.offset + cal_win.size else []) + (
+        [rd(cmp_win.end)] if cmp_win.end < cmp_win.offset + cmp_win.size else [])
+    assert tails or cfg.macros == 2, "macros=3: both windows have an unmapped tail"
+    errors = range(len(items), len(items) + len(tails))
+    items += tails
+    got = {}
+
+    async def tb(ctx):
+        res = await ahb(ctx, top, items)
+        got["res"] = res
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    res = got["res"]
+    bad = [i for i, r in enumerate(res) if i not in errors and not r.ok]
+    assert not bad, f"{spec}: transfers answered ERROR: {[items[i] for i in bad[:3]]}"
+    for i, want in expect:
+        assert res[i].rdata == want, (f"{spec}: comparator word {res[i].t.addr:#x}: RTL "
+                                      f"{res[i].rdata:#010x}, model {want:#010x}")
+    assert all(res[i].error for i in errors)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("tiny:cal_rows=8", "bias a partial-sum ADC: set adc_bits"),
+    ("tiny:adc_bits=3,offset_sigma=64", "set cal_rows"),
+    ("tiny:adc_bits=3,cal_rows=6", "power of two from 4"),
+    ("tiny:adc_bits=3,cal_rows=8,cal_step=0", "cal_step must be from 1"),
+    ("tiny:adc_bits=3,cal_rows=8,cal_step=40000", "cal_step must be from 1"),
+    ("tiny:adc_bits=3,cal_rows=8,offset_sigma=20000", "beyond the accelerator's 16-bit"),
+    ("tiny:adc_bits=3,cal_rows=8,offset_seed=-1", "offset_seed must not be negative"),
+    ("tiny:adc_bits=3,w_bits=8,cal_rows=8", None),
+    ("tiny:adc_bits=3,cols=12,cal_rows=8", "power of two of 32-bit bus words"),
+])
+def test_calibration_configuration_is_checked(spec, msg):
+    """Calibration fields of a hardware configuration: what they need, their ranges, and a
+    calibration row of whole (power-of-two) bus words or fewer than 32 bits."""
+    import dataclasses
+
+    from contract.config import get_config
+
+    if "offset_seed=-1" in spec:        # not a valid configuration name: build it directly
+        with pytest.raises(ValueError, match=msg):
+            dataclasses.replace(get_config(spec.replace("-1", "0")), offset_seed=-1)
+        return
+    if msg is None:
+        cfg = get_config(spec)
+        assert cfg.cal_row_words == 2 and cfg.calibration.rows == 8
+        assert cfg.adc_offsets.values.shape == (cfg.macros, cfg.cols, cfg.w_bits)
+        assert not cfg.adc_offsets.values.any(), "offset_sigma 0: an offset-free device"
+        return
+    with pytest.raises(ValueError, match=msg):
+        get_config(spec)

@@ -47,7 +47,8 @@ typedef struct {
     __IM  uint32_t CFG_LAYOUT;          /* 0x02C RO  Memory layouts the driver follows */
     __IM  uint32_t CAPS;                /* 0x030 RO  Capabilities */
     __IM  uint32_t CFG_IMAGE;           /* 0x034 RO  Image buffer (two slots; CHANNELS 0: none) */
-    uint32_t       RESERVED0[2];        /* 0x038-0x03C */
+    __IM  uint32_t CFG_CAL;             /* 0x038 RO  Calibration rows (ROWS 0: none; docs/offsets.md) */
+    uint32_t       RESERVED0[1];        /* 0x03C-0x03C */
     __OM  uint32_t CTRL;                /* 0x040 WO  Control (ERROR while busy) */
     __IM  uint32_t STATUS;              /* 0x044 RO  Status */
     __IOM uint32_t IRQ_ENABLE;          /* 0x048 RW  Interrupt enables (IRQ = any enabled status bit) */
@@ -136,6 +137,8 @@ typedef struct {
 #define CIM_CAPS_IMAGE_Msk                   (0x00000001UL << CIM_CAPS_IMAGE_Pos)
 #define CIM_CAPS_CLASSIFIER_Pos              5u
 #define CIM_CAPS_CLASSIFIER_Msk              (0x00000001UL << CIM_CAPS_CLASSIFIER_Pos)
+#define CIM_CAPS_CALIBRATION_Pos             6u
+#define CIM_CAPS_CALIBRATION_Msk             (0x00000001UL << CIM_CAPS_CALIBRATION_Pos)
 #define CIM_CFG_IMAGE_OFFSET                 0x034u
 #define CIM_CFG_IMAGE_CHANNELS_Pos           0u
 #define CIM_CFG_IMAGE_CHANNELS_Msk           (0x000000FFUL << CIM_CFG_IMAGE_CHANNELS_Pos)
@@ -143,6 +146,13 @@ typedef struct {
 #define CIM_CFG_IMAGE_SIZE_Msk               (0x00000FFFUL << CIM_CFG_IMAGE_SIZE_Pos)
 #define CIM_CFG_IMAGE_KERNEL_Pos             20u
 #define CIM_CFG_IMAGE_KERNEL_Msk             (0x0000000FUL << CIM_CFG_IMAGE_KERNEL_Pos)
+#define CIM_CFG_CAL_OFFSET                   0x038u
+#define CIM_CFG_CAL_ROWS_Pos                 0u
+#define CIM_CFG_CAL_ROWS_Msk                 (0x000000FFUL << CIM_CFG_CAL_ROWS_Pos)
+#define CIM_CFG_CAL_ROW_WORDS_Pos            8u
+#define CIM_CFG_CAL_ROW_WORDS_Msk            (0x000000FFUL << CIM_CFG_CAL_ROW_WORDS_Pos)
+#define CIM_CFG_CAL_STEP_Pos                 16u
+#define CIM_CFG_CAL_STEP_Msk                 (0x0000FFFFUL << CIM_CFG_CAL_STEP_Pos)
 #define CIM_CTRL_OFFSET                      0x040u
 #define CIM_CTRL_START_Pos                   0u
 #define CIM_CTRL_START_Msk                   (0x00000001UL << CIM_CTRL_START_Pos)
@@ -346,6 +356,10 @@ typedef struct {
 #define CIM_CFG_IMAGE_CHANNELS      0u
 #define CIM_CFG_IMAGE_SIZE          32u
 #define CIM_CFG_IM2COL_KERNEL       7u
+#define CIM_CFG_CAL_ROWS            0u
+#define CIM_CFG_CAL_STEP            64u
+#define CIM_CFG_OFFSET_SIGMA        0u
+#define CIM_CFG_OFFSET_SEED         0u
 #define CIM_ADDR_WIDTH              18u
 #define CIM_SPAN                    0x00040000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -378,6 +392,7 @@ typedef struct {
 #define CIM_CFG_LAYOUT_RESET        0x0002040Au
 #define CIM_CAPS_RESET              0x0000002Du
 #define CIM_CFG_IMAGE_RESET         0x00702000u
+#define CIM_CFG_CAL_RESET           0x00000000u
 #elif defined(CIM_CONFIG_LARGE)
 #define CIM_CFG_NAME                "large"
 #define CIM_CFG_ROWS                64u
@@ -400,6 +415,10 @@ typedef struct {
 #define CIM_CFG_IMAGE_CHANNELS      3u
 #define CIM_CFG_IMAGE_SIZE          32u
 #define CIM_CFG_IM2COL_KERNEL       7u
+#define CIM_CFG_CAL_ROWS            0u
+#define CIM_CFG_CAL_STEP            64u
+#define CIM_CFG_OFFSET_SIGMA        0u
+#define CIM_CFG_OFFSET_SEED         0u
 #define CIM_ADDR_WIDTH              23u
 #define CIM_SPAN                    0x00800000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -435,6 +454,7 @@ typedef struct {
 #define CIM_CFG_LAYOUT_RESET        0x0008040Au
 #define CIM_CAPS_RESET              0x0000003Du
 #define CIM_CFG_IMAGE_RESET         0x00702003u
+#define CIM_CFG_CAL_RESET           0x00000000u
 #else /* CIM_CONFIG_DEFAULT */
 #define CIM_CFG_NAME                "default"
 #define CIM_CFG_ROWS                64u
@@ -457,6 +477,10 @@ typedef struct {
 #define CIM_CFG_IMAGE_CHANNELS      3u
 #define CIM_CFG_IMAGE_SIZE          32u
 #define CIM_CFG_IM2COL_KERNEL       7u
+#define CIM_CFG_CAL_ROWS            0u
+#define CIM_CFG_CAL_STEP            64u
+#define CIM_CFG_OFFSET_SIGMA        0u
+#define CIM_CFG_OFFSET_SEED         0u
 #define CIM_ADDR_WIDTH              23u
 #define CIM_SPAN                    0x00800000UL
 #define CIM_WIN_PROG_OFFSET         0x00001000UL
@@ -492,6 +516,7 @@ typedef struct {
 #define CIM_CFG_LAYOUT_RESET        0x0008040Au
 #define CIM_CAPS_RESET              0x0000003Du
 #define CIM_CFG_IMAGE_RESET         0x00702003u
+#define CIM_CFG_CAL_RESET           0x00000000u
 #endif
 
 #ifdef __cplusplus
