@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "LOGIT_BITS", "MAX_ACC_WIDTH", "MAX_PADDING",
-    "MAX_CAL_ROWS", "MAX_SHIFT", "MULT_BITS", "OFFSET_FRAC_BITS", "OFFSET_WIDTH", "RES_MULT_BITS", "STRIDES", "VALUE_BITS",
-    "AdcModel", "AdcOffsets", "CalibrationRows", "accumulator_width", "act_range", "adc_dot", "column_range",
-    "datapath_model", "offset_codes", "out_size", "plane_range", "requantize", "signed_range",
-    "signed_width", "weight_qmax", "weight_range",
+    "BIAS_BITS", "BIAS_LIMIT", "KERNELS", "LOGIT_BITS", "MAX_ACC_WIDTH", "MAX_CAL_ROWS",
+    "MAX_PADDING", "MAX_SHIFT", "MULT_BITS", "OFFSET_FRAC_BITS", "OFFSET_WIDTH",
+    "RES_MULT_BITS", "STRIDES", "VALUE_BITS", "AdcModel", "AdcOffsets", "CalibrationRows",
+    "accumulator_width", "act_range", "adc_dot", "column_range", "datapath_model",
+    "offset_codes", "out_size", "plane_range", "requantize", "signed_range", "signed_width",
+    "weight_qmax", "weight_range",
 ]
 
 # ----------------------------------------------------------------------------- field widths
