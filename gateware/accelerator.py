@@ -56,11 +56,12 @@ runs.
 
 Calibration rows (configurations with ``cal_rows > 0``, ``docs/offsets.md``): every macro
 models a device's ADC offsets (``config.adc_offsets``, constants) and has calibration rows.
-``cal_w_*`` writes 32-bit word ``j`` of calibration row ``r`` of macro ``i`` at word address
-``(i * cal_rows + r) * cal_row_words + j`` (the ``CAL`` window); ``cal_eval`` latches every
-macro's comparators; ``cmp_r_addr`` -> ``cmp_r_data`` reads word ``j`` of macro ``i``'s
-comparator bits at ``i * cal_row_words + j`` combinationally (the ``CMP`` window). Bit ``k``
-of a row or comparator word is bit-column ``k = c * w_bits + b`` (within the 32 of its word).
+``cal_eval`` (a port of every configuration, without effect where ``cal_rows`` is 0)
+latches every macro's comparators. ``cal_w_*`` writes 32-bit word ``j`` of calibration row
+``r`` of macro ``i`` at word address ``(i * cal_rows + r) * cal_row_words + j`` (the ``CAL``
+window); ``cmp_r_addr`` -> ``cmp_r_data`` reads word ``j`` of macro ``i``'s comparator bits
+at ``i * cal_row_words + j`` combinationally (the ``CMP`` window). Bit ``k`` of a row or
+comparator word is bit-column ``k = c * w_bits + b`` (within the 32 of its word).
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ class Accelerator(wiring.Component):
                       "image_w_data": In(32), "image_w_en": In(1)}
         super().__init__({
             **image,
-            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
+            "start": In(1), "cal_eval": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
             "error_code": Out(AccelError), "layer": Out(8),
             "cycles_total": Out(32), "cycles_busy": Out(32), "cycles_compute": Out(32),
             "cycles_stall": Out(32),
@@ -231,7 +232,7 @@ class Accelerator(wiring.Component):
             return {}
         rw = config.cal_row_words
         return {"cal_w_addr": In(ceil_log2(config.macros * config.cal_rows * rw)),
-                "cal_w_data": In(32), "cal_w_en": In(1), "cal_eval": In(1),
+                "cal_w_data": In(32), "cal_w_en": In(1),
                 "cmp_r_addr": In(max(1, ceil_log2(config.macros * rw))),
                 "cmp_r_data": Out(32)}
 

@@ -65,7 +65,7 @@ __all__ = ["Access", "Drive", "Field", "Port", "Pulse", "RegMap", "Register", "R
 MAGIC = 0x43494D41
 """Identification word: ASCII ``"CIMA"`` read as a big-endian number."""
 
-VERSION = (3, 0)
+VERSION = (3, 1)
 """Register-map version (major, minor). The major number changes when a register moves or
 changes meaning; the minor one when something is added."""
 
@@ -454,9 +454,9 @@ def _registers(config: HwConfig, act_slices: int) -> tuple[Register, ...]:
         Register("CTRL", 0x040, WO, "Control (ERROR while busy)",
                  (Field("START", 0, 1, "1: run the program from descriptor 0",
                         hw=Pulse("start")),
-                  *((Field("CAL_EVAL", 1, 1, "1: evaluate the calibration rows: every "
-                           "bit-column's comparator into the CMP window", hw=Pulse("cal_eval")),)
-                    if c.cal_rows else ())),
+                  Field("CAL_EVAL", 1, 1, "1: evaluate the calibration rows: every "
+                        "bit-column's comparator into the CMP window (no effect without "
+                        "calibration rows: CFG_CAL.ROWS 0)", hw=Pulse("cal_eval"))),
                  idle_only=True),
         Register("STATUS", 0x044, RO, "Status", (
             Field("BUSY", 0, 1, "the program is running", hw=Port("busy")),

@@ -46,7 +46,8 @@ HW_FIELDS = ("version", "rows", "cols", "w_bits", "a_bits", "adc_bits", "acc_wid
              "bank_words", "max_size", "max_groups", "max_pixels", "desc_words",
              "param_record_words", "act_slices", "image_channels", "image_size",
              "im2col_kernel", "image_slot_rows", "prog_window", "param_window", "act_window",
-             "weight_window", "image_window", "logits_window")
+             "weight_window", "image_window", "logits_window", "cal_rows", "cal_row_words",
+             "cal_step", "cal_window", "cmp_window")
 
 
 class Hal(C.Structure):
@@ -56,6 +57,11 @@ class Hal(C.Structure):
 
 class HwInfo(C.Structure):
     _fields_ = [(n, U32) for n in HW_FIELDS]
+
+
+class CalResult(C.Structure):
+    _fields_ = [(n, U32) for n in ("evaluations", "row_writes", "words_written", "words_read",
+                                   "out_of_range")]
 
 
 class Model(C.Structure):
@@ -99,6 +105,7 @@ def build_library(build_dir: Path, config: str) -> C.CDLL:
         "cim_net_logits": (P(C.c_int64), [P(Net)]),
         "cim_status_name": (C.c_char_p, [C.c_int]),
         "cim_crc32": (U32, [U32, C.c_void_p, U32]),
+        "cim_calibrate": (C.c_int, [P(Dev), P(C.c_uint16), U32, C.c_int, P(CalResult)]),
     }
     for name, (res, args) in protos.items():
         fn = getattr(lib, name)
@@ -221,6 +228,8 @@ class FakeAccelerator:
         elif name == "CTRL":
             if value & self._reg("CTRL").field("START").mask:
                 self.start()
+            if value & self._reg("CTRL").field("CAL_EVAL").mask:
+                self.cal_eval()
         elif name is not None:
             self.regs[offset] = value & self._reg(name).mask
 
@@ -250,6 +259,41 @@ class FakeAccelerator:
         cbs = (READ32(rd), WRITE32(wr), BLOCK(rblk), BLOCK(wblk))
         self._keep.append(cbs)
         return Hal(None, *cbs)
+
+    # ---- calibration rows
+    def cal_cells(self) -> np.ndarray:
+        """The calibration cells the driver wrote, bool ``(macros, rows, cols * w_bits)``."""
+        cfg = self.config
+        words = self.mem["CAL"][:cfg.macros * cfg.cal_rows * cfg.cal_row_words]
+        bits = np.unpackbits(words.astype("<u4").view(np.uint8), bitorder="little")
+        bits = bits.reshape(cfg.macros, cfg.cal_rows, 32 * cfg.cal_row_words)
+        return bits[:, :, :cfg.cols * cfg.w_bits].astype(bool)
+
+    def cal_device(self):
+        """The device model (``model.calibration.OffsetArray`` of the configuration's
+        offsets) holding the cells the driver wrote."""
+        from model.calibration import OffsetArray
+
+        cfg = self.config
+        array = OffsetArray(cfg.adc_offsets, cfg.calibration)
+        cells = self.cal_cells()
+        for m in range(cfg.macros):
+            for r in range(cfg.cal_rows):
+                array.write_row(m, r, cells[m, r].reshape(cfg.cols, cfg.w_bits))
+        return array
+
+    def cal_eval(self):
+        """CTRL.CAL_EVAL: every bit-column's comparator into the CMP window (no effect
+        without calibration rows)."""
+        cfg = self.config
+        if not cfg.cal_rows:
+            return
+        high = self.cal_device().compare().reshape(cfg.macros, -1)
+        pad = np.zeros((cfg.macros, 32 * cfg.cal_row_words), np.uint8)
+        pad[:, :high.shape[1]] = high
+        words = np.packbits(pad, bitorder="little").view("<u4")
+        self.mem["CMP"][:len(words)] = words
+        self.cal_evals = getattr(self, "cal_evals", 0) + 1
 
     # ---- running
     def descriptors(self) -> list[fmt.Descriptor]:

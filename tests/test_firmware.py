@@ -43,7 +43,9 @@ def libs(tmp_path_factory):
     def get(config):
         if config not in built:
             try:
-                built[config] = fh.build_library(tmp_path_factory.mktemp(config), config)
+                # A directory name make takes (no ':' or '=' from a changed configuration).
+                folder = tmp_path_factory.mktemp(get_config(config).name)
+                built[config] = fh.build_library(folder, config)
             except FileNotFoundError as e:
                 pytest.skip(str(e))
             except subprocess.CalledProcessError as e:
@@ -973,3 +975,66 @@ def test_bad_whole_blobs(fw, resnet):
         assert blob_status(fw, blob) == "ERR_BLOB_FORMAT", what
     with pytest.raises(fb.BlobError, match="image buffer"):
         fb.build_blob(resnet, get_config("default:image_channels=0"), partition="whole")
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+CAL_SPECS = ("tiny:adc_bits=3,cal_rows=8,cal_step=96,offset_sigma=256",
+             "tiny:adc_bits=3,cols=16,macros=3,cal_rows=4,cal_step=200,offset_sigma=300,"
+             "offset_seed=5",
+             "tiny:adc_bits=3,w_bits=1,cal_rows=16,cal_step=40,offset_sigma=100")
+
+
+@pytest.mark.parametrize("spec", CAL_SPECS)
+def test_calibration_driver(libs, spec):
+    """cim_calibrate() over the bus, on the register-level device model: the cells it leaves
+    and what it costs equal model.calibration.calibrate on the same device (the Python
+    statement of the search), which leaves every in-range offset within one step; run again
+    from its own record, it reaches the same cells; hardware without calibration rows and a
+    short record are refused."""
+    from model.calibration import OffsetArray, calibrate
+
+    fw = libs(spec)
+    cfg = get_config(spec)
+    fake = fh.FakeAccelerator(cfg)
+    dev, hal = fh.Dev(), fake.hal()
+    assert fh.status(fw.cim_init(C.byref(dev), C.byref(hal))) == "OK"
+    assert (dev.hw.cal_rows, dev.hw.cal_row_words, dev.hw.cal_step) == (
+        cfg.cal_rows, cfg.cal_row_words, cfg.cal_step)
+    n = cfg.macros * cfg.cols * cfg.w_bits
+    cells = (C.c_uint16 * n)()
+    res = fh.CalResult()
+    assert fh.status(fw.cim_calibrate(C.byref(dev), cells, n - 1, 1, C.byref(res))) == \
+        "ERR_WORKSPACE"
+    assert fh.status(fw.cim_calibrate(C.byref(dev), cells, n, 1, C.byref(res))) == "OK"
+    assert not fake.errors, fake.errors[:3]
+
+    want = calibrate(OffsetArray(cfg.adc_offsets, cfg.calibration), strict=False)
+    got = np.array(cells, dtype=np.int64)
+    ones = (got & 0x7F).reshape(want.ones.shape)
+    assert np.array_equal(ones, want.ones)
+    assert np.array_equal((got & 0x4000).astype(bool).reshape(want.ones.shape),
+                          want.out_of_range)
+    assert (res.evaluations, res.row_writes, res.words_written, res.words_read,
+            res.out_of_range) == (want.evaluations, want.row_writes, want.words_written,
+                                  want.words_read, int(want.out_of_range.sum()))
+    assert fake.cal_evals == res.evaluations
+    device = fake.cal_device()
+    assert np.array_equal(device.ones(), want.ones)
+    inside = ~want.out_of_range
+    assert np.abs(device.residual().values[inside]).max() <= cfg.calibration.step_fx
+
+    again = fh.CalResult()
+    assert fh.status(fw.cim_calibrate(C.byref(dev), cells, n, 0, C.byref(again))) == "OK"
+    assert np.array_equal((np.array(cells, dtype=np.int64) & 0x7F).reshape(ones.shape), ones)
+    assert np.array_equal(fake.cal_device().ones(), want.ones)
+
+
+def test_calibration_driver_needs_calibration_rows(fw_tiny):
+    dev, hal = fh.Dev(), fh.FakeAccelerator(CONFIGS["tiny"]).hal()
+    assert fh.status(fw_tiny.cim_init(C.byref(dev), C.byref(hal))) == "OK"
+    assert dev.hw.cal_rows == 0
+    cells, res = (C.c_uint16 * 64)(), fh.CalResult()
+    assert fh.status(fw_tiny.cim_calibrate(C.byref(dev), cells, 64, 1, C.byref(res))) == \
+        "ERR_HW_CONFIG"

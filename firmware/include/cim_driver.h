@@ -42,6 +42,9 @@ typedef struct {
     /* Window byte offsets from the base address (image_window 0: no image buffer). */
     uint32_t prog_window, param_window, act_window, weight_window, image_window;
     uint32_t logits_window;
+    /* Calibration rows (CFG_CAL; cal_rows 0: none): rows per bit-column, 32-bit words per
+     * row of one macro, a cell's bias in 2**-8 LSB; the CAL and CMP windows' offsets. */
+    uint32_t cal_rows, cal_row_words, cal_step, cal_window, cmp_window;
 } cim_hw_info_t;
 
 typedef struct {
@@ -101,6 +104,36 @@ cim_status_t cim_start_image(cim_dev_t *dev, uint32_t slot);
 /* The last frame's logits (the classes of the model, widened to 64 bits) and class;
  * CIM_ERR_STATE if the last program did not end with the classifier (RESULT.VALID). */
 cim_status_t cim_read_result(cim_dev_t *dev, int64_t *logits, uint32_t *class_out);
+
+/* ---- Calibration rows (hardware with CAPS.CALIBRATION; docs/offsets.md) ----
+ * Every bit-column k = (macro * COLS + column) * W_BITS + weight_bit has cal_rows cells that
+ * bias its ADC; cim_calibrate() runs seed 002's binary search on all of them at once: half
+ * the cells set, then per step one CTRL.CAL_EVAL and the CMP window read back, clearing
+ * (comparator high) or setting (low) cal_rows/4, cal_rows/8, ..., 1 more cells; then one
+ * range check of the bit-columns whose decisions all went one way (at all cells clear or
+ * all set: still the same way is out of range, and the column keeps that extreme). Cells
+ * are written as a thermometer code, only the rows that change.
+ *
+ * `cells`: one uint16_t per bit-column (n >= MACROS * COLS * W_BITS), the driver's record
+ * of the cells. `after_reset` 1: the cells are as reset leaves them (all clear) and `cells`
+ * is initialized; 0: `cells` is what a previous cim_calibrate() on this device left. On
+ * return CIM_CAL_ONES(cells[k]) cells of bit-column k are set and CIM_CAL_OUT_OF_RANGE
+ * marks one whose offset the rows cannot cancel (`result->out_of_range` counts them; the
+ * call still returns CIM_OK). CIM_ERR_HW_CONFIG without calibration rows,
+ * CIM_ERR_WORKSPACE if n is too small, CIM_ERR_BUSY while a frame runs. */
+#define CIM_CAL_ONES(cell) ((uint32_t)(cell) & 0x7Fu)
+#define CIM_CAL_OUT_OF_RANGE 0x4000u
+
+typedef struct {
+    uint32_t evaluations;    /* CTRL.CAL_EVAL writes (each evaluates every bit-column) */
+    uint32_t row_writes;     /* calibration rows written (one row of one macro each) */
+    uint32_t words_written;  /* CAL window words written */
+    uint32_t words_read;     /* CMP window words read */
+    uint32_t out_of_range;   /* bit-columns beyond the calibration range */
+} cim_cal_result_t;
+
+cim_status_t cim_calibrate(cim_dev_t *dev, uint16_t *cells, uint32_t n, int after_reset,
+                           cim_cal_result_t *result);
 
 /* Call from the accelerator's interrupt handler: takes and clears IRQ_STATUS. */
 void cim_irq_handler(cim_dev_t *dev);

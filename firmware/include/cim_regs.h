@@ -156,6 +156,8 @@ typedef struct {
 #define CIM_CTRL_OFFSET                      0x040u
 #define CIM_CTRL_START_Pos                   0u
 #define CIM_CTRL_START_Msk                   (0x00000001UL << CIM_CTRL_START_Pos)
+#define CIM_CTRL_CAL_EVAL_Pos                1u
+#define CIM_CTRL_CAL_EVAL_Msk                (0x00000001UL << CIM_CTRL_CAL_EVAL_Pos)
 #define CIM_STATUS_OFFSET                    0x044u
 #define CIM_STATUS_BUSY_Pos                  0u
 #define CIM_STATUS_BUSY_Msk                  (0x00000001UL << CIM_STATUS_BUSY_Pos)

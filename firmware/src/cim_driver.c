@@ -37,6 +37,7 @@ static const struct {
     {REG(CFG_LAYOUT), CIM_CFG_LAYOUT_RESET},
     {REG(CAPS), CIM_CAPS_RESET},
     {REG(CFG_IMAGE), CIM_CFG_IMAGE_RESET},
+    {REG(CFG_CAL), CIM_CFG_CAL_RESET},
 };
 
 cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal)
@@ -96,6 +97,14 @@ cim_status_t cim_init(cim_dev_t *dev, const cim_hal_t *hal)
     hw->image_window = CIM_WIN_IMAGE_OFFSET;
 #endif
     hw->logits_window = CIM_WIN_LOGITS_OFFSET;
+    v = rd(dev, REG(CFG_CAL));
+    hw->cal_rows = FIELD(v, CFG_CAL, ROWS);
+    hw->cal_row_words = FIELD(v, CFG_CAL, ROW_WORDS);
+    hw->cal_step = FIELD(v, CFG_CAL, STEP);
+#ifdef CIM_WIN_CAL_OFFSET
+    hw->cal_window = CIM_WIN_CAL_OFFSET;
+    hw->cmp_window = CIM_WIN_CMP_OFFSET;
+#endif
     return CIM_OK;
 }
 
@@ -414,4 +423,142 @@ void cim_irq_handler(cim_dev_t *dev)
     uint32_t events = rd(dev, REG(IRQ_STATUS)) & IRQ_EVENTS;
     wr(dev, REG(IRQ_STATUS), events);
     dev->irq_events |= events;
+}
+
+/* ---- Calibration rows ----
+ * The record of a bit-column while cim_calibrate() runs: the cells set on the device, the
+ * setting to store next, and whether every decision so far read high / low. */
+#define CAL_ONES_MSK 0x007Fu
+#define CAL_NEXT_POS 7u
+#define CAL_NEXT_MSK (0x7Fu << CAL_NEXT_POS)
+#define CAL_ALL_HIGH 0x4000u /* CIM_CAL_OUT_OF_RANGE once the search is done */
+#define CAL_ALL_LOW 0x8000u
+
+static uint32_t cal_next(uint16_t cell)
+{
+    return ((uint32_t)cell & CAL_NEXT_MSK) >> CAL_NEXT_POS;
+}
+
+static uint16_t cal_set_next(uint16_t cell, uint32_t ones)
+{
+    return (uint16_t)((cell & ~CAL_NEXT_MSK) | (ones << CAL_NEXT_POS));
+}
+
+/* Write every row of every macro whose cells differ between the device's setting and the
+ * next one (thermometer codes: cell r of a bit-column is set when r < ones), then record
+ * the next setting as the device's. */
+static void cal_store(cim_dev_t *dev, uint16_t *cells, cim_cal_result_t *res)
+{
+    const cim_hw_info_t *hw = &dev->hw;
+    uint32_t per_macro = hw->cols * hw->w_bits;
+    for (uint32_t m = 0; m < hw->macros; m++) {
+        uint16_t *mc = cells + m * per_macro;
+        for (uint32_t r = 0; r < hw->cal_rows; r++) {
+            int changed = 0;
+            for (uint32_t k = 0; k < per_macro && !changed; k++)
+                changed = ((mc[k] & CAL_ONES_MSK) > r) != (cal_next(mc[k]) > r);
+            if (!changed)
+                continue;
+            uint32_t base = hw->cal_window + 4u * (m * hw->cal_rows + r) * hw->cal_row_words;
+            for (uint32_t j = 0; j < hw->cal_row_words; j++) {
+                uint32_t word = 0;
+                for (uint32_t b = 0; b < 32 && 32 * j + b < per_macro; b++)
+                    if (cal_next(mc[32 * j + b]) > r)
+                        word |= 1u << b;
+                wr(dev, base + 4u * j, word);
+            }
+            res->row_writes++;
+            res->words_written += hw->cal_row_words;
+        }
+    }
+    uint32_t n = hw->macros * per_macro;
+    for (uint32_t k = 0; k < n; k++)
+        cells[k] = (uint16_t)((cells[k] & ~CAL_ONES_MSK) | cal_next(cells[k]));
+}
+
+/* One evaluation: CTRL.CAL_EVAL, then the comparators of every bit-column. Calls
+ * decide(cell, high) for each. */
+static void cal_evaluate(cim_dev_t *dev, uint16_t *cells, cim_cal_result_t *res,
+                         uint16_t (*decide)(uint16_t, int, uint32_t), uint32_t arg)
+{
+    const cim_hw_info_t *hw = &dev->hw;
+    uint32_t per_macro = hw->cols * hw->w_bits;
+    wr(dev, REG(CTRL), CIM_CTRL_CAL_EVAL_Msk);
+    res->evaluations++;
+    for (uint32_t m = 0; m < hw->macros; m++)
+        for (uint32_t j = 0; j < hw->cal_row_words; j++) {
+            uint32_t word = rd(dev, hw->cmp_window + 4u * (m * hw->cal_row_words + j));
+            res->words_read++;
+            for (uint32_t b = 0; b < 32 && 32 * j + b < per_macro; b++) {
+                uint16_t *c = &cells[m * per_macro + 32 * j + b];
+                *c = decide(*c, (int)((word >> b) & 1u), arg);
+            }
+        }
+}
+
+/* A search step of `step` cells: fewer where the comparator read high, more elsewhere. */
+static uint16_t cal_step(uint16_t cell, int high, uint32_t step)
+{
+    uint32_t ones = cell & CAL_ONES_MSK;
+    cell = (uint16_t)(cell & ~(high ? CAL_ALL_LOW : CAL_ALL_HIGH));
+    return cal_set_next(cell, high ? ones - step : ones + step);
+}
+
+/* The range check at the extreme setting: a column whose decisions all went one way and
+ * still does is out of range (it keeps the extreme); the others go back to the search's
+ * result (1 cell after all high, rows - 1 after all low; `rows` in arg). */
+static uint16_t cal_range(uint16_t cell, int high, uint32_t rows)
+{
+    if (cell & CAL_ALL_HIGH)
+        return high ? (uint16_t)(cal_set_next(cell, 0) | CIM_CAL_OUT_OF_RANGE)
+                    : (uint16_t)(cal_set_next(cell, 1) & ~CAL_ALL_HIGH);
+    if (cell & CAL_ALL_LOW)
+        return high ? (uint16_t)(cal_set_next(cell, rows - 1) & ~CAL_ALL_LOW)
+                    : (uint16_t)((cal_set_next(cell, rows) & ~CAL_ALL_LOW)
+                                 | CIM_CAL_OUT_OF_RANGE);
+    return cal_set_next(cell, cell & CAL_ONES_MSK);
+}
+
+cim_status_t cim_calibrate(cim_dev_t *dev, uint16_t *cells, uint32_t n, int after_reset,
+                           cim_cal_result_t *result)
+{
+    if (!dev || !cells || !result)
+        return CIM_ERR_ARG;
+    const cim_hw_info_t *hw = &dev->hw;
+    if (!hw->cal_rows || !hw->cal_window)
+        return CIM_ERR_HW_CONFIG;
+    uint32_t count = hw->macros * hw->cols * hw->w_bits;
+    if (n < count)
+        return CIM_ERR_WORKSPACE;
+    if (busy(dev))
+        return CIM_ERR_BUSY;
+    cim_cal_result_t res = {0};
+    uint32_t rows = hw->cal_rows;
+    for (uint32_t k = 0; k < count; k++) {
+        uint16_t ones = after_reset ? 0 : (uint16_t)CIM_CAL_ONES(cells[k]);
+        cells[k] = (uint16_t)(cal_set_next(ones, rows / 2) | CAL_ALL_HIGH | CAL_ALL_LOW);
+    }
+    cal_store(dev, cells, &res);
+    for (uint32_t step = rows / 4; step >= 1; step /= 2) {
+        cal_evaluate(dev, cells, &res, cal_step, step);
+        cal_store(dev, cells, &res);
+    }
+    int one_way = 0;
+    for (uint32_t k = 0; k < count; k++)
+        one_way |= (cells[k] & (CAL_ALL_HIGH | CAL_ALL_LOW)) != 0;
+    if (one_way) {
+        /* Probe the extremes (the others keep their setting), decide, then store. */
+        for (uint32_t k = 0; k < count; k++)
+            if (cells[k] & (CAL_ALL_HIGH | CAL_ALL_LOW))
+                cells[k] = cal_set_next(cells[k], (cells[k] & CAL_ALL_HIGH) ? 0 : rows);
+        cal_store(dev, cells, &res);
+        cal_evaluate(dev, cells, &res, cal_range, rows);
+        cal_store(dev, cells, &res);
+    }
+    for (uint32_t k = 0; k < count; k++) {
+        cells[k] = (uint16_t)(cells[k] & (CAL_ONES_MSK | CIM_CAL_OUT_OF_RANGE));
+        res.out_of_range += (cells[k] & CIM_CAL_OUT_OF_RANGE) != 0;
+    }
+    *result = res;
+    return CIM_OK;
 }
