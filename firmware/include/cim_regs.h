@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define CIM_REGMAP_VERSION_MAJOR    3u
-#define CIM_REGMAP_VERSION_MINOR    0u
+#define CIM_REGMAP_VERSION_MINOR    1u
 #define CIM_MAGIC                   0x43494D41u /* "CIMA" */
 #define CIM_REG_BLOCK_SIZE          0x00001000UL
 
@@ -381,7 +381,7 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        16384u
 #define CIM_ACT_SLICES              2u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00030000u
+#define CIM_VERSION_RESET           0x00030001u
 #define CIM_CFG_ARRAY_RESET         0x00080010u
 #define CIM_CFG_BITS_RESET          0x00184044u
 #define CIM_CFG_MACROS_RESET        0x00020002u
@@ -443,7 +443,7 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        1036800u
 #define CIM_ACT_SLICES              8u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00030000u
+#define CIM_VERSION_RESET           0x00030001u
 #define CIM_CFG_ARRAY_RESET         0x00400040u
 #define CIM_CFG_BITS_RESET          0x0018C044u
 #define CIM_CFG_MACROS_RESET        0x0004002Du
@@ -505,7 +505,7 @@ typedef struct {
 #define CIM_WIN_WEIGHT_WORDS        1041408u
 #define CIM_ACT_SLICES              8u
 #define CIM_MAGIC_RESET             0x43494D41u
-#define CIM_VERSION_RESET           0x00030000u
+#define CIM_VERSION_RESET           0x00030001u
 #define CIM_CFG_ARRAY_RESET         0x00400040u
 #define CIM_CFG_BITS_RESET          0x0018C044u
 #define CIM_CFG_MACROS_RESET        0x00040012u
