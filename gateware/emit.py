@@ -81,6 +81,6 @@ def verilog(factory, *, config: HwConfig, name: str, macro_style: str = DEFAULT_
     macro, ram = macro_module_name(name), ram_module_name(name)
     design = factory(config=config, macro_module=macro, ram_module=ram, **kwargs)
     top = convert(design, name=name)
-    body = convert(CIMMacro(**config.macro_params(), style=macro_style),
-                                    name=macro)
+    body = convert(CIMMacro(**config.macro_params(), calibration=config.calibration,
+                            style=macro_style), name=macro)
     return top + "\n" + body + "\n" + ram_verilog(weight_ram(config, module=ram))

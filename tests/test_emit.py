@@ -65,3 +65,18 @@ def test_only_bare_blocks_of_clocked_modules_change():
     fixed = convert(PartlyProcess(), name="t", emit_src=False)
     assert fixed.replace("  always @* begin\n    if (clk) begin end\n    o[7:0] = r;\n  end",
                          "  always @*\n    o[7:0] = r;") == plain
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog (Debian package "
+                    "iverilog) not found")
+def test_calibrated_design_elaborates_in_icarus(tmp_path):
+    """The Verilog of a configuration with calibration rows: the shared macro module has the
+    ports (theta, cal, cal_eval, compare) its instances connect."""
+    from contract.config import get_config
+    from gateware.top import verilog as top_verilog
+
+    text = top_verilog(get_config("tiny:adc_bits=3,cal_rows=4,offset_sigma=100"))
+    (tmp_path / "t.v").write_text(text)
+    run = subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "t.v"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "error" not in run.stderr, run.stderr[:2000]
