@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.arith import AdcOffsets, CalibrationRows
-from contract.timing import MACRO_LATENCY
 
-__all__ = ["BUS_READ_CYCLES", "BUS_WRITE_CYCLES", "BUS_WORD_BITS", "CalibrationRangeError",
+__all__ = ["BUS_READ_CYCLES", "BUS_WRITE_CYCLES", "BUS_WORD_BITS", "EVAL_CYCLES",
+           "CalibrationRangeError",
            "CalibrationResult", "CalibrationRows", "OffsetArray", "calibrate"]
 
 BUS_WORD_BITS = 32
@@ -33,8 +33,11 @@ the comparators are read back alike."""
 BUS_WRITE_CYCLES = 1
 """Bus cycles per written word: pipelined AHB-Lite writes with zero wait states
 (:mod:`gateware.ahb`)."""
-BUS_READ_CYCLES = 2
-"""Bus cycles per read word: the slave's registered read address costs one wait state."""
+BUS_READ_CYCLES = 1
+"""Bus cycles per read word: the ``CMP`` window is read in the data phase, no wait state."""
+EVAL_CYCLES = 1
+"""Bus cycles per array evaluation: the ``CTRL.CAL_EVAL`` write, in whose data phase every
+comparator is latched (the next transfer reads them)."""
 
 
 class CalibrationRangeError(ValueError):
@@ -114,11 +117,12 @@ class CalibrationResult:
     @property
     def cycles(self) -> int:
         """Bus and array cycles, a lower bound at the accelerator's clock: every written word
-        :data:`BUS_WRITE_CYCLES`, read word :data:`BUS_READ_CYCLES`, evaluation one
-        bit-plane through the macro (``1 + MACRO_LATENCY``); the MCU's own instructions
+        :data:`BUS_WRITE_CYCLES`, read word :data:`BUS_READ_CYCLES`, evaluation
+        :data:`EVAL_CYCLES` (what the RTL takes with the transfers back to back,
+        ``sim.cal_pysim``); the MCU's own instructions
         between transfers are not counted."""
         return (self.words_written * BUS_WRITE_CYCLES + self.words_read * BUS_READ_CYCLES
-                + self.evaluations * (1 + MACRO_LATENCY))
+                + self.evaluations * EVAL_CYCLES)
 
 
 def _thermometer(ones: np.ndarray, rows: int) -> np.ndarray:

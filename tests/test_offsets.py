@@ -421,87 +421,35 @@ def test_study_command_rejects_bad_arguments(capsys):
 # ----------------------------------------------------------------------------- over the bus
 
 
-class _LoggedArray(OffsetArray):
-    """The device model, logging the driver's operations in order."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.log = []
-
-    def write_row(self, macro, row, bits):
-        super().write_row(macro, row, bits)
-        self.log.append(("write", macro, row, np.asarray(bits, bool).copy()))
-
-    def compare(self):
-        high = super().compare()
-        self.log.append(("compare", high.copy()))
-        return high
-
-
 @pytest.mark.parametrize("spec", [
     "tiny:adc_bits=3,cal_rows=8,cal_step=96,offset_sigma=256",
     "tiny:adc_bits=3,cols=16,macros=3,cal_rows=4,cal_step=200,offset_sigma=300"])
 def test_calibration_over_the_bus_on_the_rtl(spec):
-    """The driver's search (model.calibration.calibrate) on the device model, every operation
-    replayed over AHB-Lite on CIMTop built for the same device (config offset_sigma,
-    offset_seed): every comparator word the RTL answers after CTRL.CAL_EVAL equals the
-    model's, so the driver takes the same decisions on the RTL; the CAL and CMP windows'
-    unmapped tails answer ERROR."""
-    from amaranth.sim import Simulator
-
+    """The driver's search on the device model, every operation replayed over AHB-Lite on
+    CIMTop built for the same device (sim.cal_pysim): every comparator word the RTL answers
+    after CTRL.CAL_EVAL equals the model's, so the driver takes the same decisions on the
+    RTL; the transfers take the cycles the model counts; the CAL and CMP windows' unmapped
+    tails (3 macros) answer ERROR."""
     from contract.config import get_config
-    from gateware.top import CIMTop
-    from tests.test_ahb import ahb, rd, wr
+    from sim import cal_pysim
 
     cfg = get_config(spec)
-    top = CIMTop(config=cfg)
-    rm = top.regmap
-    cal_win, cmp_win = rm.window("CAL"), rm.window("CMP")
-    ctrl = rm.register("CTRL")
-    rw = cfg.cal_row_words
-    array = _LoggedArray(cfg.adc_offsets, cfg.calibration)
-    result = calibrate(array, strict=False)
-    assert result.evaluations >= 2
+    run = cal_pysim.run(cfg)
+    assert run.result.evaluations >= 2 and run.result.out_of_range.any()
+    assert not run.errors and not run.mismatches, (run.errors[:3], run.mismatches[:3])
+    assert run.tails == (0 if cfg.macros == 2 else 2)
+    assert run.bus_cycles == run.result.cycles
 
-    def words(bits):
-        flat = np.asarray(bits, bool).reshape(-1)
-        value = int(sum(int(b) << k for k, b in enumerate(flat)))
-        return [(value >> (32 * j)) & 0xFFFF_FFFF for j in range(rw)]
 
-    items, expect = [], []
-    for op in array.log:
-        if op[0] == "write":
-            _, macro, row, bits = op
-            base = cal_win.offset + 4 * (macro * cfg.cal_rows + row) * rw
-            items += [wr(base + 4 * j, w) for j, w in enumerate(words(bits))]
-        else:
-            items.append(wr(ctrl.offset, ctrl.field("CAL_EVAL").mask))
-            for mac in range(cfg.macros):
-                for j, w in enumerate(words(op[1][mac])):
-                    expect.append((len(items), w))
-                    items.append(rd(cmp_win.offset + 4 * (mac * rw + j)))
-    tails = ([wr(cal_win.end, 1)] if cal_win.end < cal_win.offset + cal_win.size else []) + (
-        [rd(cmp_win.end)] if cmp_win.end < cmp_win.offset + cmp_win.size else [])
-    assert tails or cfg.macros == 2, "macros=3: both windows have an unmapped tail"
-    errors = range(len(items), len(items) + len(tails))
-    items += tails
-    got = {}
+def test_calibration_over_the_bus_command(capsys):
+    from sim import cal_pysim
 
-    async def tb(ctx):
-        res = await ahb(ctx, top, items)
-        got["res"] = res
-
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
-    res = got["res"]
-    bad = [i for i, r in enumerate(res) if i not in errors and not r.ok]
-    assert not bad, f"{spec}: transfers answered ERROR: {[items[i] for i in bad[:3]]}"
-    for i, want in expect:
-        assert res[i].rdata == want, (f"{spec}: comparator word {res[i].t.addr:#x}: RTL "
-                                      f"{res[i].rdata:#010x}, model {want:#010x}")
-    assert all(res[i].error for i in errors)
+    assert cal_pysim.main([]) == 0
+    out = capsys.readouterr().out
+    assert "every comparator word equal" in out and "bus and array cycles: RTL" in out
+    with pytest.raises(SystemExit):
+        cal_pysim.main(["--config", "tiny"])
+    assert "has no calibration rows" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("spec,msg", [
