@@ -69,10 +69,19 @@ from .partition import PARTITIONS, partition
 __all__ = ["LayerCycles", "copies", "im2col_cycles", "layer_cycles", "network_cycles",
            "pool_cycles"]
 
-FIRST_READY = DESC_WORDS + CHECK_LATENCY + 5
+FETCH = DESC_WORDS + 2 + CHECK_LATENCY
+"""Cycles to read and check a descriptor (:class:`gateware.sequencer.fetcher.Fetcher`)."""
+FIRST_DESC = 1
+"""Cycles a program's first layer waits for its descriptor: the fetcher reads and checks
+descriptor 0 while idle, so it is offered the cycle after ``start`` (if program memory was
+last written at least :data:`FETCH` cycles before ``start``; up to ``FETCH`` otherwise)."""
+FIRST_READY = FIRST_DESC + 3
 """Cycles from ``start`` to the first layer's first weight tile being loaded, beyond ``wc``:
-descriptor fetch and check (``DESC_WORDS + 2 + CHECK_LATENCY``), hand-over to the loader
-(1), load start (2); plus one per pair of macros (the loader hands out two tiles per cycle)."""
+the prefetched descriptor (:data:`FIRST_DESC`), hand-over to the loader (1), load start (2);
+plus one per pair of macros (the loader hands out two tiles per cycle)."""
+NEXT_READY = FETCH + 3
+"""As :data:`FIRST_READY` for the layer after a max-pooling or im2col layer, counted from that
+layer's start: its descriptor is fetched once that layer's is taken (an upper bound)."""
 LAYER_START = 3
 """Cycles from a layer's start (taking its descriptor from the queue) to the first cycle its
 first round may start: check (1), set-up (1), round switch (1)."""
@@ -141,14 +150,10 @@ def pool_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycles:
     t = POOL_START + reads + POOL_END
     # The next layer's descriptor is fetched and its first tiles loaded while this one runs
     # (counted as for a program's first layer, from this layer's start: an upper bound).
-    first = FIRST_READY + (config.macros - 1) // 2 + config.write_cycles
+    first = NEXT_READY + (config.macros - 1) // 2 + config.write_cycles
     return LayerCycles(name, t, 0, 0.0, 0, 1, 0, reads, 0, first - t)
 
 
-FIRST_DESC = DESC_WORDS + 2 + CHECK_LATENCY
-"""Cycles a program's first layer waits for its descriptor (fetched from ``start``; a later
-layer's is in the loader's queue when it starts): what a max-pooling or im2col layer that
-starts a program adds to its cycles."""
 IM2COL_START = 2
 """Cycles from an im2col layer's start to its first image-row read: check (1), the issuer's
 ``IM2COL``, which starts the im2col unit (1)."""
@@ -167,7 +172,7 @@ def im2col_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycle
     per_row = d.in_channels * d.kernel + IM2COL_LAND + words
     t = IM2COL_START + d.out_height * per_row + IM2COL_END
     # As for max pooling: the next layer's descriptor and first tiles load meanwhile.
-    first = FIRST_READY + (config.macros - 1) // 2 + config.write_cycles
+    first = NEXT_READY + (config.macros - 1) // 2 + config.write_cycles
     return LayerCycles(name, t, 0, 0.0, 0, 1, 0, d.out_height * words, 0, first - t)
 
 

@@ -348,7 +348,8 @@ class Accelerator(wiring.Component):
         for sink, mine in ((writer.results, ~raw), (clf.results, raw)):
             m.d.comb += [sink.payload.eq(dpo.payload), sink.valid.eq(dpo.valid & mine)]
         m.d.comb += dpo.ready.eq(Mux(raw, clf.results.ready, writer.results.ready))
-        m.d.comb += [fetcher.go.eq(issuer.go), loader.go.eq(issuer.go),
+        m.d.comb += [fetcher.go.eq(issuer.go), fetcher.prog_written.eq(self.prog_w_en),
+                     loader.go.eq(issuer.go),
                      issuer.start.eq(self.start),
                      issuer.layer_done.eq(writer.layer_done | pooler.done | im2col.done
                                           | clf.layer_done),

@@ -170,14 +170,16 @@ def make_raw_desc(rng, cfg, **kw):
     return d
 
 
-def run_fetcher(cfg, program, rng, *, prog_words=64):
+def run_fetcher(cfg, program, rng, *, prog_words=64, **kw):
     return run_fetcher_words(cfg, [w for d in program for w in d.pack()], rng,
-                             prog_words=prog_words, count=len(program))
+                             prog_words=prog_words, count=len(program), **kw)
 
 
-def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
+def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1, idle=0, rewrite=None):
     """The fetcher on program memory ``words``: (cycle, descriptor, code) of every offer taken,
-    under random backpressure."""
+    under random backpressure, cycles counted from ``go``. ``idle``: cycles from reset to
+    ``go``; ``rewrite``: ``(cycle, words)``, a write to program memory in that idle cycle
+    (``prog_written``) after which memory holds ``words``."""
     rec_cap = cfg.param_words // PARAM_WORDS
     dut = Fetcher(prog_words=prog_words, rows=cfg.rows, cols=cfg.cols, a_bits=cfg.a_bits,
                   w_bits=cfg.w_bits, planes=cfg.planes_max,
@@ -189,10 +191,27 @@ def run_fetcher_words(cfg, words, rng, *, prog_words=64, count=1):
     words += [0] * (prog_words - len(words))
     got = []
 
+    def fill(ws):
+        ws = list(ws)[:prog_words]
+        return ws + [0] * (prog_words - len(ws))
+
     async def bench(ctx):
+        nonlocal words
+        for n in range(idle):
+            write = rewrite is not None and n == rewrite[0]
+            ctx.set(dut.prog_written, write)
+            addr = ctx.get(dut.prog.addr)
+            await ctx.tick()
+            ctx.set(dut.prog_written, 0)
+            # A read of this cycle returns the old word (not transparent); the write lands.
+            ctx.set(dut.prog.data, words[addr] if addr < prog_words else 0)
+            if write:
+                words = fill(rewrite[1])
         ctx.set(dut.go, 1)
+        addr = ctx.get(dut.prog.addr)
         await ctx.tick()
         ctx.set(dut.go, 0)
+        ctx.set(dut.prog.data, words[addr] if addr < prog_words else 0)
         for n in range(1, 40 * count + 40):
             addr = ctx.get(dut.prog.addr)
             ready = int(rng.random() < 0.6)
@@ -223,20 +242,40 @@ def test_fetcher_compiled_program(digits_program):
     assert all(c == AccelError.NONE for _, _, c in got), f"seed {SEED}: {got}"
 
 
-def test_fetcher_first_offer():
-    """With the consumer always ready, the first descriptor is offered (and taken)
-    DESC_WORDS + 2 + CHECK_LATENCY cycles after go: compiler.cycles.FIRST_READY's fetch and
-    check."""
-    d = make_desc(np.random.default_rng(SEED), TINY, last=1)
+class _Always:
+    def random(self):
+        return 0.0
 
-    class Always:
-        def random(self):
-            return 0.0
 
-    got, _ = run_fetcher(TINY, [d], Always())
-    first = DESC_WORDS + 2 + CHECK_LATENCY
-    assert [(n, x) for n, x, _ in got] == [(first, d)], f"seed {SEED}: {got}"
-    assert first == cycles.FIRST_READY - 3 == cycles.FIRST_DESC
+@pytest.mark.parametrize("idle", [0, 1, 5, *range(cycles.FETCH - 3, cycles.FETCH + 2), 40])
+def test_fetcher_first_offer(idle):
+    """With the consumer always ready, descriptor 0 is offered (and taken) the cycle after go
+    once the fetcher has had FETCH = DESC_WORDS + 2 + CHECK_LATENCY idle cycles to prefetch
+    it (compiler.cycles.FIRST_DESC), FETCH cycles after a go straight out of reset, and in
+    between when the prefetch is under way; descriptor 1 is read after it is taken."""
+    rng = np.random.default_rng(SEED)
+    d0 = make_desc(rng, TINY)
+    d1 = make_desc(rng, TINY, last=1)
+    got, _ = run_fetcher(TINY, [d0, d1], _Always(), idle=idle)
+    fetch = DESC_WORDS + 2 + CHECK_LATENCY
+    first = max(1, fetch - idle)
+    assert [(n, x) for n, x, _ in got] == [(first, d0), (first + fetch, d1)], \
+        f"seed {SEED}: {got}"
+    assert fetch == cycles.FETCH and cycles.FIRST_DESC == 1 == cycles.FIRST_READY - 3
+
+
+@pytest.mark.parametrize("when", [0, 3, 12, 16, 17, 18, 30, 33])
+def test_fetcher_prefetch_is_discarded_on_a_program_write(when):
+    """A write to program memory while descriptor 0 is prefetched (under way or done) makes
+    the fetcher read it again: the descriptor offered is the new one, from the cycle after go
+    if the new read ended before it."""
+    rng = np.random.default_rng(SEED)
+    old, new = make_desc(rng, TINY, last=1), make_desc(rng, TINY, last=1)
+    assert old != new
+    idle = 34
+    got, _ = run_fetcher(TINY, [old], _Always(), idle=idle, rewrite=(when, new.pack()))
+    first = max(1, cycles.FETCH - (idle - when - 1))
+    assert [(n, x) for n, x, _ in got] == [(first, new)], f"seed {SEED}: {got}"
 
 
 @pytest.mark.parametrize("cfg", ["tiny", "odd"])

@@ -156,10 +156,16 @@ class Fetcher(wiring.Component):
 
     A descriptor takes ``DESC_WORDS + 1`` cycles to read (synchronous memory: word ``w``
     arrives while word ``w + 1`` is addressed), is checked in ``CHECK_LATENCY`` more
-    (:func:`check`, pipelined) and is offered from the next cycle, held until taken (the
-    first: ``DESC_WORDS + 2 + CHECK_LATENCY`` cycles after ``go``); the next one is read
-    after that. With no ``last`` before the end of program memory
+    (:func:`check`, pipelined) and is offered from the next cycle, held until taken; the next
+    one is read after that. With no ``last`` before the end of program memory
     the fetcher offers one more, with code ``PROGRAM``.
+
+    **Prefetch.** Whenever it has nothing to do (after reset, or once a program's last
+    descriptor is taken) the fetcher reads and checks descriptor 0 ahead of the next ``go``
+    and holds it; a write to program memory (``prog_written``) discards it and the read
+    starts over. A ``go`` that finds it ready offers it from the next cycle; one that comes
+    while it is being read offers it when the read ends (``DESC_WORDS + 2 + CHECK_LATENCY``
+    cycles after ``go`` at most).
 
     Parameters
     ----------
@@ -180,6 +186,9 @@ class Fetcher(wiring.Component):
     -------
     go : ``In(1)``
         Pulse: start from descriptor 0 (whatever the fetcher was doing).
+    prog_written : ``In(1)``
+        A word of program memory is written this cycle (the prefetched descriptor 0 is
+        stale). Never together with ``go``.
     prog : ``In(ReadPort.Signature(addr_width=ceil_log2(prog_words), shape=32))``
         Read port of program memory (its ``addr`` is driven here).
     descriptors : ``Out(stream.Signature(desc_layout()))``
@@ -204,7 +213,7 @@ class Fetcher(wiring.Component):
                            image_channels=image_channels, image_size=image_size,
                            im2col_kernel=im2col_kernel)
         super().__init__({
-            "go": In(1),
+            "go": In(1), "prog_written": In(1),
             "prog": In(ReadPort.Signature(addr_width=ceil_log2(prog_words), shape=32)),
             "descriptors": Out(stream.Signature(desc_layout())),
         })
@@ -223,6 +232,8 @@ class Fetcher(wiring.Component):
                      out.payload.desc.eq(desc),
                      out.payload.code.eq(Mux(err, AccelError.PROGRAM, code))]
         settle = Signal(range(CHECK_LATENCY + 1))     # cycles until the check's code is
+        pre = Signal()              # the descriptor being read is a prefetch of descriptor 0
+        primed = Signal()           # desc is descriptor 0, read and checked ahead of go
         with m.If(busy):
             m.d.sync += cnt.eq(cnt + 1)
             for w in range(DESC_WORDS):
@@ -233,7 +244,14 @@ class Fetcher(wiring.Component):
         with m.If(settle != 0):
             m.d.sync += settle.eq(settle - 1)
             with m.If(settle == 1):
-                m.d.sync += full.eq(1)
+                m.d.sync += pre.eq(0)
+                with m.If(pre):
+                    m.d.sync += primed.eq(1)
+                with m.Else():
+                    m.d.sync += full.eq(1)
+        with m.Elif(~busy & ~full & ~primed & ~self.prog_written):
+            # Nothing to do: prefetch descriptor 0 for the next go.
+            m.d.sync += [idx.eq(0), cnt.eq(0), busy.eq(1), pre.eq(1), err.eq(0)]
         with m.If(out.valid & out.ready):
             m.d.sync += full.eq(0)
             # After a last or a failed descriptor the program ends: fetch nothing more.
@@ -242,6 +260,14 @@ class Fetcher(wiring.Component):
                     m.d.sync += [full.eq(1), err.eq(1)]
                 with m.Else():
                     m.d.sync += [idx.eq(idx + DESC_WORDS), cnt.eq(0), busy.eq(1)]
-        with m.If(self.go):
-            m.d.sync += [idx.eq(0), cnt.eq(0), busy.eq(1), full.eq(0), err.eq(0), settle.eq(0)]
+        with m.If(self.prog_written):
+            # Program memory changed: the prefetch (done or under way) is stale.
+            with m.If(pre | primed):
+                m.d.sync += [busy.eq(0), settle.eq(0), pre.eq(0), primed.eq(0)]
+        with m.Elif(self.go):
+            m.d.sync += [idx.eq(0), err.eq(0), primed.eq(0), pre.eq(0)]
+            with m.If(primed | (pre & (settle == 1))):     # ready, or ready this cycle
+                m.d.sync += full.eq(1)
+            with m.Elif(~pre):
+                m.d.sync += [cnt.eq(0), busy.eq(1), full.eq(0), settle.eq(0)]
         return m
