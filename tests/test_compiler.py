@@ -372,8 +372,9 @@ def test_cycle_model_by_hand(resnet):
     wc = 64 // 4
     c = by_name["layer1_0_conv1"]       # 9 tiles on 18 macros: 2 copies take turns, 32 slots
     assert (c.rounds, c.copies, c.slots, c.compute) == (1, 2, 32, 128)
-    # Fetch and check, hand-over and 18 tiles handed out two per cycle, then one load.
-    first_issue = 10 + 4 + 5 + (18 - 1) // 2 + wc + 1
+    # Descriptor 0 prefetched (offered the cycle after start), hand-over and 18 tiles handed
+    # out two per cycle, then one load.
+    first_issue = 1 + 3 + (18 - 1) // 2 + wc + 1
     assert c.cycles == first_issue + 31 * 4 + 1 * 1 + 4 + drain
     # The next layer's tiles load behind this layer's only round: the next layer starts at
     # once (check, set-up, switch).
