@@ -148,7 +148,7 @@ def main(argv=None) -> int:
           f"{cfg.cal_rows} rows of {cfg.calibration.step:g} LSB: {r.evaluations} evaluations, "
           f"{r.row_writes} row writes ({r.words_written} words), {r.words_read} words read, "
           f"{int(r.out_of_range.sum())} bit-columns out of range")
-    print(f"bus and array cycles: RTL {out.bus_cycles}, model (lower bound) {r.cycles} "
+    print(f"bus and array cycles: RTL {out.bus_cycles}, model {r.cycles} "
           f"[{time.monotonic() - t0:.0f} s]")
     if out.mismatches or out.errors:
         for addr, got, want in out.mismatches[:5]:
