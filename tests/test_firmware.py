@@ -1031,6 +1031,24 @@ def test_calibration_driver(libs, spec):
     assert np.array_equal(fake.cal_device().ones(), want.ones)
 
 
+def test_calibration_driver_refuses_while_busy_and_null_arguments(libs):
+    """While a frame runs cim_calibrate() touches nothing but STATUS (the CAL window and
+    CTRL would answer ERROR) and returns CIM_ERR_BUSY; NULL arguments are CIM_ERR_ARG."""
+    spec = CAL_SPECS[0]
+    fw, cfg = libs(spec), get_config(spec)
+    fake = fh.FakeAccelerator(cfg, hang=True)
+    dev, hal = fh.Dev(), fake.hal()
+    assert fh.status(fw.cim_init(C.byref(dev), C.byref(hal))) == "OK"
+    fake.start()
+    n = cfg.macros * cfg.cols * cfg.w_bits
+    cells, res = (C.c_uint16 * n)(), fh.CalResult()
+    writes = dict(fake.writes)
+    assert fh.status(fw.cim_calibrate(C.byref(dev), cells, n, 1, C.byref(res))) == "ERR_BUSY"
+    assert fake.writes == writes and not fake.errors
+    assert fh.status(fw.cim_calibrate(C.byref(dev), None, n, 1, C.byref(res))) == "ERR_ARG"
+    assert fh.status(fw.cim_calibrate(C.byref(dev), cells, n, 1, None)) == "ERR_ARG"
+
+
 def test_calibration_driver_needs_calibration_rows(fw_tiny):
     dev, hal = fh.Dev(), fh.FakeAccelerator(CONFIGS["tiny"]).hal()
     assert fh.status(fw_tiny.cim_init(C.byref(dev), C.byref(hal))) == "OK"
