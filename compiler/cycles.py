@@ -24,6 +24,13 @@ the cycles to load one weight tile)
   a round starts when all its macros hold their tiles, so it lasts
   ``max(slots * L, (cp - 1) * sp + wc + LOAD_LATENCY)`` cycles, plus one cycle (the
   round switch, :data:`ROUND_GAP`). The first round of a layer waits for its first load.
+* **Hand-out.** The loader gives each macro its next tile in macro order, two a cycle, a
+  round's first in a cycle of its own, and only into a free pending slot (one per macro,
+  freed when the tile before starts loading); a layer's descriptor is taken once the layer
+  before has handed out its last tile and the fetcher has read it (:data:`FETCH` after the
+  one before). With many macros and short loads (``wc`` small) the hand-out, not the loads,
+  can set a round's pace: :func:`network_cycles` follows it tile by tile (``_Loader``) and
+  a round starts no earlier than the cycle after its last tile is loaded.
 * **Residuals.** A layer with a residual input issues a pixel of its final round only once
   its residual is read: if its first round is final, its first issue waits for the residual
   reader's first pixel (:data:`RESIDUAL_FIRST` plus ``res_sl`` cycles into the layer).
@@ -176,11 +183,61 @@ def im2col_cycles(d: Descriptor, config: HwConfig, name: str = "") -> LayerCycle
     return LayerCycles(name, t, 0, 0.0, 0, 1, 0, d.out_height * words, 0, first - t)
 
 
+class _Loader:
+    """The weight loader and the macro units' tile slots (``gateware.sequencer.loader``,
+    ``macro_unit``), tile by tile, in cycles from the program's start. The loader hands out a
+    layer's tiles round by round in macro order, at most two a cycle and a round's first in a
+    cycle of its own; macro ``i`` takes a tile only while its one pending slot is free, and a
+    pending tile starts loading once the tile before it in that macro is committed (its
+    round's first bit-plane to the macro). The schedule's formulas assume the hand-out keeps
+    ahead of the loads; with many macros and short loads (``rows / write_rows`` small) it
+    may not, and then this sets the pace."""
+
+    def __init__(self, macros: int):
+        self.free = [0] * macros        # first cycle macro i's pending slot can take a tile
+        self.commit = [0] * macros      # commit cycle of the last tile pushed to macro i
+        self.cycle, self.count = -1, 2  # the loader's last push cycle and its pushes then
+        self.last_push = -1
+
+    def start_layer(self, take: int) -> None:
+        """The loader takes the layer's descriptor in cycle ``take``: its first tiles are
+        offered in the next."""
+        self.cycle, self.count = take, 2
+
+    def push_round(self, n: int, wc: int) -> list[int]:
+        """Hands out the ``n`` tiles of a round (macros ``0 .. n - 1``); returns the cycle
+        each is loaded (:data:`LOAD_LATENCY` as the schedule counts it)."""
+        loaded = []
+        self.count = 2                  # a round starts a cycle of its own
+        for i in range(n):
+            c = self.cycle if self.count < 2 else self.cycle + 1
+            c = max(c, self.free[i])
+            if c != self.cycle:
+                self.cycle, self.count = c, 0
+            self.count += 1
+            # Pending from the next cycle; loading starts once the tile before is committed.
+            start = max(c + 1, self.commit[i])
+            self.free[i] = start + 1
+            loaded.append(start + wc + LOAD_LATENCY - 1)
+        self.last_push = self.cycle
+        return loaded
+
+    def commit_round(self, n: int, first_issue: int, group: int, sp: int) -> None:
+        """The round's tiles are committed: macro ``i`` (group ``i // group``) at its group's
+        first issue plus one."""
+        for i in range(n):
+            self.commit[i] = first_issue + (i // group) * sp + 1
+
+
 def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
-                 ready: int | None = None) -> LayerCycles:
+                 ready: int | None = None, *, loader: _Loader | None = None,
+                 start: int = 0) -> LayerCycles:
     """Cycles of one layer under the schedule of the module docstring. ``ready``: the cycle
     (from the layer's start) at which its first round's tiles are loaded, from the previous
-    layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program."""
+    layer's :attr:`LayerCycles.next_ready`; ``None``: the first layer of a program.
+    ``loader``: the weight loader's state (:class:`_Loader`, as :func:`network_cycles` keeps
+    it), with the layer's ``start`` cycle in the program: the hand-out then bounds when each
+    round's tiles are loaded too."""
     if d.op in (OP_MAXPOOL, OP_IM2COL):
         c = (pool_cycles if d.op == OP_MAXPOOL else im2col_cycles)(d, config, name)
         wait = FIRST_DESC if ready is None else 0
@@ -196,15 +253,23 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
     load = (cp - 1) * sp + wc + LOAD_LATENCY
     if ready is None:
         ready = FIRST_READY + (rounds[0][0] - 1) // 2 + wc
+    if loader is not None:
+        ready = max([ready] + [x - start for x in loader.push_round(rounds[0][0], wc)])
     t = max(LAYER_START, ready) + 1             # first issue
     if d.has_residual and rounds[0][1]:
         t = max(t, RESIDUAL_FIRST + _slices(d.res_bits, ab))
     compute = 0
-    for r, (_, final) in enumerate(rounds):
+    for r, (n, final) in enumerate(rounds):
         length = max(pl, cp * sp) if final else pl
         compute += slots * length
+        if loader is not None:
+            loader.commit_round(n, start + t, n // cp, sp)
         if r + 1 < len(rounds):
-            t += max(slots * length, load) + ROUND_GAP
+            nxt = t + max(slots * length, load) + ROUND_GAP
+            if loader is not None:
+                loaded = loader.push_round(rounds[r + 1][0], wc)
+                nxt = max([nxt] + [x - start + 1 for x in loaded])
+            t = nxt
         else:
             last_start = t
             # The layer ends with its last word written or, raw, with the argmax.
@@ -220,11 +285,29 @@ def network_cycles(program: Program, config: HwConfig | None = None) -> list[Lay
     """Per-layer cycles of a compiled program (layers run back to back; each layer's first
     tiles load while the previous layer computes)."""
     config = config or program.config
-    layers, ready = [], None
+    layers, ready, start = [], None, 0
+    loader = _Loader(config.macros)
+    take, walking = 0, False
     for n, d in zip(program.names, program.descriptors):
-        c = layer_cycles(d, config, n, ready)
+        conv = d.op not in (OP_MAXPOOL, OP_IM2COL)
+        if conv and walking:
+            # Taken once the previous layer's last tile is handed out and the fetcher has
+            # read and checked it (FETCH cycles after the one before was taken).
+            take = max(loader.last_push + 1, take + FETCH)
+        elif conv:
+            # A program's first convolution, or one after pooling or im2col: its first tiles
+            # load when the schedule's formula says (FIRST_READY, NEXT_READY); the loader
+            # took its descriptor so that the last of them, handed out two a cycle, is
+            # loaded then.
+            wc, n0 = config.write_cycles, _rounds(d, config, copies(d, config))[0][0]
+            first = FIRST_READY + (n0 - 1) // 2 + wc if ready is None else ready
+            take = start + first - (n0 - 1) // 2 - wc - LOAD_LATENCY - 1
+        if conv:
+            loader.start_layer(take)
+        c = layer_cycles(d, config, n, ready, loader=loader if conv else None, start=start)
         layers.append(c)
-        ready = c.next_ready
+        ready, walking = c.next_ready, conv
+        start += c.cycles
     last = layers[-1]
     cycles = last.cycles + DONE
     layers[-1] = dataclasses.replace(

@@ -32,28 +32,36 @@ Named configurations
     * Weight loading. The weights do not fit in the arrays (2.77 M against 18 * 4096), so
       tiles are reloaded from the on-chip weight store while the previous tile computes
       (``double_buffer``). layer3's 2 x 2 outputs reuse a tile for only 4 vectors = 16
-      cycles, so a 64-row tile must load in 16 cycles: ``write_rows=4`` (1 kbit per macro
-      and cycle, 18 kbit per cycle in all, about 256 BRAM36 ports of 72 bits).
+      cycles: ``write_rows=4`` (1 kbit per macro and cycle, 18 kbit per cycle in all) loads a
+      64-row tile in 16 cycles plus 3 of latency, so layer3's rounds take 20 cycles, not 17.
+      ``write_rows=8`` would save about 100 cycles a frame by the cycle model but double the
+      weight store's UltraRAMs (its banks are as wide as a beat).
     * Cost (``python -m hw.estimate --config default``; Yosys ``synth_xilinx`` for xcup):
-      one macro 16,975 LUTs (16.6 per MAC/cycle) and 56,709 flip-flops; the 18 macros
-      306 k of the 1.73 M LUTs and 1.0 M of the 3.46 M flip-flops (mostly the weights and
+      one macro 18,901 LUTs (18.5 per MAC/cycle) and 56,709 flip-flops; the 18 macros
+      340 k of the 1.73 M LUTs and 1.0 M of the 3.46 M flip-flops (mostly the weights and
       their shadow copies: 13 bits per row and column at W4).
     * Bit-planes. ``max_planes=12``: the first convolution (8-bit pixels, 8-bit weights as
       two 4-bit digits, ``contract.program``) runs on the macros too; their results are 8
       bits wider than at 4 planes (18 k LUT and FF more in all, ``docs/build.md``).
 ``large``
-    ``default`` with 45 macros: the most that fill the XCVU13P by this rule. A macro's
+    ``default`` with 45 macros and weight beats of 8 rows: the most macros that fill the
+    XCVU13P by this rule. A macro's
     flip-flops bind first (its weights, their shadow copies and its adder trees: 56,709 FF
-    against 16,975 LUT, ``default``'s estimate), and the rest of the accelerator takes
-    56,237 FF and 125 more per macro; 0.8 x 3,456,000 FF allows
-    ``(2,764,800 - 56,237) // (56,709 + 125) = 47`` macros. Of those, the largest multiple of
+    against 18,901 LUT, ``default``'s estimate), and the rest of the accelerator takes
+    56,248 FF and 125 more per macro; 0.8 x 3,456,000 FF allows
+    ``(2,764,800 - 56,248) // (56,709 + 125) = 47`` macros. Of those, the largest multiple of
     9 (ResNet14's row tiles per 64 input channels of a 3 x 3 kernel, so that a layer's tiles
     fill whole rounds, as 18 does on ``default``): 45. ``python build.py --board vu13p
     --config large --estimate`` checks every resource against 80 %. Today's schedule runs
     ResNet14's middle section in as many cycles on 36 macros as on 45 (``python -m
     compiler.cycles``): at most 4 copies of a layer's row tiles (the output port writes a
     pixel's word a cycle, each copy one every 4 cycles), the serial 1 x 1 shortcuts and each
-    layer's fill and drain, not the array, bound it there.
+    layer's fill and drain, not the array, bound it there. Weight beats of 8 rows
+    (``write_rows=8``): a 64-row tile loads in 8 cycles (plus 3), within the 16 that layer3
+    uses it for, so ResNet14 runs in 1,128 cycles, not 1,207 with 4 rows a beat (there the
+    loads set the pace of layer3: 20 cycles a round). The cost is a weight store twice as
+    wide (a bank per two macros is as wide as a beat: 29 UltraRAMs, not 15), still under
+    80 % of the device in all.
 """
 
 from __future__ import annotations
@@ -388,7 +396,7 @@ CONFIGS: dict[str, HwConfig] = {
                         write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
                         param_words=1 << 14, max_planes=12, image_channels=3),
     "large": HwConfig(name="large", rows=64, cols=64, w_bits=4, a_bits=4, macros=45,
-                      write_rows=4, bank_words=2048, prog_words=1024, weight_words=1 << 20,
+                      write_rows=8, bank_words=2048, prog_words=1024, weight_words=1 << 20,
                       param_words=1 << 14, max_planes=12, image_channels=3),
 }
 

@@ -57,7 +57,16 @@ def output_shape(rows: int, w_bits: int, a_bits: int) -> Shape:
 # ----------------------------------------------------------------------------- adders
 
 
-def _chain_sum(m, terms, *, width, offset, name, max_chain=6):
+MAX_CHAIN = 4
+"""Most terms a column's carry chain adds in series (:func:`_chain_sum`). The chains are the
+macro's longest register-to-register path: by ``hw.timing``'s delay model a 64x64 W4 macro is
+at 95 MHz with chains of 6, 111 MHz with 5 and 123 MHz with 4 (the margin over a 100 MHz
+clock), for 2 % and 11 % more LUTs and the same flip-flops (the resource that bounds how many
+macros fit); 3 gives no more (119 MHz: the adder tree gains a level). ``gateware/README.md``
+has the measurement."""
+
+
+def _chain_sum(m, terms, *, width, offset, name, max_chain=MAX_CHAIN):
     """The exact signed sum of ``t_i = u_i - offset`` over ``terms`` ``u_i``.
 
     Each ``u_i`` is an unsigned ``width``-bit value no larger than ``2**width - 2``: a small
@@ -71,7 +80,7 @@ def _chain_sum(m, terms, *, width, offset, name, max_chain=6):
       Yosys keeps ``low``, a carry-chain output, on the A side driving the carry chain's DI,
       and ``u``'s logic folds into the propagate LUT: one LUT per bit). The bound on ``u``
       makes the stage's carry-out a single bit of weight ``2**width``.
-    * A chain's carry-outs (at most six) are counted by one LUT per output bit, a table
+    * A chain's carry-outs (at most ``max_chain``) are counted by one LUT per output bit, a table
       that also adds a constant; with the chain's constant start ``K`` this cancels the
       ``+ 1`` per stage and the offsets. The chain's value is ``Cat(low, count)``: no adder.
     * Chains are added in a balanced tree. An adder that takes another adder's output

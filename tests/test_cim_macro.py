@@ -10,12 +10,12 @@ import zlib
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import Fragment, Module, Signal
 from amaranth.sim import Simulator
 
 from contract.arith import weight_range
 from contract.config import CONFIGS, HwConfig, check_macro_params, get_config
-from gateware.cim_macro import LATENCY, STYLES, CIMMacro, output_shape
+from gateware.cim_macro import LATENCY, MAX_CHAIN, STYLES, CIMMacro, _chain_sum, output_shape
 from sim.seed import test_seed
 
 BASE_SEED = test_seed()
@@ -174,7 +174,8 @@ def check_macro(dut, tiles, seed, **kw):
 # ----------------------------------------------------------------------------- the macro
 
 # Every w_bits and every a_bits meets every shape (a Latin square), each write width and
-# both buffering modes. 64 and 128 rows make adder trees with odd chains left over.
+# both buffering modes. (Row pairs come in powers of two, so the macro's chains do too: the
+# uneven splits and odd chains left over are test_chain_sum's.)
 SHAPES = [(8, 3), (16, 4), (64, 2), (128, 1)]
 MATRIX = [(w, a, *SHAPES[(i + j) % 4], 2 << ((i + 2 * j) % 3), (i + j) % 2 == 0 or j == 3)
           for i, w in enumerate((1, 2, 4, 8)) for j, a in enumerate((1, 2, 4, 8))]
@@ -194,6 +195,35 @@ def test_macro_matches_model(w_bits, a_bits, rows, cols, write_rows, double_buff
              for _ in range(2)]
     tiles += corner_tiles(rows, cols, w_bits, a_bits)
     check_macro(dut, tiles, seed)
+
+
+@pytest.mark.parametrize("n,width,offset,max_chain", [
+    (1, 3, 4, MAX_CHAIN), (5, 3, 4, MAX_CHAIN), (7, 5, 16, MAX_CHAIN), (13, 2, 0, MAX_CHAIN),
+    (11, 5, 16, 6), (9, 2, 0, 3), (32, 5, 16, MAX_CHAIN)])
+def test_chain_sum(n, width, offset, max_chain):
+    """The column adder alone: ``n`` terms in chains of at most ``max_chain`` (uneven splits,
+    odd chains left over in the tree) sum exactly, at the ends of the terms' range too."""
+    rng = np.random.default_rng(seed_for("chain", n, width, offset, max_chain))
+    m = Module()
+    terms = [Signal(width, name=f"u{i}") for i in range(n)]
+    value, lo, hi = _chain_sum(m, terms, width=width, offset=offset, name="t",
+                               max_chain=max_chain)
+    out = Signal(value.shape())
+    m.d.comb += out.eq(value)
+    umax = (1 << width) - 2
+    assert (lo, hi) == (-offset * n, (umax - offset) * n)
+    cases = [np.zeros(n, int), np.full(n, umax)] + [rng.integers(0, umax + 1, n)
+                                                   for _ in range(30)]
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for u in cases:
+            for t, v in zip(terms, u):
+                ctx.set(t, int(v))
+            assert ctx.get(out) == int(u.sum()) - offset * n, list(u)
+
+    sim.add_testbench(bench)
+    sim.run()
 
 
 @pytest.mark.parametrize("style", STYLES)
