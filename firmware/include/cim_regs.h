@@ -403,7 +403,7 @@ typedef struct {
 #define CIM_CFG_A_BITS              4u
 #define CIM_CFG_MACROS              45u
 #define CIM_CFG_ADC_BITS            0u
-#define CIM_CFG_WRITE_ROWS          4u
+#define CIM_CFG_WRITE_ROWS          8u
 #define CIM_CFG_DOUBLE_BUFFER       1u
 #define CIM_CFG_ACC_WIDTH           24u
 #define CIM_CFG_BANK_WORDS          2048u
@@ -446,7 +446,7 @@ typedef struct {
 #define CIM_VERSION_RESET           0x00030001u
 #define CIM_CFG_ARRAY_RESET         0x00400040u
 #define CIM_CFG_BITS_RESET          0x0018C044u
-#define CIM_CFG_MACROS_RESET        0x0004002Du
+#define CIM_CFG_MACROS_RESET        0x0008002Du
 #define CIM_CFG_PROG_WORDS_RESET    0x00000400u
 #define CIM_CFG_WEIGHT_WORDS_RESET  0x000FD200u
 #define CIM_CFG_PARAM_WORDS_RESET   0x00004000u
