@@ -60,8 +60,8 @@ Named configurations
     (``write_rows=8``): a 64-row tile loads in 8 cycles (plus 3), within the 16 that layer3
     uses it for, so ResNet14 runs in 1,128 cycles, not 1,207 with 4 rows a beat (there the
     loads set the pace of layer3: 20 cycles a round). The cost is a weight store twice as
-    wide (a bank per two macros is as wide as a beat: 29 UltraRAMs, not 15), still under
-    80 % of the device in all.
+    wide (a bank per two macros is as wide as a beat: 29 UltraRAMs, not 15, or 64 block RAMs
+    as Yosys maps it), still under 80 % of the device in all.
 """
 
 from __future__ import annotations
