@@ -283,7 +283,8 @@ def layer_cycles(d: Descriptor, config: HwConfig, name: str = "",
 
 def network_cycles(program: Program, config: HwConfig | None = None) -> list[LayerCycles]:
     """Per-layer cycles of a compiled program (layers run back to back; each layer's first
-    tiles load while the previous layer computes)."""
+    tiles load while the previous layer computes), the weight loader's hand-out followed tile
+    by tile across layers (:class:`_Loader`)."""
     config = config or program.config
     layers, ready, start = [], None, 0
     loader = _Loader(config.macros)
